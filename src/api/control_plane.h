@@ -1,0 +1,35 @@
+// The JSON control plane under /v1/ and the ops endpoints, as plain handlers on a Router.
+// Every handler: authenticate, check the addressed org against the principal's, check the
+// permission the endpoint names, validate the body strictly, call a domain service, render JSON.
+// openapi.yaml at the repo root documents each route registered here (a test keeps them equal).
+#pragma once
+
+#include "authz/authenticator.h"
+#include "gateway/gateway.h"
+#include "http/router.h"
+#include "keys/key_service.h"
+#include "metrics/metrics.h"
+#include "orgs/org_service.h"
+
+namespace gatehouse {
+
+struct ControlPlaneDeps {
+  Authenticator& auth;
+  KeyService& keys;
+  OrgService& orgs;
+  Store& store;
+  Gateway& gateway;
+  Metrics& metrics;
+  const Clock& clock;
+};
+
+void RegisterControlPlane(Router& router, ControlPlaneDeps deps);
+
+// The permission each control-plane route requires, for documentation and the RBAC tests.
+inline constexpr std::string_view kPermOrgsRead = "orgs:read";
+inline constexpr std::string_view kPermOrgsWrite = "orgs:write";
+inline constexpr std::string_view kPermKeysRead = "keys:read";
+inline constexpr std::string_view kPermKeysWrite = "keys:write";
+inline constexpr std::string_view kPermKeysVerify = "keys:verify";
+
+}  // namespace gatehouse

@@ -1,0 +1,97 @@
+#include "authz/authenticator.h"
+
+#include "core/text.h"
+
+namespace gatehouse {
+
+namespace {
+tl::unexpected<Error> Unauthorized() {
+  return Fail(ErrorCode::kUnauthenticated, "missing or invalid API key");
+}
+
+std::string_view Trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+}  // namespace
+
+Result<std::string_view> Authenticator::ExtractCredential(const HttpRequest& request) {
+  for (std::string_view name : {"api_key", "apikey", "key", "access_token", "token"}) {
+    if (request.QueryParam(name)) {
+      return FailField(std::string(name),
+                       "credentials are not accepted in the URL; send an Authorization header");
+    }
+  }
+  if (auto auth = request.Header("authorization")) {
+    std::string_view v = Trim(*auth);
+    auto space = v.find(' ');
+    if (space != std::string_view::npos) {
+      std::string_view scheme = v.substr(0, space);
+      if (EqualsIgnoreCase(scheme, "bearer") || EqualsIgnoreCase(scheme, "apikey")) {
+        return Trim(v.substr(space + 1));
+      }
+    }
+    return Unauthorized();
+  }
+  if (auto key = request.Header("x-api-key")) return Trim(*key);
+  return Unauthorized();
+}
+
+Result<Principal> Authenticator::Decide(const KeyVerdict& verdict, const HttpRequest& request) {
+  switch (verdict.status) {
+    case KeyStatus::kValid:
+      break;
+    case KeyStatus::kMalformed:
+      metrics_.CountAuthFailure(Metrics::AuthFailure::kMalformed);
+      return Unauthorized();
+    case KeyStatus::kNotFound:
+      metrics_.CountAuthFailure(Metrics::AuthFailure::kUnknown);
+      return Unauthorized();
+    case KeyStatus::kExpired:
+      metrics_.CountAuthFailure(Metrics::AuthFailure::kExpired);
+      return Unauthorized();
+    case KeyStatus::kRevoked:
+      metrics_.CountAuthFailure(Metrics::AuthFailure::kRevoked);
+      return Unauthorized();
+  }
+  const KeyFacts& f = *verdict.facts;
+  if (!AllowedBy(f.ip_allowlist, request.client_ip)) {
+    metrics_.CountAuthFailure(Metrics::AuthFailure::kIpDenied);
+    return Fail(ErrorCode::kIpNotAllowed, "this key may not be used from your address");
+  }
+  return Principal{f.org_id, f.key_id, "api_key", f.scopes, f.environment, clock_.Now()};
+}
+
+std::optional<Result<Principal>> Authenticator::TryFast(const HttpRequest& request) {
+  auto credential = ExtractCredential(request);
+  if (!credential) {
+    metrics_.CountAuthFailure(Metrics::AuthFailure::kMissing);
+    return tl::unexpected(credential.error());
+  }
+  auto verdict = verifier_.TryCached(*credential, request.client_ip);
+  if (!verdict) return std::nullopt;
+  return Decide(*verdict, request);
+}
+
+Result<Principal> Authenticator::Authenticate(const HttpRequest& request) {
+  auto credential = ExtractCredential(request);
+  if (!credential) {
+    metrics_.CountAuthFailure(Metrics::AuthFailure::kMissing);
+    return tl::unexpected(credential.error());
+  }
+  auto verdict = verifier_.Verify(*credential, request.client_ip);
+  if (!verdict) {
+    return Fail(ErrorCode::kUnavailable, "credential store unavailable; try again");
+  }
+  return Decide(*verdict, request);
+}
+
+Result<KeyVerdict> Authenticator::VerifyForCaller(std::string_view key,
+                                                  std::string_view client_ip) {
+  auto verdict = verifier_.Verify(key, client_ip);
+  if (!verdict) return Fail(ErrorCode::kUnavailable, "credential store unavailable; try again");
+  return verdict;
+}
+
+}  // namespace gatehouse

@@ -1,0 +1,42 @@
+// Stage 4-6 of the request pipeline: find the credential, verify it, apply the key's network
+// policy. Attacker-controlled input throughout; every refusal of a key is the same 401 so that
+// the answer never says whether a key exists, has expired or was revoked.
+#pragma once
+
+#include <optional>
+#include <string_view>
+
+#include "authz/principal.h"
+#include "http/message.h"
+#include "keys/key_verifier.h"
+#include "metrics/metrics.h"
+
+namespace gatehouse {
+
+class Authenticator {
+ public:
+  Authenticator(KeyVerifier& verifier, Metrics& metrics, const Clock& clock)
+      : verifier_(verifier), metrics_(metrics), clock_(clock) {}
+
+  // From `Authorization: Bearer <key>`, `Authorization: ApiKey <key>` or `X-API-Key: <key>`.
+  // A credential in the query string is refused outright (it would end up in logs).
+  static Result<std::string_view> ExtractCredential(const HttpRequest& request);
+
+  // Never blocks: nullopt when the store must be asked (call Authenticate off the network thread).
+  std::optional<Result<Principal>> TryFast(const HttpRequest& request);
+
+  // May block on the store. kUnavailable when the store cannot answer: never a guess.
+  Result<Principal> Authenticate(const HttpRequest& request);
+
+  // For POST /v1/keys/verify: a verdict about someone else's key, presented in a body. May block.
+  Result<KeyVerdict> VerifyForCaller(std::string_view key, std::string_view client_ip);
+
+ private:
+  Result<Principal> Decide(const KeyVerdict& verdict, const HttpRequest& request);
+
+  KeyVerifier& verifier_;
+  Metrics& metrics_;
+  const Clock& clock_;
+};
+
+}  // namespace gatehouse

@@ -1,0 +1,70 @@
+#include "cli/app.h"
+
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "core/crypto.h"
+#include "core/random.h"
+#include "store/sqlite/sqlite_store.h"
+
+namespace gatehouse {
+
+namespace {
+
+Result<void> CreatePepperFile(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
+  if (ec) return Fail(ErrorCode::kInternal, "cannot create " + path + ": " + ec.message());
+  std::array<unsigned char, 32> bytes{};
+  FillRandom(bytes);
+  std::string hex = HexEncode(bytes.data(), bytes.size());
+  // Created with 0600 before anything is written, so the secret is never readable by others.
+  mode_t old = ::umask(077);
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  ::umask(old);
+  if (!out) return Fail(ErrorCode::kInternal, "cannot write " + path);
+  out << hex << "\n";
+  SecureZero(hex);
+  return {};
+}
+
+}  // namespace
+
+Result<std::unique_ptr<App>> App::Open(std::shared_ptr<const Config> config, bool create_pepper) {
+  auto app = std::make_unique<App>();
+  app->config = config;
+  app->clock = std::make_unique<SystemClock>();
+  auto env = ProcessEnv();
+  SecretSource pepper_source{config->pepper.env, config->PepperFile()};
+  auto pepper = ReadSecret(pepper_source, env, "the key pepper");
+  if (!pepper && create_pepper) {
+    if (auto r = CreatePepperFile(config->PepperFile()); !r) return tl::unexpected(r.error());
+    pepper = ReadSecret(pepper_source, env, "the key pepper");
+  }
+  if (!pepper) {
+    return Fail(
+        ErrorCode::kInvalidArgument,
+        pepper.error().message + " (run `gatehouse init`, or set " + config->pepper.env + ")");
+  }
+  if (pepper->size() < 32) {
+    return Fail(ErrorCode::kInvalidArgument, "the key pepper must be at least 32 characters");
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(config->data_dir, ec);
+  auto store = SqliteStore::Open(config->SqlitePath());
+  if (!store) return tl::unexpected(store.error());
+  app->store = std::move(*store);
+  KeyVerifier::Options vo;
+  vo.cache_capacity = config->keys.cache_capacity;
+  vo.negative_ttl = config->keys.negative_cache_ttl.count() * 1000;
+  app->verifier = std::make_unique<KeyVerifier>(
+      KeyFormat(config->keys.prefix), HmacSha256Key(*pepper), *app->store, *app->clock, vo);
+  SecureZero(*pepper);
+  app->keys = std::make_unique<KeyService>(*app->store, *app->verifier, *app->clock, config);
+  app->orgs = std::make_unique<OrgService>(*app->store, *app->keys, *app->clock);
+  return app;
+}
+
+}  // namespace gatehouse

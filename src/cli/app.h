@@ -1,0 +1,29 @@
+// The one place that builds the object graph from a Config: clock, store, pepper, verifier and
+// services. Shared by `serve` and the operator commands, so both apply the same rules.
+#pragma once
+
+#include <memory>
+
+#include "config/config.h"
+#include "keys/key_service.h"
+#include "keys/key_verifier.h"
+#include "orgs/org_service.h"
+#include "store/store.h"
+
+namespace gatehouse {
+
+struct App {
+  std::shared_ptr<const Config> config;
+  std::unique_ptr<Clock> clock;
+  std::unique_ptr<Store> store;
+  std::unique_ptr<KeyVerifier> verifier;
+  std::unique_ptr<KeyService> keys;
+  std::unique_ptr<OrgService> orgs;
+
+  // With `create_pepper`, a missing pepper file is created (0600, 32 random bytes, hex): that is
+  // what `gatehouse init` does. Otherwise a missing pepper is an error that says to run init.
+  static Result<std::unique_ptr<App>> Open(std::shared_ptr<const Config> config,
+                                           bool create_pepper);
+};
+
+}  // namespace gatehouse

@@ -1,0 +1,342 @@
+// gatehouse: flags -> config -> objects -> run. The only file that knows every module.
+#include <CLI/CLI.hpp>
+
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include "api/control_plane.h"
+#include "cli/app.h"
+#include "core/time_format.h"
+#include "demo/echo.h"
+#include "http/server.h"
+
+namespace gh = gatehouse;
+
+namespace {
+
+struct CommonFlags {
+  std::string config_file;
+  std::string data_dir;
+  std::string storage;
+};
+
+void AddCommon(CLI::App* cmd, CommonFlags& f) {
+  cmd->add_option("--config", f.config_file, "gatehouse.toml to read (default: built-in defaults)");
+  cmd->add_option("--data-dir", f.data_dir, "data directory (overrides the file and env)");
+  cmd->add_option("--storage", f.storage, "storage URL, e.g. sqlite:///var/lib/gatehouse/db");
+}
+
+int Die(const std::string& message) {
+  std::fprintf(stderr, "gatehouse: %s\n", message.c_str());
+  return 2;
+}
+
+gh::Result<std::shared_ptr<gh::Config>> LoadConfig(const CommonFlags& f,
+                                                   const std::string& listen = "") {
+  gh::Config c = gh::DefaultConfig();
+  if (!f.config_file.empty()) {
+    auto loaded = gh::LoadConfigFile(f.config_file);
+    if (!loaded) return tl::unexpected(loaded.error());
+    c = std::move(*loaded);
+  }
+  if (auto r = gh::ApplyEnvironment(c, gh::ProcessEnv()); !r) return tl::unexpected(r.error());
+  if (!f.data_dir.empty()) c.data_dir = f.data_dir;
+  if (!f.storage.empty()) c.storage = f.storage;
+  if (!listen.empty()) {
+    auto l = gh::ParseListenAddress(listen);
+    if (!l) return tl::unexpected(l.error());
+    c.listeners = {*l};
+  }
+  if (auto r = gh::Validate(c); !r) return tl::unexpected(r.error());
+  return std::make_shared<gh::Config>(std::move(c));
+}
+
+void PrintIssued(const gh::NewOrgResult& r, bool json) {
+  if (json) {
+    boost::json::object o;
+    o["org_id"] = r.org.id;
+    o["org_name"] = r.org.name;
+    o["key_id"] = r.owner_key.record.id;
+    o["api_key"] = r.owner_key.secret;
+    std::cout << boost::json::serialize(o) << std::endl;
+    return;
+  }
+  std::cout << "Organization: " << r.org.name << " (" << r.org.id << ")\n"
+            << "Owner API key (scope admin), shown once - store it now:\n\n  " << r.owner_key.secret
+            << "\n"
+            << std::endl;
+}
+
+boost::json::object KeyLine(const gh::KeyService& keys, const gh::ApiKeyRecord& k) {
+  boost::json::object o;
+  o["id"] = k.id;
+  o["label"] = k.label;
+  o["masked_key"] = keys.Masked(k);
+  o["state"] = keys.State(k);
+  boost::json::array scopes;
+  for (const auto& s : k.scopes) scopes.emplace_back(s);
+  o["scopes"] = std::move(scopes);
+  o["environment"] = k.environment;
+  o["expires_at"] = k.expires_at ? boost::json::value(gh::FormatRfc3339(*k.expires_at)) : nullptr;
+  return o;
+}
+
+int Serve(const std::shared_ptr<gh::Config>& config) {
+  auto app = gh::App::Open(config, false);
+  if (!app) return Die(app.error().message);
+  gh::App& a = **app;
+  spdlog::set_level(spdlog::level::from_str(config->log.level));
+
+  gh::Router router;
+  gh::Gateway gateway(config);
+  gh::Metrics metrics;
+  gh::Authenticator auth(*a.verifier, metrics, *a.clock);
+  gh::RegisterControlPlane(router, {auth, *a.keys, *a.orgs, *a.store, gateway, metrics, *a.clock});
+  gh::KeyVerifier* verifier = a.verifier.get();
+  metrics.AddReading("gatehouse_key_cache_hits_total", "Key verifications answered from memory.",
+                     "counter", [verifier] { return static_cast<double>(verifier->cache_hits()); });
+  metrics.AddReading("gatehouse_key_cache_misses_total", "Key verifications that asked the store.",
+                     "counter",
+                     [verifier] { return static_cast<double>(verifier->cache_misses()); });
+  metrics.AddReading("gatehouse_key_cache_entries", "Keys held in the verification cache.", "gauge",
+                     [verifier] { return static_cast<double>(verifier->cache_size()); });
+
+  std::unique_ptr<gh::Server> demo;
+  gh::Router demo_router;
+  gh::Metrics demo_metrics;
+  if (!config->demo.echo_listen.empty()) {
+    gh::RegisterEchoRoutes(demo_router);
+    gh::Server::Parts dp;
+    dp.config = config;
+    dp.router = &demo_router;
+    dp.metrics = &demo_metrics;
+    dp.listeners = {*gh::ParseListenAddress(config->demo.echo_listen)};
+    dp.threads = 1;
+    dp.blocking_threads = 1;
+    dp.access_log = false;
+    demo = std::make_unique<gh::Server>(dp);
+    if (auto r = demo->Start(); !r) return Die("demo upstream: " + r.error().message);
+  }
+
+  gh::Server::Parts parts;
+  parts.config = config;
+  parts.router = &router;
+  parts.gateway = &gateway;
+  parts.authenticator = &auth;
+  parts.metrics = &metrics;
+  parts.listeners = config->listeners;
+  parts.access_log = config->log.access_log;
+  gh::Server server(parts);
+  if (auto r = verifier->SyncInvalidations(); !r) return Die(r.error().message);
+  if (auto r = server.Start(); !r) return Die(r.error().message);
+  auto ports = server.ports();
+  for (std::size_t i = 0; i < ports.size(); ++i) {
+    const auto& l = config->listeners[i];
+    spdlog::info("gatehouse listening on {}://{}:{}", l.tls() ? "https" : "http", l.host, ports[i]);
+    // One machine-readable line for scripts and tests that start with port 0.
+    std::printf("{\"listening\":\"%s:%u\",\"tls\":%s}\n", l.host.c_str(), ports[i],
+                l.tls() ? "true" : "false");
+  }
+  if (demo) spdlog::info("demo echo upstream on http://{}", config->demo.echo_listen);
+  std::fflush(stdout);
+
+  const auto tick = gh::Millis(100);
+  const long flush_every = std::max<long>(1, config->keys.usage_flush_interval.count() / 100);
+  long ticks = 0;
+  server.RunUntilSignalled(
+      [&] {
+        if (auto r = verifier->SyncInvalidations(); !r) {
+          spdlog::warn("revocation sync failed: {}", r.error().message);
+        }
+        if (++ticks % flush_every == 0) {
+          if (auto r = verifier->FlushUsage(); !r)
+            spdlog::warn("key usage flush failed: {}", r.error().message);
+        }
+      },
+      tick);
+  (void)verifier->FlushUsage();
+  if (demo) demo->Shutdown();
+  spdlog::info("gatehouse stopped");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Diagnostics go to stderr; stdout carries command output (--json) and the access log.
+  spdlog::set_default_logger(spdlog::stderr_logger_mt("gatehouse"));
+  spdlog::set_pattern("{\"ts\":\"%Y-%m-%dT%H:%M:%S.%fZ\",\"level\":\"%l\",\"msg\":\"%v\"}",
+                      spdlog::pattern_time_type::utc);
+  CLI::App cli{"gatehouse: API security gateway and identity service"};
+  cli.require_subcommand(1);
+  CommonFlags common;
+
+  auto* serve = cli.add_subcommand("serve", "run the server");
+  AddCommon(serve, common);
+  std::string listen;
+  serve->add_option("--listen", listen,
+                    "HOST:PORT to listen on (replaces the configured listeners)");
+
+  auto* init = cli.add_subcommand("init", "create the data directory, first org and owner key");
+  AddCommon(init, common);
+  std::string org_name = "Default";
+  bool json = false;
+  init->add_option("--org-name", org_name, "name of the first organization");
+  init->add_flag("--json", json, "print {\"org_id\",\"api_key\"} as JSON");
+
+  auto* config_cmd = cli.add_subcommand("config", "configuration tools");
+  config_cmd->require_subcommand(1);
+  auto* check = config_cmd->add_subcommand("check", "validate a configuration file");
+  AddCommon(check, common);
+
+  auto* orgs = cli.add_subcommand("orgs", "manage organizations");
+  orgs->require_subcommand(1);
+  auto* orgs_create = orgs->add_subcommand("create", "create an org and its owner key");
+  AddCommon(orgs_create, common);
+  std::string new_org;
+  orgs_create->add_option("name", new_org, "organization name")->required();
+  orgs_create->add_flag("--json", json, "print JSON");
+  auto* orgs_list = orgs->add_subcommand("list", "list organizations");
+  AddCommon(orgs_list, common);
+
+  auto* keys = cli.add_subcommand("keys", "manage API keys");
+  keys->require_subcommand(1);
+  std::string org, key_id, label, env = "live", expires_in, grace = "24h";
+  std::vector<std::string> scopes, allow;
+  auto* kc = keys->add_subcommand("create", "create a key (printed once)");
+  AddCommon(kc, common);
+  kc->add_option("--org", org, "organization id")->required();
+  kc->add_option("--label", label, "what the key is for")->required();
+  kc->add_option("--scope", scopes, "a scope to grant (repeatable)");
+  kc->add_option("--env", env, "live or test");
+  kc->add_option("--expires-in", expires_in, "lifetime such as 30d, 90d, 1y");
+  kc->add_option("--ip", allow, "allowed CIDR (repeatable)");
+  kc->add_flag("--json", json, "print JSON");
+  auto* kl = keys->add_subcommand("list", "list keys (masked)");
+  AddCommon(kl, common);
+  kl->add_option("--org", org, "organization id")->required();
+  auto* kr = keys->add_subcommand("revoke", "revoke a key now");
+  AddCommon(kr, common);
+  kr->add_option("--org", org, "organization id")->required();
+  kr->add_option("key_id", key_id, "key id")->required();
+  auto* kro = keys->add_subcommand("rotate", "issue a replacement; the old key lives for --grace");
+  AddCommon(kro, common);
+  kro->add_option("--org", org, "organization id")->required();
+  kro->add_option("key_id", key_id, "key id")->required();
+  kro->add_option("--grace", grace, "how long the old key keeps working (0s to 30d)");
+  kro->add_flag("--json", json, "print JSON");
+
+  CLI11_PARSE(cli, argc, argv);
+
+  if (check->parsed()) {
+    auto c = LoadConfig(common);
+    if (!c) return Die(c.error().message);
+    std::printf("%s: OK (%zu listener(s), %zu route(s))\n", (*c)->source.c_str(),
+                (*c)->listeners.size(), (*c)->routes.size());
+    return 0;
+  }
+  auto config = LoadConfig(common, serve->parsed() ? listen : "");
+  if (!config) return Die(config.error().message);
+  spdlog::set_level(spdlog::level::from_str((*config)->log.level));
+  if (serve->parsed()) return Serve(*config);
+
+  auto app = gh::App::Open(*config, init->parsed());
+  if (!app) return Die(app.error().message);
+  gh::App& a = **app;
+
+  if (init->parsed()) {
+    auto r = a.orgs->Bootstrap(org_name);
+    if (!r) {
+      if (r.error().code == gh::ErrorCode::kAlreadyExists) {
+        auto existing = a.store->BootstrapOrgId();
+        std::string id = existing && *existing ? **existing : "?";
+        if (json) {
+          std::cout << "{\"org_id\":\"" << id << "\",\"already_initialized\":true}" << std::endl;
+        } else {
+          std::cout << "Already initialised (organization " << id
+                    << "); nothing was changed. The owner key was shown when it was created."
+                    << std::endl;
+        }
+        return 0;
+      }
+      return Die(r.error().message);
+    }
+    PrintIssued(*r, json);
+    return 0;
+  }
+  if (orgs_create->parsed()) {
+    auto r = a.orgs->Create(new_org);
+    if (!r) return Die(r.error().message);
+    PrintIssued(*r, json);
+    return 0;
+  }
+  if (orgs_list->parsed()) {
+    auto r = a.orgs->List();
+    if (!r) return Die(r.error().message);
+    for (const auto& o : *r) std::cout << o.id << "\t" << o.name << "\n";
+    return 0;
+  }
+  auto op = gh::KeyService::Operator(org);
+  if (kc->parsed()) {
+    gh::NewKeyParams p;
+    p.label = label;
+    p.scopes = scopes;
+    p.environment = env;
+    if (!expires_in.empty()) p.expires_in = expires_in;
+    p.ip_allowlist = allow;
+    auto r = a.keys->Create(op, org, p);
+    if (!r) return Die(r.error().message);
+    if (json) {
+      auto o = KeyLine(*a.keys, r->record);
+      o["key"] = r->secret;
+      std::cout << boost::json::serialize(o) << std::endl;
+    } else {
+      std::cout << r->record.id << "\n" << r->secret << std::endl;
+    }
+    return 0;
+  }
+  if (kl->parsed()) {
+    gh::KeyListQuery q;
+    q.limit = 200;
+    for (;;) {
+      auto page = a.keys->List(org, q);
+      if (!page) return Die(page.error().message);
+      for (const auto& k : page->keys)
+        std::cout << boost::json::serialize(KeyLine(*a.keys, k)) << "\n";
+      if (page->next_cursor.empty()) break;
+      q.cursor = page->next_cursor;
+    }
+    return 0;
+  }
+  if (kr->parsed()) {
+    auto r = a.keys->Revoke(org, key_id);
+    if (!r) return Die(r.error().message);
+    std::cout << "revoked " << r->id << std::endl;
+    return 0;
+  }
+  if (kro->parsed()) {
+    gh::UnixMicros g = 0;
+    if (grace != "0" && grace != "0s") {
+      auto d = gh::ParseDuration(grace);
+      if (!d) return Die("--grace: " + d.error().message);
+      g = *d;
+    }
+    auto r = a.keys->Rotate(op, org, key_id, g);
+    if (!r) return Die(r.error().message);
+    if (json) {
+      auto o = KeyLine(*a.keys, r->record);
+      o["key"] = r->secret;
+      std::cout << boost::json::serialize(o) << std::endl;
+    } else {
+      std::cout << r->record.id << "\n" << r->secret << std::endl;
+    }
+    return 0;
+  }
+  return 0;
+}

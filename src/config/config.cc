@@ -1,0 +1,491 @@
+#include "config/config.h"
+
+#include <toml++/toml.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include <boost/url/parse.hpp>
+
+#include "core/text.h"
+#include "core/time_format.h"
+
+namespace gatehouse {
+
+namespace {
+
+// Where a value came from, so that every message names file, line and field.
+struct Site {
+  const std::string* source;
+  std::uint32_t line;
+  std::string field;
+};
+
+tl::unexpected<Error> Bad(const Site& at, std::string_view what) {
+  std::string msg = *at.source;
+  if (at.line > 0) msg += ":" + std::to_string(at.line);
+  msg += ": " + at.field + ": " + std::string(what);
+  return tl::unexpected<Error>(Error{ErrorCode::kInvalidArgument, std::move(msg), at.field, {}});
+}
+
+// Reads one TOML table, remembering which keys were consumed so that typos are errors.
+class TableReader {
+ public:
+  TableReader(const toml::table& t, const std::string& source, std::string path)
+      : t_(t), source_(source), path_(std::move(path)) {}
+
+  Site At(std::string_view key) const {
+    const toml::node* n = t_.get(key);
+    std::uint32_t line = n ? n->source().begin.line : t_.source().begin.line;
+    return Site{&source_, line, Field(key)};
+  }
+  std::string Field(std::string_view key) const {
+    return path_.empty() ? std::string(key) : path_ + "." + std::string(key);
+  }
+  const toml::node* Get(std::string_view key) {
+    used_.emplace(key);
+    return t_.get(key);
+  }
+
+  Result<void> String(std::string_view key, std::string& out) {
+    const auto* n = Get(key);
+    if (!n) return {};
+    if (!n->is_string()) return Bad(At(key), "must be a string");
+    out = n->as_string()->get();
+    return {};
+  }
+  Result<void> Bool(std::string_view key, bool& out) {
+    const auto* n = Get(key);
+    if (!n) return {};
+    if (!n->is_boolean()) return Bad(At(key), "must be true or false");
+    out = n->as_boolean()->get();
+    return {};
+  }
+  template <typename Int>
+  Result<void> Integer(std::string_view key, Int& out, std::int64_t min, std::int64_t max) {
+    const auto* n = Get(key);
+    if (!n) return {};
+    if (!n->is_integer()) return Bad(At(key), "must be an integer");
+    std::int64_t v = n->as_integer()->get();
+    if (v < min || v > max) {
+      return Bad(At(key), "must be between " + std::to_string(min) + " and " + std::to_string(max));
+    }
+    out = static_cast<Int>(v);
+    return {};
+  }
+  // "10s", "500ms", "5m".
+  Result<void> Duration(std::string_view key, Millis& out) {
+    std::string text;
+    if (auto r = String(key, text); !r) return r;
+    if (!Get(key)) return {};
+    auto d = ParseDuration(text);
+    if (!d) return Bad(At(key), d.error().message);
+    out = Millis(*d / 1000);
+    return {};
+  }
+  Result<void> StringArray(std::string_view key, std::vector<std::string>& out) {
+    const auto* n = Get(key);
+    if (!n) return {};
+    const auto* arr = n->as_array();
+    if (!arr) return Bad(At(key), "must be an array of strings");
+    out.clear();
+    for (const auto& item : *arr) {
+      if (!item.is_string()) return Bad(At(key), "must be an array of strings");
+      out.push_back(item.as_string()->get());
+    }
+    return {};
+  }
+  Result<void> RejectUnknown() const {
+    for (const auto& [k, v] : t_) {
+      if (!used_.contains(k.str())) {
+        return Bad(Site{&source_, v.source().begin.line, Field(k.str())}, "unknown setting");
+      }
+    }
+    return {};
+  }
+
+ private:
+  const toml::table& t_;
+  const std::string& source_;
+  std::string path_;
+  std::set<std::string, std::less<>> used_;
+};
+
+#define GH_TRY(expr)                                              \
+  do {                                                            \
+    if (auto _r = (expr); !_r) return tl::unexpected(_r.error()); \
+  } while (0)
+
+Result<void> ReadListeners(TableReader& root, const toml::table& t, Config& c) {
+  const auto* n = root.Get("listeners");
+  if (!n) return {};
+  const auto* arr = n->as_array();
+  if (!arr || !arr->is_array_of_tables()) {
+    return Bad(root.At("listeners"), "must be an array of tables ([[listeners]])");
+  }
+  c.listeners.clear();
+  for (std::size_t i = 0; i < arr->size(); ++i) {
+    const auto& lt = *arr->get(i)->as_table();
+    TableReader r(lt, c.source, "listeners[" + std::to_string(i) + "]");
+    std::string address;
+    GH_TRY(r.String("address", address));
+    if (address.empty()) return Bad(r.At("address"), "is required, e.g. \"127.0.0.1:8080\"");
+    auto l = ParseListenAddress(address);
+    if (!l) return Bad(r.At("address"), l.error().message);
+    GH_TRY(r.String("tls_cert_file", l->tls_cert_file));
+    GH_TRY(r.String("tls_key_file", l->tls_key_file));
+    if (l->tls_cert_file.empty() != l->tls_key_file.empty()) {
+      return Bad(r.At("tls_cert_file"), "tls_cert_file and tls_key_file go together");
+    }
+    GH_TRY(r.RejectUnknown());
+    c.listeners.push_back(*l);
+  }
+  return {};
+}
+
+Result<void> ReadRoutes(TableReader& root, Config& c) {
+  const auto* n = root.Get("routes");
+  if (!n) return {};
+  const auto* arr = n->as_array();
+  if (!arr || !arr->is_array_of_tables()) {
+    return Bad(root.At("routes"), "must be an array of tables ([[routes]])");
+  }
+  c.routes.clear();
+  for (std::size_t i = 0; i < arr->size(); ++i) {
+    const auto& rt = *arr->get(i)->as_table();
+    TableReader r(rt, c.source, "routes[" + std::to_string(i) + "]");
+    RouteConfig route;
+    GH_TRY(r.String("name", route.name));
+    GH_TRY(r.String("path_prefix", route.path_prefix));
+    GH_TRY(r.StringArray("methods", route.methods));
+    GH_TRY(r.String("upstream", route.upstream));
+    GH_TRY(r.StringArray("scopes", route.scopes));
+    GH_TRY(r.Bool("strip_prefix", route.strip_prefix));
+    GH_TRY(r.Bool("forward_credential", route.forward_credential));
+    GH_TRY(r.Duration("connect_timeout", route.connect_timeout));
+    GH_TRY(r.Duration("response_timeout", route.response_timeout));
+    GH_TRY(r.Duration("stream_idle_timeout", route.stream_idle_timeout));
+    if (const auto* h = r.Get("add_headers")) {
+      const auto* ht = h->as_table();
+      if (!ht) return Bad(r.At("add_headers"), "must be a table of header = \"value\"");
+      for (const auto& [k, v] : *ht) {
+        if (!v.is_string()) return Bad(r.At("add_headers"), "header values must be strings");
+        route.add_headers.emplace_back(std::string(k.str()), v.as_string()->get());
+      }
+    }
+    GH_TRY(r.RejectUnknown());
+    // Lines for the cross-setting checks in Validate().
+    route.name = route.name.empty() ? "route" + std::to_string(i) : route.name;
+    c.routes.push_back(std::move(route));
+  }
+  return {};
+}
+
+}  // namespace
+
+const std::vector<std::string>& BuiltinPermissions() {
+  static const std::vector<std::string> kPermissions = {"admin",     "orgs:read",  "orgs:write",
+                                                        "keys:read", "keys:write", "keys:verify"};
+  return kPermissions;
+}
+
+std::string Config::SqlitePath() const {
+  if (storage.empty()) return data_dir + "/gatehouse.db";
+  std::string_view s = storage;
+  if (s.starts_with("sqlite://")) s.remove_prefix(9);
+  return std::string(s);
+}
+
+std::string Config::PepperFile() const {
+  return pepper.file.empty() ? data_dir + "/secrets/pepper" : pepper.file;
+}
+
+bool Config::KnowsScope(std::string_view scope) const {
+  return std::find(scopes.begin(), scopes.end(), scope) != scopes.end() ||
+         std::find(BuiltinPermissions().begin(), BuiltinPermissions().end(), scope) !=
+             BuiltinPermissions().end();
+}
+
+Config DefaultConfig() {
+  Config c;
+  c.scopes = {"read:findings", "write:evidence", "workflows:execute", "workflows:view"};
+  c.demo.echo_listen = "127.0.0.1:8081";
+  auto demo_route = [](std::string name, std::string prefix, std::vector<std::string> methods,
+                       std::vector<std::string> scopes) {
+    RouteConfig r;
+    r.name = std::move(name);
+    r.path_prefix = std::move(prefix);
+    r.methods = std::move(methods);
+    r.upstream = "http://127.0.0.1:8081";
+    r.scopes = std::move(scopes);
+    return r;
+  };
+  c.routes = {
+      demo_route("findings", "/api/v1/findings", {"GET"}, {"read:findings"}),
+      demo_route("evidence", "/api/v1/evidence", {"POST", "PUT"}, {"write:evidence"}),
+      demo_route("workflows", "/api/v1/workflows", {}, {"workflows:execute"}),
+      demo_route("echo", "/api/echo", {}, {}),
+  };
+  auto ok = Validate(c);
+  (void)ok;  // The built-in defaults are valid by construction; tests assert it.
+  return c;
+}
+
+EnvLookup ProcessEnv() {
+  return [](const char* name) -> std::optional<std::string> {
+    const char* v = std::getenv(name);
+    if (!v) return std::nullopt;
+    return std::string(v);
+  };
+}
+
+Result<ListenerConfig> ParseListenAddress(std::string_view text) {
+  ListenerConfig l;
+  std::string_view host, port;
+  if (text.starts_with('[')) {
+    auto close = text.find("]:");
+    if (close == std::string_view::npos) {
+      return Fail(ErrorCode::kInvalidArgument, "listen address must be HOST:PORT");
+    }
+    host = text.substr(1, close - 1);
+    port = text.substr(close + 2);
+  } else {
+    auto colon = text.rfind(':');
+    if (colon == std::string_view::npos || text.find(':') != colon) {
+      return Fail(ErrorCode::kInvalidArgument, "listen address must be HOST:PORT");
+    }
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+  }
+  unsigned p = 0;
+  auto [ptr, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
+  if (ec != std::errc() || ptr != port.data() + port.size() || p > 65535 || host.empty()) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "listen address must be HOST:PORT with a port 0-65535");
+  }
+  if (!ParseIp(host)) {
+    return Fail(ErrorCode::kInvalidArgument, "listen host must be an IP address");
+  }
+  l.host = std::string(host);
+  l.port = static_cast<std::uint16_t>(p);
+  return l;
+}
+
+Result<Config> ParseConfig(std::string_view toml_text, std::string source) {
+  Config c = DefaultConfig();
+  c.source = std::move(source);
+  // A file replaces the demo set-up: its routes are the deployment's own.
+  c.routes.clear();
+  c.scopes.clear();
+  c.demo.echo_listen.clear();
+  toml::table root;
+  try {
+    root = toml::parse(toml_text, c.source);
+  } catch (const toml::parse_error& e) {
+    std::string msg = c.source + ":" + std::to_string(e.source().begin.line) + ": " +
+                      std::string(e.description());
+    return tl::unexpected<Error>(Error{ErrorCode::kInvalidArgument, std::move(msg), "", {}});
+  }
+  TableReader r(root, c.source, "");
+  GH_TRY(ReadListeners(r, root, c));
+  GH_TRY(r.Integer("threads", c.threads, 0, 256));
+  GH_TRY(r.String("data_dir", c.data_dir));
+  GH_TRY(r.String("storage", c.storage));
+  GH_TRY(r.StringArray("trusted_proxies", c.trusted_proxies));
+  GH_TRY(r.StringArray("scopes", c.scopes));
+  GH_TRY(ReadRoutes(r, c));
+
+  auto sub = [&](std::string_view name, auto&& read) -> Result<void> {
+    const auto* n = r.Get(name);
+    if (!n) return {};
+    if (!n->is_table()) return Bad(r.At(name), "must be a table");
+    TableReader t(*n->as_table(), c.source, std::string(name));
+    GH_TRY(read(t));
+    return t.RejectUnknown();
+  };
+  GH_TRY(sub("secrets", [&](TableReader& t) -> Result<void> {
+    GH_TRY(t.String("pepper_env", c.pepper.env));
+    GH_TRY(t.String("pepper_file", c.pepper.file));
+    GH_TRY(t.String("master_key_env", c.master_key.env));
+    return t.String("master_key_file", c.master_key.file);
+  }));
+  GH_TRY(sub("limits", [&](TableReader& t) -> Result<void> {
+    auto& l = c.limits;
+    GH_TRY(t.Integer("max_header_bytes", l.max_header_bytes, 1024, 1 << 20));
+    GH_TRY(t.Integer("max_header_count", l.max_header_count, 8, 1000));
+    GH_TRY(t.Integer("max_url_bytes", l.max_url_bytes, 256, 1 << 20));
+    GH_TRY(t.Integer("max_body_bytes", l.max_body_bytes, 1024, 64 << 20));
+    GH_TRY(t.Integer("max_proxy_body_bytes", l.max_proxy_body_bytes, 0, std::int64_t{1} << 40));
+    GH_TRY(t.Duration("idle_timeout", l.idle_timeout));
+    GH_TRY(t.Duration("header_timeout", l.header_timeout));
+    GH_TRY(t.Duration("body_timeout", l.body_timeout));
+    GH_TRY(t.Duration("drain_timeout", l.drain_timeout));
+    GH_TRY(t.Integer("max_connections", l.max_connections, 1, 1'000'000));
+    return t.Integer("max_blocking_jobs", l.max_blocking_jobs, 1, 1'000'000);
+  }));
+  GH_TRY(sub("keys", [&](TableReader& t) -> Result<void> {
+    GH_TRY(t.String("prefix", c.keys.prefix));
+    GH_TRY(t.Integer("cache_capacity", c.keys.cache_capacity, 0, 100'000'000));
+    GH_TRY(t.Duration("negative_cache_ttl", c.keys.negative_cache_ttl));
+    return t.Duration("usage_flush_interval", c.keys.usage_flush_interval);
+  }));
+  GH_TRY(sub("log", [&](TableReader& t) -> Result<void> {
+    GH_TRY(t.String("level", c.log.level));
+    return t.Bool("access_log", c.log.access_log);
+  }));
+  GH_TRY(sub("demo", [&](TableReader& t) -> Result<void> {
+    return t.String("echo_listen", c.demo.echo_listen);
+  }));
+  GH_TRY(r.RejectUnknown());
+  GH_TRY(Validate(c));
+  return c;
+}
+
+Result<Config> LoadConfigFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return Fail(ErrorCode::kInvalidArgument, path + ": cannot read the configuration file");
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  std::string s = text.str();
+  if (s.size() > 4 * 1024 * 1024) {
+    return Fail(ErrorCode::kInvalidArgument, path + ": configuration file is larger than 4 MiB");
+  }
+  return ParseConfig(s, path);
+}
+
+Result<void> ApplyEnvironment(Config& c, const EnvLookup& env) {
+  auto site = [&](const char* var) { return Site{&c.source, 0, std::string(var)}; };
+  if (auto v = env("GATEHOUSE_LISTEN")) {
+    auto l = ParseListenAddress(*v);
+    if (!l) return Bad(site("GATEHOUSE_LISTEN"), l.error().message);
+    c.listeners = {*l};
+  }
+  if (auto v = env("GATEHOUSE_DATA_DIR")) c.data_dir = *v;
+  if (auto v = env("GATEHOUSE_STORAGE")) c.storage = *v;
+  if (auto v = env("GATEHOUSE_LOG_LEVEL")) c.log.level = *v;
+  if (auto v = env("GATEHOUSE_KEY_PREFIX")) c.keys.prefix = *v;
+  if (auto v = env("GATEHOUSE_ACCESS_LOG")) c.log.access_log = *v != "0" && *v != "false";
+  if (auto v = env("GATEHOUSE_THREADS")) {
+    int t = -1;
+    auto [p, ec] = std::from_chars(v->data(), v->data() + v->size(), t);
+    if (ec != std::errc() || p != v->data() + v->size() || t < 0 || t > 256) {
+      return Bad(site("GATEHOUSE_THREADS"), "must be an integer between 0 and 256");
+    }
+    c.threads = t;
+  }
+  return Validate(c);
+}
+
+Result<void> Validate(Config& c) {
+  auto site = [&](std::string field) { return Site{&c.source, 0, std::move(field)}; };
+  if (c.listeners.empty()) return Bad(site("listeners"), "at least one listener is required");
+  if (!c.storage.empty() && !c.storage.starts_with("sqlite://")) {
+    return Bad(site("storage"), "must be sqlite:///path (postgres:// is not in this build yet)");
+  }
+  const auto& p = c.keys.prefix;
+  bool prefix_ok = !p.empty() && p.size() <= 32 && p.back() != '_' &&
+                   std::all_of(p.begin(), p.end(), [](char ch) {
+                     return (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_';
+                   });
+  if (!prefix_ok) {
+    return Bad(site("keys.prefix"), "must be 1-32 characters of a-z, 0-9 and _, not ending in _");
+  }
+  static const std::set<std::string, std::less<>> kLevels = {"trace", "debug", "info",
+                                                             "warn",  "error", "off"};
+  if (!kLevels.contains(c.log.level)) {
+    return Bad(site("log.level"), "must be one of trace, debug, info, warn, error, off");
+  }
+  for (std::size_t i = 0; i < c.scopes.size(); ++i) {
+    const auto& s = c.scopes[i];
+    bool ok = !s.empty() && s.size() <= 64 && std::all_of(s.begin(), s.end(), [](char ch) {
+      return (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == ':' || ch == '_' ||
+             ch == '-' || ch == '.';
+    });
+    if (!ok) {
+      return Bad(site("scopes[" + std::to_string(i) + "]"),
+                 "a scope is 1-64 characters of a-z, 0-9, ':', '_', '-', '.'");
+    }
+  }
+  c.trusted_proxy_cidrs.clear();
+  for (std::size_t i = 0; i < c.trusted_proxies.size(); ++i) {
+    auto cidr = Cidr::Parse(c.trusted_proxies[i]);
+    if (!cidr) return Bad(site("trusted_proxies[" + std::to_string(i) + "]"), cidr.error().message);
+    c.trusted_proxy_cidrs.push_back(*cidr);
+  }
+  if (!c.demo.echo_listen.empty()) {
+    if (auto l = ParseListenAddress(c.demo.echo_listen); !l) {
+      return Bad(site("demo.echo_listen"), l.error().message);
+    }
+  }
+  std::set<std::string, std::less<>> names;
+  for (std::size_t i = 0; i < c.routes.size(); ++i) {
+    auto& r = c.routes[i];
+    std::string at = "routes[" + std::to_string(i) + "]";
+    if (!names.insert(r.name).second) return Bad(site(at + ".name"), "route names must be unique");
+    if (!r.path_prefix.starts_with('/')) return Bad(site(at + ".path_prefix"), "must start with /");
+    for (std::string_view reserved : {"/v1/", "/healthz", "/readyz", "/metrics", "/.well-known/"}) {
+      std::string_view rp = r.path_prefix;
+      if (rp.starts_with(reserved) || std::string_view(reserved).starts_with(rp)) {
+        return Bad(site(at + ".path_prefix"),
+                   "overlaps gatehouse's own endpoints (" + std::string(reserved) + ")");
+      }
+    }
+    for (auto& m : r.methods) {
+      static const std::set<std::string, std::less<>> kMethods = {
+          "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"};
+      if (!kMethods.contains(m)) {
+        return Bad(site(at + ".methods"),
+                   "unknown method " + m + " (TRACE and CONNECT are not proxied)");
+      }
+    }
+    for (const auto& s : r.scopes) {
+      if (!c.KnowsScope(s)) {
+        return Bad(site(at + ".scopes"), "scope " + s + " is not in the scopes catalogue");
+      }
+    }
+    auto url = boost::urls::parse_uri(r.upstream);
+    if (!url || url->scheme() != "http" || url->host().empty() || url->has_query() ||
+        url->has_fragment() || url->has_userinfo()) {
+      return Bad(site(at + ".upstream"),
+                 "must be an http:// URL with a host, e.g. http://127.0.0.1:9000");
+    }
+    r.upstream_host = std::string(url->host());
+    r.upstream_port = url->has_port() ? url->port_number() : 80;
+    r.upstream_base_path = std::string(url->encoded_path());
+    while (r.upstream_base_path.ends_with('/')) r.upstream_base_path.pop_back();
+    for (const auto& [name, value] : r.add_headers) {
+      if (!IsHttpToken(name)) return Bad(site(at + ".add_headers"), "bad header name " + name);
+      if (value.find_first_of("\r\n") != std::string::npos) {
+        return Bad(site(at + ".add_headers"), "header values cannot contain line breaks");
+      }
+    }
+  }
+  return {};
+}
+
+Result<std::string> ReadSecret(const SecretSource& source, const EnvLookup& env,
+                               std::string_view what) {
+  if (!source.env.empty()) {
+    if (auto v = env(source.env.c_str()); v && !v->empty()) return *v;
+  }
+  if (source.file.empty()) {
+    return Fail(ErrorCode::kNotFound, std::string(what) + " is not configured");
+  }
+  std::ifstream in(source.file, std::ios::binary);
+  if (!in) {
+    return Fail(ErrorCode::kNotFound,
+                std::string(what) + " file " + source.file + " cannot be read");
+  }
+  std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+  if (s.empty()) return Fail(ErrorCode::kNotFound, std::string(what) + " file is empty");
+  return s;
+}
+
+}  // namespace gatehouse

@@ -1,0 +1,137 @@
+// gatehouse.toml, parsed and validated once at start into an immutable Config. Every setting and
+// its default is declared here; gatehouse.example.toml at the repo root explains each one.
+//
+// Precedence: built-in defaults < file < environment (GATEHOUSE_*) < command-line flags.
+// Secrets (the key pepper, the master key) never live in the file: it names an environment
+// variable or a file to read them from.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/cidr.h"
+#include "core/error.h"
+
+namespace gatehouse {
+
+using Millis = std::chrono::milliseconds;
+
+struct ListenerConfig {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 8080;  // 0 picks a free port (tests)
+  std::string tls_cert_file;  // both set: TLS; both empty: plain HTTP
+  std::string tls_key_file;
+  bool tls() const { return !tls_cert_file.empty(); }
+};
+
+struct LimitsConfig {
+  std::size_t max_header_bytes = 16 * 1024;             // request line + headers -> 431
+  std::size_t max_header_count = 100;                   // -> 431
+  std::size_t max_url_bytes = 8 * 1024;                 // -> 414
+  std::size_t max_body_bytes = 1024 * 1024;             // control-plane bodies -> 413
+  std::size_t max_proxy_body_bytes = 64 * 1024 * 1024;  // bodies streamed to upstreams -> 413
+  Millis idle_timeout{60'000};           // keep-alive wait for the next request's first byte
+  Millis header_timeout{10'000};         // first byte to end of headers (slowloris bound) -> 408
+  Millis body_timeout{30'000};           // whole request body -> 408
+  Millis drain_timeout{10'000};          // graceful shutdown: in-flight requests get this long
+  std::size_t max_connections = 10'000;  // per process; more are closed at accept
+  std::size_t max_blocking_jobs = 1024;  // queued store calls before 503 unavailable
+};
+
+struct KeysConfig {
+  std::string prefix = "sk";             // keys look like sk_live_...; e.g. "aiia_key"
+  std::size_t cache_capacity = 100'000;  // verified keys kept in memory
+  Millis negative_cache_ttl{30'000};     // well-formed but unknown keys remembered this long
+  Millis usage_flush_interval{1'000};    // last_used_at is written in batches this often
+};
+
+struct RouteConfig {
+  std::string name;
+  std::string path_prefix;           // longest matching prefix wins
+  std::vector<std::string> methods;  // empty: any method
+  std::string upstream;              // http://host:port[/base]
+  std::string upstream_host;         // derived
+  std::uint16_t upstream_port = 80;  // derived
+  std::string upstream_base_path;    // derived, no trailing '/'
+  std::vector<std::string> scopes;   // all required
+  bool strip_prefix = false;         // drop path_prefix before appending to the base path
+  bool forward_credential = false;   // pass the client's Authorization / X-API-Key upstream
+  Millis connect_timeout{5'000};
+  Millis response_timeout{60'000};      // request sent -> response headers
+  Millis stream_idle_timeout{300'000};  // between body bytes (long for SSE token streams)
+  std::vector<std::pair<std::string, std::string>> add_headers;
+};
+
+struct SecretSource {
+  std::string env;   // name of an environment variable holding the secret
+  std::string file;  // path of a file holding it (trailing newline ignored)
+};
+
+struct LogConfig {
+  std::string level = "info";  // trace, debug, info, warn, error
+  bool access_log = true;      // one JSON line per request on stdout
+};
+
+struct DemoConfig {
+  // Serves the built-in echo upstream on this address inside the same process; empty: off.
+  std::string echo_listen;
+};
+
+struct Config {
+  std::string source = "(built-in defaults)";  // file name, for messages
+  std::vector<ListenerConfig> listeners{ListenerConfig{}};
+  int threads = 0;  // 0: one per core
+  std::string data_dir = "./gatehouse-data";
+  std::string storage;                          // empty: sqlite://<data_dir>/gatehouse.db
+  SecretSource pepper{"GATEHOUSE_PEPPER", ""};  // file default: <data_dir>/secrets/pepper
+  SecretSource master_key{"GATEHOUSE_MASTER_KEY", ""};
+  std::vector<std::string> trusted_proxies;  // CIDRs whose X-Forwarded-For is believed
+  std::vector<Cidr> trusted_proxy_cidrs;     // derived
+  LimitsConfig limits;
+  KeysConfig keys;
+  std::vector<std::string> scopes;  // the catalogue; built-in permissions are always added
+  std::vector<RouteConfig> routes;
+  LogConfig log;
+  DemoConfig demo;
+
+  // The SQLite path when storage is sqlite (the only backend in this build).
+  std::string SqlitePath() const;
+  std::string PepperFile() const;
+  bool KnowsScope(std::string_view scope) const;
+};
+
+// Permissions that the control plane itself needs; always part of the catalogue.
+const std::vector<std::string>& BuiltinPermissions();
+
+// The configuration `gatehouse serve` uses with no file: one listener on 127.0.0.1:8080, demo
+// routes under /api/ to the built-in echo upstream on 127.0.0.1:8081.
+Config DefaultConfig();
+
+using EnvLookup = std::function<std::optional<std::string>(const char*)>;
+EnvLookup ProcessEnv();
+
+// Parses TOML text; `source` names it in messages ("gatehouse.toml:12: routes[0].upstream: ...").
+Result<Config> ParseConfig(std::string_view toml_text, std::string source);
+Result<Config> LoadConfigFile(const std::string& path);
+
+// GATEHOUSE_LISTEN, GATEHOUSE_DATA_DIR, GATEHOUSE_STORAGE, GATEHOUSE_THREADS,
+// GATEHOUSE_LOG_LEVEL, GATEHOUSE_KEY_PREFIX, GATEHOUSE_ACCESS_LOG.
+Result<void> ApplyEnvironment(Config& config, const EnvLookup& env);
+
+// Checks everything that crosses settings (route prefixes against the control plane, scopes
+// against the catalogue, TLS file pairs) and fills the derived fields.
+Result<void> Validate(Config& config);
+
+// "127.0.0.1:8080", "[::1]:8080".
+Result<ListenerConfig> ParseListenAddress(std::string_view text);
+
+// Reads a secret from its env var, else its file. kNotFound when neither is set or present.
+Result<std::string> ReadSecret(const SecretSource& source, const EnvLookup& env,
+                               std::string_view what);
+
+}  // namespace gatehouse

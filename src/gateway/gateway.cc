@@ -1,0 +1,134 @@
+#include "gateway/gateway.h"
+
+#include <algorithm>
+
+#include "core/text.h"
+
+namespace gatehouse {
+
+bool IsIdentityHeader(std::string_view name) {
+  for (auto h : kIdentityHeaders) {
+    if (EqualsIgnoreCase(name, h)) return true;
+  }
+  return false;
+}
+
+Gateway::Gateway(std::shared_ptr<const Config> config) : config_(std::move(config)) {}
+
+int Gateway::Match(std::string_view path) const {
+  int best = -1;
+  std::size_t best_len = 0;
+  for (std::size_t i = 0; i < config_->routes.size(); ++i) {
+    std::string_view prefix = config_->routes[i].path_prefix;
+    if (!path.starts_with(prefix)) continue;
+    bool boundary =
+        prefix.ends_with('/') || path.size() == prefix.size() || path[prefix.size()] == '/';
+    if (boundary && prefix.size() >= best_len) {
+      best = static_cast<int>(i);
+      best_len = prefix.size();
+    }
+  }
+  return best;
+}
+
+Result<void> Gateway::CheckPathIsCanonical(std::string_view path) {
+  auto bad = [] {
+    return Fail(ErrorCode::kInvalidArgument,
+                "path must not contain dot segments, backslashes or encoded slashes or dots");
+  };
+  if (!path.starts_with('/')) return bad();
+  if (path.find('\\') != std::string_view::npos) return bad();
+  for (std::size_t i = 0; i + 2 < path.size(); ++i) {
+    if (path[i] != '%') continue;
+    char a = path[i + 1], b = static_cast<char>(path[i + 2] | 0x20);
+    // %2e (.), %2f (/), %5c (\), and %00.
+    if ((a == '2' && (b == 'e' || b == 'f')) || (a == '5' && b == 'c') || (a == '0' && b == '0')) {
+      return bad();
+    }
+  }
+  std::size_t start = 0;
+  while (start <= path.size()) {
+    std::size_t end = path.find('/', start);
+    if (end == std::string_view::npos) end = path.size();
+    std::string_view seg = path.substr(start, end - start);
+    if (seg == "." || seg == "..") return bad();
+    start = end + 1;
+  }
+  return {};
+}
+
+Result<void> Gateway::Authorize(int index, std::string_view method,
+                                const Principal& principal) const {
+  const RouteConfig& r = route(index);
+  if (!r.methods.empty() &&
+      std::find(r.methods.begin(), r.methods.end(), method) == r.methods.end() &&
+      !(method == "HEAD" &&
+        std::find(r.methods.begin(), r.methods.end(), "GET") != r.methods.end())) {
+    return Fail(ErrorCode::kMethodNotAllowed, "method not allowed on this route");
+  }
+  return RequireScopes(principal, r.scopes);
+}
+
+std::vector<std::pair<std::string, std::string>> Gateway::IdentityHeaders(const Principal& p) {
+  return {{"X-Gatehouse-Org", p.org_id},
+          {"X-Gatehouse-Principal", p.id},
+          {"X-Gatehouse-Scopes", JoinScopes(p.scopes)},
+          {"X-Gatehouse-Env", p.environment}};
+}
+
+Result<Gateway::OriginalRequest> Gateway::ReadOriginal(const HttpRequest& req,
+                                                       std::string_view path_suffix) {
+  OriginalRequest o;
+  auto method = req.Header("x-original-method");
+  if (!method) method = req.Header("x-forwarded-method");
+  o.method = method ? std::string(*method) : std::string(req.method);
+  auto uri = req.Header("x-original-uri");
+  if (!uri) uri = req.Header("x-forwarded-uri");
+  if (uri) {
+    o.uri = std::string(*uri);
+  } else if (!path_suffix.empty()) {
+    // Envoy ext_authz (HTTP) appends the original path to the check path.
+    o.uri = std::string(path_suffix);
+  } else {
+    return FailField("X-Original-URI",
+                     "forward-auth needs X-Original-URI or X-Forwarded-Uri (the request to check)");
+  }
+  if (!IsHttpToken(o.method) || o.method.size() > 16) {
+    return FailField("X-Original-Method", "not an HTTP method");
+  }
+  if (o.uri.size() > 8192 || !o.uri.starts_with('/')) {
+    return FailField("X-Original-URI", "must be an origin-form URI starting with /");
+  }
+  return o;
+}
+
+HttpResponse Gateway::AuthzDecision(const HttpRequest& request, std::string_view path_suffix,
+                                    const Result<Principal>& principal) const {
+  auto original = ReadOriginal(request, path_suffix);
+  if (!original) return ErrorResponse(original.error(), request.request_id);
+  std::string_view uri = original->uri;
+  std::string_view path = uri.substr(0, uri.find('?'));
+  if (auto canonical = CheckPathIsCanonical(path); !canonical) {
+    return ErrorResponse(canonical.error(), request.request_id);
+  }
+  if (!principal) return ErrorResponse(principal.error(), request.request_id);
+  int route = Match(path);
+  if (route < 0) {
+    // Fail closed: a URI that no route describes has no policy, so nothing may pass.
+    return ErrorResponse(
+        Error{ErrorCode::kPermissionDenied, "no gatehouse route covers this URI", {}, {}},
+        request.request_id);
+  }
+  if (auto ok = Authorize(route, original->method, *principal); !ok) {
+    Error e = ok.error();
+    // auth_request and forwardAuth understand 401 and 403 only; anything else becomes a 500.
+    if (e.code == ErrorCode::kMethodNotAllowed) e.code = ErrorCode::kPermissionDenied;
+    return ErrorResponse(e, request.request_id);
+  }
+  HttpResponse r;
+  r.status = 200;
+  for (auto& h : IdentityHeaders(*principal)) r.headers.push_back(std::move(h));
+  return r;
+}
+
+}  // namespace gatehouse

@@ -1,0 +1,63 @@
+// The data plane's decisions, free of sockets: which configured route a path belongs to, whether
+// a principal may use it, and which identity headers the upstream (or the calling proxy, for
+// forward-auth) receives. The HTTP session does the I/O around these.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "authz/principal.h"
+#include "config/config.h"
+#include "http/message.h"
+
+namespace gatehouse {
+
+// Headers gatehouse sets for upstreams. A client's own copies are always removed first, so an
+// upstream can trust them.
+inline constexpr std::string_view kIdentityHeaders[] = {"X-Gatehouse-Org", "X-Gatehouse-Principal",
+                                                        "X-Gatehouse-Scopes", "X-Gatehouse-Env"};
+
+bool IsIdentityHeader(std::string_view name);
+
+class Gateway {
+ public:
+  explicit Gateway(std::shared_ptr<const Config> config);
+
+  // Longest configured prefix that covers `path` on a segment boundary; -1 when none does.
+  int Match(std::string_view path) const;
+  const RouteConfig& route(int index) const {
+    return config_->routes[static_cast<std::size_t>(index)];
+  }
+
+  // Refuses paths whose meaning could change on the way upstream: dot segments, encoded
+  // slashes, dots or backslashes. Attacker-controlled: an upstream that normalises
+  // /api/public/../admin must never receive what gatehouse matched as /api/public.
+  static Result<void> CheckPathIsCanonical(std::string_view path);
+
+  // Method allowed by the route, and every scope it requires held by the principal.
+  Result<void> Authorize(int route, std::string_view method, const Principal& principal) const;
+
+  // X-Gatehouse-Org, -Principal, -Scopes, -Env (request id is added by the caller).
+  static std::vector<std::pair<std::string, std::string>> IdentityHeaders(const Principal& p);
+
+  // For /v1/authz/check: the original request as the calling proxy reports it.
+  struct OriginalRequest {
+    std::string method;
+    std::string uri;
+  };
+  static Result<OriginalRequest> ReadOriginal(const HttpRequest& check_request,
+                                              std::string_view path_suffix);
+
+  // The whole forward-auth decision once the principal is known: 200 with identity headers, or
+  // the JSON error. Adds nothing else.
+  HttpResponse AuthzDecision(const HttpRequest& request, std::string_view path_suffix,
+                             const Result<Principal>& principal) const;
+
+ private:
+  std::shared_ptr<const Config> config_;
+};
+
+}  // namespace gatehouse

@@ -1,0 +1,49 @@
+// Requests and responses as plain data, so that handlers and tests need no sockets and no
+// Beast. The session (server.cc) builds an HttpRequest whose views point into the message it
+// read; they stay valid until the response is written.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "core/error.h"
+
+namespace gatehouse {
+
+struct HttpRequest {
+  std::string_view method;
+  std::string_view target;  // as received: path and query
+  std::string_view path;
+  std::string_view query;
+  std::vector<std::pair<std::string_view, std::string_view>> headers;
+  std::string_view body;
+  std::string client_ip;   // after trusted-proxy processing
+  std::string request_id;  // echoed as X-Request-Id
+  std::vector<std::pair<std::string_view, std::string>> path_params;  // filled by the router
+
+  // First header with that name, compared case-insensitively.
+  std::optional<std::string_view> Header(std::string_view name) const;
+  std::string_view PathParam(std::string_view name) const;
+  // Percent-decoded query parameter; nullopt when absent.
+  std::optional<std::string> QueryParam(std::string_view name) const;
+};
+
+struct HttpResponse {
+  int status = 200;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;  // JSON unless a Content-Type header says otherwise
+
+  void SetHeader(std::string name, std::string value);
+};
+
+// The JSON error of DESIGN.md: {"error":{"status":…,"code":…,"message":…,"request_id":…}}.
+HttpResponse ErrorResponse(const Error& error, std::string_view request_id);
+int ErrorStatus(ErrorCode code);
+std::string_view ErrorCodeName(ErrorCode code);
+
+HttpResponse JsonResponse(int status, std::string body);
+
+}  // namespace gatehouse

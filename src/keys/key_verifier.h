@@ -1,0 +1,131 @@
+// Turns a presented API key into a verdict, as cheaply as the key allows:
+//
+//   1. shape and checksum (KeyFormat::Check): garbage never reaches the cache or the store;
+//   2. HMAC-SHA-256(pepper, key), then a bounded in-memory cache keyed by that hash;
+//   3. on a miss, the store (blocking; callers on network threads use TryCached first).
+//
+// Cached entries keep expiry and revocation times, so an expired key is refused the moment it
+// expires; Invalidate() drops an entry at once when a key is revoked or rotated. Well-formed keys
+// that the store does not know are cached negatively for a short time, so that an enumeration
+// attack costs the store one lookup per distinct key per TTL, not one per request.
+//
+// last_used_at is recorded in the cache entry and written to the store in batches by
+// FlushUsage(), never once per request.
+//
+// Thread-safety: all methods may be called concurrently.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/cidr.h"
+#include "core/clock.h"
+#include "core/crypto.h"
+#include "core/error.h"
+#include "keys/key_format.h"
+#include "store/store.h"
+
+namespace gatehouse {
+
+// What the verifier knows of a key; immutable once built, shared between cache and callers.
+struct KeyFacts {
+  std::string key_id;
+  std::string org_id;
+  std::string environment;
+  std::vector<std::string> scopes;
+  std::optional<UnixMicros> expires_at;
+  std::optional<UnixMicros> revoked_at;
+  std::vector<Cidr> ip_allowlist;
+};
+
+enum class KeyStatus { kValid, kMalformed, kNotFound, kExpired, kRevoked };
+std::string_view KeyStatusName(KeyStatus s);
+
+struct KeyVerdict {
+  KeyStatus status = KeyStatus::kNotFound;
+  std::shared_ptr<const KeyFacts> facts;  // set for kValid, kExpired and kRevoked
+};
+
+class KeyVerifier {
+ public:
+  struct Options {
+    std::size_t cache_capacity = 100'000;
+    UnixMicros negative_ttl = 30 * kMicrosPerSecond;
+  };
+
+  KeyVerifier(KeyFormat format, HmacSha256Key pepper, Store& store, const Clock& clock,
+              Options options);
+
+  // Never blocks. nullopt means the answer needs the store: call Verify() off the network thread.
+  std::optional<KeyVerdict> TryCached(std::string_view key, std::string_view client_ip);
+
+  // May block on the store. Errors only when the store fails (kUnavailable/kInternal); every
+  // verdict about the key itself is a value.
+  Result<KeyVerdict> Verify(std::string_view key, std::string_view client_ip);
+
+  // The stored form of a key: hex HMAC-SHA-256 with the pepper.
+  std::string HashKey(std::string_view key) const;
+
+  // Forget a key at once (revocation, rotation). Safe to call for hashes not in the cache.
+  void Invalidate(std::string_view key_hash_hex);
+
+  // Writes the latest use of every key seen since the last flush.
+  Result<void> FlushUsage();
+
+  // Drops every cached key that was revoked or rotated (by any process) since the last call.
+  // The first call only learns where the log ends: the cache starts empty, so history is moot.
+  Result<void> SyncInvalidations();
+
+  const KeyFormat& format() const { return format_; }
+  std::uint64_t cache_hits() const { return hits_.load(std::memory_order_relaxed); }
+  std::uint64_t cache_misses() const { return misses_.load(std::memory_order_relaxed); }
+  std::size_t cache_size() const;
+
+ private:
+  struct Entry {
+    std::shared_ptr<const KeyFacts> facts;  // null: negative entry
+    UnixMicros negative_until = 0;
+    UnixMicros last_used_at = 0;  // 0: not used since the last flush
+    std::string last_used_ip;
+  };
+  struct DigestHash {
+    std::size_t operator()(const Digest32& d) const {
+      std::size_t h;
+      std::memcpy(&h, d.data(), sizeof(h));  // already uniform: it is an HMAC output
+      return h;
+    }
+  };
+  static constexpr std::size_t kShards = 16;
+  struct Shard {
+    std::mutex mu;
+    std::unordered_map<Digest32, Entry, DigestHash> map;
+    std::vector<KeyUsage> evicted_usage;  // usage of entries evicted before a flush
+  };
+
+  KeyVerdict Judge(const std::shared_ptr<const KeyFacts>& facts, UnixMicros now) const;
+  Shard& ShardFor(const Digest32& d) { return shards_[d[8] % kShards]; }
+  void Insert(const Digest32& d, Entry entry);
+
+  KeyFormat format_;
+  HmacSha256Key pepper_;
+  Store& store_;
+  const Clock& clock_;
+  Options options_;
+  std::array<Shard, kShards> shards_;
+  std::atomic<std::uint64_t> hits_{0};
+  std::atomic<std::uint64_t> misses_{0};
+  std::mutex sync_mu_;
+  std::optional<std::int64_t> invalidation_seq_;  // guarded by sync_mu_
+};
+
+// Builds the facts the verifier caches from a stored record.
+std::shared_ptr<const KeyFacts> FactsFromRecord(const ApiKeyRecord& record);
+
+}  // namespace gatehouse

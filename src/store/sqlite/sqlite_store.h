@@ -1,0 +1,61 @@
+// The embedded store: one SQLite file in WAL mode, with versioned migrations applied on open.
+//
+// A small pool of connections serves concurrent readers; writers take BEGIN IMMEDIATE so that a
+// busy database shows up as a wait (busy_timeout), not as a failed upgrade half way through a
+// transaction. A database that stays locked past the timeout is kUnavailable.
+#pragma once
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "store/store.h"
+
+struct sqlite3;
+
+namespace gatehouse {
+
+class SqliteStore final : public Store {
+ public:
+  // `path` is a file path or ":memory:" (tests; then the pool has one connection).
+  static Result<std::unique_ptr<SqliteStore>> Open(const std::string& path, int pool_size = 4);
+  ~SqliteStore() override;
+
+  Result<void> Ping() override;
+  Result<void> InsertOrg(const Org& org) override;
+  Result<Org> GetOrg(std::string_view org_id) override;
+  Result<Org> RenameOrg(std::string_view org_id, std::string_view name) override;
+  Result<std::vector<Org>> ListOrgs() override;
+  Result<void> CreateOrgWithKey(const Org& org, const ApiKeyRecord& owner_key,
+                                bool bootstrap) override;
+  Result<std::optional<std::string>> BootstrapOrgId() override;
+  Result<void> InsertKey(const ApiKeyRecord& key) override;
+  Result<ApiKeyRecord> GetKey(std::string_view org_id, std::string_view key_id) override;
+  Result<ApiKeyRecord> FindKeyByHash(std::string_view key_hash) override;
+  Result<KeyPage> ListKeys(std::string_view org_id, const KeyListQuery& query) override;
+  Result<ApiKeyRecord> RevokeKey(std::string_view org_id, std::string_view key_id,
+                                 UnixMicros at) override;
+  Result<void> RotateKey(std::string_view org_id, std::string_view old_key_id,
+                         const ApiKeyRecord& replacement, UnixMicros old_expires_at) override;
+  Result<std::vector<KeyInvalidation>> KeyInvalidationsSince(std::int64_t after_seq,
+                                                             int limit) override;
+  Result<std::int64_t> LatestKeyInvalidation() override;
+  Result<void> RecordKeyUsage(const std::vector<KeyUsage>& usage) override;
+
+  class Connection;
+
+ private:
+  SqliteStore() = default;
+  class Lease;
+  Lease Acquire();
+  void Release(Connection* c);
+
+  std::mutex mu_;
+  std::condition_variable available_;
+  std::vector<std::unique_ptr<Connection>> all_;
+  std::vector<Connection*> idle_;  // guarded by mu_
+};
+
+}  // namespace gatehouse

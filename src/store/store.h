@@ -1,0 +1,62 @@
+// The persistence interface. Every method blocks (disk or network), so callers on network
+// threads must hop to the blocking pool first (see http/server.h).
+//
+// Errors: kNotFound when a row does not exist in the given org, kAlreadyExists on a unique
+// conflict, kUnavailable when the database cannot be reached or stays busy, kInternal otherwise.
+// Org-owned lookups always take the org id, so that one org can never read another's rows.
+//
+// Thread-safety: implementations are safe to call from many threads at once.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/error.h"
+#include "store/records.h"
+
+namespace gatehouse {
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // Cheap round trip for /readyz.
+  virtual Result<void> Ping() = 0;
+
+  virtual Result<void> InsertOrg(const Org& org) = 0;
+  virtual Result<Org> GetOrg(std::string_view org_id) = 0;
+  virtual Result<Org> RenameOrg(std::string_view org_id, std::string_view name) = 0;
+  virtual Result<std::vector<Org>> ListOrgs() = 0;
+
+  // Creates an org and its first (owner) key atomically. With `bootstrap`, also marks the store
+  // initialised, and fails with kAlreadyExists (changing nothing) if it was initialised before.
+  virtual Result<void> CreateOrgWithKey(const Org& org, const ApiKeyRecord& owner_key,
+                                        bool bootstrap) = 0;
+  // The org created by Bootstrap, if any.
+  virtual Result<std::optional<std::string>> BootstrapOrgId() = 0;
+
+  virtual Result<void> InsertKey(const ApiKeyRecord& key) = 0;
+  virtual Result<ApiKeyRecord> GetKey(std::string_view org_id, std::string_view key_id) = 0;
+  // Crosses orgs by necessity: the org is not known until the key is found.
+  virtual Result<ApiKeyRecord> FindKeyByHash(std::string_view key_hash) = 0;
+  virtual Result<KeyPage> ListKeys(std::string_view org_id, const KeyListQuery& query) = 0;
+  // Sets revoked_at if it is not set yet; returns the record as it is afterwards.
+  virtual Result<ApiKeyRecord> RevokeKey(std::string_view org_id, std::string_view key_id,
+                                         UnixMicros at) = 0;
+  // Inserts `replacement` and moves the old key's expiry to `old_expires_at`, atomically.
+  virtual Result<void> RotateKey(std::string_view org_id, std::string_view old_key_id,
+                                 const ApiKeyRecord& replacement, UnixMicros old_expires_at) = 0;
+  // Revocations and rotations, in commit order, after `after_seq`: every process that caches keys
+  // polls this so that a key revoked anywhere (another node, the CLI) is dropped everywhere.
+  virtual Result<std::vector<KeyInvalidation>> KeyInvalidationsSince(std::int64_t after_seq,
+                                                                     int limit) = 0;
+  // The newest sequence number, so that a starting process skips history.
+  virtual Result<std::int64_t> LatestKeyInvalidation() = 0;
+
+  // Keeps the latest sighting per key; older sightings never overwrite newer ones.
+  virtual Result<void> RecordKeyUsage(const std::vector<KeyUsage>& usage) = 0;
+};
+
+}  // namespace gatehouse
