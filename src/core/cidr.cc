@@ -37,7 +37,7 @@ Result<Cidr> Cidr::Parse(std::string_view text) {
   if (auto slash = text.find('/'); slash != std::string_view::npos) {
     addr = text.substr(0, slash);
     std::string_view b = text.substr(slash + 1);
-    if (b.empty() || b.size() > 3) return bad();
+    if (b.empty() || b.size() > 3 || b.front() < '0' || b.front() > '9') return bad();
     auto [p, ec] = std::from_chars(b.data(), b.data() + b.size(), bits);
     if (ec != std::errc() || p != b.data() + b.size()) return bad();
   }

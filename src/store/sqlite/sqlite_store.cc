@@ -109,18 +109,28 @@ class SqliteStore::Connection {
     if (it != statements_.end()) {
       sqlite3_reset(it->second);
       sqlite3_clear_bindings(it->second);
+      in_use_.push_back(it->second);
       return it->second;
     }
     sqlite3_stmt* stmt = nullptr;
     int rc = sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
     if (rc != SQLITE_OK) return Failure(rc, "prepare");
     statements_.emplace(sql, stmt);
+    in_use_.push_back(stmt);
     return stmt;
+  }
+
+  // A statement left at SQLITE_ROW keeps its read transaction, and with it a stale WAL snapshot,
+  // open. Every lease resets what it used before the connection goes back to the pool.
+  void ResetUsed() {
+    for (auto* s : in_use_) sqlite3_reset(s);
+    in_use_.clear();
   }
 
  private:
   sqlite3* db_;
   std::map<const char*, sqlite3_stmt*> statements_;
+  std::vector<sqlite3_stmt*> in_use_;
 };
 
 class SqliteStore::Lease {
@@ -284,6 +294,7 @@ SqliteStore::Lease SqliteStore::Acquire() {
 }
 
 void SqliteStore::Release(Connection* c) {
+  c->ResetUsed();
   {
     std::lock_guard lock(mu_);
     idle_.push_back(c);

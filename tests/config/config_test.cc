@@ -1,0 +1,124 @@
+#include "config/config.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+
+namespace gatehouse {
+namespace {
+
+const char* kGood = R"(
+threads = 2
+data_dir = "/var/lib/gatehouse"
+scopes = ["read:findings", "write:evidence"]
+trusted_proxies = ["10.0.0.0/8"]
+
+[[listeners]]
+address = "127.0.0.1:9443"
+
+[limits]
+max_body_bytes = 65536
+header_timeout = "5s"
+
+[keys]
+prefix = "aiia_key"
+
+[[routes]]
+name = "findings"
+path_prefix = "/api/v1/findings"
+methods = ["GET"]
+upstream = "http://127.0.0.1:9000/base/"
+scopes = ["read:findings"]
+response_timeout = "30s"
+add_headers = { X-Tenant-Source = "gatehouse" }
+)";
+
+TEST(Config, ParsesEverySectionAndDerivesUpstreams) {
+  auto c = ParseConfig(kGood, "gatehouse.toml");
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->threads, 2);
+  EXPECT_EQ(c->listeners.at(0).port, 9443);
+  EXPECT_EQ(c->limits.max_body_bytes, 65536u);
+  EXPECT_EQ(c->limits.header_timeout, Millis(5000));
+  EXPECT_EQ(c->keys.prefix, "aiia_key");
+  ASSERT_EQ(c->routes.size(), 1u);
+  EXPECT_EQ(c->routes[0].upstream_host, "127.0.0.1");
+  EXPECT_EQ(c->routes[0].upstream_port, 9000);
+  EXPECT_EQ(c->routes[0].upstream_base_path, "/base");
+  EXPECT_EQ(c->routes[0].add_headers.at(0).first, "X-Tenant-Source");
+  EXPECT_TRUE(c->KnowsScope("keys:verify"));  // built-in permissions are always known
+  EXPECT_FALSE(c->KnowsScope("delete:everything"));
+}
+
+struct BadCase {
+  std::string toml;
+  std::string expect;  // substring of the message: "file:line: field"
+};
+
+TEST(Config, ErrorsNameFileLineAndField) {
+  std::vector<BadCase> cases = {
+      {"threads = \"two\"\n", "gatehouse.toml:1: threads: must be an integer"},
+      {"\n\nthreadz = 1\n", "gatehouse.toml:3: threadz: unknown setting"},
+      {"[limits]\nmax_body_bytes = 1\n",
+       "gatehouse.toml:2: limits.max_body_bytes: must be between"},
+      {"[limits]\nheader_timeout = \"soon\"\n", "gatehouse.toml:2: limits.header_timeout"},
+      {"[[listeners]]\naddress = \"localhost:80\"\n",
+       "listeners[0].address: listen host must be an IP"},
+      {"scopes = [\"Bad Scope\"]\n", "scopes[0]"},
+      {"[[routes]]\npath_prefix = \"/api\"\nupstream = \"ftp://x\"\n", "routes[0].upstream"},
+      {"[[routes]]\npath_prefix = \"/v1/keys\"\nupstream = \"http://127.0.0.1:1\"\n",
+       "routes[0].path_prefix: overlaps"},
+      {"[[routes]]\npath_prefix = \"/api\"\nupstream = \"http://127.0.0.1:1\"\nscopes = "
+       "[\"nope\"]\n",
+       "routes[0].scopes: scope nope is not in the scopes catalogue"},
+      {"[keys]\nprefix = \"SK\"\n", "keys.prefix"},
+      {"[secrets]\npepper = \"inline-secret\"\n", "secrets.pepper: unknown setting"},
+      {"this is not toml", "gatehouse.toml:1:"},
+  };
+  for (const auto& bc : cases) {
+    auto c = ParseConfig(bc.toml, "gatehouse.toml");
+    ASSERT_FALSE(c) << bc.toml;
+    EXPECT_NE(c.error().message.find(bc.expect), std::string::npos)
+        << "got: " << c.error().message << "\nwanted: " << bc.expect;
+  }
+}
+
+TEST(Config, EnvironmentOverridesTheFile) {
+  auto c = ParseConfig(kGood, "gatehouse.toml");
+  ASSERT_TRUE(c);
+  std::map<std::string, std::string> env = {{"GATEHOUSE_LISTEN", "127.0.0.1:7000"},
+                                            {"GATEHOUSE_DATA_DIR", "/tmp/x"},
+                                            {"GATEHOUSE_THREADS", "3"}};
+  auto lookup = [&](const char* n) -> std::optional<std::string> {
+    auto it = env.find(n);
+    if (it == env.end()) return std::nullopt;
+    return it->second;
+  };
+  ASSERT_TRUE(ApplyEnvironment(*c, lookup));
+  EXPECT_EQ(c->listeners.at(0).port, 7000);
+  EXPECT_EQ(c->data_dir, "/tmp/x");
+  EXPECT_EQ(c->threads, 3);
+  env["GATEHOUSE_THREADS"] = "many";
+  auto bad = ApplyEnvironment(*c, lookup);
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message.find("GATEHOUSE_THREADS"), std::string::npos);
+}
+
+TEST(Config, DefaultsAreValidAndServeTheDemo) {
+  Config c = DefaultConfig();
+  EXPECT_TRUE(Validate(c));
+  EXPECT_EQ(c.listeners.at(0).port, 8080);
+  EXPECT_EQ(c.demo.echo_listen, "127.0.0.1:8081");
+  EXPECT_FALSE(c.routes.empty());
+}
+
+TEST(Config, SecretsComeFromEnvThenFile) {
+  SecretSource s{"GH_TEST_PEPPER", "/nonexistent/pepper"};
+  auto none = [](const char*) -> std::optional<std::string> { return std::nullopt; };
+  EXPECT_FALSE(ReadSecret(s, none, "pepper"));
+  auto set = [](const char*) -> std::optional<std::string> { return "from-env"; };
+  EXPECT_EQ(*ReadSecret(s, set, "pepper"), "from-env");
+}
+
+}  // namespace
+}  // namespace gatehouse

@@ -1,0 +1,73 @@
+#include "core/crypto.h"
+
+#include <gtest/gtest.h>
+#include <openssl/hmac.h>
+
+#include <map>
+#include <set>
+
+#include "core/random.h"
+
+namespace gatehouse {
+namespace {
+
+TEST(HmacSha256Key, MatchesRfc4231TestCase2) {
+  HmacSha256Key key("Jefe");
+  EXPECT_EQ(HexEncode(key.Mac("what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+}
+
+TEST(HmacSha256Key, MatchesOpenSslForLongKeysAndManyLengths) {
+  std::string long_key(131, '\xaa');  // longer than a block: hashed first (RFC 2104)
+  HmacSha256Key key(long_key);
+  for (std::size_t n : {0u, 1u, 55u, 56u, 63u, 64u, 65u, 200u}) {
+    std::string msg(n, 'x');
+    unsigned char expect[32];
+    unsigned int len = 0;
+    HMAC(EVP_sha256(), long_key.data(), static_cast<int>(long_key.size()),
+         reinterpret_cast<const unsigned char*>(msg.data()), msg.size(), expect, &len);
+    EXPECT_EQ(HexEncode(key.Mac(msg)), HexEncode(expect, 32)) << n;
+  }
+}
+
+TEST(ConstantTimeEquals, ComparesContentAndLength) {
+  EXPECT_TRUE(ConstantTimeEquals("abc", "abc"));
+  EXPECT_FALSE(ConstantTimeEquals("abc", "abd"));
+  EXPECT_FALSE(ConstantTimeEquals("abc", "abcd"));
+  EXPECT_TRUE(ConstantTimeEquals("", ""));
+}
+
+TEST(Crc32, MatchesTheStandardCheckValue) { EXPECT_EQ(Crc32("123456789"), 0xCBF43926u); }
+
+TEST(Base62Fixed6, EncodesTheFullRange) {
+  EXPECT_EQ(Base62Fixed6(0), "000000");
+  EXPECT_EQ(Base62Fixed6(61), "00000z");
+  EXPECT_EQ(Base62Fixed6(62), "000010");
+  EXPECT_EQ(Base62Fixed6(0xFFFFFFFFu), "4gfFC3");
+}
+
+TEST(Random, Base62IsUniformEnoughAndNeverRepeats) {
+  std::set<std::string> seen;
+  std::map<char, int> counts;
+  for (int i = 0; i < 10000; ++i) {
+    std::string s = RandomBase62(22);
+    ASSERT_EQ(s.size(), 22u);
+    ASSERT_TRUE(seen.insert(s).second);
+    for (char c : s) counts[c]++;
+  }
+  EXPECT_EQ(counts.size(), 62u);
+  for (auto& [c, n] : counts) {
+    // 220000 draws over 62 characters: ~3548 each; a modulo bias would skew the first ones.
+    EXPECT_GT(n, 3000) << c;
+    EXPECT_LT(n, 4100) << c;
+  }
+}
+
+TEST(Random, IdsHaveTheirPrefix) {
+  std::string id = NewId("key");
+  EXPECT_EQ(id.substr(0, 4), "key_");
+  EXPECT_EQ(id.size(), 24u);
+}
+
+}  // namespace
+}  // namespace gatehouse

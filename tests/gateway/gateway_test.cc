@@ -1,0 +1,45 @@
+#include "gateway/gateway.h"
+
+#include <gtest/gtest.h>
+
+namespace gatehouse {
+namespace {
+
+TEST(Gateway, LongestPrefixOnSegmentBoundaries) {
+  Gateway g(std::make_shared<Config>(DefaultConfig()));
+  auto name = [&](std::string_view p) {
+    int i = g.Match(p);
+    return i < 0 ? std::string("-") : g.route(i).name;
+  };
+  EXPECT_EQ(name("/api/v1/findings"), "findings");
+  EXPECT_EQ(name("/api/v1/findings/42"), "findings");
+  EXPECT_EQ(name("/api/v1/findingsX"), "-");
+  EXPECT_EQ(name("/api/echo/anything"), "echo");
+  EXPECT_EQ(name("/v1/orgs"), "-");
+}
+
+TEST(Gateway, RefusesPathsThatAnUpstreamCouldReinterpret) {
+  for (const char* bad : {"/api/echo/../v1/findings", "/api/./echo", "/api/echo/%2e%2e/x",
+                          "/api/echo%2fx", "/api\\echo", "/api/echo/..", "/a/%2E", "/a/%00"}) {
+    EXPECT_FALSE(Gateway::CheckPathIsCanonical(bad)) << bad;
+  }
+  EXPECT_TRUE(Gateway::CheckPathIsCanonical("/api/v1/findings/a.b/c%20d"));
+}
+
+TEST(Gateway, AuthorizesMethodsAndScopes) {
+  Gateway g(std::make_shared<Config>(DefaultConfig()));
+  Principal reader{"org_a", "key_1", "api_key", {"read:findings"}, "live", 0};
+  int findings = g.Match("/api/v1/findings");
+  EXPECT_TRUE(g.Authorize(findings, "GET", reader));
+  EXPECT_TRUE(g.Authorize(findings, "HEAD", reader));
+  EXPECT_EQ(g.Authorize(findings, "DELETE", reader).error().code, ErrorCode::kMethodNotAllowed);
+  int evidence = g.Match("/api/v1/evidence");
+  auto denied = g.Authorize(evidence, "POST", reader);
+  ASSERT_FALSE(denied);
+  EXPECT_EQ(denied.error().required, std::vector<std::string>{"write:evidence"});
+  Principal admin{"org_a", "key_2", "api_key", {"admin"}, "live", 0};
+  EXPECT_TRUE(g.Authorize(evidence, "POST", admin));
+}
+
+}  // namespace
+}  // namespace gatehouse

@@ -1,0 +1,105 @@
+#include "keys/key_verifier.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "support/domain_env.h"
+
+namespace gatehouse {
+namespace {
+
+using testing::DomainEnv;
+
+TEST(KeyVerifier, GarbageNeverReachesTheCacheOrStore) {
+  DomainEnv env;
+  auto v = env.verifier->TryCached("sk_live_notakey", "1.2.3.4");
+  ASSERT_TRUE(v);
+  EXPECT_EQ(v->status, KeyStatus::kMalformed);
+  EXPECT_EQ(env.verifier->cache_hits() + env.verifier->cache_misses(), 0u);
+}
+
+TEST(KeyVerifier, MissThenHitAndUsageIsBatched) {
+  DomainEnv env;
+  auto org = env.NewOrg("Acme");
+  const std::string& key = org.owner_key.secret;
+  EXPECT_FALSE(env.verifier->TryCached(key, "10.0.0.1"));  // not cached yet
+  auto v = env.verifier->Verify(key, "10.0.0.1");
+  ASSERT_TRUE(v);
+  EXPECT_EQ(v->status, KeyStatus::kValid);
+  EXPECT_EQ(v->facts->org_id, org.org.id);
+  auto hit = env.verifier->TryCached(key, "10.0.0.2");
+  ASSERT_TRUE(hit);
+  EXPECT_EQ(hit->status, KeyStatus::kValid);
+  // No write per request: the store learns of the use only at a flush.
+  EXPECT_FALSE(env.keys->Get(org.org.id, org.owner_key.record.id)->last_used_at);
+  ASSERT_TRUE(env.verifier->FlushUsage());
+  auto rec = env.keys->Get(org.org.id, org.owner_key.record.id);
+  ASSERT_TRUE(rec->last_used_at);
+  EXPECT_EQ(rec->last_used_ip, "10.0.0.2");
+}
+
+TEST(KeyVerifier, ExpiryTakesEffectAtTheExactMicrosecond) {
+  DomainEnv env;
+  auto org = env.NewOrg("Acme");
+  NewKeyParams p;
+  p.label = "short";
+  p.expires_in = "1h";
+  auto k = env.keys->Create(KeyService::Operator(org.org.id), org.org.id, p);
+  ASSERT_TRUE(k);
+  ASSERT_EQ(env.verifier->Verify(k->secret, "")->status, KeyStatus::kValid);
+  env.clock.Advance(std::chrono::microseconds(3600LL * kMicrosPerSecond - 1));
+  EXPECT_EQ(env.verifier->TryCached(k->secret, "")->status, KeyStatus::kValid);
+  env.clock.Advance(std::chrono::microseconds(1));
+  EXPECT_EQ(env.verifier->TryCached(k->secret, "")->status, KeyStatus::kExpired);
+}
+
+TEST(KeyVerifier, RevocationDropsTheCachedKeyAtOnce) {
+  DomainEnv env;
+  auto org = env.NewOrg("Acme");
+  const auto& key = org.owner_key.secret;
+  ASSERT_EQ(env.verifier->Verify(key, "")->status, KeyStatus::kValid);
+  ASSERT_TRUE(env.keys->Revoke(org.org.id, org.owner_key.record.id));
+  EXPECT_EQ(env.verifier->Verify(key, "")->status, KeyStatus::kRevoked);
+}
+
+TEST(KeyVerifier, UnknownKeysAreCachedNegativelyForTheTtl) {
+  DomainEnv env;
+  std::string unknown = env.verifier->format().Generate(KeyEnvironment::kLive);
+  EXPECT_EQ(env.verifier->Verify(unknown, "")->status, KeyStatus::kNotFound);
+  auto again = env.verifier->TryCached(unknown, "");
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->status, KeyStatus::kNotFound);
+  env.clock.Advance(std::chrono::seconds(31));
+  EXPECT_FALSE(env.verifier->TryCached(unknown, ""));
+}
+
+TEST(KeyVerifier, CacheStaysWithinItsCapacity) {
+  DomainEnv env;
+  for (int i = 0; i < 5000; ++i) {
+    (void)env.verifier->Verify(env.verifier->format().Generate(KeyEnvironment::kLive), "");
+  }
+  EXPECT_LE(env.verifier->cache_size(), 1000u);
+}
+
+TEST(KeyVerifier, RevocationByAnotherProcessReachesThisCache) {
+  auto dir = std::filesystem::temp_directory_path() / ("gh-verifier-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::string db = (dir / "db").string();
+  DomainEnv node_a(DefaultConfig(), db);
+  DomainEnv node_b(DefaultConfig(), db);  // same pepper, same file: another process
+  auto org = node_a.NewOrg("Acme");
+  ASSERT_TRUE(node_b.verifier->SyncInvalidations());  // learns where the log ends
+  ASSERT_EQ(node_b.verifier->Verify(org.owner_key.secret, "")->status, KeyStatus::kValid);
+  ASSERT_TRUE(node_a.keys->Revoke(org.org.id, org.owner_key.record.id));
+  auto stale = node_b.verifier->TryCached(org.owner_key.secret, "");
+  ASSERT_TRUE(stale);
+  EXPECT_EQ(stale->status, KeyStatus::kValid);
+  ASSERT_TRUE(node_b.verifier->SyncInvalidations());
+  EXPECT_EQ(node_b.verifier->Verify(org.owner_key.secret, "")->status, KeyStatus::kRevoked);
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace gatehouse

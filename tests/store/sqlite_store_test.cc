@@ -1,0 +1,121 @@
+#include "store/sqlite/sqlite_store.h"
+
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include <filesystem>
+#include <thread>
+
+namespace gatehouse {
+namespace {
+
+class SqliteStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("gh-store-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    path_ = (dir_ / "gatehouse.db").string();
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  ApiKeyRecord Key(const std::string& org, const std::string& id, const std::string& hash) {
+    ApiKeyRecord k;
+    k.id = id;
+    k.org_id = org;
+    k.label = "l";
+    k.environment = "live";
+    k.key_hash = hash;
+    k.last4 = "abcd";
+    k.created_by = "operator";
+    k.created_at = 1;
+    return k;
+  }
+
+  std::filesystem::path dir_;
+  std::string path_;
+};
+
+TEST_F(SqliteStoreTest, MigratesOnceAndUsesWal) {
+  { ASSERT_TRUE(SqliteStore::Open(path_)); }
+  auto again = SqliteStore::Open(path_);
+  ASSERT_TRUE(again);
+  sqlite3* db = nullptr;
+  sqlite3_open(path_.c_str(), &db);
+  sqlite3_stmt* s = nullptr;
+  sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &s, nullptr);
+  ASSERT_EQ(sqlite3_step(s), SQLITE_ROW);
+  EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(s, 0)), "wal");
+  sqlite3_finalize(s);
+  sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, nullptr);
+  ASSERT_EQ(sqlite3_step(s), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(s, 0), 1);
+  sqlite3_finalize(s);
+  sqlite3_close(db);
+}
+
+TEST_F(SqliteStoreTest, RefusesANewerSchema) {
+  { ASSERT_TRUE(SqliteStore::Open(path_)); }
+  sqlite3* db = nullptr;
+  sqlite3_open(path_.c_str(), &db);
+  sqlite3_exec(db, "PRAGMA user_version=99", nullptr, nullptr, nullptr);
+  sqlite3_close(db);
+  auto r = SqliteStore::Open(path_);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message.find("newer"), std::string::npos);
+}
+
+TEST_F(SqliteStoreTest, BootstrapHappensOnceAndAtomically) {
+  auto store = std::move(*SqliteStore::Open(path_));
+  Org org{"org_a", "A", 1};
+  ASSERT_TRUE(store->CreateOrgWithKey(org, Key("org_a", "key_1", "h1"), true));
+  Org other{"org_b", "B", 1};
+  auto again = store->CreateOrgWithKey(other, Key("org_b", "key_2", "h2"), true);
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code, ErrorCode::kAlreadyExists);
+  EXPECT_FALSE(store->GetOrg("org_b"));  // nothing of the second attempt remains
+  EXPECT_FALSE(store->FindKeyByHash("h2"));
+  EXPECT_EQ(**store->BootstrapOrgId(), "org_a");
+}
+
+TEST_F(SqliteStoreTest, OrgOwnedLookupsNeverCrossOrgs) {
+  auto store = std::move(*SqliteStore::Open(path_));
+  ASSERT_TRUE(store->CreateOrgWithKey({"org_a", "A", 1}, Key("org_a", "key_a", "ha"), false));
+  ASSERT_TRUE(store->CreateOrgWithKey({"org_b", "B", 1}, Key("org_b", "key_b", "hb"), false));
+  EXPECT_EQ(store->GetKey("org_a", "key_b").error().code, ErrorCode::kNotFound);
+  EXPECT_EQ(store->RevokeKey("org_a", "key_b", 5).error().code, ErrorCode::kNotFound);
+  EXPECT_FALSE(store->GetKey("org_b", "key_b")->revoked_at);
+  EXPECT_EQ(store->ListKeys("org_a", {})->keys.size(), 1u);
+}
+
+TEST_F(SqliteStoreTest, DuplicateHashIsAConflictAndUnknownOrgIsNotFound) {
+  auto store = std::move(*SqliteStore::Open(path_));
+  ASSERT_TRUE(store->CreateOrgWithKey({"org_a", "A", 1}, Key("org_a", "key_a", "ha"), false));
+  EXPECT_EQ(store->InsertKey(Key("org_a", "key_x", "ha")).error().code, ErrorCode::kAlreadyExists);
+  EXPECT_EQ(store->InsertKey(Key("org_zzz", "key_y", "hy")).error().code, ErrorCode::kNotFound);
+}
+
+TEST_F(SqliteStoreTest, ConcurrentWritersWaitInsteadOfFailing) {
+  auto store = std::move(*SqliteStore::Open(path_));
+  ASSERT_TRUE(store->InsertOrg({"org_a", "A", 1}));
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 50; ++i) {
+        std::string id = "key_" + std::to_string(t) + "_" + std::to_string(i);
+        if (!store->InsertKey(Key("org_a", id, "h" + id))) failures++;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+  KeyListQuery q;
+  q.limit = 200;
+  EXPECT_EQ(store->ListKeys("org_a", q)->keys.size(), 200u);
+}
+
+}  // namespace
+}  // namespace gatehouse

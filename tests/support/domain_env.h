@@ -1,0 +1,68 @@
+// A complete domain graph for tests: in-memory SQLite, a fake clock, the verifier and services,
+// and a control-plane router, all without sockets.
+#pragma once
+
+#include <memory>
+
+#include "api/control_plane.h"
+#include "config/config.h"
+#include "keys/key_service.h"
+#include "orgs/org_service.h"
+#include "store/sqlite/sqlite_store.h"
+
+namespace gatehouse::testing {
+
+struct DomainEnv {
+  explicit DomainEnv(Config c = DefaultConfig(), std::string db = ":memory:") {
+    config = std::make_shared<Config>(std::move(c));
+    store = std::move(*SqliteStore::Open(db));
+    verifier = std::make_unique<KeyVerifier>(
+        KeyFormat(config->keys.prefix), HmacSha256Key("test-pepper-0123456789abcdef0123456789"),
+        *store, clock, KeyVerifier::Options{1000, 30 * kMicrosPerSecond});
+    keys = std::make_unique<KeyService>(*store, *verifier, clock, config);
+    orgs = std::make_unique<OrgService>(*store, *keys, clock);
+    gateway = std::make_unique<Gateway>(config);
+    auth = std::make_unique<Authenticator>(*verifier, metrics, clock);
+    RegisterControlPlane(router, {*auth, *keys, *orgs, *store, *gateway, metrics, clock});
+  }
+
+  NewOrgResult NewOrg(const std::string& name) { return *orgs->Create(name); }
+
+  // Sends a request through the router as the server would (without the fast path).
+  HttpResponse Call(std::string method, std::string target, std::string key = "",
+                    std::string body = "", std::string client_ip = "127.0.0.1") {
+    method_ = std::move(method);
+    target_ = std::move(target);
+    body_ = std::move(body);
+    auth_header_ = "Bearer " + key;
+    HttpRequest req;
+    req.method = method_;
+    req.target = target_;
+    std::string_view t = target_;
+    req.path = t.substr(0, t.find('?'));
+    req.query = t.size() > req.path.size() ? t.substr(req.path.size() + 1) : std::string_view{};
+    if (!key.empty()) req.headers.emplace_back("Authorization", auth_header_);
+    req.body = body_;
+    req.client_ip = client_ip;
+    req.request_id = "req_test";
+    auto m = router.Find(req);
+    if (!m.route) return ErrorResponse(m.error, req.request_id);
+    return m.route->handler(req);
+  }
+
+  FakeClock clock;
+  std::shared_ptr<Config> config;
+  std::unique_ptr<SqliteStore> store;
+  std::unique_ptr<KeyVerifier> verifier;
+  std::unique_ptr<KeyService> keys;
+  std::unique_ptr<OrgService> orgs;
+  std::unique_ptr<Gateway> gateway;
+  Metrics metrics;
+  std::unique_ptr<Authenticator> auth;
+  Router router;
+
+ private:
+  std::string method_, target_, body_, auth_header_;
+};
+
+}  // namespace gatehouse::testing
