@@ -106,6 +106,40 @@ std::string ClientAddress(const Config& cfg, std::string_view peer,
   return std::string(peer);
 }
 
+// Cancels a pending read when its deadline passes, leaving the socket open so that the client
+// still gets its 408. (beast::tcp_stream's own timeout closes the socket; it stays armed a little
+// later as a backstop.) The handler holds only shared state: everything runs on one thread, and
+// `done` is set before the guarded stream can go away.
+class ReadWatchdog {
+ public:
+  ReadWatchdog(beast::tcp_stream& stream, Millis deadline)
+      : state_(std::make_shared<State>(State{&stream, false, false})),
+        timer_(stream.get_executor()) {
+    stream.expires_after(deadline + std::chrono::seconds(1));
+    timer_.expires_after(deadline);
+    timer_.async_wait([st = state_](const boost::system::error_code& ec) {
+      if (ec || st->done) return;
+      st->fired = true;
+      boost::system::error_code ignored;
+      st->stream->socket().cancel(ignored);
+    });
+  }
+  ~ReadWatchdog() {
+    state_->done = true;
+    timer_.cancel();
+  }
+  bool fired() const { return state_->fired; }
+
+ private:
+  struct State {
+    beast::tcp_stream* stream;
+    bool fired;
+    bool done;
+  };
+  std::shared_ptr<State> state_;
+  net::steady_timer timer_;
+};
+
 }  // namespace
 
 class Server::Impl {
@@ -389,6 +423,25 @@ class Server::Impl {
     access_->info(boost::json::serialize(line));
   }
 
+  // Writes the JSON error and finishes the exchange. Returns whether the connection may go on.
+  template <class Stream>
+  net::awaitable<bool> SendError(Stream& stream, const Error& error, Exchange& ex, bool keep_alive,
+                                 bool head = false) {
+    if (ex.request_id.empty()) ex.request_id = "req_" + RandomBase62(20);
+    HttpResponse r = ErrorResponse(error, ex.request_id);
+    bool ok = co_await Write(stream, std::move(r), ex, keep_alive, head, true);
+    Finish(ex);
+    co_return ok&& keep_alive;
+  }
+
+  // A refused proxy request: an unread request body poisons the connection, so it closes then.
+  template <class Stream>
+  net::awaitable<bool> Refuse(Stream& stream, const Error& error, Exchange& ex,
+                              bool keep_alive_requested, bool body_pending, bool head) {
+    bool keep = keep_alive_requested && !body_pending && !draining_.load();
+    co_return co_await SendError(stream, error, ex, keep, head);
+  }
+
   template <class Stream>
   net::awaitable<HttpResponse> Dispatch(const RouteEntry& route, HttpRequest& req) {
     if (route.fast) {
@@ -460,28 +513,31 @@ class Server::Impl {
     http::request_parser<http::empty_body> hp;
     hp.header_limit(static_cast<std::uint32_t>(cfg_.limits.max_header_bytes));
     hp.eager(false);
-    lowest.expires_after(cfg_.limits.header_timeout);
+    std::optional<ReadWatchdog> watchdog;
+    watchdog.emplace(lowest, cfg_.limits.header_timeout);
     auto [ec, n] = co_await http::async_read_header(stream, buffer, hp, kNoThrow);
-    auto fail = [&](ErrorCode code, std::string msg) -> net::awaitable<bool> {
-      if (ex.request_id.empty()) ex.request_id = "req_" + RandomBase62(20);
-      co_await Write(stream, ErrorResponse(Error{code, std::move(msg), {}, {}}, ex.request_id), ex,
-                     false, false, true);
-      Finish(ex);
-      co_return false;
-    };
+    bool timed_out = watchdog->fired();
+    watchdog.reset();
+    // g++ 12 mis-destroys temporaries inside co_await expressions, so errors are named locals
+    // and coroutines only ever receive lvalues.
+    std::optional<Error> early;
     if (ec) {
-      if (ec == http::error::end_of_stream) co_return false;
-      if (ec == http::error::header_limit) {
-        co_return co_await fail(ErrorCode::kHeadersTooLarge, "request headers are too large");
+      if (timed_out) {
+        early = Error{ErrorCode::kRequestTimeout, "request headers took too long", {}, {}};
+        co_return co_await SendError(stream, *early, ex, false);
       }
-      if (ec == beast::error::timeout) {
-        co_return co_await fail(ErrorCode::kRequestTimeout, "request headers took too long");
-      }
-      if (ec == net::error::eof || ec == net::error::connection_reset ||
-          ec == net::error::operation_aborted) {
+      if (ec == http::error::end_of_stream || ec == net::error::eof ||
+          ec == net::error::connection_reset || ec == net::error::operation_aborted) {
         co_return false;
       }
-      co_return co_await fail(ErrorCode::kInvalidArgument, "malformed HTTP request");
+      if (ec == http::error::header_limit) {
+        early = Error{ErrorCode::kHeadersTooLarge, "request headers are too large", {}, {}};
+      } else if (ec == beast::error::timeout) {
+        early = Error{ErrorCode::kRequestTimeout, "request headers took too long", {}, {}};
+      } else {
+        early = Error{ErrorCode::kInvalidArgument, "malformed HTTP request", {}, {}};
+      }
+      co_return co_await SendError(stream, *early, ex, false);
     }
     auto& h = hp.get();
     ex.method = std::string(h.method_string());
@@ -494,21 +550,15 @@ class Server::Impl {
     ex.client_ip = ClientAddress(cfg_, peer, h);
     std::size_t header_count = static_cast<std::size_t>(std::distance(h.begin(), h.end()));
     if (header_count > cfg_.limits.max_header_count) {
-      co_return co_await fail(ErrorCode::kHeadersTooLarge, "too many request headers");
+      early = Error{ErrorCode::kHeadersTooLarge, "too many request headers", {}, {}};
+    } else if (target.size() > cfg_.limits.max_url_bytes) {
+      early = Error{ErrorCode::kUriTooLong, "request URL is too long", {}, {}};
+    } else if (!target.starts_with('/')) {
+      early = Error{ErrorCode::kInvalidArgument, "request target must be a path", {}, {}};
+    } else if (h.method() == http::verb::trace || h.method() == http::verb::connect) {
+      early = Error{ErrorCode::kMethodNotAllowed, "method not allowed", {}, {}};
     }
-    if (target.size() > cfg_.limits.max_url_bytes) {
-      co_return co_await fail(ErrorCode::kUriTooLong, "request URL is too long");
-    }
-    if (!target.starts_with('/')) {
-      co_return co_await fail(ErrorCode::kInvalidArgument, "request target must be a path");
-    }
-    if (h.method() == http::verb::trace || h.method() == http::verb::connect) {
-      HttpResponse r = ErrorResponse(
-          Error{ErrorCode::kMethodNotAllowed, "method not allowed", {}, {}}, ex.request_id);
-      co_await Write(stream, std::move(r), ex, false, false, true);
-      Finish(ex);
-      co_return false;
-    }
+    if (early) co_return co_await SendError(stream, *early, ex, false);
     const bool keep_alive_requested = h.keep_alive();
     const bool head = h.method() == http::verb::head;
     if (h[http::field::expect] == "100-continue" && !hp.is_done()) {
@@ -526,18 +576,27 @@ class Server::Impl {
     }
 
     // Control plane: read the whole (bounded) body, then dispatch.
+    if (hp.content_length() && *hp.content_length() > cfg_.limits.max_body_bytes) {
+      early = Error{ErrorCode::kPayloadTooLarge, "request body is too large", {}, {}};
+      co_return co_await SendError(stream, *early, ex, false);
+    }
     http::request_parser<http::string_body> p(std::move(hp));
     p.body_limit(cfg_.limits.max_body_bytes);
     if (!p.is_done()) {
-      lowest.expires_after(cfg_.limits.body_timeout);
+      watchdog.emplace(lowest, cfg_.limits.body_timeout);
       auto [bec, bn] = co_await http::async_read(stream, buffer, p, kNoThrow);
-      if (bec == http::error::body_limit) {
-        co_return co_await fail(ErrorCode::kPayloadTooLarge, "request body is too large");
+      bool body_timed_out = watchdog->fired();
+      watchdog.reset();
+      if (body_timed_out) {
+        early = Error{ErrorCode::kRequestTimeout, "request body took too long", {}, {}};
+      } else if (bec == http::error::body_limit) {
+        early = Error{ErrorCode::kPayloadTooLarge, "request body is too large", {}, {}};
+      } else if (bec == beast::error::timeout) {
+        early = Error{ErrorCode::kRequestTimeout, "request body took too long", {}, {}};
+      } else if (bec) {
+        early = Error{ErrorCode::kInvalidArgument, "malformed request body", {}, {}};
       }
-      if (bec == beast::error::timeout) {
-        co_return co_await fail(ErrorCode::kRequestTimeout, "request body took too long");
-      }
-      if (bec) co_return co_await fail(ErrorCode::kInvalidArgument, "malformed request body");
+      if (early) co_return co_await SendError(stream, *early, ex, false);
     }
     auto& msg = p.get();
     HttpRequest req;
@@ -583,15 +642,10 @@ class Server::Impl {
     ex.slot = gateway_slot_base_ + static_cast<std::size_t>(groute);
     // An unread request body poisons the connection: answer and close.
     bool body_pending = !hp.is_done();
-    auto refuse = [&](const Error& e) -> net::awaitable<bool> {
-      bool keep = keep_alive_requested && !body_pending && !draining_.load();
-      co_await Write(stream, ErrorResponse(e, ex.request_id), ex, keep,
-                     h.method() == http::verb::head, true);
-      Finish(ex);
-      co_return keep;
-    };
+    const bool head = h.method() == http::verb::head;
     if (auto canonical = Gateway::CheckPathIsCanonical(path); !canonical) {
-      co_return co_await refuse(canonical.error());
+      co_return co_await Refuse(stream, canonical.error(), ex, keep_alive_requested, body_pending,
+                                head);
     }
     // Authenticate from headers alone: an unauthenticated client never gets to upload a body.
     HttpRequest req;
@@ -611,15 +665,19 @@ class Server::Impl {
             return HttpResponse{};
           },
           ex.request_id);
-      if (busy.status != 200)
-        co_return co_await refuse(
-            Error{ErrorCode::kUnavailable, "server is busy; try again", {}, {}});
+      if (busy.status != 200) {
+        Error e{ErrorCode::kUnavailable, "server is busy; try again", {}, {}};
+        co_return co_await Refuse(stream, e, ex, keep_alive_requested, body_pending, head);
+      }
       principal = std::move(slow);
     }
-    if (!*principal) co_return co_await refuse(principal->error());
+    if (!*principal) {
+      co_return co_await Refuse(stream, principal->error(), ex, keep_alive_requested, body_pending,
+                                head);
+    }
     ex.principal = (*principal)->id;
     if (auto ok = parts_.gateway->Authorize(groute, req.method, **principal); !ok) {
-      co_return co_await refuse(ok.error());
+      co_return co_await Refuse(stream, ok.error(), ex, keep_alive_requested, body_pending, head);
     }
     proxy::ForwardContext ctx;
     ctx.route = &parts_.gateway->route(groute);
@@ -632,8 +690,8 @@ class Server::Impl {
     proxy::ForwardResult fr = co_await proxy::Forward(stream, buffer, hp, ctx, w.upstreams);
     if (!fr.response_started) {
       parts_.metrics->upstream_errors.fetch_add(1);
-      body_pending = true;  // the body may be half read; never reuse this connection
-      co_return co_await refuse(fr.error);
+      // The body may be half read; never reuse this connection.
+      co_return co_await Refuse(stream, fr.error, ex, keep_alive_requested, true, head);
     }
     ex.status = fr.status;
     Finish(ex);

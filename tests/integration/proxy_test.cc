@@ -1,1 +1,165 @@
+// The proxy path over real sockets: identity headers, streaming both ways, pooling, failures.
+#include <chrono>
+#include <thread>
 
+#include "integration/fixture.h"
+
+namespace gatehouse::testing {
+namespace {
+
+class ProxyTest : public GatewayFixture {};
+
+TEST_F(ProxyTest, ForwardsWithTrustworthyIdentityHeadersOnly) {
+  std::string reader = NewKey(R"(["read:findings"])");
+  auto r = Call("GET", "/api/v1/findings/42?sort=asc", reader, "",
+                {{"X-Gatehouse-Org", "org_spoofed"},
+                 {"X-Gatehouse-Scopes", "admin"},
+                 {"X-Request-Id", "trace-1"},
+                 {"Connection", "keep-alive, X-Secret-Hop"},
+                 {"X-Secret-Hop", "drop me"}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.Header("x-request-id"), "trace-1");
+  std::string head = upstream_->last_head();
+  EXPECT_NE(head.find("GET /api/v1/findings/42?sort=asc HTTP/1.1"), std::string::npos) << head;
+  EXPECT_NE(head.find("X-Gatehouse-Org: " + org_), std::string::npos) << head;
+  EXPECT_NE(head.find("X-Gatehouse-Scopes: read:findings"), std::string::npos);
+  EXPECT_NE(head.find("X-Gatehouse-Env: live"), std::string::npos);
+  EXPECT_NE(head.find("X-Request-Id: trace-1"), std::string::npos);
+  EXPECT_EQ(head.find("org_spoofed"), std::string::npos);
+  EXPECT_EQ(head.find("admin"), std::string::npos);
+  EXPECT_EQ(head.find(reader), std::string::npos);  // the credential stays here
+  EXPECT_EQ(head.find("Authorization"), std::string::npos);
+  EXPECT_EQ(head.find("X-Secret-Hop"), std::string::npos);
+  EXPECT_NE(head.find("X-Forwarded-For: 127.0.0.1"), std::string::npos);
+}
+
+TEST_F(ProxyTest, AcceptsAllThreeCredentialForms) {
+  std::string reader = NewKey(R"(["read:findings"])");
+  EXPECT_EQ(
+      Request(server_->port(), "GET", "/api/v1/findings", {{"Authorization", "ApiKey " + reader}})
+          .status,
+      200);
+  EXPECT_EQ(Request(server_->port(), "GET", "/api/v1/findings", {{"X-API-Key", reader}}).status,
+            200);
+  EXPECT_EQ(
+      Request(server_->port(), "GET", "/api/v1/findings", {{"Authorization", "Bearer " + reader}})
+          .status,
+      200);
+  EXPECT_EQ(
+      Request(server_->port(), "GET", "/api/v1/findings", {{"Authorization", "Basic " + reader}})
+          .status,
+      401);
+  EXPECT_EQ(Request(server_->port(), "GET", "/api/v1/findings").status, 401);
+}
+
+TEST_F(ProxyTest, RefusesBeforeTheUpstreamSeesAnything) {
+  std::string reader = NewKey(R"(["read:findings"])");
+  auto forbidden = Call("POST", "/api/v1/evidence/new", reader, "{}");
+  EXPECT_EQ(forbidden.status, 403);
+  EXPECT_NE(forbidden.body.find("\"required\":[\"write:evidence\"]"), std::string::npos);
+  EXPECT_EQ(Call("GET", "/api/v1/findings/../evidence", reader).status, 400);
+  // An unauthenticated upload is answered at once, and the connection closed.
+  Connection c(server_->port());
+  c.Send("POST /api/v1/evidence HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n");
+  EXPECT_EQ(c.Read().status, 401);
+  EXPECT_TRUE(c.ClosedByPeer());
+  EXPECT_EQ(upstream_->requests.load(), 0);
+}
+
+TEST_F(ProxyTest, StripsPrefixAndAddsRouteHeaders) {
+  std::string writer = NewKey(R"(["write:evidence"])");
+  auto r = Call("POST", "/api/v1/evidence/items", writer, R"({"a":1})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  std::string head = upstream_->last_head();
+  EXPECT_NE(head.find("POST /svc/items HTTP/1.1"), std::string::npos) << head;
+  EXPECT_NE(head.find("X-Route: evidence"), std::string::npos);
+  EXPECT_EQ(upstream_->last_body(), R"({"a":1})");
+}
+
+TEST_F(ProxyTest, StreamsLargeChunkedRequestBodies) {
+  std::string writer = NewKey(R"(["write:evidence"])");
+  Connection c(server_->port());
+  c.Send("POST /api/v1/evidence/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + writer +
+         "\r\nTransfer-Encoding: chunked\r\n\r\n");
+  std::string piece(64 * 1024, 'x');
+  char size[16];
+  std::snprintf(size, sizeof(size), "%zx\r\n", piece.size());
+  for (int i = 0; i < 80; ++i) c.Send(size + piece + "\r\n");  // 5 MiB, more than any buffer
+  c.Send("0\r\n\r\n");
+  auto r = c.Read(std::chrono::seconds(20));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.body, R"({"ok":true,"bytes":5242880})");
+}
+
+TEST_F(ProxyTest, ServerSentEventsArriveAsTheyAreWritten) {
+  std::string reader = NewKey(R"(["read:findings"])");
+  Connection c(server_->port());
+  c.Send(
+      BuildRequest("GET", "/api/v1/findings/events", {{"Authorization", "Bearer " + reader}}, ""));
+  std::vector<std::chrono::steady_clock::time_point> arrivals;
+  auto r = c.Read(std::chrono::seconds(5), [&](const std::string&) {
+    arrivals.push_back(std::chrono::steady_clock::now());
+  });
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(r.Header("content-type"), "text/event-stream");
+  EXPECT_EQ(r.body, "data: token0\n\ndata: token1\n\ndata: token2\n\n");
+  ASSERT_GE(arrivals.size(), 3u);  // not buffered into one piece
+  EXPECT_GT(arrivals.back() - arrivals.front(), std::chrono::milliseconds(450));
+}
+
+TEST_F(ProxyTest, ReusesUpstreamConnections) {
+  std::string reader = NewKey(R"(["read:findings"])");
+  Connection c(server_->port());
+  for (int i = 0; i < 20; ++i) {
+    c.Send(BuildRequest("GET", "/api/v1/findings", {{"Authorization", "Bearer " + reader}}, ""));
+    ASSERT_EQ(c.Read().status, 200);
+  }
+  EXPECT_EQ(upstream_->requests.load(), 20);
+  EXPECT_LE(upstream_->connections.load(), 2);  // one per worker thread at most
+}
+
+TEST_F(ProxyTest, UpstreamFailuresMapToGatewayErrors) {
+  std::string reader = NewKey(R"(["read:findings"])");
+  auto down = Call("GET", "/api/down/x", reader);
+  EXPECT_EQ(down.status, 502);
+  EXPECT_NE(down.body.find("\"code\":\"upstream_unavailable\""), std::string::npos);
+  auto slow = Call("GET", "/api/v1/findings/hang", reader);
+  EXPECT_EQ(slow.status, 504);
+  EXPECT_NE(slow.body.find("\"code\":\"upstream_timeout\""), std::string::npos);
+}
+
+TEST_F(ProxyTest, HeadRequestsCarryNoBody) {
+  std::string reader = NewKey(R"(["read:findings"])");
+  Connection c(server_->port());
+  c.Send(BuildRequest("HEAD", "/api/v1/findings", {{"Authorization", "Bearer " + reader}}, ""));
+  auto r = c.Read(std::chrono::milliseconds(1500));
+  EXPECT_EQ(r.status, 200);
+  c.Send(BuildRequest("GET", "/healthz", {}, ""));  // the connection is still in step
+  EXPECT_EQ(c.Read().body, R"({"status":"ok"})");
+}
+
+TEST_F(ProxyTest, RevokedKeysStopAtOnce) {
+  std::string reader = NewKey(R"(["read:findings"])");
+  ASSERT_EQ(Call("GET", "/api/v1/findings", reader).status, 200);
+  auto list = Call("GET", "/v1/orgs/" + org_ + "/keys", key_);
+  auto at = list.body.find("\"id\":\"");
+  std::string id = list.body.substr(at + 6, list.body.find('"', at + 6) - at - 6);
+  ASSERT_EQ(Call("DELETE", "/v1/orgs/" + org_ + "/keys/" + id, key_).status, 200);
+  EXPECT_EQ(Call("GET", "/api/v1/findings", reader).status, 401);
+}
+
+TEST_F(ProxyTest, TrustedProxyForwardedForIsBelievedOthersAreNot) {
+  NewKey(R"(["read:findings"])");
+  auto r =
+      Call("POST", "/v1/orgs/" + org_ + "/keys", key_,
+           R"({"label":"office","scopes":["read:findings"],"ip_allowlist":["198.51.100.0/24"]})");
+  auto at = r.body.find("\"key\":\"");
+  std::string office = r.body.substr(at + 7, r.body.find('"', at + 7) - at - 7);
+  // Our address is 127.0.0.1, which is not a trusted proxy: a spoofed header changes nothing.
+  auto spoofed = Call("GET", "/api/v1/findings", office, "", {{"X-Forwarded-For", "198.51.100.7"}});
+  EXPECT_EQ(spoofed.status, 403);
+  EXPECT_NE(spoofed.body.find("ip_not_allowed"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace gatehouse::testing

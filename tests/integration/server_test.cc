@@ -1,1 +1,129 @@
+// The HTTP front door over real sockets: limits, timeouts, keep-alive, pipelining, ops
+// endpoints, graceful shutdown.
+#include <signal.h>
 
+#include <chrono>
+#include <thread>
+
+#include "integration/fixture.h"
+
+namespace gatehouse::testing {
+namespace {
+
+class ServerTest : public GatewayFixture {};
+
+TEST_F(ServerTest, KeepAliveServesManyRequestsOnOneConnection) {
+  Connection c(server_->port());
+  for (int i = 0; i < 5; ++i) {
+    c.Send(BuildRequest("GET", "/healthz", {}, ""));
+    auto r = c.Read();
+    ASSERT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, R"({"status":"ok"})");
+    EXPECT_EQ(r.Header("content-type"), "application/json; charset=utf-8");
+  }
+}
+
+TEST_F(ServerTest, PipelinedRequestsAreAnsweredInOrder) {
+  Connection c(server_->port());
+  c.Send(BuildRequest("GET", "/healthz", {{"X-Request-Id", "first"}}, "") +
+         BuildRequest("GET", "/v1/nothing", {{"X-Request-Id", "second"}}, "") +
+         BuildRequest("GET", "/healthz", {{"X-Request-Id", "third"}}, ""));
+  auto a = c.Read(), b = c.Read(), d = c.Read();
+  EXPECT_EQ(a.Header("x-request-id"), "first");
+  EXPECT_EQ(b.Header("x-request-id"), "second");
+  EXPECT_EQ(b.status, 404);
+  EXPECT_EQ(d.Header("x-request-id"), "third");
+}
+
+TEST_F(ServerTest, RequestIdsAreKeptWhenSafeAndMadeOtherwise) {
+  auto kept = Call("GET", "/healthz", "", "", {{"X-Request-Id", "abc-123.x"}});
+  EXPECT_EQ(kept.Header("x-request-id"), "abc-123.x");
+  auto replaced = Call("GET", "/healthz", "", "", {{"X-Request-Id", "bad id<script>"}});
+  EXPECT_TRUE(replaced.Header("x-request-id").starts_with("req_"));
+}
+
+TEST_F(ServerTest, OversizedRequestsGetTheirStatus) {
+  auto big_header = Call("GET", "/healthz", "", "", {{"X-Big", std::string(5000, 'a')}});
+  EXPECT_EQ(big_header.status, 431);
+  EXPECT_NE(big_header.body.find("headers_too_large"), std::string::npos);
+  std::vector<std::pair<std::string, std::string>> many;
+  for (int i = 0; i < 40; ++i) many.emplace_back("X-H" + std::to_string(i), "v");
+  EXPECT_EQ(Call("GET", "/healthz", "", "", many).status, 431);
+  EXPECT_EQ(Call("GET", "/healthz?" + std::string(2000, 'q'), "").status, 414);
+  auto big_body = Call("POST", "/v1/orgs/" + org_ + "/keys", key_, std::string(10000, ' '));
+  EXPECT_EQ(big_body.status, 413);
+  EXPECT_NE(big_body.body.find("payload_too_large"), std::string::npos);
+}
+
+TEST_F(ServerTest, MalformedAndSmugglingRequestsAreRefused) {
+  Connection c(server_->port());
+  c.Send("GARBAGE\r\n\r\n");
+  EXPECT_EQ(c.Read().status, 400);
+  Connection d(server_->port());
+  d.Send(
+      "POST /v1/keys/verify HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+      "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+  auto r = d.Read();
+  EXPECT_EQ(r.status, 400);
+  EXPECT_TRUE(d.ClosedByPeer());
+  EXPECT_EQ(Call("TRACE", "/healthz", "").status, 405);
+}
+
+TEST_F(ServerTest, SlowHeadersTimeOut) {
+  Connection c(server_->port());
+  auto start = std::chrono::steady_clock::now();
+  c.Send("GET /healthz HTTP/1.1\r\nHost: x\r\n");  // never finished
+  auto r = c.Read(std::chrono::seconds(5));
+  auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(r.status, 408);
+  EXPECT_LT(took, std::chrono::seconds(3));
+  EXPECT_TRUE(c.ClosedByPeer());
+}
+
+TEST_F(ServerTest, IdleConnectionsAreClosed) {
+  Connection c(server_->port());
+  EXPECT_TRUE(c.ClosedByPeer(std::chrono::seconds(6)));
+}
+
+TEST_F(ServerTest, ReadyzAndMetricsReport) {
+  EXPECT_EQ(Call("GET", "/readyz", "").status, 200);
+  Call("GET", "/v1/orgs/" + org_ + "/keys", "sk_live_bogus");
+  Call("GET", "/v1/orgs/" + org_ + "/keys", key_);
+  Call("GET", "/v1/orgs/" + org_ + "/keys", key_);
+  auto m = Call("GET", "/metrics", "");
+  ASSERT_EQ(m.status, 200);
+  EXPECT_EQ(m.Header("content-type"), "text/plain; version=0.0.4; charset=utf-8");
+  EXPECT_NE(
+      m.body.find("gatehouse_requests_total{route=\"GET /v1/orgs/{org}/keys\",status=\"200\"} 2"),
+      std::string::npos)
+      << m.body;
+  EXPECT_NE(m.body.find("gatehouse_auth_failures_total{reason=\"malformed\"} 1"),
+            std::string::npos);
+  EXPECT_NE(m.body.find("gatehouse_key_cache_hits_total 1"), std::string::npos);
+  EXPECT_NE(m.body.find("gatehouse_request_duration_seconds_bucket"), std::string::npos);
+}
+
+TEST_F(ServerTest, AccessLogHasOneLinePerRequestAndNoSecrets) {
+  Call("GET", "/v1/orgs/" + org_ + "/keys?limit=5", key_);
+  Call("GET", "/api/v1/findings", key_);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  std::string log = server_->Output();
+  EXPECT_NE(log.find("\"path\":\"/v1/orgs/" + org_ + "/keys\""), std::string::npos) << log;
+  EXPECT_NE(log.find("\"path\":\"/api/v1/findings\""), std::string::npos);
+  EXPECT_EQ(log.find(key_), std::string::npos);
+  EXPECT_EQ(log.find("limit=5"), std::string::npos);
+}
+
+TEST_F(ServerTest, ShutdownDrainsInFlightRequests) {
+  // The slow upstream below holds a request while SIGTERM arrives.
+  Connection c(server_->port());
+  c.Send(BuildRequest("GET", "/api/v1/findings/slow", {{"Authorization", "Bearer " + key_}}, ""));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  server_->Signal(SIGTERM);
+  auto r = c.Read(std::chrono::seconds(5));
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(server_->Wait(), 0);
+}
+
+}  // namespace
+}  // namespace gatehouse::testing

@@ -1,0 +1,104 @@
+// A running gatehouse (real binary, port 0, temporary SQLite data directory) with an upstream
+// that the test controls.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <thread>
+
+#include "support/http_client.h"
+#include "support/process.h"
+#include "support/test_upstream.h"
+
+namespace gatehouse::testing {
+
+class GatewayFixture : public ::testing::Test {
+ protected:
+  // Extra TOML appended to the generated config (more routes, limits).
+  virtual std::string ExtraConfig() { return ""; }
+  // The default upstream: answers at once, or after 800 ms for paths containing /slow, or
+  // streams three server-sent events 300 ms apart for paths containing /events, or never
+  // answers for /hang.
+  virtual bool Upstream(int fd, const std::string& head, const std::string& body) {
+    if (head.find("/hang") != std::string::npos) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+      return false;
+    }
+    if (head.find("/slow") != std::string::npos) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(800));
+    }
+    if (head.find("/events") != std::string::npos) {
+      TestUpstream::WriteAll(fd,
+                             "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                             "Transfer-Encoding: chunked\r\n\r\n");
+      for (int i = 0; i < 3; ++i) {
+        std::string event = "data: token" + std::to_string(i) + "\n\n";
+        char size[16];
+        std::snprintf(size, sizeof(size), "%zx\r\n", event.size());
+        TestUpstream::WriteAll(fd, size + event + "\r\n");
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      }
+      TestUpstream::WriteAll(fd, "0\r\n\r\n");
+      return true;
+    }
+    TestUpstream::WriteAll(
+        fd, TestUpstream::Ok(R"({"ok":true,"bytes":)" + std::to_string(body.size()) + "}"));
+    return true;
+  }
+
+  void SetUp() override {
+    upstream_ = std::make_unique<TestUpstream>(
+        [this](int fd, const std::string& h, const std::string& b) { return Upstream(fd, h, b); });
+    auto [org, key] = InitDataDir(dir_.path() + "/data");
+    org_ = org;
+    key_ = key;
+    config_ = dir_.path() + "/gatehouse.toml";
+    std::ofstream c(config_);
+    c << "data_dir = \"" << dir_.path() << "/data\"\n"
+      << "scopes = [\"read:findings\", \"write:evidence\"]\n"
+      << "trusted_proxies = [\"127.0.0.2/32\"]\n"
+      << "[[listeners]]\naddress = \"127.0.0.1:0\"\n"
+      << "[limits]\nheader_timeout = \"1s\"\nidle_timeout = \"3s\"\nbody_timeout = \"2s\"\n"
+      << "max_body_bytes = 4096\nmax_header_bytes = 4096\nmax_header_count = 30\n"
+      << "max_url_bytes = 1024\ndrain_timeout = \"5s\"\nmax_proxy_body_bytes = 16777216\n"
+      << "[[routes]]\nname = \"findings\"\npath_prefix = \"/api/v1/findings\"\n"
+      << "upstream = \"http://127.0.0.1:" << upstream_->port() << "\"\n"
+      << "scopes = [\"read:findings\"]\nresponse_timeout = \"1500ms\"\n"
+      << "[[routes]]\nname = \"evidence\"\npath_prefix = \"/api/v1/evidence\"\n"
+      << "upstream = \"http://127.0.0.1:" << upstream_->port() << "/svc\"\n"
+      << "scopes = [\"write:evidence\"]\nstrip_prefix = true\n"
+      << "add_headers = { X-Route = \"evidence\" }\n"
+      << "[[routes]]\nname = \"down\"\npath_prefix = \"/api/down\"\n"
+      << "upstream = \"http://127.0.0.1:1\"\n"
+      << ExtraConfig();
+    c.close();
+    server_ = std::make_unique<ServerProcess>(config_);
+  }
+
+  Response Call(const std::string& method, const std::string& target, const std::string& key,
+                const std::string& body = "",
+                std::vector<std::pair<std::string, std::string>> headers = {}) {
+    if (!key.empty()) headers.emplace_back("Authorization", "Bearer " + key);
+    return Request(server_->port(), method, target, headers, body);
+  }
+
+  // Creates a key through the API and returns the secret.
+  std::string NewKey(const std::string& scopes_json) {
+    auto r = Call("POST", "/v1/orgs/" + org_ + "/keys", key_,
+                  R"({"label":"test","scopes":)" + scopes_json + "}");
+    EXPECT_EQ(r.status, 201) << r.body;
+    auto at = r.body.find("\"key\":\"");
+    return r.body.substr(at + 7, r.body.find('"', at + 7) - at - 7);
+  }
+
+  TempDir dir_;
+  std::unique_ptr<TestUpstream> upstream_;
+  std::unique_ptr<ServerProcess> server_;
+  std::string config_, org_, key_;
+};
+
+}  // namespace gatehouse::testing

@@ -1,0 +1,138 @@
+#include "support/test_upstream.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace gatehouse::testing {
+
+TestUpstream::TestUpstream(Handler handler) : handler_(std::move(handler)) {
+  listen_fd_ = socket(AF_INET, SOCK_STREAM, 0);
+  int one = 1;
+  setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      listen(listen_fd_, 64) != 0) {
+    throw std::runtime_error("upstream bind");
+  }
+  socklen_t len = sizeof(addr);
+  getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+  port_ = ntohs(addr.sin_port);
+  acceptor_ = std::thread([this] {
+    while (!stop_) {
+      pollfd p{listen_fd_, POLLIN, 0};
+      if (poll(&p, 1, 50) <= 0) continue;
+      int fd = accept(listen_fd_, nullptr, nullptr);
+      if (fd < 0) continue;
+      connections++;
+      std::lock_guard lock(mu_);
+      workers_.emplace_back([this, fd] { Serve(fd); });
+    }
+  });
+}
+
+TestUpstream::~TestUpstream() {
+  stop_ = true;
+  acceptor_.join();
+  close(listen_fd_);
+  std::lock_guard lock(mu_);
+  for (auto& w : workers_) w.join();
+}
+
+std::string TestUpstream::last_head() const {
+  std::lock_guard lock(const_cast<std::mutex&>(mu_));
+  return last_head_;
+}
+
+std::string TestUpstream::last_body() const {
+  std::lock_guard lock(const_cast<std::mutex&>(mu_));
+  return last_body_;
+}
+
+void TestUpstream::WriteAll(int fd, const std::string& bytes) {
+  std::size_t sent = 0;
+  while (sent < bytes.size()) {
+    ssize_t n = ::send(fd, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) return;
+    sent += static_cast<std::size_t>(n);
+  }
+}
+
+std::string TestUpstream::Ok(const std::string& body) {
+  return "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
+         std::to_string(body.size()) + "\r\n\r\n" + body;
+}
+
+void TestUpstream::Serve(int fd) {
+  std::string buf;
+  auto fill = [&]() {
+    pollfd p{fd, POLLIN, 0};
+    while (!stop_) {
+      int r = poll(&p, 1, 50);
+      if (r < 0) return false;
+      if (r == 0) continue;
+      char tmp[65536];
+      ssize_t n = recv(fd, tmp, sizeof(tmp), 0);
+      if (n <= 0) return false;
+      buf.append(tmp, static_cast<std::size_t>(n));
+      return true;
+    }
+    return false;
+  };
+  for (;;) {
+    std::size_t end;
+    while ((end = buf.find("\r\n\r\n")) == std::string::npos) {
+      if (!fill()) {
+        close(fd);
+        return;
+      }
+    }
+    std::string head = buf.substr(0, end + 2);
+    buf.erase(0, end + 4);
+    std::string lower = head;
+    std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
+    std::string body;
+    if (lower.find("transfer-encoding: chunked") != std::string::npos) {
+      for (;;) {
+        std::size_t le;
+        while ((le = buf.find("\r\n")) == std::string::npos) {
+          if (!fill()) return (void)close(fd);
+        }
+        std::size_t size = std::stoul(buf.substr(0, le), nullptr, 16);
+        buf.erase(0, le + 2);
+        while (buf.size() < size + 2) {
+          if (!fill()) return (void)close(fd);
+        }
+        body += buf.substr(0, size);
+        buf.erase(0, size + 2);
+        if (size == 0) break;
+      }
+    } else if (auto cl = lower.find("content-length: "); cl != std::string::npos) {
+      std::size_t n = std::stoul(lower.substr(cl + 16));
+      while (buf.size() < n) {
+        if (!fill()) return (void)close(fd);
+      }
+      body = buf.substr(0, n);
+      buf.erase(0, n);
+    }
+    {
+      std::lock_guard lock(mu_);
+      last_head_ = head;
+      last_body_ = body;
+    }
+    requests++;
+    if (!handler_(fd, head, body)) {
+      close(fd);
+      return;
+    }
+  }
+}
+
+}  // namespace gatehouse::testing
