@@ -159,6 +159,7 @@ Result<void> ReadRoutes(TableReader& root, Config& c) {
     const auto& rt = *arr->get(i)->as_table();
     TableReader r(rt, c.source, "routes[" + std::to_string(i) + "]");
     RouteConfig route;
+    route.source_line = rt.source().begin.line;
     GH_TRY(r.String("name", route.name));
     GH_TRY(r.String("path_prefix", route.path_prefix));
     GH_TRY(r.StringArray("methods", route.methods));
@@ -426,6 +427,7 @@ Result<void> Validate(Config& c) {
   std::set<std::string, std::less<>> names;
   for (std::size_t i = 0; i < c.routes.size(); ++i) {
     auto& r = c.routes[i];
+    auto site = [&](std::string field) { return Site{&c.source, r.source_line, std::move(field)}; };
     std::string at = "routes[" + std::to_string(i) + "]";
     if (!names.insert(r.name).second) return Bad(site(at + ".name"), "route names must be unique");
     if (!r.path_prefix.starts_with('/')) return Bad(site(at + ".path_prefix"), "must start with /");

@@ -65,6 +65,7 @@ struct RouteConfig {
   Millis response_timeout{60'000};      // request sent -> response headers
   Millis stream_idle_timeout{300'000};  // between body bytes (long for SSE token streams)
   std::vector<std::pair<std::string, std::string>> add_headers;
+  std::uint32_t source_line = 0;  // where the route was written, for messages
 };
 
 struct SecretSource {

@@ -1,0 +1,146 @@
+"""The operator's side: init, orgs, keys, config check, revocation reaching a running server,
+TLS with a certificate made here, and certificate reload on SIGHUP."""
+import http.client
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+import requests
+
+from ghtest import Gatehouse, run
+
+BINARY = sys.argv[1]
+SOURCE = sys.argv[2]
+
+
+def make_cert(directory, name, serial):
+    cert, key = os.path.join(directory, name + ".pem"), os.path.join(directory, name + ".key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-set_serial", str(serial),
+                    "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+class CliTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="gatehouse-cli-")
+        self.data = os.path.join(self.dir, "data")
+
+    def test_init_prints_once_and_never_overwrites(self):
+        first = json.loads(run(BINARY, "init", "--data-dir", self.data, "--json").stdout)
+        self.assertTrue(first["api_key"].startswith("sk_live_"))
+        pepper = os.path.join(self.data, "secrets", "pepper")
+        self.assertEqual(os.stat(pepper).st_mode & 0o777, 0o600)
+        before = open(pepper).read()
+        second = json.loads(run(BINARY, "init", "--data-dir", self.data, "--json").stdout)
+        self.assertEqual(second, {"org_id": first["org_id"], "already_initialized": True})
+        self.assertEqual(open(pepper).read(), before)
+        # The database never holds the key itself.
+        db = open(os.path.join(self.data, "gatehouse.db"), "rb").read()
+        wal = os.path.join(self.data, "gatehouse.db-wal")
+        if os.path.exists(wal):
+            db += open(wal, "rb").read()
+        self.assertNotIn(first["api_key"].encode(), db)
+
+    def test_orgs_and_keys_commands(self):
+        run(BINARY, "init", "--data-dir", self.data)
+        org = json.loads(run(BINARY, "orgs", "create", "Beta Corp", "--data-dir", self.data,
+                             "--json").stdout)
+        self.assertIn(org["org_id"], run(BINARY, "orgs", "list", "--data-dir", self.data).stdout)
+        created = json.loads(run(BINARY, "keys", "create", "--org", org["org_id"], "--label", "ci",
+                                 "--scope", "read:findings", "--expires-in", "30d", "--json",
+                                 "--data-dir", self.data).stdout)
+        self.assertEqual(created["scopes"], ["read:findings"])
+        listing = run(BINARY, "keys", "list", "--org", org["org_id"], "--data-dir", self.data).stdout
+        self.assertIn(created["id"], listing)
+        self.assertNotIn(created["key"], listing)
+        rotated = json.loads(run(BINARY, "keys", "rotate", "--org", org["org_id"], created["id"],
+                                 "--grace", "1h", "--json", "--data-dir", self.data).stdout)
+        self.assertNotEqual(rotated["key"], created["key"])
+        out = run(BINARY, "keys", "revoke", "--org", org["org_id"], rotated["id"],
+                  "--data-dir", self.data).stdout
+        self.assertIn("revoked", out)
+        bad = run(BINARY, "keys", "create", "--org", org["org_id"], "--label", "x", "--scope",
+                  "no:such", "--data-dir", self.data, check=False)
+        self.assertNotEqual(bad.returncode, 0)
+        self.assertIn("unknown scope", bad.stderr)
+
+    def test_config_check(self):
+        good = run(BINARY, "config", "check", "--config", os.path.join(SOURCE, "gatehouse.example.toml"))
+        self.assertIn("OK", good.stdout)
+        bad_path = os.path.join(self.dir, "bad.toml")
+        with open(bad_path, "w") as f:
+            f.write('threads = 1\n\n[[routes]]\npath_prefix = "/api"\nupstream = "gopher://x"\n')
+        bad = run(BINARY, "config", "check", "--config", bad_path, check=False)
+        self.assertNotEqual(bad.returncode, 0)
+        self.assertIn(bad_path + ":3: routes[0].upstream", bad.stderr)
+
+    def test_cli_revocation_reaches_a_running_server(self):
+        gh = Gatehouse(BINARY).start()
+        try:
+            admin = {"Authorization": f"Bearer {gh.key}"}
+            k = requests.post(f"{gh.url}/v1/orgs/{gh.org}/keys", headers=admin,
+                              json={"label": "r", "scopes": ["read:findings"]}).json()
+            auth = {"X-API-Key": k["key"]}
+            self.assertEqual(requests.get(f"{gh.url}/api/v1/findings", headers=auth).status_code, 200)
+            run(BINARY, "keys", "revoke", "--org", gh.org, k["id"], "--data-dir", gh.data_dir)
+            deadline = time.time() + 1.0
+            status = 200
+            while time.time() < deadline and status == 200:
+                status = requests.get(f"{gh.url}/api/v1/findings", headers=auth).status_code
+                time.sleep(0.02)
+            self.assertEqual(status, 401)
+        finally:
+            gh.stop()
+
+    def test_tls_and_certificate_reload(self):
+        cert, key = make_cert(self.dir, "one", 1111)
+        listener = f'tls_cert_file = "{cert}"\ntls_key_file = "{key}"\n'
+        gh = Gatehouse(BINARY, listener_extra=listener).start()
+        try:
+            ctx = ssl.create_default_context(cafile=cert)
+            kept = http.client.HTTPSConnection("127.0.0.1", gh.port, context=ctx)
+            kept.request("GET", "/healthz")
+            self.assertEqual(kept.getresponse().read(), b'{"status":"ok"}')
+            self.assertIn(kept.sock.version(), ("TLSv1.3", "TLSv1.2"))
+            # TLS 1.1 is refused even when the client offers nothing newer.
+            old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            old.check_hostname = False
+            old.verify_mode = ssl.CERT_NONE
+            old.set_ciphers("DEFAULT:@SECLEVEL=0")
+            old.minimum_version = ssl.TLSVersion.TLSv1
+            old.maximum_version = ssl.TLSVersion.TLSv1_1
+            with self.assertRaises((ssl.SSLError, ConnectionResetError)):
+                c = http.client.HTTPSConnection("127.0.0.1", gh.port, context=old)
+                c.request("GET", "/healthz")
+                c.getresponse()
+            # Replace the certificate files and send SIGHUP.
+            new_cert, new_key = make_cert(self.dir, "two", 2222)
+            os.replace(new_cert, cert)
+            os.replace(new_key, key)
+            gh.proc.send_signal(signal.SIGHUP)
+            time.sleep(0.3)
+            kept.request("GET", "/healthz")  # the open connection survives the reload
+            self.assertEqual(kept.getresponse().status, 200)
+            fresh = http.client.HTTPSConnection("127.0.0.1", gh.port,
+                                                context=ssl.create_default_context(cafile=cert))
+            fresh.request("GET", "/healthz")
+            self.assertEqual(fresh.getresponse().status, 200)
+            der = fresh.sock.getpeercert(binary_form=True)
+            serial = subprocess.run(["openssl", "x509", "-inform", "DER", "-noout", "-serial"],
+                                    input=der, capture_output=True, check=True).stdout
+            self.assertIn(b"08AE", serial)  # 2222
+        finally:
+            gh.stop()
+
+
+if __name__ == "__main__":
+    unittest.main(argv=sys.argv[:1], verbosity=2)
