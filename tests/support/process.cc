@@ -16,6 +16,13 @@
 namespace gatehouse::testing {
 
 namespace {
+// The binary under test: GATEHOUSE_BIN from the environment (e.g. a sanitizer build), else the
+// one this test was built with.
+std::string Binary() {
+  const char* env = std::getenv("GATEHOUSE_BIN");
+  return env && *env ? env : GATEHOUSE_BIN;
+}
+
 std::vector<char*> Argv(const std::vector<std::string>& v) {
   std::vector<char*> out;
   for (auto& s : v) out.push_back(const_cast<char*>(s.c_str()));
@@ -67,7 +74,7 @@ ServerProcess::ServerProcess(const std::string& config_file,
     dup2(fileno(f), 1);
     dup2(fileno(f), 2);
     for (auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
-    std::vector<std::string> args = {GATEHOUSE_BIN, "serve", "--config", config_file};
+    std::vector<std::string> args = {Binary(), "serve", "--config", config_file};
     auto a = Argv(args);
     execv(a[0], a.data());
     _exit(127);
@@ -128,7 +135,7 @@ std::string ServerProcess::Output() const {
 
 std::pair<std::string, std::string> InitDataDir(const std::string& data_dir) {
   int status = 0;
-  std::string out = RunCommand({GATEHOUSE_BIN, "init", "--data-dir", data_dir, "--json"}, &status);
+  std::string out = RunCommand({Binary(), "init", "--data-dir", data_dir, "--json"}, &status);
   if (status != 0) throw std::runtime_error("init failed: " + out);
   auto v = boost::json::parse(out);
   return {std::string(v.at("org_id").as_string()), std::string(v.at("api_key").as_string())};

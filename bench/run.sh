@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# make bench: gatehouse against nginx and HAProxy, side by side in one run, on 127.0.0.1 only.
+# Writes bench/RESULTS.md (figures are ratios to peers measured in the same run).
+#   BENCH_THREADS   worker threads for gatehouse and every peer (default 1)
+#   BENCH_DURATION  seconds per wrk round (default 5); BENCH_ROUNDS (default 3)
+set -euo pipefail
+BUILD=${1:-build}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PEERS="$ROOT/../shared/bench-peers"
+[ -x "$PEERS/peers.sh" ] || { echo "bench: $PEERS/peers.sh not found (shared/ sits beside the repo)"; exit 2; }
+GH="$ROOT/$BUILD/src/gatehouse"
+THREADS=${BENCH_THREADS:-1}
+DURATION=${BENCH_DURATION:-5}
+ROUNDS=${BENCH_ROUNDS:-3}
+export NGINX_WORKERS=$THREADS HAPROXY_THREADS=$THREADS
+D=$(mktemp -d /tmp/gatehouse-bench-XXXXXX)
+cleanup() {
+  [ -n "${GH_PID:-}" ] && kill "$GH_PID" 2>/dev/null && wait "$GH_PID" 2>/dev/null || true
+  "$PEERS/peers.sh" stop "$D" || true
+  rm -rf "$D"
+}
+trap cleanup EXIT
+
+echo "bench: starting peers"
+"$PEERS/peers.sh" start upstream 18001 "$D"
+
+cat >"$D/gatehouse.toml" <<TOML
+threads = $THREADS
+data_dir = "$D/data"
+scopes = ["read:findings"]
+[[listeners]]
+address = "127.0.0.1:18010"
+[log]
+access_log = false
+level = "warn"
+[[routes]]
+name = "echo"
+path_prefix = "/api/echo"
+upstream = "http://127.0.0.1:18001"
+scopes = ["read:findings"]
+TOML
+INIT=$("$GH" init --data-dir "$D/data" --json 2>/dev/null)
+"$GH" serve --config "$D/gatehouse.toml" >"$D/gatehouse.log" 2>&1 &
+GH_PID=$!
+for _ in $(seq 100); do grep -q listening "$D/gatehouse.log" && break; sleep 0.05; done
+
+echo "bench: creating 1000 keys through the API"
+/usr/bin/python3 - "$INIT" "$D/keys.txt" <<'PY'
+import json, sys, urllib.request
+info = json.loads(sys.argv[1])
+with open(sys.argv[2], "w") as out:
+    for i in range(1000):
+        req = urllib.request.Request(
+            f"http://127.0.0.1:18010/v1/orgs/{info['org_id']}/keys",
+            data=json.dumps({"label": f"bench {i}", "scopes": ["read:findings"]}).encode(),
+            headers={"Authorization": "Bearer " + info["api_key"]}, method="POST")
+        out.write(json.load(urllib.request.urlopen(req))["key"] + "\n")
+PY
+
+"$PEERS/peers.sh" start nginx-static 18002 "$D"
+"$PEERS/peers.sh" start nginx-proxy 18003 "$D" 18001
+"$PEERS/peers.sh" start nginx-keyauth 18004 "$D" 18001 "$D/keys.txt"
+"$PEERS/peers.sh" start nginx-authreq 18005 "$D" 18001 "$D/keys.txt"
+"$PEERS/peers.sh" start haproxy-keyauth 18006 "$D" 18001 "$D/keys.txt"
+
+compare() {  # connections, then compare.py arguments
+  local c=$1
+  shift
+  "$PEERS/compare.py" --rounds "$ROUNDS" --duration "$DURATION" --connections "$c" --keys "$D/keys.txt" "$@"
+}
+
+OUT="$D/results.txt"
+{
+  for c in 64 256; do
+    echo "### Forward-auth, wrk -t1 -c$c -d${DURATION}s, median of $ROUNDS rounds, 1000 rotating keys"
+    echo '```'
+    compare "$c" --header "X-Original-URI: /api/echo" \
+      nginx-static=http://127.0.0.1:18002/ \
+      gatehouse-authz=http://127.0.0.1:18010/v1/authz/check
+    echo '```'
+    echo
+    echo "### Proxy path (key auth + proxy to the same upstream), wrk -t1 -c$c"
+    echo '```'
+    compare "$c" \
+      nginx-keyauth=http://127.0.0.1:18004/api/echo \
+      haproxy-keyauth=http://127.0.0.1:18006/api/echo \
+      nginx-authreq=http://127.0.0.1:18005/api/echo \
+      nginx-proxy=http://127.0.0.1:18003/api/echo \
+      gatehouse=http://127.0.0.1:18010/api/echo
+    echo '```'
+    echo
+  done
+  echo "### In-process verification (Google Benchmark, $BUILD/bench/bench_verify)"
+  echo '```'
+  "$ROOT/$BUILD/bench/bench_verify" --benchmark_min_time=1 2>/dev/null
+  echo '```'
+} | tee "$OUT"
+
+{
+  echo "# Benchmark results"
+  echo
+  echo "Produced by \`make bench\` (bench/run.sh) on $(date -u +%Y-%m-%d), $(nproc) cores,"
+  echo "$(uname -m), threads per server: $THREADS. Numbers from different runs are not"
+  echo "comparable; the ratios within one table are. The 'ratio' column is each target's median"
+  echo "requests/s over the first target's."
+  echo
+  cat "$OUT"
+} >"$ROOT/bench/RESULTS.md"
+echo "bench: wrote bench/RESULTS.md"
