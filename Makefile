@@ -45,7 +45,9 @@ fuzz: build-fuzz
 	  echo "fuzz: $$t"; \
 	  mkdir -p $(FUZZ_BUILD)/corpus-$$t; \
 	  $(FUZZ_BUILD)/fuzz/fuzz_$$t -max_total_time=20 -timeout=5 -rss_limit_mb=2048 \
-	    $(FUZZ_BUILD)/corpus-$$t fuzz/$$t/corpus 2>&1 | tail -n 2 || exit 1; \
+	    $(FUZZ_BUILD)/corpus-$$t fuzz/$$t/corpus > $(FUZZ_BUILD)/fuzz-$$t.log 2>&1 \
+	    || { tail -n 40 $(FUZZ_BUILD)/fuzz-$$t.log; exit 1; }; \
+	  tail -n 1 $(FUZZ_BUILD)/fuzz-$$t.log; \
 	done
 
 lint-openapi:

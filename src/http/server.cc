@@ -514,9 +514,13 @@ class Server::Impl {
     hp.header_limit(static_cast<std::uint32_t>(cfg_.limits.max_header_bytes));
     hp.eager(false);
     std::optional<ReadWatchdog> watchdog;
-    watchdog.emplace(lowest, cfg_.limits.header_timeout);
+    // Usually the whole header is already buffered, and parsing it cannot block: no timer then.
+    std::string_view buffered(static_cast<const char*>(buffer.data().data()), buffer.size());
+    if (buffered.find("\r\n\r\n") == std::string_view::npos) {
+      watchdog.emplace(lowest, cfg_.limits.header_timeout);
+    }
     auto [ec, n] = co_await http::async_read_header(stream, buffer, hp, kNoThrow);
-    bool timed_out = watchdog->fired();
+    bool timed_out = watchdog && watchdog->fired();
     watchdog.reset();
     // g++ 12 mis-destroys temporaries inside co_await expressions, so errors are named locals
     // and coroutines only ever receive lvalues.

@@ -33,6 +33,8 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = net::ip::tcp;
 inline constexpr auto kNoThrow = net::as_tuple(net::use_awaitable);
+// Upstream responses with a declared length up to this are read whole and sent in one write.
+inline constexpr std::uint64_t kBufferWholeBelow = 64 * 1024;
 
 // Per worker thread; never shared, so no locks.
 class UpstreamPool {
@@ -297,12 +299,12 @@ net::awaitable<ForwardResult> Forward(ClientStream& client, beast::flat_buffer& 
     }
 
     beast::flat_buffer up_buf;
-    http::response_parser<http::buffer_body> rp;
-    rp.body_limit(boost::none);
-    rp.header_limit(64 * 1024);
-    if (head) rp.skip(true);
+    http::response_parser<http::empty_body> hrp;
+    hrp.header_limit(64 * 1024);
+    hrp.eager(false);
+    if (head) hrp.skip(true);
     up.expires_after(route.response_timeout);
-    auto [rec, rn] = co_await http::async_read_header(up, up_buf, rp, kNoThrow);
+    auto [rec, rn] = co_await http::async_read_header(up, up_buf, hrp, kNoThrow);
     if (rec) {
       if (retryable && (rec == http::error::end_of_stream || rec == net::error::connection_reset ||
                         rec == net::error::eof)) {
@@ -319,13 +321,52 @@ net::awaitable<ForwardResult> Forward(ClientStream& client, beast::flat_buffer& 
       }
       co_return result;
     }
+    const bool upstream_keep_alive = hrp.get().keep_alive();
+    result.status = static_cast<int>(hrp.get().result_int());
+    auto finish_headers = [&](auto& res) {
+      StripHopByHop(res);
+      res.set("X-Request-Id", ctx.request_id);
+      res.keep_alive(client_keep_alive);
+    };
 
+    // A small response with a declared length is read whole and sent in one write; anything
+    // else (chunked, event streams, large bodies) is relayed piece by piece as it arrives.
+    bool small =
+        hrp.content_length() && *hrp.content_length() <= kBufferWholeBelow &&
+        hrp.get()[http::field::content_type].find("text/event-stream") == std::string_view::npos;
+    if (hrp.is_done() || small) {
+      http::response_parser<http::string_body> rp(std::move(hrp));
+      if (!rp.is_done()) {
+        up.expires_after(route.stream_idle_timeout);
+        auto [bec, bn] = co_await http::async_read(up, up_buf, rp, kNoThrow);
+        if (bec) {
+          result.error =
+              Error{ErrorCode::kUpstreamUnavailable, "upstream response was cut short", {}, {}};
+          result.status = 502;
+          co_return result;
+        }
+      }
+      auto& res = rp.get();
+      finish_headers(res);
+      result.response_started = true;
+      beast::get_lowest_layer(client).expires_after(route.stream_idle_timeout);
+      http::response_serializer<http::string_body> csr{res};
+      if (head) {
+        auto [wec, wn] = co_await http::async_write_header(client, csr, kNoThrow);
+        if (wec) co_return result;
+      } else {
+        auto [wec, wn] = co_await http::async_write(client, csr, kNoThrow);
+        if (wec) co_return result;
+      }
+      if (upstream_keep_alive && up_buf.size() == 0) pool.Release(route, std::move(lease.stream));
+      result.client_reusable = client_keep_alive && p.is_done();
+      co_return result;
+    }
+
+    http::response_parser<http::buffer_body> rp(std::move(hrp));
+    rp.body_limit(boost::none);
     auto& res = rp.get();
-    const bool upstream_keep_alive = res.keep_alive();
-    StripHopByHop(res);
-    res.set("X-Request-Id", ctx.request_id);
-    res.keep_alive(client_keep_alive);
-    result.status = static_cast<int>(res.result_int());
+    finish_headers(res);
     result.response_started = true;
 
     http::response_serializer<http::buffer_body> csr{res};
