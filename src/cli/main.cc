@@ -87,6 +87,16 @@ boost::json::object KeyLine(const gh::KeyService& keys, const gh::ApiKeyRecord& 
   return o;
 }
 
+void PrintIssuedKey(const gh::KeyService& keys, const gh::IssuedKey& issued, bool json) {
+  if (json) {
+    auto o = KeyLine(keys, issued.record);
+    o["key"] = issued.secret;
+    std::cout << boost::json::serialize(o) << std::endl;
+  } else {
+    std::cout << issued.record.id << "\n" << issued.secret << std::endl;
+  }
+}
+
 int Serve(const std::shared_ptr<gh::Config>& config) {
   auto app = gh::App::Open(config, false);
   if (!app) return Die(app.error().message);
@@ -292,13 +302,7 @@ int main(int argc, char** argv) {
     p.ip_allowlist = allow;
     auto r = a.keys->Create(op, org, p);
     if (!r) return Die(r.error().message);
-    if (json) {
-      auto o = KeyLine(*a.keys, r->record);
-      o["key"] = r->secret;
-      std::cout << boost::json::serialize(o) << std::endl;
-    } else {
-      std::cout << r->record.id << "\n" << r->secret << std::endl;
-    }
+    PrintIssuedKey(*a.keys, *r, json);
     return 0;
   }
   if (kl->parsed()) {
@@ -329,13 +333,7 @@ int main(int argc, char** argv) {
     }
     auto r = a.keys->Rotate(op, org, key_id, g);
     if (!r) return Die(r.error().message);
-    if (json) {
-      auto o = KeyLine(*a.keys, r->record);
-      o["key"] = r->secret;
-      std::cout << boost::json::serialize(o) << std::endl;
-    } else {
-      std::cout << r->record.id << "\n" << r->secret << std::endl;
-    }
+    PrintIssuedKey(*a.keys, *r, json);
     return 0;
   }
   return 0;

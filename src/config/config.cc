@@ -459,6 +459,9 @@ Result<void> Validate(Config& c) {
     }
     r.upstream_host = std::string(url->host());
     r.upstream_port = url->has_port() ? url->port_number() : 80;
+    r.upstream_authority = r.upstream_port == 80
+                               ? r.upstream_host
+                               : r.upstream_host + ":" + std::to_string(r.upstream_port);
     r.upstream_base_path = std::string(url->encoded_path());
     while (r.upstream_base_path.ends_with('/')) r.upstream_base_path.pop_back();
     for (const auto& [name, value] : r.add_headers) {

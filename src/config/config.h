@@ -58,6 +58,7 @@ struct RouteConfig {
   std::string upstream_host;         // derived
   std::uint16_t upstream_port = 80;  // derived
   std::string upstream_base_path;    // derived, no trailing '/'
+  std::string upstream_authority;    // derived: "host" or "host:port", the upstream Host header
   std::vector<std::string> scopes;   // all required
   bool strip_prefix = false;         // drop path_prefix before appending to the base path
   bool forward_credential = false;   // pass the client's Authorization / X-API-Key upstream

@@ -47,8 +47,7 @@ class UpstreamPool {
   };
 
   net::awaitable<std::pair<Lease, Error>> Acquire(const RouteConfig& route, bool allow_reuse) {
-    std::string key = route.upstream_host + ":" + std::to_string(route.upstream_port);
-    Target& t = targets_[key];
+    Target& t = targets_[route.upstream_authority];
     while (allow_reuse && !t.idle.empty()) {
       auto s = std::move(t.idle.back());
       t.idle.pop_back();
@@ -85,8 +84,7 @@ class UpstreamPool {
   }
 
   void Release(const RouteConfig& route, std::unique_ptr<beast::tcp_stream> s) {
-    std::string key = route.upstream_host + ":" + std::to_string(route.upstream_port);
-    Target& t = targets_[key];
+    Target& t = targets_[route.upstream_authority];
     if (t.idle.size() < kMaxIdlePerUpstream) {
       s->expires_never();
       t.idle.push_back(std::move(s));
@@ -226,9 +224,7 @@ net::awaitable<ForwardResult> Forward(ClientStream& client, beast::flat_buffer& 
     req.erase("X-API-Key");
   }
   req.target(UpstreamTarget(route, original_target));
-  req.set(http::field::host, route.upstream_port == 80
-                                 ? route.upstream_host
-                                 : route.upstream_host + ":" + std::to_string(route.upstream_port));
+  req.set(http::field::host, route.upstream_authority);
   for (auto& [name, value] : Gateway::IdentityHeaders(*ctx.principal)) req.set(name, value);
   req.set("X-Request-Id", ctx.request_id);
   // X-Forwarded-For: a trusted proxy's list is kept and extended; anyone else's is replaced.
