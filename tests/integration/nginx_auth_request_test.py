@@ -1,6 +1,7 @@
 """A real nginx in front, using gatehouse as its auth_request service; the identity headers
 gatehouse returns travel to the upstream (gatehouse's demo echo)."""
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -54,7 +55,8 @@ http {{
   }}
 }}
 """)
-        subprocess.run(["nginx", "-c", conf, "-p", d, "-g", "daemon on; master_process on;"],
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        subprocess.run([nginx, "-c", conf, "-p", d, "-g", "daemon on; master_process on;"],
                        check=True)
         cls.pid_file = os.path.join(d, "nginx.pid")
         for _ in range(100):
