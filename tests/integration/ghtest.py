@@ -56,7 +56,7 @@ class Gatehouse:
                                      stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 15
         while time.time() < deadline:
-            text = open(self.log_path).read()
+            text = self.output()
             for line in text.splitlines():
                 if line.startswith('{"listening"'):
                     self.port = int(json.loads(line)["listening"].rsplit(":", 1)[1])
@@ -64,14 +64,15 @@ class Gatehouse:
             if self.proc.poll() is not None:
                 raise RuntimeError("gatehouse exited: " + text)
             time.sleep(0.02)
-        raise RuntimeError("gatehouse did not start: " + open(self.log_path).read())
+        raise RuntimeError("gatehouse did not start: " + self.output())
 
     @property
     def url(self):
         return f"http://127.0.0.1:{self.port}"
 
     def output(self):
-        return open(self.log_path).read()
+        with open(self.log_path) as f:
+            return f.read()
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
@@ -80,4 +81,7 @@ class Gatehouse:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait()
+        if self.proc:
+            self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -18,6 +18,7 @@ class PythonClientTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
+        cls.s.close()
         cls.gh.stop()
 
     def admin(self):
