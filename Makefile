@@ -23,16 +23,15 @@ run: build
 	@scripts/tour $(DATA_DIR)
 	exec $(GATEHOUSE) serve --data-dir $(DATA_DIR)
 
+# ctest runs last, so that its summary line closes the output.
 test: build build-fuzz
-	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) --timeout 300
-	@echo "integration tests again, against the clang-14 AddressSanitizer build of the server:"
+	$(MAKE) --no-print-directory lint-openapi
+	$(MAKE) --no-print-directory fuzz
+	@echo "integration tests against the clang-14 AddressSanitizer build of the server:"
 	GATEHOUSE_BIN=$(FUZZ_BUILD)/src/gatehouse ASAN_OPTIONS=detect_leaks=0 \
 	  $(BUILD)/tests/integration_tests --gtest_brief=1
-	$(MAKE) --no-print-directory fuzz
-	$(MAKE) --no-print-directory lint-openapi
+	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) --timeout 300
 
-# The clang-14 build: proves clang builds the tree, and gives the fuzz targets and an ASan
-# server binary. Release: clang-14 cannot emit debug info for these coroutines under sanitizers.
 $(FUZZ_BUILD)/build.ninja:
 	CXX=clang++-14 cmake -S . -B $(FUZZ_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release -DGATEHOUSE_FUZZ=ON
 
