@@ -63,23 +63,23 @@ Result<Principal> Authenticator::Decide(const KeyVerdict& verdict, const HttpReq
   return Principal{f.org_id, f.key_id, "api_key", f.scopes, f.environment, clock_.Now()};
 }
 
-std::optional<Result<Principal>> Authenticator::TryFast(const HttpRequest& request) {
+Result<std::string_view> Authenticator::Credential(const HttpRequest& request) {
   auto credential = ExtractCredential(request);
-  if (!credential) {
-    metrics_.CountAuthFailure(Metrics::AuthFailure::kMissing);
-    return tl::unexpected(credential.error());
-  }
+  if (!credential) metrics_.CountAuthFailure(Metrics::AuthFailure::kMissing);
+  return credential;
+}
+
+std::optional<Result<Principal>> Authenticator::TryFast(const HttpRequest& request) {
+  auto credential = Credential(request);
+  if (!credential) return tl::unexpected(credential.error());
   auto verdict = verifier_.TryCached(*credential, request.client_ip);
   if (!verdict) return std::nullopt;
   return Decide(*verdict, request);
 }
 
 Result<Principal> Authenticator::Authenticate(const HttpRequest& request) {
-  auto credential = ExtractCredential(request);
-  if (!credential) {
-    metrics_.CountAuthFailure(Metrics::AuthFailure::kMissing);
-    return tl::unexpected(credential.error());
-  }
+  auto credential = Credential(request);
+  if (!credential) return tl::unexpected(credential.error());
   auto verdict = verifier_.Verify(*credential, request.client_ip);
   if (!verdict) {
     return Fail(ErrorCode::kUnavailable, "credential store unavailable; try again");

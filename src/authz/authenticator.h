@@ -32,6 +32,8 @@ class Authenticator {
   Result<KeyVerdict> VerifyForCaller(std::string_view key, std::string_view client_ip);
 
  private:
+  // ExtractCredential, counting a missing or refused credential in the metrics.
+  Result<std::string_view> Credential(const HttpRequest& request);
   Result<Principal> Decide(const KeyVerdict& verdict, const HttpRequest& request);
 
   KeyVerifier& verifier_;

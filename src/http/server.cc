@@ -18,6 +18,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 #include <unordered_set>
 
 #include "core/random.h"
@@ -457,27 +458,29 @@ class Server::Impl {
       if (auto r = route.fast(req)) co_return std::move(*r);
     }
     if (route.kind == HandlerKind::kInline) co_return route.handler(req);
-    co_return co_await Offload([&] { return route.handler(req); }, req.request_id);
+    Result<HttpResponse> r = co_await Offload([&] { return route.handler(req); }, req.request_id);
+    if (!r) co_return ErrorResponse(r.error(), req.request_id);
+    co_return std::move(*r);
   }
 
-  // Runs a blocking function on the blocking pool; 503 when the pool's queue is full.
-  template <typename F>
-  net::awaitable<HttpResponse> Offload(F&& f, const std::string& request_id) {
+  // Runs a blocking function on the blocking pool and returns what it returned. Errors:
+  // kUnavailable when the pool's queue is full (never an unbounded wait), kInternal when the
+  // function threw (logged here; the caller answers with a generic 500).
+  template <typename F, typename R = std::invoke_result_t<F&>>
+  net::awaitable<Result<R>> Offload(F&& f, const std::string& request_id) {
     auto& m = *parts_.metrics;
     if (static_cast<std::size_t>(m.blocking_jobs_queued.fetch_add(1)) >=
         cfg_.limits.max_blocking_jobs) {
       m.blocking_jobs_queued.fetch_sub(1);
       m.blocking_jobs_rejected.fetch_add(1);
-      co_return ErrorResponse(Error{ErrorCode::kUnavailable, "server is busy; try again", {}, {}},
-                              request_id);
+      co_return Fail(ErrorCode::kUnavailable, "server is busy; try again");
     }
-    HttpResponse out;
+    Result<R> out = Fail(ErrorCode::kInternal, "internal error");
     try {
       out = co_await net::co_spawn(
-          blocking_, [&]() -> net::awaitable<HttpResponse> { co_return f(); }, net::use_awaitable);
+          blocking_, [&]() -> net::awaitable<R> { co_return f(); }, net::use_awaitable);
     } catch (const std::exception& e) {
       spdlog::error("request {} failed: {}", request_id, e.what());
-      out = ErrorResponse(Error{ErrorCode::kInternal, "internal error", {}, {}}, request_id);
     }
     m.blocking_jobs_queued.fetch_sub(1);
     co_return out;
@@ -671,18 +674,13 @@ class Server::Impl {
     req.request_id = ex.request_id;
     std::optional<Result<Principal>> principal = parts_.authenticator->TryFast(req);
     if (!principal) {
-      Result<Principal> slow = Fail(ErrorCode::kUnavailable, "server is busy; try again");
-      HttpResponse busy = co_await Offload(
-          [&] {
-            slow = parts_.authenticator->Authenticate(req);
-            return HttpResponse{};
-          },
-          ex.request_id);
-      if (busy.status != 200) {
-        Error e{ErrorCode::kUnavailable, "server is busy; try again", {}, {}};
-        co_return co_await Refuse(stream, e, ex, keep_alive_requested, body_pending, head);
-      }
-      principal = std::move(slow);
+      // Not cached: the store decides, off the network thread.
+      Result<Result<Principal>> slow =
+          co_await Offload([&] { return parts_.authenticator->Authenticate(req); }, ex.request_id);
+      if (slow)
+        principal = std::move(*slow);
+      else
+        principal = Result<Principal>(tl::unexpected(slow.error()));
     }
     if (!*principal) {
       co_return co_await Refuse(stream, principal->error(), ex, keep_alive_requested, body_pending,

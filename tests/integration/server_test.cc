@@ -90,13 +90,19 @@ TEST_F(ServerTest, ReadyzAndMetricsReport) {
   Call("GET", "/v1/orgs/" + org_ + "/keys", "sk_live_bogus");
   Call("GET", "/v1/orgs/" + org_ + "/keys", key_);
   Call("GET", "/v1/orgs/" + org_ + "/keys", key_);
-  auto m = Call("GET", "/metrics", "");
+  // A request is counted just after its response is written, possibly on another worker
+  // thread than the one that renders /metrics: give the count a moment to land.
+  const std::string expected =
+      "gatehouse_requests_total{route=\"GET /v1/orgs/{org}/keys\",status=\"200\"} 2";
+  Response m;
+  for (int i = 0; i < 50; ++i) {
+    m = Call("GET", "/metrics", "");
+    if (m.body.find(expected) != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
   ASSERT_EQ(m.status, 200);
   EXPECT_EQ(m.Header("content-type"), "text/plain; version=0.0.4; charset=utf-8");
-  EXPECT_NE(
-      m.body.find("gatehouse_requests_total{route=\"GET /v1/orgs/{org}/keys\",status=\"200\"} 2"),
-      std::string::npos)
-      << m.body;
+  EXPECT_NE(m.body.find(expected), std::string::npos) << m.body;
   EXPECT_NE(m.body.find("gatehouse_auth_failures_total{reason=\"malformed\"} 1"),
             std::string::npos);
   EXPECT_NE(m.body.find("gatehouse_key_cache_hits_total 1"), std::string::npos);
