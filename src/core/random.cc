@@ -26,14 +26,13 @@ void FillRandom(std::span<unsigned char> out) {
   }
 }
 
-std::string RandomBase62(std::size_t length) {
+void FillRandomBase62(std::span<char> out) {
   // Ids are made on every request; one getrandom(2) per 4 KiB keeps that off the syscall path.
   // The pool is per thread, so no two threads ever hand out the same bytes.
   thread_local std::array<unsigned char, 4096> pool{};
   thread_local std::size_t used = pool.size();
-  std::string out;
-  out.reserve(length);
-  while (out.size() < length) {
+  std::size_t filled = 0;
+  while (filled < out.size()) {
     if (used == pool.size()) {
       FillRandom(pool);
       used = 0;
@@ -41,8 +40,13 @@ std::string RandomBase62(std::size_t length) {
     unsigned char b = pool[used];
     pool[used++] = 0;  // a byte handed out is not left behind for a later reader of memory
     // 248 = 4 * 62: bytes at or above it would bias the low characters.
-    if (b < 248) out.push_back(kBase62[b % 62]);
+    if (b < 248) out[filled++] = kBase62[b % 62];
   }
+}
+
+std::string RandomBase62(std::size_t length) {
+  std::string out(length, '0');
+  FillRandomBase62(out);
   return out;
 }
 

@@ -7,7 +7,6 @@
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
-#include <boost/beast/ssl.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
@@ -21,41 +20,146 @@
 #include <type_traits>
 #include <unordered_set>
 
+#include "core/cidr.h"
 #include "core/random.h"
 #include "core/text.h"
+#include "http/connection.h"
+#include "http/h1.h"
 #include "proxy/forwarder.h"
 
 namespace gatehouse {
 
 namespace net = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
 namespace ssl = net::ssl;
 using tcp = net::ip::tcp;
 using proxy::kNoThrow;
 
 namespace {
 
+// How often each worker checks its sockets' deadlines: the granularity of every timeout.
+constexpr Millis kSweepEvery{50};
+// Reads ask for this much room at a time; request heads grow the buffer up to their limit.
+constexpr std::size_t kReadPiece = 4096;
+
 struct Worker {
   net::io_context ioc{1};
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
-  // Connections waiting for their next request; touched only on this worker's thread.
-  std::unordered_set<beast::tcp_stream*> idle;
+  // Touched only on this worker's thread.
+  std::unordered_set<tcp::socket*> idle;  // connections waiting for their next request
+  io::WatchList watches;
   proxy::UpstreamPool upstreams;
   std::thread thread;
 };
 
-// What one request was, for the access log and metrics.
+// What one request was, for the access log and metrics. Views point into the connection's
+// buffers and live until Finish().
 struct Exchange {
-  std::string request_id;
-  std::string method;
-  std::string path;
-  std::string client_ip;
-  std::string principal;
+  std::array<char, 24> request_id_storage{};
+  std::string_view request_id;
+  std::string_view method;
+  std::string_view path;
+  std::string_view client_ip;
+  std::string_view principal;  // lives as long as the exchange
   std::size_t slot = 0;
   int status = 0;
   std::chrono::steady_clock::time_point start;
+
+  void MakeRequestId() {
+    std::memcpy(request_id_storage.data(), "req_", 4);
+    FillRandomBase62(std::span<char>(request_id_storage.data() + 4, 20));
+    request_id = std::string_view(request_id_storage.data(), 24);
+  }
 };
+
+// Everything a connection keeps between its requests, so that a request allocates nothing.
+struct ConnectionState {
+  ConnectionState(io::WatchList& watches, tcp::socket* socket, std::string peer_address)
+      : deadline(watches, socket), peer(std::move(peer_address)) {}
+  io::Deadline deadline;
+  std::string peer;
+  io::InputBuffer in;
+  h1::RequestHead head;
+  std::string head_copy;  // the head of a request with a body, which outlives `in`'s contents
+  std::string body;
+  std::string out;
+  HttpRequest request;
+};
+
+// The client's address: the peer's, unless the peer is a trusted proxy, then the first
+// X-Forwarded-For entry (from the right) that is not itself a trusted proxy.
+std::string_view ClientAddress(const Config& cfg, std::string_view peer,
+                               const h1::RequestHead& head) {
+  if (cfg.trusted_proxy_cidrs.empty() || !AllowedBy(cfg.trusted_proxy_cidrs, peer)) return peer;
+  auto header = head.Find("x-forwarded-for");
+  if (!header) return peer;
+  std::string_view list = *header;
+  while (!list.empty()) {
+    auto comma = list.rfind(',');
+    std::string_view item = comma == std::string_view::npos ? list : list.substr(comma + 1);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+    if (!ParseIp(item)) return peer;
+    if (!AllowedBy(cfg.trusted_proxy_cidrs, item)) return item;
+    if (comma == std::string_view::npos) return item;
+    list = list.substr(0, comma);
+  }
+  return peer;
+}
+
+std::string_view ReasonPhrase(int status) {
+  switch (status) {
+    case 100:
+      return "Continue";
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 202:
+      return "Accepted";
+    case 204:
+      return "No Content";
+    case 304:
+      return "Not Modified";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 409:
+      return "Conflict";
+    case 413:
+      return "Content Too Large";
+    case 414:
+      return "URI Too Long";
+    case 415:
+      return "Unsupported Media Type";
+    case 422:
+      return "Unprocessable Content";
+    case 429:
+      return "Too Many Requests";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    default:
+      return "";
+  }
+}
 
 Result<std::shared_ptr<ssl::context>> MakeTlsContext(const ListenerConfig& l) {
   auto ctx = std::make_shared<ssl::context>(ssl::context::tls_server);
@@ -84,62 +188,6 @@ Result<std::shared_ptr<ssl::context>> MakeTlsContext(const ListenerConfig& l) {
   }
   return ctx;
 }
-
-std::string ClientAddress(const Config& cfg, std::string_view peer,
-                          const http::request_header<>& h) {
-  if (cfg.trusted_proxy_cidrs.empty() || !AllowedBy(cfg.trusted_proxy_cidrs, peer)) {
-    return std::string(peer);
-  }
-  auto it = h.find("X-Forwarded-For");
-  if (it == h.end()) return std::string(peer);
-  // Walk from the right: the first address not itself a trusted proxy is the client.
-  std::string_view list = it->value();
-  while (!list.empty()) {
-    auto comma = list.rfind(',');
-    std::string_view item = comma == std::string_view::npos ? list : list.substr(comma + 1);
-    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
-    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
-    if (!ParseIp(item)) return std::string(peer);
-    if (!AllowedBy(cfg.trusted_proxy_cidrs, item)) return std::string(item);
-    if (comma == std::string_view::npos) return std::string(item);
-    list = list.substr(0, comma);
-  }
-  return std::string(peer);
-}
-
-// Cancels a pending read when its deadline passes, leaving the socket open so that the client
-// still gets its 408. (beast::tcp_stream's own timeout closes the socket; it stays armed a little
-// later as a backstop.) The handler holds only shared state: everything runs on one thread, and
-// `done` is set before the guarded stream can go away.
-class ReadWatchdog {
- public:
-  ReadWatchdog(beast::tcp_stream& stream, Millis deadline)
-      : state_(std::make_shared<State>(State{&stream, false, false})),
-        timer_(stream.get_executor()) {
-    stream.expires_after(deadline + std::chrono::seconds(1));
-    timer_.expires_after(deadline);
-    timer_.async_wait([st = state_](const boost::system::error_code& ec) {
-      if (ec || st->done) return;
-      st->fired = true;
-      boost::system::error_code ignored;
-      st->stream->socket().cancel(ignored);
-    });
-  }
-  ~ReadWatchdog() {
-    state_->done = true;
-    timer_.cancel();
-  }
-  bool fired() const { return state_->fired; }
-
- private:
-  struct State {
-    beast::tcp_stream* stream;
-    bool fired;
-    bool done;
-  };
-  std::shared_ptr<State> state_;
-  net::steady_timer timer_;
-};
 
 }  // namespace
 
@@ -217,6 +265,7 @@ class Server::Impl {
       for (std::size_t li = 0; li < w->acceptors.size(); ++li) {
         net::co_spawn(w->ioc, AcceptLoop(*w, *w->acceptors[li], li), net::detached);
       }
+      net::co_spawn(w->ioc, SweepLoop(*w), net::detached);
       Worker* wp = w.get();
       w->thread = std::thread([wp] {
         auto guard = net::make_work_guard(wp->ioc);
@@ -305,10 +354,20 @@ class Server::Impl {
   static void CloseIdle(Worker& w) {
     for (auto* s : w.idle) {
       boost::system::error_code ec;
-      s->socket().shutdown(tcp::socket::shutdown_both, ec);
-      s->socket().close(ec);
+      s->shutdown(tcp::socket::shutdown_both, ec);
+      s->close(ec);
     }
     w.idle.clear();
+  }
+
+  static net::awaitable<void> SweepLoop(Worker& w) {
+    net::steady_timer timer(w.ioc);
+    for (;;) {
+      timer.expires_after(kSweepEvery);
+      auto [ec] = co_await timer.async_wait(kNoThrow);
+      if (ec) co_return;
+      w.watches.Sweep(io::SteadyClock::now());
+    }
   }
 
   net::awaitable<void> AcceptLoop(Worker& w, tcp::acceptor& acc, std::size_t listener) {
@@ -343,19 +402,19 @@ class Server::Impl {
   }
 
   net::awaitable<void> ServePlain(Worker& w, tcp::socket sock) {
-    std::string peer = PeerAddress(sock);
-    beast::tcp_stream stream(std::move(sock));
-    co_await ServeConnection(w, stream, peer, false);
+    ConnectionState conn(w.watches, &sock, PeerAddress(sock));
+    co_await ServeConnection(w, sock, sock, conn, false);
   }
 
   net::awaitable<void> ServeTls(Worker& w, tcp::socket sock, std::shared_ptr<ssl::context> ctx) {
-    std::string peer = PeerAddress(sock);
-    beast::ssl_stream<beast::tcp_stream> stream(beast::tcp_stream(std::move(sock)), *ctx);
-    beast::get_lowest_layer(stream).expires_after(cfg_.limits.header_timeout);
+    ssl::stream<tcp::socket> stream(std::move(sock), *ctx);
+    tcp::socket& lowest = stream.next_layer();
+    ConnectionState conn(w.watches, &lowest, PeerAddress(lowest));
+    conn.deadline.Arm(cfg_.limits.header_timeout);
     auto [ec] = co_await stream.async_handshake(ssl::stream_base::server, kNoThrow);
     if (ec) co_return;  // failed handshakes (old TLS versions, plain HTTP) just close
-    co_await ServeConnection(w, stream, peer, true);
-    beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(1));
+    co_await ServeConnection(w, stream, lowest, conn, true);
+    conn.deadline.Arm(std::chrono::seconds(1));
     auto [sec] = co_await stream.async_shutdown(kNoThrow);
     (void)sec;
   }
@@ -371,44 +430,39 @@ class Server::Impl {
     return a.to_string();
   }
 
+  // Writes one response of gatehouse's own: every header here is ours, so the head is written
+  // straight into one string and sent with the body in a single gather write.
   template <class Stream>
-  net::awaitable<bool> Write(Stream& stream, HttpResponse&& r, Exchange& ex, bool keep_alive,
-                             bool head, bool no_store) {
-    // Every header here is gatehouse's own, so the head is written straight into one string
-    // and sent with the body in a single gather write: Beast's field container and serializer
-    // cost an allocation per header and most of a microsecond per response.
-    std::string text;
-    text.reserve(256 + r.headers.size() * 64);
+  net::awaitable<bool> Write(Stream& stream, ConnectionState& conn, const HttpResponse& r,
+                             Exchange& ex, bool keep_alive, bool head, bool no_store) {
+    std::string& text = conn.out;
+    text.clear();
     text += "HTTP/1.1 ";
     text += std::to_string(r.status);
     text += ' ';
-    text += http::obsolete_reason(static_cast<http::status>(r.status));
+    text += ReasonPhrase(r.status);
     text += "\r\n";
     bool has_type = false;
     for (const auto& [k, v] : r.headers) {
       // Defence in depth: a header that could split the response is dropped, never sent.
       if (!IsHttpToken(k) || v.find_first_of("\r\n") != std::string::npos) continue;
       if (EqualsIgnoreCase(k, "content-type")) has_type = true;
-      text += k;
-      text += ": ";
-      text += v;
-      text += "\r\n";
+      proxy::AppendField(text, k, v);
     }
     if (!has_type && (!r.body.empty() || r.status >= 400)) {
       text += "Content-Type: application/json; charset=utf-8\r\n";
     }
-    text += "X-Request-Id: ";
-    text += ex.request_id;
-    text += "\r\n";
+    proxy::AppendField(text, "X-Request-Id", ex.request_id);
     if (no_store) text += "Cache-Control: no-store\r\n";
     text += "X-Content-Type-Options: nosniff\r\nContent-Length: ";
     text += std::to_string(r.body.size());
     text += keep_alive ? "\r\n\r\n" : "\r\nConnection: close\r\n\r\n";
     ex.status = r.status;
-    beast::get_lowest_layer(stream).expires_after(cfg_.limits.body_timeout);
+    conn.deadline.Arm(cfg_.limits.body_timeout);
     std::array<net::const_buffer, 2> buffers{net::buffer(text),
                                              net::buffer(r.body.data(), head ? 0 : r.body.size())};
     auto [ec, n] = co_await net::async_write(stream, buffers, kNoThrow);
+    conn.deadline.Disarm();
     co_return !ec;
   }
 
@@ -425,7 +479,7 @@ class Server::Impl {
                      .count();
     line["request_id"] = ex.request_id;
     line["method"] = ex.method;
-    line["path"] = ex.path;
+    line["path"] = ex.path.substr(0, 256);
     line["status"] = ex.status;
     line["duration_ms"] = seconds * 1000.0;
     line["client_ip"] = ex.client_ip;
@@ -435,24 +489,24 @@ class Server::Impl {
 
   // Writes the JSON error and finishes the exchange. Returns whether the connection may go on.
   template <class Stream>
-  net::awaitable<bool> SendError(Stream& stream, const Error& error, Exchange& ex, bool keep_alive,
-                                 bool head = false) {
-    if (ex.request_id.empty()) ex.request_id = "req_" + RandomBase62(20);
+  net::awaitable<bool> SendError(Stream& stream, ConnectionState& conn, const Error& error,
+                                 Exchange& ex, bool keep_alive, bool head = false) {
+    if (ex.request_id.empty()) ex.MakeRequestId();
     HttpResponse r = ErrorResponse(error, ex.request_id);
-    bool ok = co_await Write(stream, std::move(r), ex, keep_alive, head, true);
+    bool ok = co_await Write(stream, conn, r, ex, keep_alive, head, true);
     Finish(ex);
     co_return ok&& keep_alive;
   }
 
-  // A refused proxy request: an unread request body poisons the connection, so it closes then.
+  // A refused request: an unread request body poisons the connection, so it closes then.
   template <class Stream>
-  net::awaitable<bool> Refuse(Stream& stream, const Error& error, Exchange& ex,
-                              bool keep_alive_requested, bool body_pending, bool head) {
-    bool keep = keep_alive_requested && !body_pending && !draining_.load();
-    co_return co_await SendError(stream, error, ex, keep, head);
+  net::awaitable<bool> Refuse(Stream& stream, ConnectionState& conn, const Error& error,
+                              Exchange& ex, bool body_pending) {
+    bool keep = conn.head.keep_alive && !body_pending && !draining_.load();
+    bool head = conn.head.method == "HEAD";
+    co_return co_await SendError(stream, conn, error, ex, keep, head);
   }
 
-  template <class Stream>
   net::awaitable<HttpResponse> Dispatch(const RouteEntry& route, HttpRequest& req) {
     if (route.fast) {
       if (auto r = route.fast(req)) co_return std::move(*r);
@@ -487,144 +541,215 @@ class Server::Impl {
   }
 
   template <class Stream>
-  net::awaitable<void> ServeConnection(Worker& w, Stream& stream, const std::string& peer,
-                                       bool tls) {
+  net::awaitable<void> ServeConnection(Worker& w, Stream& stream, tcp::socket& sock,
+                                       ConnectionState& conn, bool tls) {
     auto& metrics = *parts_.metrics;
     metrics.connections_open.fetch_add(1);
-    beast::flat_buffer buffer;
-    auto& lowest = beast::get_lowest_layer(stream);
     for (;;) {
       if (draining_.load()) break;
-      if (buffer.size() == 0) {
+      if (conn.in.empty()) {
         // Idle keep-alive: wait for the first byte of the next request.
-        lowest.expires_after(cfg_.limits.idle_timeout);
-        w.idle.insert(&lowest);
-        auto [ec, n] = co_await stream.async_read_some(buffer.prepare(4096), kNoThrow);
-        w.idle.erase(&lowest);
+        conn.in.ShrinkIfIdle(kReadPiece);
+        auto space = conn.in.Prepare(kReadPiece, kReadPiece);
+        conn.deadline.Arm(cfg_.limits.idle_timeout);
+        w.idle.insert(&sock);
+        auto [ec, n] =
+            co_await stream.async_read_some(net::buffer(space.data(), space.size()), kNoThrow);
+        w.idle.erase(&sock);
         if (ec) break;
-        buffer.commit(n);
+        conn.in.Commit(n);
       }
       in_flight_.fetch_add(1);
-      bool keep = co_await ServeOne(w, stream, buffer, peer, tls);
+      bool keep = co_await ServeOne(w, stream, conn, tls);
       in_flight_.fetch_sub(1);
       if (!keep) break;
     }
     boost::system::error_code ec;
-    lowest.socket().shutdown(tcp::socket::shutdown_send, ec);
+    sock.shutdown(tcp::socket::shutdown_send, ec);
     metrics.connections_open.fetch_sub(1);
+  }
+
+  // Reads until a whole request head is buffered and parsed into conn.head. Returns the error to
+  // answer with, if any; `closed` when the client went away (nothing to answer).
+  template <class Stream>
+  net::awaitable<std::optional<Error>> ReadHead(Stream& stream, ConnectionState& conn,
+                                                bool& closed) {
+    const h1::Limits limits{cfg_.limits.max_header_bytes, cfg_.limits.max_header_count};
+    bool armed = false;
+    for (;;) {
+      switch (h1::ParseRequest(conn.in.data(), limits, conn.head)) {
+        case h1::Status::kComplete:
+          conn.deadline.Disarm();
+          co_return std::nullopt;
+        case h1::Status::kIncomplete:
+          break;
+        case h1::Status::kTooLarge:
+          co_return Error{ErrorCode::kHeadersTooLarge, "request headers are too large", {}, {}};
+        case h1::Status::kTooManyFields:
+          co_return Error{ErrorCode::kHeadersTooLarge, "too many request headers", {}, {}};
+        case h1::Status::kUnsupportedVersion:
+          co_return Error{
+              ErrorCode::kInvalidArgument, "only HTTP/1.0 and HTTP/1.1 are served", {}, {}};
+        case h1::Status::kBadFraming:
+          co_return Error{ErrorCode::kInvalidArgument,
+                          "ambiguous or unsupported body framing (Content-Length, "
+                          "Transfer-Encoding)",
+                          {},
+                          {}};
+        case h1::Status::kMalformed:
+          co_return Error{ErrorCode::kInvalidArgument, "malformed HTTP request", {}, {}};
+      }
+      // The header timeout runs from the first byte, however slowly the rest trickles in.
+      if (!armed) {
+        conn.deadline.Arm(cfg_.limits.header_timeout);
+        armed = true;
+      }
+      auto space = conn.in.Prepare(kReadPiece, cfg_.limits.max_header_bytes + 4);
+      auto [ec, n] =
+          co_await stream.async_read_some(net::buffer(space.data(), space.size()), kNoThrow);
+      if (ec) {
+        if (conn.deadline.fired()) {
+          co_return Error{ErrorCode::kRequestTimeout, "request headers took too long", {}, {}};
+        }
+        closed = true;
+        co_return std::nullopt;
+      }
+      conn.in.Commit(n);
+    }
+  }
+
+  // Moves a request's head out of the input buffer, so that its body can be read into it.
+  static void DetachHead(ConnectionState& conn) {
+    conn.head_copy.assign(conn.in.data().substr(0, conn.head.head_bytes));
+    conn.in.Consume(conn.head.head_bytes);
+    const h1::Limits unlimited{conn.head_copy.size() + 1, conn.head.fields.size() + 1};
+    (void)h1::ParseRequest(conn.head_copy, unlimited, conn.head);
+  }
+
+  // Reads a whole control-plane body into conn.body.
+  template <class Stream>
+  net::awaitable<std::optional<Error>> ReadBody(Stream& stream, ConnectionState& conn) {
+    const std::size_t max = cfg_.limits.max_body_bytes;
+    conn.body.clear();
+    conn.deadline.Arm(cfg_.limits.body_timeout);
+    std::optional<Error> failure;
+    if (conn.head.framing == h1::Framing::kLength) {
+      const auto want = static_cast<std::size_t>(conn.head.content_length);
+      std::size_t have = std::min(want, conn.in.size());
+      conn.body.assign(conn.in.data().substr(0, have));
+      conn.in.Consume(have);
+      conn.body.resize(want);
+      while (have < want) {
+        auto [ec, n] = co_await stream.async_read_some(
+            net::buffer(conn.body.data() + have, want - have), kNoThrow);
+        if (ec) {
+          failure = conn.deadline.fired()
+                        ? Error{ErrorCode::kRequestTimeout, "request body took too long", {}, {}}
+                        : Error{ErrorCode::kInvalidArgument, "request body was cut short", {}, {}};
+          break;
+        }
+        have += n;
+      }
+    } else if (conn.head.framing == h1::Framing::kChunked) {
+      h1::ChunkedDecoder decoder;
+      for (;;) {
+        conn.in.Consume(decoder.Feed(conn.in.data(), &conn.body));
+        if (decoder.failed()) {
+          failure = Error{ErrorCode::kInvalidArgument, "malformed chunked request body", {}, {}};
+          break;
+        }
+        if (decoder.data_bytes() > max) {
+          failure = Error{ErrorCode::kPayloadTooLarge, "request body is too large", {}, {}};
+          break;
+        }
+        if (decoder.done()) break;
+        auto space = conn.in.Prepare(kReadPiece, kReadPiece * 4);
+        auto [ec, n] =
+            co_await stream.async_read_some(net::buffer(space.data(), space.size()), kNoThrow);
+        if (ec) {
+          failure = conn.deadline.fired()
+                        ? Error{ErrorCode::kRequestTimeout, "request body took too long", {}, {}}
+                        : Error{ErrorCode::kInvalidArgument, "request body was cut short", {}, {}};
+          break;
+        }
+        conn.in.Commit(n);
+      }
+    }
+    conn.deadline.Disarm();
+    co_return failure;
+  }
+
+  // The plain request the router and handlers see, built from the parsed head.
+  static void FillRequest(ConnectionState& conn, const Exchange& ex) {
+    HttpRequest& req = conn.request;
+    const h1::RequestHead& h = conn.head;
+    req.method = h.method;
+    req.target = h.target;
+    req.path = h.target.substr(0, h.target.find('?'));
+    req.query = h.target.size() > req.path.size() ? h.target.substr(req.path.size() + 1)
+                                                  : std::string_view{};
+    req.headers.clear();
+    for (const auto& f : h.fields) req.headers.emplace_back(f.name, f.value);
+    req.body = {};
+    req.client_ip.assign(ex.client_ip);
+    req.request_id.assign(ex.request_id);
+    req.path_params.clear();
   }
 
   // One request/response. Returns whether the connection may carry another.
   template <class Stream>
-  net::awaitable<bool> ServeOne(Worker& w, Stream& stream, beast::flat_buffer& buffer,
-                                const std::string& peer, bool tls) {
-    auto& lowest = beast::get_lowest_layer(stream);
+  net::awaitable<bool> ServeOne(Worker& w, Stream& stream, ConnectionState& conn, bool tls) {
     Exchange ex;
     ex.start = std::chrono::steady_clock::now();
-    ex.client_ip = peer;
-    http::request_parser<http::empty_body> hp;
-    hp.header_limit(static_cast<std::uint32_t>(cfg_.limits.max_header_bytes));
-    hp.eager(false);
-    std::optional<ReadWatchdog> watchdog;
-    // Usually the whole header is already buffered, and parsing it cannot block: no timer then.
-    std::string_view buffered(static_cast<const char*>(buffer.data().data()), buffer.size());
-    if (buffered.find("\r\n\r\n") == std::string_view::npos) {
-      watchdog.emplace(lowest, cfg_.limits.header_timeout);
-    }
-    auto [ec, n] = co_await http::async_read_header(stream, buffer, hp, kNoThrow);
-    bool timed_out = watchdog && watchdog->fired();
-    watchdog.reset();
+    ex.client_ip = conn.peer;
+    bool closed = false;
     // g++ 12 mis-destroys temporaries inside co_await expressions, so errors are named locals
     // and coroutines only ever receive lvalues.
-    std::optional<Error> early;
-    if (ec) {
-      if (timed_out) {
-        early = Error{ErrorCode::kRequestTimeout, "request headers took too long", {}, {}};
-        co_return co_await SendError(stream, *early, ex, false);
-      }
-      if (ec == http::error::end_of_stream || ec == net::error::eof ||
-          ec == net::error::connection_reset || ec == net::error::operation_aborted) {
-        co_return false;
-      }
-      if (ec == http::error::header_limit) {
-        early = Error{ErrorCode::kHeadersTooLarge, "request headers are too large", {}, {}};
-      } else if (ec == beast::error::timeout) {
-        early = Error{ErrorCode::kRequestTimeout, "request headers took too long", {}, {}};
-      } else {
-        early = Error{ErrorCode::kInvalidArgument, "malformed HTTP request", {}, {}};
-      }
-      co_return co_await SendError(stream, *early, ex, false);
-    }
-    auto& h = hp.get();
-    ex.method = std::string(h.method_string());
-    std::string_view target = h.target();
-    std::string_view path = target.substr(0, target.find('?'));
-    ex.path = std::string(path.substr(0, 256));
-    auto rid = h.find("X-Request-Id");
-    ex.request_id = rid != h.end() && IsSafeRequestId(rid->value()) ? std::string(rid->value())
-                                                                    : "req_" + RandomBase62(20);
-    ex.client_ip = ClientAddress(cfg_, peer, h);
-    std::size_t header_count = static_cast<std::size_t>(std::distance(h.begin(), h.end()));
-    if (header_count > cfg_.limits.max_header_count) {
-      early = Error{ErrorCode::kHeadersTooLarge, "too many request headers", {}, {}};
-    } else if (target.size() > cfg_.limits.max_url_bytes) {
+    std::optional<Error> early = co_await ReadHead(stream, conn, closed);
+    if (closed) co_return false;
+    if (early) co_return co_await SendError(stream, conn, *early, ex, false);
+    h1::RequestHead& h = conn.head;
+    const bool has_body = h.framing != h1::Framing::kNone;
+    if (has_body) DetachHead(conn);
+    ex.method = h.method;
+    ex.path = h.target.substr(0, h.target.find('?'));
+    auto rid = h.Find("x-request-id");
+    if (rid && IsSafeRequestId(*rid))
+      ex.request_id = *rid;
+    else
+      ex.MakeRequestId();
+    ex.client_ip = ClientAddress(cfg_, conn.peer, h);
+    if (h.target.size() > cfg_.limits.max_url_bytes) {
       early = Error{ErrorCode::kUriTooLong, "request URL is too long", {}, {}};
-    } else if (!target.starts_with('/')) {
+    } else if (!h.target.starts_with('/')) {
       early = Error{ErrorCode::kInvalidArgument, "request target must be a path", {}, {}};
-    } else if (h.method() == http::verb::trace || h.method() == http::verb::connect) {
+    } else if (h.method == "TRACE" || h.method == "CONNECT") {
       early = Error{ErrorCode::kMethodNotAllowed, "method not allowed", {}, {}};
     }
-    if (early) co_return co_await SendError(stream, *early, ex, false);
-    const bool keep_alive_requested = h.keep_alive();
-    const bool head = h.method() == http::verb::head;
-    if (h[http::field::expect] == "100-continue" && !hp.is_done()) {
-      static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-      auto [cec, cn] = co_await net::async_write(
-          stream, net::buffer(kContinue.data(), kContinue.size()), kNoThrow);
-      if (cec) co_return false;
-    }
+    if (early) co_return co_await SendError(stream, conn, *early, ex, false);
 
     // Gateway routes: stream to the upstream.
-    int groute = parts_.gateway ? parts_.gateway->Match(path) : -1;
-    if (groute >= 0) {
-      co_return co_await ServeProxy(w, stream, buffer, hp, ex, groute, peer, tls,
-                                    keep_alive_requested);
-    }
+    int groute = parts_.gateway ? parts_.gateway->Match(ex.path) : -1;
+    if (groute >= 0) co_return co_await ServeProxy(w, stream, conn, ex, groute, tls);
 
     // Control plane: read the whole (bounded) body, then dispatch.
-    if (hp.content_length() && *hp.content_length() > cfg_.limits.max_body_bytes) {
-      early = Error{ErrorCode::kPayloadTooLarge, "request body is too large", {}, {}};
-      co_return co_await SendError(stream, *early, ex, false);
-    }
-    http::request_parser<http::string_body> p(std::move(hp));
-    p.body_limit(cfg_.limits.max_body_bytes);
-    if (!p.is_done()) {
-      watchdog.emplace(lowest, cfg_.limits.body_timeout);
-      auto [bec, bn] = co_await http::async_read(stream, buffer, p, kNoThrow);
-      bool body_timed_out = watchdog->fired();
-      watchdog.reset();
-      if (body_timed_out) {
-        early = Error{ErrorCode::kRequestTimeout, "request body took too long", {}, {}};
-      } else if (bec == http::error::body_limit) {
+    if (has_body) {
+      if (h.framing == h1::Framing::kLength && h.content_length > cfg_.limits.max_body_bytes) {
         early = Error{ErrorCode::kPayloadTooLarge, "request body is too large", {}, {}};
-      } else if (bec == beast::error::timeout) {
-        early = Error{ErrorCode::kRequestTimeout, "request body took too long", {}, {}};
-      } else if (bec) {
-        early = Error{ErrorCode::kInvalidArgument, "malformed request body", {}, {}};
+        co_return co_await SendError(stream, conn, *early, ex, false);
       }
-      if (early) co_return co_await SendError(stream, *early, ex, false);
+      if (h.expect_continue) {
+        static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+        auto [cec, cn] = co_await net::async_write(
+            stream, net::buffer(kContinue.data(), kContinue.size()), kNoThrow);
+        if (cec) co_return false;
+      }
+      early = co_await ReadBody(stream, conn);
+      if (early) co_return co_await SendError(stream, conn, *early, ex, false);
     }
-    auto& msg = p.get();
-    HttpRequest req;
-    req.method = msg.method_string();
-    req.target = msg.target();
-    req.path = path;
-    req.query = target.size() > path.size() ? target.substr(path.size() + 1) : std::string_view{};
-    req.headers.reserve(16);
-    for (const auto& f : msg) req.headers.emplace_back(f.name_string(), f.value());
-    req.body = msg.body();
-    req.client_ip = ex.client_ip;
-    req.request_id = ex.request_id;
+    FillRequest(conn, ex);
+    HttpRequest& req = conn.request;
+    if (has_body) req.body = conn.body;
 
     HttpResponse res;
     auto match = parts_.router->Find(req);
@@ -633,76 +758,86 @@ class Server::Impl {
       if (!match.allow.empty()) res.SetHeader("Allow", match.allow);
     } else {
       ex.slot = match.route->metrics_index;
-      res = co_await Dispatch<Stream>(*match.route, req);
+      res = co_await Dispatch(*match.route, req);
     }
-    if (auto p_it =
-            std::find_if(res.headers.begin(), res.headers.end(),
-                         [](const auto& kv) { return kv.first == "X-Gatehouse-Principal"; });
-        p_it != res.headers.end()) {
-      ex.principal = p_it->second;
+    for (const auto& [k, v] : res.headers) {
+      if (k == "X-Gatehouse-Principal") ex.principal = v;
     }
-    bool keep = keep_alive_requested && !draining_.load();
-    bool ok = co_await Write(stream, std::move(res), ex, keep, head, path.starts_with("/v1/"));
+    bool keep = h.keep_alive && !draining_.load();
+    bool ok = co_await Write(stream, conn, res, ex, keep, h.method == "HEAD",
+                             ex.path.starts_with("/v1/"));
     Finish(ex);
+    if (!has_body) conn.in.Consume(h.head_bytes);
     co_return ok&& keep;
   }
 
   template <class Stream>
-  net::awaitable<bool> ServeProxy(Worker& w, Stream& stream, beast::flat_buffer& buffer,
-                                  http::request_parser<http::empty_body>& hp, Exchange& ex,
-                                  int groute, const std::string& peer, bool tls,
-                                  bool keep_alive_requested) {
-    auto& h = hp.get();
-    std::string_view target = h.target();
-    std::string_view path = target.substr(0, target.find('?'));
+  net::awaitable<bool> ServeProxy(Worker& w, Stream& stream, ConnectionState& conn, Exchange& ex,
+                                  int groute, bool tls) {
+    const h1::RequestHead& h = conn.head;
     ex.slot = gateway_slot_base_ + static_cast<std::size_t>(groute);
-    // An unread request body poisons the connection: answer and close.
-    bool body_pending = !hp.is_done();
-    const bool head = h.method() == http::verb::head;
-    if (auto canonical = Gateway::CheckPathIsCanonical(path); !canonical) {
-      co_return co_await Refuse(stream, canonical.error(), ex, keep_alive_requested, body_pending,
-                                head);
+    // An unread request body poisons the connection: refusals close it.
+    const bool has_body = h.framing != h1::Framing::kNone;
+    bool ok = false;
+    if (auto canonical = Gateway::CheckPathIsCanonical(ex.path); !canonical) {
+      ok = co_await Refuse(stream, conn, canonical.error(), ex, has_body);
+    } else {
+      // Authenticate from the head alone: an unauthenticated client never gets to upload a body.
+      FillRequest(conn, ex);
+      HttpRequest& req = conn.request;
+      std::optional<Result<Principal>> principal = parts_.authenticator->TryFast(req);
+      if (!principal) {
+        // Not cached: the store decides, off the network thread.
+        Result<Result<Principal>> slow = co_await Offload(
+            [&] { return parts_.authenticator->Authenticate(req); }, req.request_id);
+        if (slow)
+          principal = std::move(*slow);
+        else
+          principal = Result<Principal>(tl::unexpected(slow.error()));
+      }
+      if (!*principal) {
+        ok = co_await Refuse(stream, conn, principal->error(), ex, has_body);
+      } else if (auto allowed = parts_.gateway->Authorize(groute, req.method, **principal);
+                 !allowed) {
+        ex.principal = (*principal)->id;
+        ok = co_await Refuse(stream, conn, allowed.error(), ex, has_body);
+      } else {
+        ex.principal = (*principal)->id;
+        ok = co_await Forward(w, stream, conn, ex, **principal, groute, tls);
+      }
     }
-    // Authenticate from headers alone: an unauthenticated client never gets to upload a body.
-    HttpRequest req;
-    req.method = h.method_string();
-    req.target = target;
-    req.path = path;
-    req.query = target.size() > path.size() ? target.substr(path.size() + 1) : std::string_view{};
-    for (const auto& f : h) req.headers.emplace_back(f.name_string(), f.value());
-    req.client_ip = ex.client_ip;
-    req.request_id = ex.request_id;
-    std::optional<Result<Principal>> principal = parts_.authenticator->TryFast(req);
-    if (!principal) {
-      // Not cached: the store decides, off the network thread.
-      Result<Result<Principal>> slow =
-          co_await Offload([&] { return parts_.authenticator->Authenticate(req); }, ex.request_id);
-      if (slow)
-        principal = std::move(*slow);
-      else
-        principal = Result<Principal>(tl::unexpected(slow.error()));
-    }
-    if (!*principal) {
-      co_return co_await Refuse(stream, principal->error(), ex, keep_alive_requested, body_pending,
-                                head);
-    }
-    ex.principal = (*principal)->id;
-    if (auto ok = parts_.gateway->Authorize(groute, req.method, **principal); !ok) {
-      co_return co_await Refuse(stream, ok.error(), ex, keep_alive_requested, body_pending, head);
+    if (!has_body) conn.in.Consume(h.head_bytes);
+    co_return ok;
+  }
+
+  template <class Stream>
+  net::awaitable<bool> Forward(Worker& w, Stream& stream, ConnectionState& conn, Exchange& ex,
+                               const Principal& principal, int groute, bool tls) {
+    const h1::RequestHead& h = conn.head;
+    if (h.framing != h1::Framing::kNone && h.expect_continue) {
+      static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+      auto [cec, cn] = co_await net::async_write(
+          stream, net::buffer(kContinue.data(), kContinue.size()), kNoThrow);
+      if (cec) co_return false;
     }
     proxy::ForwardContext ctx;
     ctx.route = &parts_.gateway->route(groute);
-    ctx.principal = &**principal;
+    ctx.principal = &principal;
     ctx.request_id = ex.request_id;
     ctx.client_ip = ex.client_ip;
-    ctx.peer_ip = peer;
+    ctx.peer_ip = conn.peer;
     ctx.client_tls = tls;
     ctx.limits = &cfg_.limits;
-    proxy::ForwardResult fr = co_await proxy::Forward(stream, buffer, hp, ctx, w.upstreams);
+    proxy::ClientSide<Stream> client{stream, conn.in, conn.deadline, h, conn.out};
+    proxy::ForwardResult fr = co_await proxy::Forward(client, ctx, w.upstreams, w.watches);
+    conn.deadline.Disarm();
     if (!fr.response_started) {
-      parts_.metrics->upstream_errors.fetch_add(1);
+      if (fr.error.code == ErrorCode::kUpstreamUnavailable ||
+          fr.error.code == ErrorCode::kUpstreamTimeout) {
+        parts_.metrics->upstream_errors.fetch_add(1);
+      }
       // The body may be half read; never reuse this connection.
-      co_return co_await Refuse(stream, fr.error, ex, keep_alive_requested, true, head);
+      co_return co_await Refuse(stream, conn, fr.error, ex, true);
     }
     ex.status = fr.status;
     Finish(ex);

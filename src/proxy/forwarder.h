@@ -1,21 +1,25 @@
-// Streams one request to an upstream and its response back, over pooled keep-alive connections.
+// Sends one request to an upstream and its response back, over pooled keep-alive connections.
 // Included only by http/server.cc: it is a template over the client stream type (plain or TLS)
-// and pulls in Beast, which we keep out of every other translation unit.
+// and pulls in Asio, which we keep out of every other translation unit.
 //
-// Bodies are relayed in 16 KiB pieces as they arrive, both ways, so server-sent events (AI token
-// streams) reach the client as the upstream writes them. Failures before the response starts
-// become JSON errors: refused or reset -> 502 upstream_unavailable, timeouts -> 504
-// upstream_timeout. After the response has started, the only honest signal left is to close.
+// Heads are parsed and rebuilt with http/h1.h; bodies are relayed as they arrive, with their
+// framing kept (Content-Length or chunked, followed byte by byte so the end is known), so
+// server-sent events (AI token streams) reach the client as the upstream writes them. Small
+// responses with a known length are read whole and sent with their head in one write. Failures
+// before the response starts become JSON errors: refused or reset -> 502 upstream_unavailable,
+// timeouts -> 504 upstream_timeout. After the response has started, the only honest signal left
+// is to close.
 #pragma once
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
 
+#include <array>
+#include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -24,17 +28,25 @@
 #include "config/config.h"
 #include "core/text.h"
 #include "gateway/gateway.h"
+#include "http/connection.h"
+#include "http/h1.h"
 #include "http/message.h"
 
 namespace gatehouse::proxy {
 
 namespace net = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
 using tcp = net::ip::tcp;
 inline constexpr auto kNoThrow = net::as_tuple(net::use_awaitable);
 // Upstream responses with a declared length up to this are read whole and sent in one write.
 inline constexpr std::uint64_t kBufferWholeBelow = 64 * 1024;
+inline constexpr std::size_t kMaxUpstreamHead = 64 * 1024;
+inline constexpr std::size_t kRelayPiece = 16 * 1024;
+
+struct UpstreamConnection {
+  explicit UpstreamConnection(const net::any_io_executor& ex) : socket(ex) {}
+  tcp::socket socket;
+  io::InputBuffer in;
+};
 
 // Per worker thread; never shared, so no locks.
 class UpstreamPool {
@@ -42,16 +54,17 @@ class UpstreamPool {
   static constexpr std::size_t kMaxIdlePerUpstream = 256;
 
   struct Lease {
-    std::unique_ptr<beast::tcp_stream> stream;
+    std::unique_ptr<UpstreamConnection> conn;
     bool reused = false;
   };
 
-  net::awaitable<std::pair<Lease, Error>> Acquire(const RouteConfig& route, bool allow_reuse) {
+  net::awaitable<std::pair<Lease, Error>> Acquire(const RouteConfig& route, bool allow_reuse,
+                                                  io::WatchList& watches) {
     Target& t = targets_[route.upstream_authority];
     while (allow_reuse && !t.idle.empty()) {
-      auto s = std::move(t.idle.back());
+      auto c = std::move(t.idle.back());
       t.idle.pop_back();
-      if (s->socket().is_open()) co_return std::pair{Lease{std::move(s), true}, Error{}};
+      if (c->socket.is_open()) co_return std::pair{Lease{std::move(c), true}, Error{}};
     }
     auto ex = co_await net::this_coro::executor;
     if (t.endpoints.empty()) {
@@ -65,11 +78,12 @@ class UpstreamPool {
       }
       for (const auto& r : results) t.endpoints.push_back(r.endpoint());
     }
-    auto stream = std::make_unique<beast::tcp_stream>(ex);
-    stream->expires_after(route.connect_timeout);
-    auto [ec, ep] = co_await stream->async_connect(t.endpoints, kNoThrow);
+    auto conn = std::make_unique<UpstreamConnection>(ex);
+    io::Deadline deadline(watches, &conn->socket);
+    deadline.Arm(route.connect_timeout);
+    auto [ec, ep] = co_await net::async_connect(conn->socket, t.endpoints, kNoThrow);
     if (ec) {
-      if (ec == beast::error::timeout) {
+      if (deadline.fired()) {
         co_return std::pair{Lease{}, Error{ErrorCode::kUpstreamTimeout,
                                            "upstream did not accept the connection in time",
                                            {},
@@ -79,23 +93,24 @@ class UpstreamPool {
           Lease{},
           Error{ErrorCode::kUpstreamUnavailable, "upstream refused the connection", {}, {}}};
     }
-    stream->socket().set_option(tcp::no_delay(true));
-    co_return std::pair{Lease{std::move(stream), false}, Error{}};
+    boost::system::error_code opt_ec;
+    conn->socket.set_option(tcp::no_delay(true), opt_ec);
+    co_return std::pair{Lease{std::move(conn), false}, Error{}};
   }
 
-  void Release(const RouteConfig& route, std::unique_ptr<beast::tcp_stream> s) {
+  void Release(const RouteConfig& route, std::unique_ptr<UpstreamConnection> c) {
     Target& t = targets_[route.upstream_authority];
     if (t.idle.size() < kMaxIdlePerUpstream) {
-      s->expires_never();
-      t.idle.push_back(std::move(s));
+      c->in.ShrinkIfIdle(16 * 1024);
+      t.idle.push_back(std::move(c));
     }
   }
 
   void CloseAll() {
     for (auto& [k, t] : targets_) {
-      for (auto& s : t.idle) {
-        beast::error_code ec;
-        s->socket().close(ec);
+      for (auto& c : t.idle) {
+        boost::system::error_code ec;
+        c->socket.close(ec);
       }
       t.idle.clear();
     }
@@ -104,36 +119,10 @@ class UpstreamPool {
  private:
   struct Target {
     std::vector<tcp::endpoint> endpoints;
-    std::vector<std::unique_ptr<beast::tcp_stream>> idle;
+    std::vector<std::unique_ptr<UpstreamConnection>> idle;
   };
   std::unordered_map<std::string, Target> targets_;
 };
-
-// Removes hop-by-hop headers, including any the Connection header names (RFC 9110 §7.6.1).
-// Transfer-Encoding and Content-Length stay: they describe the body framing we relay as is.
-template <class Fields>
-void StripHopByHop(Fields& f) {
-  std::string listed(f[http::field::connection]);
-  std::size_t start = 0;
-  while (start < listed.size()) {
-    std::size_t end = listed.find(',', start);
-    if (end == std::string::npos) end = listed.size();
-    std::string token = listed.substr(start, end - start);
-    while (!token.empty() && token.front() == ' ') token.erase(0, 1);
-    while (!token.empty() && token.back() == ' ') token.pop_back();
-    if (!token.empty() && !EqualsIgnoreCase(token, "transfer-encoding") &&
-        !EqualsIgnoreCase(token, "content-length")) {
-      f.erase(token);
-    }
-    start = end + 1;
-  }
-  for (auto field : {http::field::connection, http::field::keep_alive,
-                     http::field::proxy_authenticate, http::field::proxy_authorization,
-                     http::field::te, http::field::trailer, http::field::upgrade}) {
-    f.erase(field);
-  }
-  f.erase("Proxy-Connection");
-}
 
 struct ForwardContext {
   const RouteConfig* route = nullptr;
@@ -152,257 +141,360 @@ struct ForwardResult {
   Error error;
 };
 
-inline std::string UpstreamTarget(const RouteConfig& route, std::string_view target) {
+// The client side of one proxied request. For a request with a body, the head lives outside
+// `in` (the session copied it), and `in` starts at the body.
+template <class Stream>
+struct ClientSide {
+  Stream& stream;
+  io::InputBuffer& in;
+  io::Deadline& deadline;
+  const h1::RequestHead& head;
+  std::string& scratch;  // reused for both heads gatehouse writes
+};
+
+inline void AppendUpstreamTarget(const RouteConfig& route, std::string_view target,
+                                 std::string& out) {
   std::string_view path = target.substr(0, target.find('?'));
   std::string_view query = target.substr(path.size());
-  std::string out = route.upstream_base_path;
+  std::size_t start = out.size();
+  out += route.upstream_base_path;
   if (route.strip_prefix) {
     path.remove_prefix(std::min(path.size(), route.path_prefix.size()));
     if (!path.starts_with('/')) out += '/';
   }
   out += path;
-  if (out.empty()) out = "/";
+  if (out.size() == start) out += '/';
   out += query;
+}
+
+inline std::string UpstreamTarget(const RouteConfig& route, std::string_view target) {
+  std::string out;
+  AppendUpstreamTarget(route, target, out);
   return out;
 }
 
-// Relays the request body (if any) from the client to the upstream, piece by piece.
-template <class ClientStream>
-net::awaitable<beast::error_code> RelayRequestBody(ClientStream& client,
-                                                   beast::flat_buffer& client_buf,
-                                                   beast::tcp_stream& upstream,
-                                                   http::request_parser<http::buffer_body>& p,
-                                                   http::request_serializer<http::buffer_body>& sr,
-                                                   Millis idle) {
-  char buf[16 * 1024];
-  while (!p.is_done()) {
-    p.get().body().data = buf;
-    p.get().body().size = sizeof(buf);
-    beast::get_lowest_layer(client).expires_after(idle);
-    auto [rec, rn] = co_await http::async_read_some(client, client_buf, p, kNoThrow);
-    if (rec && rec != http::error::need_buffer) co_return rec;
-    p.get().body().size = sizeof(buf) - p.get().body().size;
-    p.get().body().data = buf;
-    p.get().body().more = !p.is_done();
-    if (p.get().body().size == 0 && !p.is_done()) continue;
-    upstream.expires_after(idle);
-    auto [wec, wn] = co_await http::async_write(upstream, sr, kNoThrow);
-    if (wec && wec != http::error::need_buffer) co_return wec;
-  }
-  if (!sr.is_done()) {
-    p.get().body().data = nullptr;
-    p.get().body().size = 0;
-    p.get().body().more = false;
-    upstream.expires_after(idle);
-    auto [wec, wn] = co_await http::async_write(upstream, sr, kNoThrow);
-    if (wec && wec != http::error::need_buffer) co_return wec;
-  }
-  co_return beast::error_code{};
+inline void AppendField(std::string& out, std::string_view name, std::string_view value) {
+  out += name;
+  out += ": ";
+  out += value;
+  out += "\r\n";
 }
 
-template <class ClientStream>
-net::awaitable<ForwardResult> Forward(ClientStream& client, beast::flat_buffer& client_buf,
-                                      http::request_parser<http::empty_body>& header_parser,
-                                      const ForwardContext& ctx, UpstreamPool& pool) {
+// The request head the upstream receives: the client's fields minus hop-by-hop ones, spoofable
+// identity and forwarding fields and (unless the route says otherwise) the credential; then
+// gatehouse's own.
+inline void BuildUpstreamHead(const h1::RequestHead& head, const ForwardContext& ctx,
+                              std::string& out) {
   const RouteConfig& route = *ctx.route;
-  ForwardResult result;
-  http::request_parser<http::buffer_body> p(std::move(header_parser));
-  p.body_limit(ctx.limits->max_proxy_body_bytes);
-  auto& req = p.get();
-  const bool head = req.method() == http::verb::head;
-  const bool client_keep_alive = req.keep_alive();
-  const bool has_body = !p.is_done();
-
-  // Build the upstream request in place: the client's headers minus what must not pass.
-  std::string original_target(req.target());
-  StripHopByHop(req);
-  for (auto h : kIdentityHeaders) req.erase(h);
-  req.erase("X-Request-Id");
-  req.erase(http::field::expect);
-  if (!route.forward_credential) {
-    req.erase(http::field::authorization);
-    req.erase("X-API-Key");
+  const bool has_connection = head.Find("connection").has_value();
+  out.clear();
+  out += head.method;
+  out += ' ';
+  AppendUpstreamTarget(route, head.target, out);
+  out += " HTTP/1.1\r\n";
+  for (const auto& f : head.fields) {
+    std::string_view n = f.name;
+    if (h1::IsHopByHop(n) || (has_connection && head.ConnectionLists(n)) || IsIdentityHeader(n) ||
+        EqualsIgnoreCase(n, "host") || EqualsIgnoreCase(n, "expect") ||
+        EqualsIgnoreCase(n, "x-request-id") || EqualsIgnoreCase(n, "x-forwarded-for") ||
+        EqualsIgnoreCase(n, "x-forwarded-proto")) {
+      continue;
+    }
+    if (!route.forward_credential &&
+        (EqualsIgnoreCase(n, "authorization") || EqualsIgnoreCase(n, "x-api-key"))) {
+      continue;
+    }
+    bool replaced = false;
+    for (const auto& [name, value] : route.add_headers)
+      replaced = replaced || EqualsIgnoreCase(n, name);
+    if (replaced) continue;
+    AppendField(out, n, f.value);
   }
-  req.target(UpstreamTarget(route, original_target));
-  req.set(http::field::host, route.upstream_authority);
-  for (auto& [name, value] : Gateway::IdentityHeaders(*ctx.principal)) req.set(name, value);
-  req.set("X-Request-Id", ctx.request_id);
+  AppendField(out, "Host", route.upstream_authority);
+  for (const auto& [name, value] : Gateway::IdentityHeaders(*ctx.principal)) {
+    AppendField(out, name, value);
+  }
+  AppendField(out, "X-Request-Id", ctx.request_id);
   // X-Forwarded-For: a trusted proxy's list is kept and extended; anyone else's is replaced.
-  std::string xff(req["X-Forwarded-For"]);
-  if (ctx.client_ip == ctx.peer_ip || xff.empty())
-    xff = std::string(ctx.peer_ip);
-  else
-    xff += ", " + std::string(ctx.peer_ip);
-  req.set("X-Forwarded-For", xff);
-  req.set("X-Forwarded-Proto", ctx.client_tls ? "https" : "http");
-  for (const auto& [name, value] : route.add_headers) req.set(name, value);
-  req.version(11);
-  req.keep_alive(true);
-
-  if (has_body && p.content_length() && *p.content_length() > ctx.limits->max_proxy_body_bytes) {
-    result.error = Error{ErrorCode::kPayloadTooLarge, "request body is too large", {}, {}};
-    result.status = 413;
-    co_return result;
+  auto xff = head.Find("x-forwarded-for");
+  out += "X-Forwarded-For: ";
+  if (ctx.client_ip != ctx.peer_ip && xff && !xff->empty()) {
+    out += *xff;
+    out += ", ";
   }
+  out += ctx.peer_ip;
+  out += "\r\n";
+  AppendField(out, "X-Forwarded-Proto", ctx.client_tls ? "https" : "http");
+  for (const auto& [name, value] : route.add_headers) AppendField(out, name, value);
+  out += "\r\n";
+}
+
+// The response head the client receives: the upstream's, minus hop-by-hop fields, with
+// gatehouse's request id.
+inline void BuildClientHead(const h1::ResponseHead& res, std::string_view request_id, bool close,
+                            std::string& out) {
+  const bool has_connection = res.Find("connection").has_value();
+  out.clear();
+  out += "HTTP/1.1 ";
+  out += std::to_string(res.status);
+  out += ' ';
+  out += res.reason;
+  out += "\r\n";
+  for (const auto& f : res.fields) {
+    if (h1::IsHopByHop(f.name) || (has_connection && res.ConnectionLists(f.name)) ||
+        EqualsIgnoreCase(f.name, "x-request-id")) {
+      continue;
+    }
+    AppendField(out, f.name, f.value);
+  }
+  AppendField(out, "X-Request-Id", request_id);
+  if (close) out += "Connection: close\r\n";
+  out += "\r\n";
+}
+
+// How far a relay of `framing` has got; the bytes of `in` that belong to the message.
+struct BodyTracker {
+  h1::Framing framing;
+  std::uint64_t remaining = 0;  // kLength
+  h1::ChunkedDecoder chunked;
+
+  // Bytes at the front of `in` that are this body's. Sets failed() on a malformed chunk.
+  std::size_t Take(std::string_view in) {
+    switch (framing) {
+      case h1::Framing::kNone:
+        return 0;
+      case h1::Framing::kLength: {
+        auto n = static_cast<std::size_t>(std::min<std::uint64_t>(remaining, in.size()));
+        remaining -= n;
+        return n;
+      }
+      case h1::Framing::kChunked:
+        return chunked.Feed(in, nullptr);
+      case h1::Framing::kUntilClose:
+        return in.size();
+    }
+    return 0;
+  }
+  bool done() const {
+    switch (framing) {
+      case h1::Framing::kNone:
+        return true;
+      case h1::Framing::kLength:
+        return remaining == 0;
+      case h1::Framing::kChunked:
+        return chunked.done();
+      case h1::Framing::kUntilClose:
+        return false;
+    }
+    return true;
+  }
+  bool failed() const { return framing == h1::Framing::kChunked && chunked.failed(); }
+  std::uint64_t bytes_seen(std::uint64_t declared) const {
+    return framing == h1::Framing::kChunked ? chunked.data_bytes() : declared - remaining;
+  }
+};
+
+inline ForwardResult Failure(ErrorCode code, std::string message) {
+  ForwardResult r;
+  r.error = Error{code, std::move(message), {}, {}};
+  r.status = ErrorStatus(code);
+  return r;
+}
+
+// Relays the rest of the request body, whose first bytes already went with the head. Returns an
+// error only before the response started, which is always the case here.
+template <class Stream>
+net::awaitable<std::optional<ForwardResult>> RelayRequestBody(ClientSide<Stream>& client,
+                                                              BodyTracker& body,
+                                                              UpstreamConnection& up,
+                                                              io::Deadline& up_deadline,
+                                                              const ForwardContext& ctx) {
+  const std::uint64_t max = ctx.limits->max_proxy_body_bytes;
+  const Millis idle = ctx.route->stream_idle_timeout;
+  while (!body.done()) {
+    auto space = client.in.Prepare(kRelayPiece, kRelayPiece * 2);
+    client.deadline.Arm(idle);
+    auto [rec, rn] =
+        co_await client.stream.async_read_some(net::buffer(space.data(), space.size()), kNoThrow);
+    if (rec) {
+      if (client.deadline.fired())
+        co_return Failure(ErrorCode::kRequestTimeout, "request body took too long");
+      co_return Failure(ErrorCode::kUpstreamUnavailable, "request body relay failed");
+    }
+    client.in.Commit(rn);
+    std::size_t n = body.Take(client.in.data());
+    if (body.failed()) co_return Failure(ErrorCode::kInvalidArgument, "malformed chunked body");
+    if (body.bytes_seen(client.head.content_length) > max)
+      co_return Failure(ErrorCode::kPayloadTooLarge, "request body is too large");
+    up_deadline.Arm(idle);
+    auto [wec, wn] =
+        co_await net::async_write(up.socket, net::buffer(client.in.data().data(), n), kNoThrow);
+    client.in.Consume(n);
+    if (wec) co_return Failure(ErrorCode::kUpstreamUnavailable, "request body relay failed");
+  }
+  co_return std::nullopt;
+}
+
+template <class Stream>
+net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardContext& ctx,
+                                      UpstreamPool& pool, io::WatchList& watches) {
+  const RouteConfig& route = *ctx.route;
+  const h1::RequestHead& head = client.head;
+  const bool is_head = head.method == "HEAD";
+  const bool has_body = head.framing != h1::Framing::kNone;
+  const bool client_keep_alive = head.keep_alive;
+  if (head.framing == h1::Framing::kLength &&
+      head.content_length > ctx.limits->max_proxy_body_bytes) {
+    co_return Failure(ErrorCode::kPayloadTooLarge, "request body is too large");
+  }
+  std::string& out = client.scratch;
+  BuildUpstreamHead(head, ctx, out);
 
   // A pooled connection may have been closed by the upstream while idle; that shows only when
   // we use it. Without a body the request can be replayed once on a fresh connection.
   for (int attempt = 0; attempt < 2; ++attempt) {
-    auto [lease, err] = co_await pool.Acquire(route, attempt == 0);
-    if (!lease.stream) {
-      result.error = err;
-      result.status = ErrorStatus(err.code);
-      co_return result;
+    auto [lease, err] = co_await pool.Acquire(route, attempt == 0, watches);
+    if (!lease.conn) {
+      ForwardResult r;
+      r.error = err;
+      r.status = ErrorStatus(err.code);
+      co_return r;
     }
-    beast::tcp_stream& up = *lease.stream;
-    bool retryable = lease.reused && !has_body;
+    UpstreamConnection& up = *lease.conn;
+    io::Deadline up_deadline(watches, &up.socket);
+    const bool retryable = lease.reused && !has_body;
 
-    http::request_serializer<http::buffer_body> sr{req};
-    req.body().data = nullptr;
-    req.body().size = 0;
-    req.body().more = has_body;
-    up.expires_after(route.response_timeout);
-    auto [hec, hn] = co_await http::async_write_header(up, sr, kNoThrow);
+    // The head, with whatever body bytes have already arrived, in one write.
+    BodyTracker request_body{head.framing, head.content_length, {}};
+    std::size_t first = request_body.Take(client.in.data());
+    if (request_body.failed())
+      co_return Failure(ErrorCode::kInvalidArgument, "malformed chunked body");
+    up_deadline.Arm(route.response_timeout);
+    std::array<net::const_buffer, 2> head_and_body{net::buffer(out),
+                                                   net::buffer(client.in.data().data(), first)};
+    auto [hec, hn] = co_await net::async_write(up.socket, head_and_body, kNoThrow);
+    client.in.Consume(first);
     if (hec) {
       if (retryable) continue;
-      result.error = Error{ErrorCode::kUpstreamUnavailable, "upstream connection failed", {}, {}};
-      result.status = 502;
-      co_return result;
+      co_return Failure(ErrorCode::kUpstreamUnavailable, "upstream connection failed");
     }
     if (has_body) {
-      auto bec =
-          co_await RelayRequestBody(client, client_buf, up, p, sr, route.stream_idle_timeout);
-      if (bec) {
-        if (bec == http::error::body_limit) {
-          result.error = Error{ErrorCode::kPayloadTooLarge, "request body is too large", {}, {}};
-          result.status = 413;
-        } else {
-          result.error =
-              Error{ErrorCode::kUpstreamUnavailable, "request body relay failed", {}, {}};
-          result.status = 502;
-        }
-        co_return result;
-      }
-    } else if (!sr.is_done()) {
-      auto [wec, wn] = co_await http::async_write(up, sr, kNoThrow);
-      (void)wn;
-      if (wec && wec != http::error::need_buffer) {
-        if (retryable) continue;
-        result.error = Error{ErrorCode::kUpstreamUnavailable, "upstream connection failed", {}, {}};
-        result.status = 502;
-        co_return result;
-      }
+      auto failed = co_await RelayRequestBody(client, request_body, up, up_deadline, ctx);
+      if (failed) co_return std::move(*failed);
     }
 
-    beast::flat_buffer up_buf;
-    http::response_parser<http::empty_body> hrp;
-    hrp.header_limit(64 * 1024);
-    hrp.eager(false);
-    if (head) hrp.skip(true);
-    up.expires_after(route.response_timeout);
-    auto [rec, rn] = co_await http::async_read_header(up, up_buf, hrp, kNoThrow);
-    if (rec) {
-      if (retryable && (rec == http::error::end_of_stream || rec == net::error::connection_reset ||
-                        rec == net::error::eof)) {
+    // The response head; informational responses before it are dropped.
+    h1::ResponseHead res;
+    h1::Limits limits{kMaxUpstreamHead, 200};
+    up_deadline.Arm(route.response_timeout);
+    bool received_any = false;
+    for (;;) {
+      auto st = h1::ParseResponse(up.in.data(), limits, is_head, res);
+      if (st == h1::Status::kComplete) {
+        if (res.status >= 200) break;
+        if (res.status == 101) {
+          co_return Failure(ErrorCode::kUpstreamUnavailable, "upstream switched protocols");
+        }
+        up.in.Consume(res.head_bytes);
         continue;
       }
-      if (rec == beast::error::timeout) {
-        result.error =
-            Error{ErrorCode::kUpstreamTimeout, "upstream did not answer in time", {}, {}};
-        result.status = 504;
-      } else {
-        result.error =
-            Error{ErrorCode::kUpstreamUnavailable, "upstream sent no valid response", {}, {}};
-        result.status = 502;
+      if (st != h1::Status::kIncomplete) {
+        co_return Failure(ErrorCode::kUpstreamUnavailable, "upstream sent no valid response");
       }
-      co_return result;
-    }
-    const bool upstream_keep_alive = hrp.get().keep_alive();
-    result.status = static_cast<int>(hrp.get().result_int());
-    auto finish_headers = [&](auto& res) {
-      StripHopByHop(res);
-      res.set("X-Request-Id", ctx.request_id);
-      res.keep_alive(client_keep_alive);
-    };
-
-    // A small response with a declared length is read whole and sent in one write; anything
-    // else (chunked, event streams, large bodies) is relayed piece by piece as it arrives.
-    bool small =
-        hrp.content_length() && *hrp.content_length() <= kBufferWholeBelow &&
-        hrp.get()[http::field::content_type].find("text/event-stream") == std::string_view::npos;
-    if (hrp.is_done() || small) {
-      http::response_parser<http::string_body> rp(std::move(hrp));
-      if (!rp.is_done()) {
-        up.expires_after(route.stream_idle_timeout);
-        auto [bec, bn] = co_await http::async_read(up, up_buf, rp, kNoThrow);
-        if (bec) {
-          result.error =
-              Error{ErrorCode::kUpstreamUnavailable, "upstream response was cut short", {}, {}};
-          result.status = 502;
-          co_return result;
+      auto space = up.in.Prepare(4096, kMaxUpstreamHead + 4);
+      auto [rec, rn] =
+          co_await up.socket.async_read_some(net::buffer(space.data(), space.size()), kNoThrow);
+      if (rec) {
+        if (up_deadline.fired()) {
+          co_return Failure(ErrorCode::kUpstreamTimeout, "upstream did not answer in time");
         }
+        if (retryable && !received_any) break;
+        co_return Failure(ErrorCode::kUpstreamUnavailable, "upstream sent no valid response");
       }
-      auto& res = rp.get();
-      finish_headers(res);
+      received_any = true;
+      up.in.Commit(rn);
+    }
+    if (res.status < 200) continue;  // a stale pooled connection: replay on a fresh one
+
+    ForwardResult result;
+    result.status = res.status;
+    const bool until_close = res.framing == h1::Framing::kUntilClose;
+    const bool close_client = !client_keep_alive || until_close;
+    BodyTracker body{res.framing, res.content_length, {}};
+    const std::size_t head_bytes = res.head_bytes;
+    const bool event_stream =
+        res.Find("content-type").value_or("").find("text/event-stream") != std::string_view::npos;
+
+    // Small, with a known length: read it whole, then one write of head and body.
+    if (res.framing == h1::Framing::kNone ||
+        (res.framing == h1::Framing::kLength && res.content_length <= kBufferWholeBelow &&
+         !event_stream)) {
+      const std::size_t total = head_bytes + static_cast<std::size_t>(res.content_length);
+      const std::size_t want = res.framing == h1::Framing::kNone ? head_bytes : total;
+      up_deadline.Arm(route.stream_idle_timeout);
+      while (up.in.size() < want) {
+        // Prepare may move the buffer: the head is rebuilt from a fresh parse below.
+        auto space = up.in.Prepare(want - up.in.size(), want);
+        auto [bec, bn] =
+            co_await up.socket.async_read_some(net::buffer(space.data(), space.size()), kNoThrow);
+        if (bec)
+          co_return Failure(ErrorCode::kUpstreamUnavailable, "upstream response was cut short");
+        up.in.Commit(bn);
+      }
+      if (h1::ParseResponse(up.in.data(), limits, is_head, res) != h1::Status::kComplete) {
+        co_return Failure(ErrorCode::kUpstreamUnavailable, "upstream sent no valid response");
+      }
+      BuildClientHead(res, ctx.request_id, close_client, out);
       result.response_started = true;
-      beast::get_lowest_layer(client).expires_after(route.stream_idle_timeout);
-      http::response_serializer<http::string_body> csr{res};
-      if (head) {
-        auto [wec, wn] = co_await http::async_write_header(client, csr, kNoThrow);
-        if (wec) co_return result;
-      } else {
-        auto [wec, wn] = co_await http::async_write(client, csr, kNoThrow);
-        if (wec) co_return result;
-      }
-      if (upstream_keep_alive && up_buf.size() == 0) pool.Release(route, std::move(lease.stream));
-      result.client_reusable = client_keep_alive && p.is_done();
+      client.deadline.Arm(route.stream_idle_timeout);
+      std::array<net::const_buffer, 2> whole{
+          net::buffer(out), net::buffer(up.in.data().data() + head_bytes, want - head_bytes)};
+      auto [wec, wn] = co_await net::async_write(client.stream, whole, kNoThrow);
+      up.in.Consume(want);
+      if (wec) co_return result;
+      if (res.keep_alive && up.in.empty()) pool.Release(route, std::move(lease.conn));
+      result.client_reusable = !close_client;
       co_return result;
     }
 
-    http::response_parser<http::buffer_body> rp(std::move(hrp));
-    rp.body_limit(boost::none);
-    auto& res = rp.get();
-    finish_headers(res);
+    // Everything else is relayed piece by piece as it arrives.
+    BuildClientHead(res, ctx.request_id, close_client, out);
+    up.in.Consume(head_bytes);
+    std::size_t n = body.Take(up.in.data());
     result.response_started = true;
-
-    http::response_serializer<http::buffer_body> csr{res};
-    char buf[16 * 1024];
-    res.body().data = nullptr;
-    res.body().size = 0;
-    res.body().more = !rp.is_done();
-    beast::get_lowest_layer(client).expires_after(route.stream_idle_timeout);
-    auto [cwec, cwn] = co_await http::async_write_header(client, csr, kNoThrow);
-    if (cwec) co_return result;
-    while (!rp.is_done()) {
-      res.body().data = buf;
-      res.body().size = sizeof(buf);
-      up.expires_after(route.stream_idle_timeout);
-      auto [uec, un] = co_await http::async_read_some(up, up_buf, rp, kNoThrow);
-      if (uec && uec != http::error::need_buffer) co_return result;  // closes the client too
-      res.body().size = sizeof(buf) - res.body().size;
-      res.body().data = buf;
-      res.body().more = !rp.is_done();
-      if (res.body().size == 0 && !rp.is_done()) continue;
-      beast::get_lowest_layer(client).expires_after(route.stream_idle_timeout);
-      auto [wec, wn] = co_await http::async_write(client, csr, kNoThrow);
-      if (wec && wec != http::error::need_buffer) co_return result;
+    client.deadline.Arm(route.stream_idle_timeout);
+    std::array<net::const_buffer, 2> first_piece{net::buffer(out),
+                                                 net::buffer(up.in.data().data(), n)};
+    auto [cwec, cwn] = co_await net::async_write(client.stream, first_piece, kNoThrow);
+    up.in.Consume(n);
+    if (cwec || body.failed()) co_return result;
+    while (!body.done()) {
+      auto space = up.in.Prepare(kRelayPiece, kRelayPiece * 2);
+      up_deadline.Arm(route.stream_idle_timeout);
+      auto [uec, un] =
+          co_await up.socket.async_read_some(net::buffer(space.data(), space.size()), kNoThrow);
+      if (uec) {
+        // The end of a close-delimited body; anything else cut the response short, and closing
+        // the client is the only way left to say so.
+        if (until_close && uec == net::error::eof) break;
+        co_return result;
+      }
+      up.in.Commit(un);
+      n = body.Take(up.in.data());
+      if (body.failed()) co_return result;
+      client.deadline.Arm(route.stream_idle_timeout);
+      auto [wec, wn] =
+          co_await net::async_write(client.stream, net::buffer(up.in.data().data(), n), kNoThrow);
+      up.in.Consume(n);
+      if (wec) co_return result;
     }
-    if (!csr.is_done()) {
-      res.body().data = nullptr;
-      res.body().size = 0;
-      res.body().more = false;
-      auto [wec, wn] = co_await http::async_write(client, csr, kNoThrow);
-      if (wec && wec != http::error::need_buffer) co_return result;
+    if (res.keep_alive && !until_close && up.in.empty()) {
+      pool.Release(route, std::move(lease.conn));
     }
-    if (upstream_keep_alive && rp.is_done() && up_buf.size() == 0) {
-      pool.Release(route, std::move(lease.stream));
-    }
-    result.client_reusable = client_keep_alive && p.is_done();
+    result.client_reusable = !close_client;
     co_return result;
   }
-  result.error = Error{ErrorCode::kUpstreamUnavailable, "upstream connection failed", {}, {}};
-  result.status = 502;
-  co_return result;
+  co_return Failure(ErrorCode::kUpstreamUnavailable, "upstream connection failed");
 }
 
 }  // namespace gatehouse::proxy
