@@ -76,6 +76,60 @@ std::vector<std::pair<std::string, std::string>> Gateway::IdentityHeaders(const 
           {"X-Gatehouse-Env", p.environment}};
 }
 
+// Client fields the upstream never receives as sent: hop-by-hop ones, and those gatehouse sets
+// itself (identity, request id, forwarding, Host) or removes (the credential, Expect). Every
+// request runs each of its fields through this, so the length is checked before any compare.
+bool Gateway::ReplacedUpstream(std::string_view n, bool forward_credential) {
+  switch (n.size()) {
+    case 2:
+      return EqualsIgnoreCase(n, "te");
+    case 4:
+      return EqualsIgnoreCase(n, "host");
+    case 6:
+      return EqualsIgnoreCase(n, "expect");
+    case 7:
+      return EqualsIgnoreCase(n, "upgrade") || EqualsIgnoreCase(n, "trailer");
+    case 9:
+      return !forward_credential && EqualsIgnoreCase(n, "x-api-key");
+    case 10:
+      return EqualsIgnoreCase(n, "connection") || EqualsIgnoreCase(n, "keep-alive");
+    case 12:
+      return EqualsIgnoreCase(n, "x-request-id");
+    case 13:
+      return !forward_credential && EqualsIgnoreCase(n, "authorization");
+    case 15:
+      return EqualsIgnoreCase(n, "x-gatehouse-org") || EqualsIgnoreCase(n, "x-gatehouse-env") ||
+             EqualsIgnoreCase(n, "x-forwarded-for");
+    case 16:
+      return EqualsIgnoreCase(n, "proxy-connection");
+    case 17:
+      return EqualsIgnoreCase(n, "x-forwarded-proto");
+    case 18:
+      return EqualsIgnoreCase(n, "x-gatehouse-scopes") || EqualsIgnoreCase(n, "proxy-authenticate");
+    case 19:
+      return EqualsIgnoreCase(n, "proxy-authorization");
+    case 21:
+      return EqualsIgnoreCase(n, "x-gatehouse-principal");
+    default:
+      return false;
+  }
+}
+
+void Gateway::AppendIdentityHeaders(const Principal& p, std::string& out) {
+  out += "X-Gatehouse-Org: ";
+  out += p.org_id;
+  out += "\r\nX-Gatehouse-Principal: ";
+  out += p.id;
+  out += "\r\nX-Gatehouse-Scopes: ";
+  for (std::size_t i = 0; i < p.scopes.size(); ++i) {
+    if (i > 0) out += ' ';
+    out += p.scopes[i];
+  }
+  out += "\r\nX-Gatehouse-Env: ";
+  out += p.environment;
+  out += "\r\n";
+}
+
 Result<Gateway::OriginalRequest> Gateway::ReadOriginal(const HttpRequest& req,
                                                        std::string_view path_suffix) {
   OriginalRequest o;

@@ -42,6 +42,11 @@ class Gateway {
 
   // X-Gatehouse-Org, -Principal, -Scopes, -Env (request id is added by the caller).
   static std::vector<std::pair<std::string, std::string>> IdentityHeaders(const Principal& p);
+  // Client fields the upstream never receives as sent: hop-by-hop ones, and those gatehouse
+  // sets itself (identity, request id, forwarding, Host) or removes (the credential, Expect).
+  static bool ReplacedUpstream(std::string_view name, bool forward_credential);
+  // The same as header lines ("Name: value\r\n") appended to `out`, for the proxy's hot path.
+  static void AppendIdentityHeaders(const Principal& p, std::string& out);
 
   // For /v1/authz/check: the original request as the calling proxy reports it.
   struct OriginalRequest {

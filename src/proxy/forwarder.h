@@ -46,6 +46,7 @@ struct UpstreamConnection {
   explicit UpstreamConnection(const net::any_io_executor& ex) : socket(ex) {}
   tcp::socket socket;
   io::InputBuffer in;
+  h1::ResponseHead head;  // reused, so that parsing a response allocates nothing
 };
 
 // Per worker thread; never shared, so no locks.
@@ -211,9 +212,7 @@ inline void BuildUpstreamHead(const h1::RequestHead& head, const ForwardContext&
     AppendField(out, n, f.value);
   }
   AppendField(out, "Host", route.upstream_authority);
-  for (const auto& [name, value] : Gateway::IdentityHeaders(*ctx.principal)) {
-    AppendField(out, name, value);
-  }
+  Gateway::AppendIdentityHeaders(*ctx.principal, out);
   AppendField(out, "X-Request-Id", ctx.request_id);
   // X-Forwarded-For: a trusted proxy's list is kept and extended; anyone else's is replaced.
   auto xff = head.Find("x-forwarded-for");
@@ -384,7 +383,8 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
     }
 
     // The response head; informational responses before it are dropped.
-    h1::ResponseHead res;
+    h1::ResponseHead& res = up.head;
+    res.status = 0;
     h1::Limits limits{kMaxUpstreamHead, 200};
     up_deadline.Arm(route.response_timeout);
     bool received_any = false;

@@ -2,8 +2,35 @@
 
 #include <gtest/gtest.h>
 
+#include "http/h1.h"
+
 namespace gatehouse {
 namespace {
+
+TEST(Gateway, UpstreamsNeverSeeSpoofableOrHopByHopFieldsAsSent) {
+  for (auto h : kIdentityHeaders) {
+    EXPECT_TRUE(Gateway::ReplacedUpstream(h, true)) << h;
+    std::string lower(h);
+    for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    EXPECT_TRUE(Gateway::ReplacedUpstream(lower, true)) << lower;
+  }
+  for (std::string_view h : {"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
+                             "Proxy-Authorization", "TE", "Trailer", "Upgrade"}) {
+    EXPECT_TRUE(h1::IsHopByHop(h));
+    EXPECT_TRUE(Gateway::ReplacedUpstream(h, true)) << h;
+  }
+  for (std::string_view h :
+       {"Host", "Expect", "X-Request-Id", "X-Forwarded-For", "X-Forwarded-Proto"}) {
+    EXPECT_TRUE(Gateway::ReplacedUpstream(h, true)) << h;
+  }
+  EXPECT_TRUE(Gateway::ReplacedUpstream("Authorization", false));
+  EXPECT_TRUE(Gateway::ReplacedUpstream("x-api-key", false));
+  EXPECT_FALSE(Gateway::ReplacedUpstream("Authorization", true));
+  for (std::string_view h :
+       {"Content-Type", "Content-Length", "Transfer-Encoding", "Accept", "X-Gatehouse", "Cookie"}) {
+    EXPECT_FALSE(Gateway::ReplacedUpstream(h, false)) << h;
+  }
+}
 
 TEST(Gateway, LongestPrefixOnSegmentBoundaries) {
   Gateway g(std::make_shared<Config>(DefaultConfig()));
