@@ -65,6 +65,8 @@ class UpstreamPool {
     while (allow_reuse && !t.idle.empty()) {
       auto c = std::move(t.idle.back());
       t.idle.pop_back();
+      boost::system::error_code ignored;
+      c->socket.cancel(ignored);  // the idle watch above
       if (c->socket.is_open()) co_return std::pair{Lease{std::move(c), true}, Error{}};
     }
     auto ex = co_await net::this_coro::executor;
@@ -99,12 +101,24 @@ class UpstreamPool {
     co_return std::pair{Lease{std::move(conn), false}, Error{}};
   }
 
+  // Pools a connection whose last response ended cleanly. An idle upstream connection has
+  // nothing to say: if it becomes readable (bytes nobody asked for, or its close), it is
+  // dropped, so a later request can never read a stale response.
   void Release(const RouteConfig& route, std::unique_ptr<UpstreamConnection> c) {
     Target& t = targets_[route.upstream_authority];
-    if (t.idle.size() < kMaxIdlePerUpstream) {
-      c->in.ShrinkIfIdle(16 * 1024);
-      t.idle.push_back(std::move(c));
-    }
+    if (t.idle.size() >= kMaxIdlePerUpstream) return;
+    c->in.ShrinkIfIdle(16 * 1024);
+    UpstreamConnection* raw = c.get();
+    raw->socket.async_wait(tcp::socket::wait_read, [&t, raw](const boost::system::error_code& ec) {
+      if (ec) return;  // cancelled: taken for a request, or closed
+      for (auto it = t.idle.begin(); it != t.idle.end(); ++it) {
+        if (it->get() == raw) {
+          t.idle.erase(it);
+          return;
+        }
+      }
+    });
+    t.idle.push_back(std::move(c));
   }
 
   void CloseAll() {

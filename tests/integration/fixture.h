@@ -22,8 +22,29 @@ class GatewayFixture : public ::testing::Test {
   virtual std::string ExtraConfig() { return ""; }
   // The default upstream: answers at once, or after 800 ms for paths containing /slow, or
   // streams three server-sent events 300 ms apart for paths containing /events, or never
-  // answers for /hang.
+  // answers for /hang. /big is 200 000 bytes with a length, /hints sends a 103 first, and
+  // /until-close ends its body by closing; /extra sends a second, unasked-for response.
   virtual bool Upstream(int fd, const std::string& head, const std::string& body) {
+    if (head.find("/big") != std::string::npos) {
+      TestUpstream::WriteAll(
+          fd, "HTTP/1.1 200 OK\r\nContent-Length: 200000\r\n\r\n" + std::string(200000, 'b'));
+      return true;
+    }
+    if (head.find("/extra") != std::string::npos) {  // a second response nobody asked for
+      TestUpstream::WriteAll(fd, TestUpstream::Ok(R"({"first":true})"));
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      TestUpstream::WriteAll(fd, TestUpstream::Ok(R"({"stale":true})"));
+      return true;
+    }
+    if (head.find("/hints") != std::string::npos) {
+      TestUpstream::WriteAll(fd, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n");
+      TestUpstream::WriteAll(fd, TestUpstream::Ok(R"({"hinted":true})"));
+      return true;
+    }
+    if (head.find("/until-close") != std::string::npos) {
+      TestUpstream::WriteAll(fd, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it");
+      return false;
+    }
     if (head.find("/hang") != std::string::npos) {
       std::this_thread::sleep_for(std::chrono::milliseconds(2500));
       return false;

@@ -107,6 +107,70 @@ TEST_F(ProxyTest, ServerSentEventsArriveAsTheyAreWritten) {
   EXPECT_GT(arrivals.back() - arrivals.front(), std::chrono::milliseconds(450));
 }
 
+TEST_F(ProxyTest, PipelinedResponsesKeepTheirFramingWhateverItIs) {
+  std::string reader = NewKey(R"(["read:findings"])");
+  Connection c(server_->port());
+  auto get = [&](const std::string& path) {
+    return BuildRequest("GET", path, {{"Authorization", "Bearer " + reader}}, "");
+  };
+  // Chunked, long with a length (relayed in pieces), after an informational response, small,
+  // then ended by the upstream closing: all on one client connection, sent at once.
+  c.Send(get("/api/v1/findings/events") + get("/api/v1/findings/big") +
+         get("/api/v1/findings/hints") + get("/api/v1/findings") +
+         get("/api/v1/findings/until-close"));
+  auto events = c.Read(std::chrono::seconds(5));
+  EXPECT_EQ(events.body, "data: token0\n\ndata: token1\n\ndata: token2\n\n");
+  auto big = c.Read(std::chrono::seconds(5));
+  EXPECT_EQ(big.status, 200);
+  EXPECT_EQ(big.body, std::string(200000, 'b'));
+  auto hinted = c.Read(std::chrono::seconds(5));
+  EXPECT_EQ(hinted.status, 200);
+  EXPECT_EQ(hinted.body, R"({"hinted":true})");
+  auto small = c.Read(std::chrono::seconds(5));
+  EXPECT_EQ(small.body, R"({"ok":true,"bytes":0})");
+  EXPECT_FALSE(small.Header("x-request-id").empty());
+  auto last = c.Read(std::chrono::seconds(5));
+  EXPECT_EQ(last.status, 200);
+  EXPECT_EQ(last.Header("connection"), "close");
+  EXPECT_EQ(last.body, "all of it");
+  EXPECT_TRUE(c.ClosedByPeer());
+}
+
+TEST_F(ProxyTest, RequestBodiesKeepTheirFramingAndTheConnectionStaysInStep) {
+  std::string writer = NewKey(R"(["write:evidence"])");
+  Connection c(server_->port());
+  std::string auth = "Authorization: Bearer " + writer + "\r\n";
+  c.Send("POST /api/v1/evidence/a HTTP/1.1\r\nHost: x\r\n" + auth +
+         "Content-Length: 7\r\n\r\n{\"a\":1}" + "POST /api/v1/evidence/b HTTP/1.1\r\nHost: x\r\n" +
+         auth +
+         "Transfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-T: 1\r\n\r\n" +
+         BuildRequest("GET", "/healthz", {}, ""));
+  EXPECT_EQ(c.Read().body, R"({"ok":true,"bytes":7})");
+  EXPECT_EQ(c.Read().body, R"({"ok":true,"bytes":5})");
+  EXPECT_EQ(upstream_->last_body(), "abcde");
+  EXPECT_EQ(c.Read().body, R"({"status":"ok"})");
+}
+
+TEST_F(ProxyTest, MalformedChunkedBodiesNeverReachTheUpstreamWhole) {
+  std::string writer = NewKey(R"(["write:evidence"])");
+  Connection c(server_->port());
+  c.Send("POST /api/v1/evidence/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + writer +
+         "\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n");
+  auto r = c.Read();
+  EXPECT_EQ(r.status, 400);
+  EXPECT_TRUE(c.ClosedByPeer());
+  EXPECT_EQ(upstream_->requests.load(), 0);
+}
+
+TEST_F(ProxyTest, AnUpstreamThatSpeaksOutOfTurnIsNotReused) {
+  std::string reader = NewKey(R"(["read:findings"])");
+  EXPECT_EQ(Call("GET", "/api/v1/findings/extra", reader).body, R"({"first":true})");
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(Call("GET", "/api/v1/findings", reader).body, R"({"ok":true,"bytes":0})");
+  }
+}
+
 TEST_F(ProxyTest, ReusesUpstreamConnections) {
   std::string reader = NewKey(R"(["read:findings"])");
   Connection c(server_->port());

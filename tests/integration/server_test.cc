@@ -67,6 +67,36 @@ TEST_F(ServerTest, MalformedAndSmugglingRequestsAreRefused) {
   EXPECT_EQ(r.status, 400);
   EXPECT_TRUE(d.ClosedByPeer());
   EXPECT_EQ(Call("TRACE", "/healthz", "").status, 405);
+  for (std::string bad : {"GET /healthz HTTP/1.1\r\n\r\n",                        // no Host
+                          "GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",  // two
+                          "GET /healthz HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n",
+                          "GET /healthz HTTP/1.1\r\nHost: a\nX: y\r\n\r\n",
+                          "POST /healthz HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n"
+                          "Content-Length: 2\r\n\r\nab",
+                          "POST /healthz HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
+                          "GET /healthz HTTP/3.0\r\nHost: a\r\n\r\n"}) {
+    Connection e(server_->port());
+    e.Send(bad);
+    auto refused = e.Read();
+    EXPECT_EQ(refused.status, 400) << bad;
+    EXPECT_NE(refused.body.find("\"code\":\"invalid_request\""), std::string::npos);
+    EXPECT_TRUE(e.ClosedByPeer()) << bad;
+  }
+}
+
+TEST_F(ServerTest, ChunkedControlPlaneBodiesAreReadAndTheNextRequestFollows) {
+  Connection c(server_->port());
+  std::string body = R"({"key":"sk_live_nope"})";
+  char rest_size[16];
+  std::snprintf(rest_size, sizeof(rest_size), "%zx", body.size() - 5);
+  c.Send("POST /v1/keys/verify HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key_ +
+         "\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n" + "5\r\n" +
+         body.substr(0, 5) + "\r\n" + rest_size + "\r\n" + body.substr(5) + "\r\n0\r\n\r\n" +
+         BuildRequest("GET", "/healthz", {}, ""));
+  auto verdict = c.Read();
+  EXPECT_EQ(verdict.status, 200) << verdict.body;
+  EXPECT_NE(verdict.body.find("\"valid\":false"), std::string::npos) << verdict.body;
+  EXPECT_EQ(c.Read().body, R"({"status":"ok"})");
 }
 
 TEST_F(ServerTest, SlowHeadersTimeOut) {

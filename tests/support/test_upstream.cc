@@ -107,12 +107,21 @@ void TestUpstream::Serve(int fd) {
         }
         std::size_t size = std::stoul(buf.substr(0, le), nullptr, 16);
         buf.erase(0, le + 2);
-        while (buf.size() < size + 2) {
+        while (size > 0 && buf.size() < size + 2) {
           if (!fill()) return (void)close(fd);
+        }
+        if (size == 0) {
+          // Trailer fields, then the empty line: "0\r\n" + fields + "\r\n".
+          std::size_t end_of_trailers;
+          buf.insert(0, "\r\n");
+          while ((end_of_trailers = buf.find("\r\n\r\n")) == std::string::npos) {
+            if (!fill()) return (void)close(fd);
+          }
+          buf.erase(0, end_of_trailers + 4);
+          break;
         }
         body += buf.substr(0, size);
         buf.erase(0, size + 2);
-        if (size == 0) break;
       }
     } else if (auto cl = lower.find("content-length: "); cl != std::string::npos) {
       std::size_t n = std::stoul(lower.substr(cl + 16));
