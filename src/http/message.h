@@ -1,5 +1,5 @@
 // Requests and responses as plain data, so that handlers and tests need no sockets and no
-// Beast. The session (server.cc) builds an HttpRequest whose views point into the message it
+// Asio. The session (server.cc) builds an HttpRequest whose views point into the message it
 // read; they stay valid until the response is written.
 #pragma once
 

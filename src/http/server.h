@@ -1,4 +1,4 @@
-// The HTTP/1.1 front door. Beast and Asio stay behind this header (and proxy/forwarder.h, which
+// The HTTP/1.1 front door. Asio stays behind this header (and proxy/forwarder.h, which
 // only server.cc includes), so the rest of gatehouse compiles without them.
 //
 // Threads: one io_context per worker thread, each with its own SO_REUSEPORT acceptor per
