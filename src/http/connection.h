@@ -67,6 +67,7 @@ struct Watch {
   tcp::socket* socket = nullptr;
   SteadyClock::time_point deadline = SteadyClock::time_point::max();
   bool fired = false;
+  bool idle = false;  // a client connection waiting for its next request: drain closes it
   std::size_t slot = 0;
 };
 
@@ -82,6 +83,17 @@ class WatchList {
     items_[w->slot] = last;
     last->slot = w->slot;
     items_.pop_back();
+  }
+  // Closes every connection that waits for its next request (graceful drain).
+  void CloseIdle() {
+    for (Watch* w : items_) {
+      if (w->idle && w->socket) {
+        boost::system::error_code ignored;
+        w->socket->shutdown(tcp::socket::shutdown_both, ignored);
+        w->socket->close(ignored);
+        w->idle = false;
+      }
+    }
   }
   void Sweep(SteadyClock::time_point now) {
     for (Watch* w : items_) {
@@ -119,6 +131,7 @@ class Deadline {
     watch_.fired = false;
   }
   bool fired() const { return watch_.fired; }
+  void SetIdle(bool idle) { watch_.idle = idle; }
 
  private:
   WatchList& list_;

@@ -18,7 +18,6 @@
 #include <mutex>
 #include <thread>
 #include <type_traits>
-#include <unordered_set>
 
 #include "core/cidr.h"
 #include "core/random.h"
@@ -44,9 +43,7 @@ constexpr std::size_t kReadPiece = 4096;
 struct Worker {
   net::io_context ioc{1};
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
-  // Touched only on this worker's thread.
-  std::unordered_set<tcp::socket*> idle;  // connections waiting for their next request
-  io::WatchList watches;
+  io::WatchList watches;  // touched only on this worker's thread
   proxy::UpstreamPool upstreams;
   std::thread thread;
 };
@@ -351,14 +348,7 @@ class Server::Impl {
   }
 
  private:
-  static void CloseIdle(Worker& w) {
-    for (auto* s : w.idle) {
-      boost::system::error_code ec;
-      s->shutdown(tcp::socket::shutdown_both, ec);
-      s->close(ec);
-    }
-    w.idle.clear();
-  }
+  static void CloseIdle(Worker& w) { w.watches.CloseIdle(); }
 
   static net::awaitable<void> SweepLoop(Worker& w) {
     net::steady_timer timer(w.ioc);
@@ -552,10 +542,10 @@ class Server::Impl {
         conn.in.ShrinkIfIdle(kReadPiece);
         auto space = conn.in.Prepare(kReadPiece, kReadPiece);
         conn.deadline.Arm(cfg_.limits.idle_timeout);
-        w.idle.insert(&sock);
+        conn.deadline.SetIdle(true);
         auto [ec, n] =
             co_await stream.async_read_some(net::buffer(space.data(), space.size()), kNoThrow);
-        w.idle.erase(&sock);
+        conn.deadline.SetIdle(false);
         if (ec) break;
         conn.in.Commit(n);
       }
