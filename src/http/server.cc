@@ -40,10 +40,14 @@ constexpr Millis kSweepEvery{50};
 // Reads ask for this much room at a time; request heads grow the buffer up to their limit.
 constexpr std::size_t kReadPiece = 4096;
 
+// Member order is destruction order, reversed, and it matters: the io_context destroys the
+// coroutine frames still suspended in it, whose deadlines unregister from `watches`, so
+// `watches` must outlive it; sockets (acceptors, pooled upstream connections) need their
+// io_context alive when they close, so they go first.
 struct Worker {
+  io::WatchList watches;  // touched only on this worker's thread
   net::io_context ioc{1};
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
-  io::WatchList watches;  // touched only on this worker's thread
   proxy::UpstreamPool upstreams;
   std::thread thread;
 };
