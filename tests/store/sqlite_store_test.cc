@@ -51,7 +51,7 @@ TEST_F(SqliteStoreTest, MigratesOnceAndUsesWal) {
   sqlite3_finalize(s);
   sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, nullptr);
   ASSERT_EQ(sqlite3_step(s), SQLITE_ROW);
-  EXPECT_EQ(sqlite3_column_int(s, 0), 1);
+  EXPECT_EQ(sqlite3_column_int(s, 0), 2);
   sqlite3_finalize(s);
   sqlite3_close(db);
 }
@@ -88,6 +88,58 @@ TEST_F(SqliteStoreTest, OrgOwnedLookupsNeverCrossOrgs) {
   EXPECT_EQ(store->RevokeKey("org_a", "key_b", 5).error().code, ErrorCode::kNotFound);
   EXPECT_FALSE(store->GetKey("org_b", "key_b")->revoked_at);
   EXPECT_EQ(store->ListKeys("org_a", {})->keys.size(), 1u);
+}
+
+// What the database does on its own, whatever the query says: a query that forgets its org
+// condition sees its own org only, naming a table directly is refused, and a row for another
+// org cannot be written.
+TEST_F(SqliteStoreTest, TheDatabaseKeepsOrgsApartWithoutTheQueriesHelp) {
+  auto store = std::move(*SqliteStore::Open(path_));
+  ASSERT_TRUE(store->CreateOrgWithKey({"org_a", "A", 1}, Key("org_a", "key_a", "ha"), false));
+  ASSERT_TRUE(store->CreateOrgWithKey({"org_b", "B", 1}, Key("org_b", "key_b", "hb"), false));
+  using Rows = std::vector<std::string>;
+  EXPECT_EQ(*store->QueryAsTenant("org_a", "SELECT id FROM tenant_api_keys"), Rows{"key_a"});
+  EXPECT_EQ(*store->QueryAsTenant("org_b", "SELECT id FROM tenant_api_keys"), Rows{"key_b"});
+  EXPECT_EQ(*store->QueryAsTenant("org_a", "SELECT id FROM tenant_orgs"), Rows{"org_a"});
+  EXPECT_EQ(*store->QueryAsTenant("", "SELECT id FROM tenant_api_keys"), Rows{});
+  for (const char* direct :
+       {"SELECT id FROM api_keys", "SELECT id FROM orgs",
+        "SELECT k.id FROM tenant_api_keys t JOIN api_keys k ON 1",
+        "UPDATE api_keys SET revoked_at = 1", "DELETE FROM orgs", "DROP VIEW tenant_api_keys",
+        "CREATE TEMP VIEW leak AS SELECT * FROM api_keys", "PRAGMA writable_schema = ON",
+        "ATTACH DATABASE ':memory:' AS other"}) {
+    auto r = store->QueryAsTenant("org_a", direct);
+    ASSERT_FALSE(r) << direct;
+    EXPECT_EQ(r.error().code, ErrorCode::kPermissionDenied) << direct;
+  }
+  // Writing another org's row, or moving a row to another org, through the views.
+  auto insert = store->QueryAsTenant(
+      "org_a",
+      "INSERT INTO tenant_api_keys (id, org_id, label, scopes, environment, key_hash, last4, "
+      "ip_allowlist, created_by, created_at) VALUES ('key_x', 'org_b', 'l', '', 'live', 'hx', "
+      "'abcd', '', 'x', 1)");
+  EXPECT_EQ(insert.error().code, ErrorCode::kOrgMismatch);
+  auto move = store->QueryAsTenant("org_a", "UPDATE tenant_api_keys SET org_id = 'org_b'");
+  EXPECT_EQ(move.error().code, ErrorCode::kOrgMismatch);
+  EXPECT_EQ(*store->QueryAsTenant("org_a", "UPDATE tenant_api_keys SET label = 'mine'"), Rows{});
+  EXPECT_EQ(store->GetKey("org_b", "key_b")->label, "l");  // only org_a's row changed
+  EXPECT_EQ(store->GetKey("org_a", "key_a")->label, "mine");
+}
+
+TEST_F(SqliteStoreTest, RevocationAndRotationAreLoggedForOtherProcessesByTheDatabase) {
+  auto store = std::move(*SqliteStore::Open(path_));
+  ASSERT_TRUE(store->CreateOrgWithKey({"org_a", "A", 1}, Key("org_a", "key_a", "ha"), false));
+  ASSERT_TRUE(store->InsertKey(Key("org_a", "key_b", "hb")));
+  auto start = *store->LatestKeyInvalidation();
+  ASSERT_TRUE(store->RevokeKey("org_a", "key_a", 5));
+  ASSERT_TRUE(store->RevokeKey("org_a", "key_a", 6));  // already revoked: nothing new
+  ASSERT_TRUE(store->RotateKey("org_a", "key_b", Key("org_a", "key_c", "hc"), 9));
+  auto log = *store->KeyInvalidationsSince(start, 10);
+  ASSERT_EQ(log.size(), 2u);
+  EXPECT_EQ(log[0].key_hash, "ha");
+  EXPECT_EQ(log[1].key_hash, "hb");
+  EXPECT_EQ(store->RotateKey("org_a", "key_a", Key("org_a", "key_d", "hd"), 9).error().code,
+            ErrorCode::kNotFound);  // a revoked key cannot be rotated
 }
 
 TEST_F(SqliteStoreTest, DuplicateHashIsAConflictAndUnknownOrgIsNotFound) {

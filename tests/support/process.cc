@@ -15,13 +15,12 @@
 
 namespace gatehouse::testing {
 
-namespace {
-// The binary under test: GATEHOUSE_BIN from the environment (e.g. a sanitizer build), else the
-// one this test was built with.
 std::string Binary() {
   const char* env = std::getenv("GATEHOUSE_BIN");
   return env && *env ? env : GATEHOUSE_BIN;
 }
+
+namespace {
 
 std::vector<char*> Argv(const std::vector<std::string>& v) {
   std::vector<char*> out;

@@ -10,6 +10,10 @@
 
 namespace gatehouse::testing {
 
+// The binary under test: GATEHOUSE_BIN from the environment (e.g. a sanitizer build, or the
+// forgetful build of the cross-tenant suite), else the one the tests were built with.
+std::string Binary();
+
 // Runs a command to completion; returns its stdout. `status` gets the exit code.
 std::string RunCommand(const std::vector<std::string>& argv, int* status = nullptr,
                        const std::map<std::string, std::string>& env = {});

@@ -47,7 +47,60 @@ CREATE TABLE key_invalidations (
   created_at INTEGER NOT NULL
 ) STRICT;
 )sql",
+    // Tenancy enforced by the database. The application reaches org-owned rows only through
+    // these views, which show the rows of the connection's current org (gh_tenant(), set by the
+    // store for each call from the caller's org), and through their INSTEAD OF triggers, which
+    // refuse rows of any other org. An authorizer (SqliteStore::Connection) refuses statements
+    // that name the tables themselves, except on the store's few cross-org paths.
+    R"sql(
+CREATE VIEW tenant_orgs AS SELECT id, name, created_at FROM orgs WHERE id = gh_tenant();
+CREATE TRIGGER tenant_orgs_update INSTEAD OF UPDATE ON tenant_orgs
+BEGIN
+  SELECT RAISE(ABORT, 'tenant mismatch') WHERE NEW.id IS NOT OLD.id;
+  UPDATE orgs SET name = NEW.name WHERE id = OLD.id;
+END;
+CREATE VIEW tenant_api_keys AS
+  SELECT id, org_id, label, scopes, environment, key_hash, last4, expires_at, ip_allowlist,
+         created_by, created_at, last_used_at, last_used_ip, revoked_at, rotated_from
+  FROM api_keys WHERE org_id = gh_tenant();
+CREATE TRIGGER tenant_api_keys_insert INSTEAD OF INSERT ON tenant_api_keys
+BEGIN
+  SELECT RAISE(ABORT, 'tenant mismatch') WHERE NEW.org_id IS NOT gh_tenant();
+  INSERT INTO api_keys (id, org_id, label, scopes, environment, key_hash, last4, expires_at,
+                        ip_allowlist, created_by, created_at, last_used_at, last_used_ip,
+                        revoked_at, rotated_from)
+  VALUES (NEW.id, NEW.org_id, NEW.label, NEW.scopes, NEW.environment, NEW.key_hash, NEW.last4,
+          NEW.expires_at, NEW.ip_allowlist, NEW.created_by, NEW.created_at, NEW.last_used_at,
+          NEW.last_used_ip, NEW.revoked_at, NEW.rotated_from);
+END;
+CREATE TRIGGER tenant_api_keys_update INSTEAD OF UPDATE ON tenant_api_keys
+BEGIN
+  SELECT RAISE(ABORT, 'tenant mismatch')
+  WHERE NEW.id IS NOT OLD.id OR NEW.org_id IS NOT OLD.org_id OR NEW.key_hash IS NOT OLD.key_hash;
+  UPDATE api_keys SET label = NEW.label, scopes = NEW.scopes, expires_at = NEW.expires_at,
+                      ip_allowlist = NEW.ip_allowlist, revoked_at = NEW.revoked_at
+  WHERE id = OLD.id;
+END;
+-- Revocation and rotation reach every process's key cache through this log. A trigger writes
+-- it, so no code path can change a key's validity and forget to tell the other processes.
+CREATE TRIGGER api_keys_invalidate AFTER UPDATE OF revoked_at, expires_at ON api_keys
+WHEN NEW.revoked_at IS NOT OLD.revoked_at OR NEW.expires_at IS NOT OLD.expires_at
+BEGIN
+  INSERT INTO key_invalidations (key_hash, created_at)
+  VALUES (NEW.key_hash, unixepoch() * 1000000);
+END;
+)sql",
 };
+
+// The test build that proves the database alone keeps orgs apart compiles the store without
+// its own org conditions (GATEHOUSE_FORGET_ORG_FILTER); everything else stays the same.
+#ifdef GATEHOUSE_FORGET_ORG_FILTER
+constexpr bool kOrgFilter = false;
+#define GH_ORG_FILTER(sql) ""
+#else
+constexpr bool kOrgFilter = true;
+#define GH_ORG_FILTER(sql) sql
+#endif
 
 std::string JoinWords(const std::vector<std::string>& words) {
   std::string out;
@@ -74,13 +127,33 @@ std::vector<std::string> SplitWords(std::string_view text) {
 
 class SqliteStore::Connection {
  public:
-  explicit Connection(sqlite3* db) : db_(db) {}
+  explicit Connection(sqlite3* db) : db_(db) {
+    sqlite3_create_function_v2(db_, "gh_tenant", 0, SQLITE_UTF8 | SQLITE_INNOCUOUS, this,
+                               &Connection::TenantFunction, nullptr, nullptr, nullptr);
+    sqlite3_set_authorizer(db_, &Connection::Authorize, this);
+  }
   ~Connection() {
     for (auto& [sql, stmt] : statements_) sqlite3_finalize(stmt);
     sqlite3_close_v2(db_);
   }
 
   sqlite3* db() { return db_; }
+
+  // One org's rows, through the tenant views only.
+  void ActAsTenant(std::string_view org_id) {
+    tenant_.assign(org_id);
+    system_ = false;
+  }
+  // The store's cross-org paths (the equivalent of PostgreSQL's SECURITY DEFINER functions):
+  // migrations, bootstrap, lookup by key hash, usage, the invalidation log, the operator's list.
+  void ActAsSystem() {
+    tenant_.clear();
+    system_ = true;
+  }
+  void ResetActor() {
+    tenant_.clear();
+    system_ = false;
+  }
 
   tl::unexpected<Error> Failure(int rc, const char* what) {
     int primary = rc & 0xff;
@@ -120,6 +193,42 @@ class SqliteStore::Connection {
     return stmt;
   }
 
+  static void TenantFunction(sqlite3_context* ctx, int, sqlite3_value**) {
+    auto* self = static_cast<Connection*>(sqlite3_user_data(ctx));
+    if (self->tenant_.empty()) {
+      sqlite3_result_null(ctx);  // no org: the views show nothing
+    } else {
+      sqlite3_result_text(ctx, self->tenant_.data(), static_cast<int>(self->tenant_.size()),
+                          SQLITE_TRANSIENT);
+    }
+  }
+
+  // Called while a statement is prepared. Outside the system paths, the org-owned tables may
+  // be touched only from inside a view or trigger (`inner`), and the schema cannot change.
+  static int Authorize(void* user, int action, const char* object, const char*, const char*,
+                       const char* inner) {
+    auto* self = static_cast<Connection*>(user);
+    if (self->system_) return SQLITE_OK;
+    switch (action) {
+      case SQLITE_READ:
+      case SQLITE_INSERT:
+      case SQLITE_UPDATE:
+      case SQLITE_DELETE: {
+        std::string_view table = object ? object : "";
+        bool org_owned = table == "orgs" || table == "api_keys";
+        return org_owned && inner == nullptr ? SQLITE_DENY : SQLITE_OK;
+      }
+      case SQLITE_SELECT:
+      case SQLITE_FUNCTION:
+      case SQLITE_TRANSACTION:
+      case SQLITE_SAVEPOINT:
+      case SQLITE_RECURSIVE:
+        return SQLITE_OK;
+      default:  // schema changes, ATTACH, PRAGMA: only migrations, which run as system
+        return SQLITE_DENY;
+    }
+  }
+
   // A statement left at SQLITE_ROW keeps its read transaction, and with it a stale WAL snapshot,
   // open. Every lease resets what it used before the connection goes back to the pool.
   void ResetUsed() {
@@ -129,6 +238,8 @@ class SqliteStore::Connection {
 
  private:
   sqlite3* db_;
+  std::string tenant_;
+  bool system_ = false;
   std::map<const char*, sqlite3_stmt*> statements_;
   std::vector<sqlite3_stmt*> in_use_;
 };
@@ -155,6 +266,11 @@ class Binder {
   explicit Binder(sqlite3_stmt* s) : s_(s) {}
   Binder& Text(std::string_view v) {
     sqlite3_bind_text(s_, ++i_, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  // An org condition's parameter: absent, like the condition, in the forgetful test build.
+  Binder& Org(std::string_view org_id) {
+    if (kOrgFilter) Text(org_id);
     return *this;
   }
   Binder& Int(std::int64_t v) {
@@ -248,6 +364,7 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path, 
       return Fail(ErrorCode::kUnavailable, "cannot open SQLite database " + path + ": " + msg);
     }
     auto conn = std::make_unique<Connection>(db);
+    conn->ActAsSystem();  // pragmas and migrations
     sqlite3_busy_timeout(db, 5000);
     sqlite3_extended_result_codes(db, 1);
     // FULL: a key shown to its creator must survive a power cut, not only a process crash.
@@ -277,6 +394,7 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path, 
         spdlog::info("sqlite: applied migration {}", v + 1);
       }
     }
+    conn->ResetActor();
     store->idle_.push_back(conn.get());
     store->all_.push_back(std::move(conn));
   }
@@ -285,16 +403,31 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path, 
 
 SqliteStore::~SqliteStore() = default;
 
-SqliteStore::Lease SqliteStore::Acquire() {
+SqliteStore::Connection* SqliteStore::Take() {
   std::unique_lock lock(mu_);
   available_.wait(lock, [&] { return !idle_.empty(); });
   Connection* c = idle_.back();
   idle_.pop_back();
+  return c;
+}
+
+SqliteStore::Lease SqliteStore::Acquire() { return Lease(this, Take()); }
+
+SqliteStore::Lease SqliteStore::AcquireTenant(std::string_view org_id) {
+  Connection* c = Take();
+  c->ActAsTenant(org_id);
+  return Lease(this, c);
+}
+
+SqliteStore::Lease SqliteStore::AcquireSystem() {
+  Connection* c = Take();
+  c->ActAsSystem();
   return Lease(this, c);
 }
 
 void SqliteStore::Release(Connection* c) {
   c->ResetUsed();
+  c->ResetActor();
   {
     std::lock_guard lock(mu_);
     idle_.push_back(c);
@@ -303,7 +436,7 @@ void SqliteStore::Release(Connection* c) {
 }
 
 Result<void> SqliteStore::Ping() {
-  auto c = Acquire();
+  auto c = Acquire();  // no org: touches no table
   auto s = c->Prepare("SELECT 1");
   if (!s) return tl::unexpected(s.error());
   int rc = sqlite3_step(*s);
@@ -312,7 +445,7 @@ Result<void> SqliteStore::Ping() {
 }
 
 Result<void> SqliteStore::InsertOrg(const Org& org) {
-  auto c = Acquire();
+  auto c = AcquireSystem();
   auto s = c->Prepare("INSERT INTO orgs (id, name, created_at) VALUES (?, ?, ?)");
   if (!s) return tl::unexpected(s.error());
   Binder(*s).Text(org.id).Text(org.name).Int(org.created_at);
@@ -320,10 +453,11 @@ Result<void> SqliteStore::InsertOrg(const Org& org) {
 }
 
 Result<Org> SqliteStore::GetOrg(std::string_view org_id) {
-  auto c = Acquire();
-  auto s = c->Prepare("SELECT id, name, created_at FROM orgs WHERE id = ?");
+  auto c = AcquireTenant(org_id);
+  auto s =
+      c->Prepare("SELECT id, name, created_at FROM tenant_orgs " GH_ORG_FILTER("WHERE id = ?"));
   if (!s) return tl::unexpected(s.error());
-  Binder(*s).Text(org_id);
+  Binder(*s).Org(org_id);
   int rc = sqlite3_step(*s);
   if (rc == SQLITE_DONE) return Fail(ErrorCode::kNotFound, "organization not found");
   if (rc != SQLITE_ROW) return c->Failure(rc, "get org");
@@ -332,18 +466,28 @@ Result<Org> SqliteStore::GetOrg(std::string_view org_id) {
 
 Result<Org> SqliteStore::RenameOrg(std::string_view org_id, std::string_view name) {
   {
-    auto c = Acquire();
-    auto s = c->Prepare("UPDATE orgs SET name = ? WHERE id = ?");
-    if (!s) return tl::unexpected(s.error());
-    Binder(*s).Text(name).Text(org_id);
-    if (auto r = StepDone(*c, *s, "rename org"); !r) return tl::unexpected(r.error());
-    if (sqlite3_changes(c->db()) == 0) return Fail(ErrorCode::kNotFound, "organization not found");
+    // Changes made through a view's INSTEAD OF trigger are not counted by sqlite3_changes(), so
+    // the row's existence is read first, in the same write transaction.
+    auto c = AcquireTenant(org_id);
+    auto done = InWriteTransaction<void>(*c, [&]() -> Result<void> {
+      auto found = c->Prepare("SELECT 1 FROM tenant_orgs " GH_ORG_FILTER("WHERE id = ?"));
+      if (!found) return tl::unexpected(found.error());
+      Binder(*found).Org(org_id);
+      int rc = sqlite3_step(*found);
+      if (rc == SQLITE_DONE) return Fail(ErrorCode::kNotFound, "organization not found");
+      if (rc != SQLITE_ROW) return c->Failure(rc, "rename org");
+      auto s = c->Prepare("UPDATE tenant_orgs SET name = ? " GH_ORG_FILTER("WHERE id = ?"));
+      if (!s) return tl::unexpected(s.error());
+      Binder(*s).Text(name).Org(org_id);
+      return StepDone(*c, *s, "rename org");
+    });
+    if (!done) return tl::unexpected(done.error());
   }
   return GetOrg(org_id);
 }
 
 Result<std::vector<Org>> SqliteStore::ListOrgs() {
-  auto c = Acquire();
+  auto c = AcquireSystem();  // the operator's view of every org
   auto s = c->Prepare("SELECT id, name, created_at FROM orgs ORDER BY created_at, id");
   if (!s) return tl::unexpected(s.error());
   std::vector<Org> out;
@@ -358,7 +502,8 @@ Result<std::vector<Org>> SqliteStore::ListOrgs() {
 namespace {
 Result<void> InsertKeyOn(SqliteStore::Connection& c, const ApiKeyRecord& k) {
   auto s = c.Prepare(
-      "INSERT INTO api_keys (id, org_id, label, scopes, environment, key_hash, last4, expires_at, "
+      "INSERT INTO tenant_api_keys (id, org_id, label, scopes, environment, key_hash, last4, "
+      "expires_at, "
       "ip_allowlist, created_by, created_at, last_used_at, last_used_ip, revoked_at, rotated_from)"
       " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
   if (!s) return tl::unexpected(s.error());
@@ -382,6 +527,9 @@ Result<void> InsertKeyOn(SqliteStore::Connection& c, const ApiKeyRecord& k) {
   if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) {
     return Fail(ErrorCode::kNotFound, "organization not found");
   }
+  if (rc == SQLITE_CONSTRAINT_TRIGGER) {
+    return Fail(ErrorCode::kOrgMismatch, "the key belongs to another organization");
+  }
   if (rc != SQLITE_DONE) return c.Failure(rc, "insert key");
   return {};
 }
@@ -389,7 +537,7 @@ Result<void> InsertKeyOn(SqliteStore::Connection& c, const ApiKeyRecord& k) {
 
 Result<void> SqliteStore::CreateOrgWithKey(const Org& org, const ApiKeyRecord& owner_key,
                                            bool bootstrap) {
-  auto c = Acquire();
+  auto c = AcquireSystem();
   return InWriteTransaction<void>(*c, [&]() -> Result<void> {
     if (bootstrap) {
       auto s = c->Prepare("INSERT INTO meta (name, value) VALUES ('bootstrap_org', ?)");
@@ -405,12 +553,13 @@ Result<void> SqliteStore::CreateOrgWithKey(const Org& org, const ApiKeyRecord& o
     if (!o) return tl::unexpected(o.error());
     Binder(*o).Text(org.id).Text(org.name).Int(org.created_at);
     if (auto r = StepDone(*c, *o, "bootstrap org"); !r) return r;
+    c->ActAsTenant(org.id);  // the key goes in as the new org's own row
     return InsertKeyOn(*c, owner_key);
   });
 }
 
 Result<std::optional<std::string>> SqliteStore::BootstrapOrgId() {
-  auto c = Acquire();
+  auto c = AcquireSystem();
   auto s = c->Prepare("SELECT value FROM meta WHERE name = 'bootstrap_org'");
   if (!s) return tl::unexpected(s.error());
   int rc = sqlite3_step(*s);
@@ -420,17 +569,18 @@ Result<std::optional<std::string>> SqliteStore::BootstrapOrgId() {
 }
 
 Result<void> SqliteStore::InsertKey(const ApiKeyRecord& key) {
-  auto c = Acquire();
+  auto c = AcquireTenant(key.org_id);
   return InsertKeyOn(*c, key);
 }
 
 Result<ApiKeyRecord> SqliteStore::GetKey(std::string_view org_id, std::string_view key_id) {
   static const std::string sql =
-      std::string("SELECT ") + kKeyColumns + " FROM api_keys WHERE org_id = ? AND id = ?";
-  auto c = Acquire();
+      std::string("SELECT ") + kKeyColumns +
+      " FROM tenant_api_keys WHERE " GH_ORG_FILTER("org_id = ? AND ") "id = ?";
+  auto c = AcquireTenant(org_id);
   auto s = c->Prepare(sql.c_str());
   if (!s) return tl::unexpected(s.error());
-  Binder(*s).Text(org_id).Text(key_id);
+  Binder(*s).Org(org_id).Text(key_id);
   int rc = sqlite3_step(*s);
   if (rc == SQLITE_DONE) return Fail(ErrorCode::kNotFound, "API key not found");
   if (rc != SQLITE_ROW) return c->Failure(rc, "get key");
@@ -440,7 +590,7 @@ Result<ApiKeyRecord> SqliteStore::GetKey(std::string_view org_id, std::string_vi
 Result<ApiKeyRecord> SqliteStore::FindKeyByHash(std::string_view key_hash) {
   static const std::string sql =
       std::string("SELECT ") + kKeyColumns + " FROM api_keys WHERE key_hash = ?";
-  auto c = Acquire();
+  auto c = AcquireSystem();  // crosses orgs by necessity: the org is what this finds out
   auto s = c->Prepare(sql.c_str());
   if (!s) return tl::unexpected(s.error());
   Binder(*s).Text(key_hash);
@@ -451,11 +601,12 @@ Result<ApiKeyRecord> SqliteStore::FindKeyByHash(std::string_view key_hash) {
 }
 
 Result<KeyPage> SqliteStore::ListKeys(std::string_view org_id, const KeyListQuery& query) {
-  static const std::string first_page = std::string("SELECT ") + kKeyColumns +
-                                        " FROM api_keys WHERE org_id = ? "
-                                        "ORDER BY created_at DESC, id DESC LIMIT ?";
+  static const std::string first_page =
+      std::string("SELECT ") + kKeyColumns +
+      " FROM tenant_api_keys " GH_ORG_FILTER(
+          "WHERE org_id = ? ") "ORDER BY created_at DESC, id DESC LIMIT ?";
   static const std::string next_page = std::string("SELECT ") + kKeyColumns +
-                                       " FROM api_keys WHERE org_id = ? AND "
+                                       " FROM tenant_api_keys WHERE " GH_ORG_FILTER("org_id = ? AND ")
                                        "(created_at < ? OR (created_at = ? AND id < ?)) "
                                        "ORDER BY created_at DESC, id DESC LIMIT ?";
   std::int64_t after_time = 0;
@@ -470,11 +621,11 @@ Result<KeyPage> SqliteStore::ListKeys(std::string_view org_id, const KeyListQuer
       return FailField("cursor", "cursor is not one this server issued");
     }
   }
-  auto c = Acquire();
+  auto c = AcquireTenant(org_id);
   auto s = c->Prepare(query.cursor.empty() ? first_page.c_str() : next_page.c_str());
   if (!s) return tl::unexpected(s.error());
   Binder b(*s);
-  b.Text(org_id);
+  b.Org(org_id);
   if (!query.cursor.empty()) b.Int(after_time).Int(after_time).Text(after_id);
   b.Int(query.limit + 1);  // one extra row tells whether there is a next page
   KeyPage page;
@@ -489,31 +640,19 @@ Result<KeyPage> SqliteStore::ListKeys(std::string_view org_id, const KeyListQuer
   return page;
 }
 
-namespace {
-Result<void> AppendInvalidation(SqliteStore::Connection& c, std::string_view org_id,
-                                std::string_view key_id, UnixMicros at) {
-  auto s = c.Prepare(
-      "INSERT INTO key_invalidations (key_hash, created_at) "
-      "SELECT key_hash, ? FROM api_keys WHERE org_id = ? AND id = ?");
-  if (!s) return tl::unexpected(s.error());
-  Binder(*s).Int(at).Text(org_id).Text(key_id);
-  return StepDone(c, *s, "append invalidation");
-}
-}  // namespace
-
 Result<ApiKeyRecord> SqliteStore::RevokeKey(std::string_view org_id, std::string_view key_id,
                                             UnixMicros at) {
   {
-    auto c = Acquire();
-    auto done = InWriteTransaction<void>(*c, [&]() -> Result<void> {
-      auto s = c->Prepare(
-          "UPDATE api_keys SET revoked_at = ? WHERE org_id = ? AND id = ? AND revoked_at IS NULL");
-      if (!s) return tl::unexpected(s.error());
-      Binder(*s).Int(at).Text(org_id).Text(key_id);
-      if (auto r = StepDone(*c, *s, "revoke key"); !r) return r;
-      if (sqlite3_changes(c->db()) == 0) return {};
-      return AppendInvalidation(*c, org_id, key_id, at);
-    });
+    // The invalidation for other processes is appended by a trigger (migration 2).
+    auto c = AcquireTenant(org_id);
+    auto done = InWriteTransaction<void>(*c,
+                                         [&]() -> Result<void> {
+                                           auto s = c->Prepare("UPDATE tenant_api_keys SET revoked_at = ? WHERE " GH_ORG_FILTER(
+          "org_id = ? AND ") "id = ? AND revoked_at IS NULL");
+                                           if (!s) return tl::unexpected(s.error());
+                                           Binder(*s).Int(at).Org(org_id).Text(key_id);
+                                           return StepDone(*c, *s, "revoke key");
+                                         });
     if (!done) return tl::unexpected(done.error());
   }
   return GetKey(org_id, key_id);
@@ -521,7 +660,7 @@ Result<ApiKeyRecord> SqliteStore::RevokeKey(std::string_view org_id, std::string
 
 Result<std::vector<KeyInvalidation>> SqliteStore::KeyInvalidationsSince(std::int64_t after_seq,
                                                                         int limit) {
-  auto c = Acquire();
+  auto c = AcquireSystem();
   auto s =
       c->Prepare("SELECT seq, key_hash FROM key_invalidations WHERE seq > ? ORDER BY seq LIMIT ?");
   if (!s) return tl::unexpected(s.error());
@@ -536,7 +675,7 @@ Result<std::vector<KeyInvalidation>> SqliteStore::KeyInvalidationsSince(std::int
 }
 
 Result<std::int64_t> SqliteStore::LatestKeyInvalidation() {
-  auto c = Acquire();
+  auto c = AcquireSystem();
   auto s = c->Prepare("SELECT COALESCE(MAX(seq), 0) FROM key_invalidations");
   if (!s) return tl::unexpected(s.error());
   int rc = sqlite3_step(*s);
@@ -546,22 +685,44 @@ Result<std::int64_t> SqliteStore::LatestKeyInvalidation() {
 
 Result<void> SqliteStore::RotateKey(std::string_view org_id, std::string_view old_key_id,
                                     const ApiKeyRecord& replacement, UnixMicros old_expires_at) {
-  auto c = Acquire();
+  auto c = AcquireTenant(org_id);
   return InWriteTransaction<void>(*c, [&]() -> Result<void> {
-    auto s = c->Prepare(
-        "UPDATE api_keys SET expires_at = ? WHERE org_id = ? AND id = ? AND revoked_at IS NULL");
+    auto found = c->Prepare("SELECT 1 FROM tenant_api_keys WHERE " GH_ORG_FILTER(
+        "org_id = ? AND ") "id = ? AND revoked_at IS NULL");
+    if (!found) return tl::unexpected(found.error());
+    Binder(*found).Org(org_id).Text(old_key_id);
+    int rc = sqlite3_step(*found);
+    if (rc == SQLITE_DONE) return Fail(ErrorCode::kNotFound, "API key not found");
+    if (rc != SQLITE_ROW) return c->Failure(rc, "rotate key");
+    // The trigger of migration 2 logs the old key's new expiry for other processes.
+    auto s = c->Prepare("UPDATE tenant_api_keys SET expires_at = ? WHERE " GH_ORG_FILTER(
+        "org_id = ? AND ") "id = ?");
     if (!s) return tl::unexpected(s.error());
-    Binder(*s).Int(old_expires_at).Text(org_id).Text(old_key_id);
+    Binder(*s).Int(old_expires_at).Org(org_id).Text(old_key_id);
     if (auto r = StepDone(*c, *s, "rotate key"); !r) return r;
-    if (sqlite3_changes(c->db()) == 0) return Fail(ErrorCode::kNotFound, "API key not found");
-    if (auto r = AppendInvalidation(*c, org_id, old_key_id, replacement.created_at); !r) return r;
     return InsertKeyOn(*c, replacement);
   });
 }
 
+Result<std::vector<std::string>> SqliteStore::QueryAsTenant(std::string_view org_id,
+                                                            const std::string& sql) {
+  auto c = AcquireTenant(org_id);
+  sqlite3_stmt* raw = nullptr;
+  int rc = sqlite3_prepare_v2(c->db(), sql.c_str(), -1, &raw, nullptr);
+  std::unique_ptr<sqlite3_stmt, int (*)(sqlite3_stmt*)> s(raw, &sqlite3_finalize);
+  if (rc == SQLITE_AUTH) return Fail(ErrorCode::kPermissionDenied, "not authorized");
+  if (rc != SQLITE_OK) return c->Failure(rc, "query as tenant");
+  std::vector<std::string> out;
+  while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) out.push_back(ColText(s.get(), 0));
+  if ((rc & 0xff) == SQLITE_CONSTRAINT)
+    return Fail(ErrorCode::kOrgMismatch, "refused by the database");
+  if (rc != SQLITE_DONE) return c->Failure(rc, "query as tenant");
+  return out;
+}
+
 Result<void> SqliteStore::RecordKeyUsage(const std::vector<KeyUsage>& usage) {
   if (usage.empty()) return {};
-  auto c = Acquire();
+  auto c = AcquireSystem();  // one batch for keys of many orgs, from the verifier
   return InWriteTransaction<void>(*c, [&]() -> Result<void> {
     for (const auto& u : usage) {
       auto s = c->Prepare(

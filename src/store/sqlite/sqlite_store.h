@@ -3,6 +3,12 @@
 // A small pool of connections serves concurrent readers; writers take BEGIN IMMEDIATE so that a
 // busy database shows up as a wait (busy_timeout), not as a failed upgrade half way through a
 // transaction. A database that stays locked past the timeout is kUnavailable.
+//
+// Tenancy is the database's job, not the queries': every org-owned call runs on a connection
+// set to the caller's org, whose only way to org-owned rows is through views that show that
+// org (migration 2), and an authorizer refuses any statement that names the tables themselves.
+// Only the cross-org paths (bootstrap, lookup by key hash, usage, the invalidation log, the
+// operator's org list) run as "system". See docs/architecture.md.
 #pragma once
 
 #include <condition_variable>
@@ -44,12 +50,20 @@ class SqliteStore final : public Store {
   Result<std::int64_t> LatestKeyInvalidation() override;
   Result<void> RecordKeyUsage(const std::vector<KeyUsage>& usage) override;
 
+  // Runs one statement as a call for `org_id` would run (an empty org sees no org's rows) and
+  // returns the first column of each row as text. For tests and diagnostics: it shows what a
+  // query that forgot its org condition, or named a table directly, would get.
+  Result<std::vector<std::string>> QueryAsTenant(std::string_view org_id, const std::string& sql);
+
   class Connection;
 
  private:
   SqliteStore() = default;
   class Lease;
+  Connection* Take();
   Lease Acquire();
+  Lease AcquireTenant(std::string_view org_id);  // sees that org's rows only
+  Lease AcquireSystem();                         // the store's few cross-org paths
   void Release(Connection* c);
 
   std::mutex mu_;
