@@ -7,6 +7,7 @@
 
 #include "core/crypto.h"
 #include "core/random.h"
+#include "store/postgres/pg_store.h"
 #include "store/sqlite/sqlite_store.h"
 
 namespace gatehouse {
@@ -53,9 +54,15 @@ Result<std::unique_ptr<App>> App::Open(std::shared_ptr<const Config> config, boo
   }
   std::error_code ec;
   std::filesystem::create_directories(config->data_dir, ec);
-  auto store = SqliteStore::Open(config->SqlitePath());
-  if (!store) return tl::unexpected(store.error());
-  app->store = std::move(*store);
+  if (config->UsesPostgres()) {
+    auto store = PgStore::Open(config->storage);
+    if (!store) return tl::unexpected(store.error());
+    app->store = std::move(*store);
+  } else {
+    auto store = SqliteStore::Open(config->SqlitePath());
+    if (!store) return tl::unexpected(store.error());
+    app->store = std::move(*store);
+  }
   KeyVerifier::Options vo;
   vo.cache_capacity = config->keys.cache_capacity;
   vo.negative_ttl = config->keys.negative_cache_ttl.count() * 1000;

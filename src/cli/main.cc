@@ -15,6 +15,7 @@
 #include "core/time_format.h"
 #include "demo/echo.h"
 #include "http/server.h"
+#include "store/postgres/pg_store.h"
 
 namespace gh = gatehouse;
 
@@ -215,6 +216,16 @@ int main(int argc, char** argv) {
   auto* orgs_list = orgs->add_subcommand("list", "list organizations");
   AddCommon(orgs_list, common);
 
+  auto* migrate = cli.add_subcommand(
+      "migrate", "PostgreSQL: apply migrations as the owner and set up the application role");
+  AddCommon(migrate, common);
+  std::string app_role;
+  migrate
+      ->add_option("--app-role", app_role,
+                   "login role the server connects as (created or tightened); its password, "
+                   "if any, comes from GATEHOUSE_APP_ROLE_PASSWORD")
+      ->required();
+
   auto* keys = cli.add_subcommand("keys", "manage API keys");
   keys->require_subcommand(1);
   std::string org, key_id, label, env = "live", expires_in, grace = "24h";
@@ -253,6 +264,18 @@ int main(int argc, char** argv) {
   }
   auto config = LoadConfig(common, serve->parsed() ? listen : "");
   if (!config) return Die(config.error().message);
+  if (migrate->parsed()) {
+    if (!(*config)->UsesPostgres()) {
+      return Die(
+          "migrate is for PostgreSQL: give --storage postgres://OWNER@HOST/DB (SQLite "
+          "migrates itself on open)");
+    }
+    const char* password = std::getenv("GATEHOUSE_APP_ROLE_PASSWORD");
+    auto r = gh::PgStore::Migrate((*config)->storage, app_role, password ? password : "");
+    if (!r) return Die(r.error().message);
+    std::fputs(r->c_str(), stdout);
+    return 0;
+  }
   spdlog::set_level(spdlog::level::from_str((*config)->log.level));
   if (serve->parsed()) return Serve(*config);
 

@@ -201,6 +201,10 @@ std::string Config::SqlitePath() const {
   return std::string(s);
 }
 
+bool Config::UsesPostgres() const {
+  return storage.starts_with("postgres://") || storage.starts_with("postgresql://");
+}
+
 std::string Config::PepperFile() const {
   return pepper.file.empty() ? data_dir + "/secrets/pepper" : pepper.file;
 }
@@ -386,8 +390,8 @@ Result<void> ApplyEnvironment(Config& c, const EnvLookup& env) {
 Result<void> Validate(Config& c) {
   auto site = [&](std::string field) { return Site{&c.source, 0, std::move(field)}; };
   if (c.listeners.empty()) return Bad(site("listeners"), "at least one listener is required");
-  if (!c.storage.empty() && !c.storage.starts_with("sqlite://")) {
-    return Bad(site("storage"), "must be sqlite:///path (postgres:// is not in this build yet)");
+  if (!c.storage.empty() && !c.storage.starts_with("sqlite://") && !c.UsesPostgres()) {
+    return Bad(site("storage"), "must be sqlite:///path or postgres://user@host:port/database");
   }
   const auto& p = c.keys.prefix;
   bool prefix_ok = !p.empty() && p.size() <= 32 && p.back() != '_' &&

@@ -101,7 +101,9 @@ struct Config {
   LogConfig log;
   DemoConfig demo;
 
-  // The SQLite path when storage is sqlite (the only backend in this build).
+  // storage is a postgres:// or postgresql:// URL (libpq's connection URI).
+  bool UsesPostgres() const;
+  // The SQLite path when storage is sqlite.
   std::string SqlitePath() const;
   std::string PepperFile() const;
   bool KnowsScope(std::string_view scope) const;

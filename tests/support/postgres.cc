@@ -89,9 +89,26 @@ PostgresCluster::PostgresCluster() : bin_(FindServerBinaries()), data_(dir_.path
   throw std::runtime_error("the PostgreSQL test cluster did not start: " + out);
 }
 
-PostgresCluster::~PostgresCluster() {
+PostgresCluster::~PostgresCluster() { Stop(); }
+
+void PostgresCluster::Stop() {
+  if (stopped_) return;
+  stopped_ = true;
   int status = 0;
   RunCommand(AsOwner({bin_ + "/pg_ctl", "-D", data_, "-m", "immediate", "-w", "stop"}), &status);
+}
+
+std::string PostgresCluster::SqlAs(const std::string& user, const std::string& sql,
+                                   const std::string& database, bool* ok) const {
+  int status = 0;
+  std::string out = RunCommand({"/bin/sh", "-c",
+                                "exec /usr/bin/psql -X -q -A -t -v ON_ERROR_STOP=1 -d \"$0\" -c "
+                                "\"$1\" 2>&1",
+                                Url(user, database), sql},
+                               &status);
+  *ok = status == 0;
+  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
+  return out;
 }
 
 std::string PostgresCluster::Url(const std::string& user, const std::string& database) const {

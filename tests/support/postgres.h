@@ -27,6 +27,11 @@ class PostgresCluster {
                   const std::string& database = "postgres") const;
   // Runs SQL through psql as the superuser; returns its output (unaligned, tuples only).
   std::string Sql(const std::string& sql, const std::string& database = "postgres") const;
+  // The same as another role; errors are returned as the output, with `ok` false.
+  std::string SqlAs(const std::string& user, const std::string& sql, const std::string& database,
+                    bool* ok) const;
+  // Stops the server (immediate shutdown), as a database outage would.
+  void Stop();
 
  private:
   std::vector<std::string> AsOwner(std::vector<std::string> argv) const;
@@ -35,6 +40,7 @@ class PostgresCluster {
   std::string data_;
   int port_ = 0;
   bool as_postgres_user_ = false;
+  bool stopped_ = false;
 };
 
 }  // namespace gatehouse::testing

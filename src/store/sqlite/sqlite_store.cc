@@ -7,6 +7,8 @@
 #include <map>
 #include <sstream>
 
+#include "store/columns.h"
+
 namespace gatehouse {
 
 namespace {
@@ -101,27 +103,6 @@ constexpr bool kOrgFilter = false;
 constexpr bool kOrgFilter = true;
 #define GH_ORG_FILTER(sql) sql
 #endif
-
-std::string JoinWords(const std::vector<std::string>& words) {
-  std::string out;
-  for (const auto& w : words) {
-    if (!out.empty()) out += ' ';
-    out += w;
-  }
-  return out;
-}
-
-std::vector<std::string> SplitWords(std::string_view text) {
-  std::vector<std::string> out;
-  std::size_t start = 0;
-  while (start < text.size()) {
-    std::size_t end = text.find(' ', start);
-    if (end == std::string_view::npos) end = text.size();
-    if (end > start) out.emplace_back(text.substr(start, end - start));
-    start = end + 1;
-  }
-  return out;
-}
 
 }  // namespace
 

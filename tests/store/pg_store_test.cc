@@ -1,0 +1,235 @@
+// The PostgreSQL store against a real throwaway cluster: migrations and the application role,
+// the refusal to serve with powers that row level security does not bind, the same behaviour as
+// the SQLite store, and tenancy that the database enforces whatever the SQL says.
+#include "store/postgres/pg_store.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+
+#include "support/postgres.h"
+
+namespace gatehouse::testing {
+namespace {
+
+constexpr const char* kAppRole = "gh_app";
+
+class PgStoreTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { cluster_ = new PostgresCluster(); }
+  static void TearDownTestSuite() {
+    delete cluster_;
+    cluster_ = nullptr;
+  }
+
+  // A fresh database per test, migrated, and the store connected as the application role.
+  void SetUp() override {
+    db_ = "t" + std::to_string(++databases_);
+    cluster_->Sql("CREATE DATABASE " + db_);
+    auto migrated = PgStore::Migrate(cluster_->Url(PostgresCluster::kSuperuser, db_), kAppRole, "");
+    ASSERT_TRUE(migrated) << migrated.error().message;
+    auto store = PgStore::Open(cluster_->Url(kAppRole, db_));
+    ASSERT_TRUE(store) << store.error().message;
+    store_ = std::move(*store);
+  }
+
+  ApiKeyRecord Key(const std::string& org, const std::string& id, const std::string& hash) {
+    ApiKeyRecord k;
+    k.id = id;
+    k.org_id = org;
+    k.label = "l";
+    k.scopes = {"read:findings"};
+    k.environment = "live";
+    k.key_hash = hash;
+    k.last4 = "abcd";
+    k.created_by = "operator";
+    k.created_at = 1;
+    return k;
+  }
+
+  std::string AsApp(const std::string& sql, bool* ok) {
+    return cluster_->SqlAs(kAppRole, sql, db_, ok);
+  }
+
+  static PostgresCluster* cluster_;
+  static int databases_;
+  std::string db_;
+  std::unique_ptr<PgStore> store_;
+};
+
+PostgresCluster* PgStoreTest::cluster_ = nullptr;
+int PgStoreTest::databases_ = 0;
+
+TEST_F(PgStoreTest, MigrateIsIdempotentAndServingWithPowersRlsDoesNotBindIsRefused) {
+  auto again = PgStore::Migrate(cluster_->Url(PostgresCluster::kSuperuser, db_), kAppRole, "");
+  ASSERT_TRUE(again) << again.error().message;
+  EXPECT_EQ(again->find("applied migration"), std::string::npos);  // nothing left to apply
+  EXPECT_EQ(cluster_->Sql("SELECT rolsuper::text || rolbypassrls::text FROM pg_roles WHERE "
+                          "rolname = 'gh_app'"),
+            "falsefalse");
+
+  auto super = PgStore::Open(cluster_->Url(PostgresCluster::kSuperuser, db_));
+  ASSERT_FALSE(super);
+  EXPECT_NE(super.error().message.find("superuser"), std::string::npos) << super.error().message;
+
+  cluster_->Sql("CREATE ROLE gh_bypass LOGIN BYPASSRLS; GRANT gh_app TO gh_bypass");
+  auto bypass = PgStore::Open(cluster_->Url("gh_bypass", db_));
+  ASSERT_FALSE(bypass);
+  EXPECT_NE(bypass.error().message.find("BYPASSRLS"), std::string::npos);
+
+  // A non-superuser owner: it may migrate, but not serve.
+  cluster_->Sql("CREATE ROLE gh_owner LOGIN CREATEROLE");
+  cluster_->Sql("CREATE DATABASE " + db_ + "_own OWNER gh_owner");
+  auto owned = PgStore::Migrate(cluster_->Url("gh_owner", db_ + "_own"), "gh_app2", "");
+  ASSERT_TRUE(owned) << owned.error().message;
+  auto as_owner = PgStore::Open(cluster_->Url("gh_owner", db_ + "_own"));
+  ASSERT_FALSE(as_owner);
+  EXPECT_NE(as_owner.error().message.find("owns the gatehouse tables"), std::string::npos)
+      << as_owner.error().message;
+  EXPECT_TRUE(PgStore::Open(cluster_->Url("gh_app2", db_ + "_own")));
+
+  auto unmigrated = PgStore::Open(cluster_->Url(kAppRole, "postgres"));
+  ASSERT_FALSE(unmigrated);
+  EXPECT_NE(unmigrated.error().message.find("migrate"), std::string::npos);
+
+  EXPECT_EQ(PgStore::Migrate(cluster_->Url(PostgresCluster::kSuperuser, db_), "bad role;", "")
+                .error()
+                .code,
+            ErrorCode::kInvalidArgument);
+}
+
+TEST_F(PgStoreTest, BehavesLikeTheSqliteStore) {
+  ASSERT_TRUE(store_->Ping());
+  ASSERT_TRUE(store_->CreateOrgWithKey({"org_a", "A", 1}, Key("org_a", "key_a", "ha"), true));
+  auto again = store_->CreateOrgWithKey({"org_b", "B", 2}, Key("org_b", "key_x", "hx"), true);
+  EXPECT_EQ(again.error().code, ErrorCode::kAlreadyExists);
+  EXPECT_FALSE(store_->FindKeyByHash("hx"));  // nothing of the refused bootstrap remains
+  EXPECT_EQ(**store_->BootstrapOrgId(), "org_a");
+  ASSERT_TRUE(store_->CreateOrgWithKey({"org_b", "B", 2}, Key("org_b", "key_b", "hb"), false));
+
+  EXPECT_EQ(store_->GetOrg("org_a")->name, "A");
+  EXPECT_EQ(store_->RenameOrg("org_a", "A2")->name, "A2");
+  EXPECT_EQ(store_->ListOrgs()->size(), 2u);
+  EXPECT_EQ(store_->GetKey("org_a", "key_b").error().code, ErrorCode::kNotFound);
+  EXPECT_EQ(store_->RevokeKey("org_a", "key_b", 5).error().code, ErrorCode::kNotFound);
+  EXPECT_FALSE(store_->GetKey("org_b", "key_b")->revoked_at);
+  EXPECT_EQ(store_->FindKeyByHash("hb")->org_id, "org_b");
+  EXPECT_EQ(store_->FindKeyByHash("hb")->scopes, std::vector<std::string>{"read:findings"});
+
+  EXPECT_EQ(store_->InsertKey(Key("org_a", "key_dup", "ha")).error().code,
+            ErrorCode::kAlreadyExists);
+  EXPECT_EQ(store_->InsertKey(Key("org_zzz", "key_y", "hy")).error().code, ErrorCode::kNotFound);
+
+  for (int i = 0; i < 5; ++i) {
+    auto k = Key("org_a", "key_p" + std::to_string(i), "hp" + std::to_string(i));
+    k.created_at = 10 + i;
+    ASSERT_TRUE(store_->InsertKey(k));
+  }
+  KeyListQuery q;
+  q.limit = 4;
+  auto page1 = *store_->ListKeys("org_a", q);
+  ASSERT_EQ(page1.keys.size(), 4u);
+  EXPECT_EQ(page1.keys[0].id, "key_p4");
+  q.cursor = page1.next_cursor;
+  auto page2 = *store_->ListKeys("org_a", q);
+  ASSERT_EQ(page2.keys.size(), 2u);
+  EXPECT_EQ(page2.keys[1].id, "key_a");
+  EXPECT_TRUE(page2.next_cursor.empty());
+
+  auto start = *store_->LatestKeyInvalidation();
+  ASSERT_TRUE(store_->RevokeKey("org_a", "key_p0", 5));
+  ASSERT_TRUE(store_->RevokeKey("org_a", "key_p0", 6));  // already revoked: nothing new
+  ASSERT_TRUE(store_->RotateKey("org_a", "key_p1", Key("org_a", "key_r", "hr"), 9));
+  auto log = *store_->KeyInvalidationsSince(start, 10);
+  ASSERT_EQ(log.size(), 2u);
+  EXPECT_EQ(log[0].key_hash, "hp0");
+  EXPECT_EQ(log[1].key_hash, "hp1");
+  EXPECT_EQ(store_->RotateKey("org_a", "key_p0", Key("org_a", "key_s", "hs"), 9).error().code,
+            ErrorCode::kNotFound);
+
+  ASSERT_TRUE(store_->RecordKeyUsage({{"key_b", 100, "10.0.0.1"}, {"key_b", 50, "10.0.0.2"}}));
+  auto used = *store_->GetKey("org_b", "key_b");
+  EXPECT_EQ(used.last_used_at, 100);
+  EXPECT_EQ(used.last_used_ip, "10.0.0.1");
+}
+
+TEST_F(PgStoreTest, ConcurrentWritersAllSucceed) {
+  ASSERT_TRUE(store_->InsertOrg({"org_a", "A", 1}));
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 25; ++i) {
+        std::string id = "key_" + std::to_string(t) + "_" + std::to_string(i);
+        if (!store_->InsertKey(Key("org_a", id, "h" + id))) failures++;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+  KeyListQuery q;
+  q.limit = 200;
+  EXPECT_EQ(store_->ListKeys("org_a", q)->keys.size(), 100u);
+}
+
+// What the database does on its own, for SQL that forgets the org or tries to escape it, run as
+// the role the server uses.
+TEST_F(PgStoreTest, RowLevelSecurityHoldsWhateverTheSqlSays) {
+  ASSERT_TRUE(store_->CreateOrgWithKey({"org_a", "A", 1}, Key("org_a", "key_a", "ha"), false));
+  ASSERT_TRUE(store_->CreateOrgWithKey({"org_b", "B", 1}, Key("org_b", "key_b", "hb"), false));
+  bool ok = false;
+  EXPECT_EQ(AsApp("SELECT count(*) FROM gatehouse.api_keys", &ok), "0");  // no org: nothing
+  EXPECT_TRUE(ok);
+  EXPECT_EQ(AsApp("BEGIN; SET LOCAL gatehouse.org_id = 'org_a'; "
+                  "SELECT string_agg(id, ',') FROM gatehouse.api_keys; COMMIT;",
+                  &ok),
+            "key_a");
+  EXPECT_EQ(AsApp("BEGIN; SET LOCAL gatehouse.org_id = 'org_a'; "
+                  "SELECT string_agg(id, ',') FROM gatehouse.orgs; COMMIT;",
+                  &ok),
+            "org_a");
+  // A row for another org, or moving a row there, is refused.
+  std::string out = AsApp(
+      "BEGIN; SET LOCAL gatehouse.org_id = 'org_a'; "
+      "INSERT INTO gatehouse.api_keys (id, org_id, label, scopes, environment, key_hash, last4, "
+      "ip_allowlist, created_by, created_at) VALUES ('key_x', 'org_b', 'l', '', 'live', 'hx', "
+      "'abcd', '', 'x', 1); COMMIT;",
+      &ok);
+  EXPECT_FALSE(ok);
+  EXPECT_NE(out.find("row-level security"), std::string::npos) << out;
+  out = AsApp(
+      "BEGIN; SET LOCAL gatehouse.org_id = 'org_a'; "
+      "UPDATE gatehouse.api_keys SET org_id = 'org_b'; COMMIT;",
+      &ok);
+  EXPECT_FALSE(ok);
+  // The role cannot switch the policies off, or read past them.
+  out = AsApp("ALTER TABLE gatehouse.api_keys DISABLE ROW LEVEL SECURITY", &ok);
+  EXPECT_FALSE(ok);
+  EXPECT_NE(out.find("must be owner"), std::string::npos) << out;
+  out = AsApp("SET row_security = off; SELECT count(*) FROM gatehouse.api_keys", &ok);
+  EXPECT_FALSE(ok) << out;
+  out = AsApp("SELECT count(*) FROM gatehouse.gh_find_key_by_hash('hb')", &ok);
+  EXPECT_EQ(out, "1");  // the narrow lookup works, for that one hash only
+  out = AsApp("DROP POLICY org_isolation ON gatehouse.api_keys", &ok);
+  EXPECT_FALSE(ok);
+  EXPECT_EQ(store_->GetKey("org_b", "key_b")->org_id, "org_b");
+}
+
+TEST_F(PgStoreTest, ADownDatabaseIsUnavailableNeverAWrongAnswer) {
+  ASSERT_TRUE(store_->CreateOrgWithKey({"org_a", "A", 1}, Key("org_a", "key_a", "ha"), false));
+  // Its own cluster, so the others' tests keep theirs.
+  PostgresCluster own;
+  own.Sql("CREATE DATABASE d");
+  ASSERT_TRUE(PgStore::Migrate(own.Url(PostgresCluster::kSuperuser, "d"), kAppRole, ""));
+  auto store = std::move(*PgStore::Open(own.Url(kAppRole, "d"), 2));
+  ASSERT_TRUE(store->CreateOrgWithKey({"org_a", "A", 1}, Key("org_a", "key_a", "ha"), false));
+  own.Stop();
+  for (auto r : {store->FindKeyByHash("ha").error(), store->GetKey("org_a", "key_a").error()}) {
+    EXPECT_EQ(r.code, ErrorCode::kUnavailable) << r.message;
+  }
+  EXPECT_EQ(store->Ping().error().code, ErrorCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace gatehouse::testing
