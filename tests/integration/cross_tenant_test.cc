@@ -2,9 +2,10 @@
 // the body and the query. Every try must be refused (403 org_mismatch or 404, or a verdict that
 // says "not found"), and nothing of org B may appear in any response.
 //
-// It runs twice: against the real binary, and (ctest "cross_tenant_forgetful") against
-// gatehouse_forgetful, built with GATEHOUSE_FORGET_ORG_FILTER, whose store queries have no org
-// conditions at all, to show that the database alone keeps the orgs apart.
+// It runs four times: on SQLite and on PostgreSQL (GATEHOUSE_TEST_STORAGE=postgres), each
+// against the real binary and against gatehouse_forgetful, built with
+// GATEHOUSE_FORGET_ORG_FILTER, whose store queries have no org conditions at all, to show that
+// the database alone keeps the orgs apart (ctest cross_tenant_*).
 //
 // A new endpoint joins with one line in kEndpoints; a test below fails until it does.
 #include <boost/json.hpp>
@@ -62,9 +63,9 @@ class CrossTenantTest : public GatewayFixture {
   void SetUp() override {
     GatewayFixture::SetUp();
     int status = 0;
-    std::string out = RunCommand(
-        {Binary(), "orgs", "create", "--data-dir", dir_.path() + "/data", "Org B Zq7", "--json"},
-        &status);
+    std::vector<std::string> argv = {Binary(), "orgs", "create", "Org B Zq7", "--json"};
+    for (const auto& f : StorageFlags()) argv.push_back(f);
+    std::string out = RunCommand(argv, &status);
     ASSERT_EQ(status, 0) << out;
     auto v = boost::json::parse(out);
     b_org_ = std::string(v.at("org_id").as_string());

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "support/http_client.h"
+#include "support/postgres.h"
 #include "support/process.h"
 #include "support/test_upstream.h"
 
@@ -71,16 +72,38 @@ class GatewayFixture : public ::testing::Test {
     return true;
   }
 
+  // GATEHOUSE_TEST_STORAGE=postgres runs the fixture on a throwaway PostgreSQL cluster,
+  // migrated by `gatehouse migrate` and served as its application role.
+  static bool OnPostgres() {
+    const char* s = std::getenv("GATEHOUSE_TEST_STORAGE");
+    return s && std::string_view(s) == "postgres";
+  }
+  // Flags that point an operator command at the fixture's store.
+  std::vector<std::string> StorageFlags() const {
+    std::vector<std::string> f = {"--data-dir", dir_.path() + "/data"};
+    if (!storage_.empty()) f.insert(f.end(), {"--storage", storage_});
+    return f;
+  }
+
   void SetUp() override {
     upstream_ = std::make_unique<TestUpstream>(
         [this](int fd, const std::string& h, const std::string& b) { return Upstream(fd, h, b); });
-    auto [org, key] = InitDataDir(dir_.path() + "/data");
+    if (OnPostgres()) {
+      postgres_ = std::make_unique<PostgresCluster>();
+      int status = 0;
+      std::string out = RunCommand(
+          {Binary(), "migrate", "--storage", postgres_->Url(), "--app-role", "gh_app"}, &status);
+      ASSERT_EQ(status, 0) << out;
+      storage_ = postgres_->Url("gh_app");
+    }
+    auto [org, key] = InitDataDir(dir_.path() + "/data", storage_);
     org_ = org;
     key_ = key;
     config_ = dir_.path() + "/gatehouse.toml";
     std::ofstream c(config_);
-    c << "data_dir = \"" << dir_.path() << "/data\"\n"
-      << "scopes = [\"read:findings\", \"write:evidence\"]\n"
+    c << "data_dir = \"" << dir_.path() << "/data\"\n";
+    if (!storage_.empty()) c << "storage = \"" << storage_ << "\"\n";
+    c << "scopes = [\"read:findings\", \"write:evidence\"]\n"
       << "trusted_proxies = [\"127.0.0.2/32\"]\n"
       << "[[listeners]]\naddress = \"127.0.0.1:0\"\n"
       << "[limits]\nheader_timeout = \"1s\"\nidle_timeout = \"3s\"\nbody_timeout = \"2s\"\n"
@@ -117,6 +140,8 @@ class GatewayFixture : public ::testing::Test {
   }
 
   TempDir dir_;
+  std::unique_ptr<PostgresCluster> postgres_;  // with GATEHOUSE_TEST_STORAGE=postgres
+  std::string storage_;                        // empty: SQLite in the data directory
   std::unique_ptr<TestUpstream> upstream_;
   std::unique_ptr<ServerProcess> server_;
   std::string config_, org_, key_;

@@ -132,9 +132,12 @@ std::string ServerProcess::Output() const {
   return s.str();
 }
 
-std::pair<std::string, std::string> InitDataDir(const std::string& data_dir) {
+std::pair<std::string, std::string> InitDataDir(const std::string& data_dir,
+                                                const std::string& storage) {
   int status = 0;
-  std::string out = RunCommand({Binary(), "init", "--data-dir", data_dir, "--json"}, &status);
+  std::vector<std::string> argv = {Binary(), "init", "--data-dir", data_dir, "--json"};
+  if (!storage.empty()) argv.insert(argv.end(), {"--storage", storage});
+  std::string out = RunCommand(argv, &status);
   if (status != 0) throw std::runtime_error("init failed: " + out);
   auto v = boost::json::parse(out);
   return {std::string(v.at("org_id").as_string()), std::string(v.at("api_key").as_string())};

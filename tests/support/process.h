@@ -50,6 +50,9 @@ class ServerProcess {
 };
 
 // `gatehouse init --json` in `data_dir`; returns {org_id, api_key}.
-std::pair<std::string, std::string> InitDataDir(const std::string& data_dir);
+// `gatehouse init` on a data directory (and, when given, a storage URL); returns the first org's
+// id and owner key.
+std::pair<std::string, std::string> InitDataDir(const std::string& data_dir,
+                                                const std::string& storage = "");
 
 }  // namespace gatehouse::testing
