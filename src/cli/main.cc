@@ -9,6 +9,7 @@
 
 #include <cstdio>
 #include <iostream>
+#include <thread>
 
 #include "api/control_plane.h"
 #include "cli/app.h"
@@ -157,6 +158,14 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
   if (demo) spdlog::info("demo echo upstream on http://{}", config->demo.echo_listen);
   std::fflush(stdout);
 
+  // Revocations from other nodes, pushed as they commit where the store can (PostgreSQL);
+  // the 100 ms poll below is the backstop.
+  std::atomic<bool> stop_watching{false};
+  std::thread watcher([&] {
+    a.store->WatchKeyInvalidations(
+        [verifier](std::string_view hash) { verifier->Invalidate(hash); }, stop_watching);
+  });
+
   const auto tick = gh::Millis(100);
   const long flush_every = std::max<long>(1, config->keys.usage_flush_interval.count() / 100);
   long ticks = 0;
@@ -171,6 +180,8 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
         }
       },
       tick);
+  stop_watching.store(true);
+  watcher.join();
   (void)verifier->FlushUsage();
   if (demo) demo->Shutdown();
   spdlog::info("gatehouse stopped");

@@ -8,6 +8,8 @@
 // Thread-safety: implementations are safe to call from many threads at once.
 #pragma once
 
+#include <atomic>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -57,6 +59,17 @@ class Store {
 
   // Keeps the latest sighting per key; older sightings never overwrite newer ones.
   virtual Result<void> RecordKeyUsage(const std::vector<KeyUsage>& usage) = 0;
+
+  // Pushes revocations and rotations made by other processes as they commit: blocks, calling
+  // `on_invalidated(key_hash)` for each, until `stop` is set, reconnecting by itself. A store
+  // without such a channel returns at once; polling KeyInvalidationsSince covers it (and any
+  // gap while a channel reconnects).
+  virtual void WatchKeyInvalidations(
+      const std::function<void(std::string_view key_hash)>& on_invalidated,
+      const std::atomic<bool>& stop) {
+    (void)on_invalidated;
+    (void)stop;
+  }
 };
 
 }  // namespace gatehouse

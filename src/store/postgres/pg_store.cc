@@ -1,6 +1,7 @@
 #include "store/postgres/pg_store.h"
 
 #include <libpq-fe.h>
+#include <poll.h>
 
 #include <spdlog/spdlog.h>
 
@@ -840,6 +841,41 @@ Result<void> PgStore::RecordKeyUsage(const std::vector<KeyUsage>& usage) {
     }
     return {};
   });
+}
+
+void PgStore::WatchKeyInvalidations(const std::function<void(std::string_view)>& on_invalidated,
+                                    const std::atomic<bool>& stop) {
+  auto pause = [&](int ms) {
+    for (int waited = 0; waited < ms && !stop.load(); waited += 50) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  };
+  int backoff_ms = 100;
+  while (!stop.load()) {
+    auto conn = Connect(url_);
+    if (!conn || !Run((*conn)->get(), "LISTEN gatehouse_key_invalidations", "listen")) {
+      spdlog::warn(
+          "revocation channel to PostgreSQL unavailable; retrying in {} ms (polling "
+          "covers the gap)",
+          backoff_ms);
+      pause(backoff_ms);
+      backoff_ms = std::min(backoff_ms * 2, 5000);
+      continue;
+    }
+    backoff_ms = 100;
+    PGconn* c = (*conn)->get();
+    while (!stop.load() && (*conn)->healthy()) {
+      pollfd p{PQsocket(c), POLLIN, 0};
+      int ready = ::poll(&p, 1, 100);  // wakes up to notice `stop`
+      if (ready <= 0) continue;
+      if (!PQconsumeInput(c)) break;
+      while (PGnotify* n = PQnotifies(c)) {
+        on_invalidated(n->extra);
+        PQfreemem(n);
+      }
+    }
+    if (!stop.load()) spdlog::warn("lost the revocation channel to PostgreSQL; reconnecting");
+  }
 }
 
 }  // namespace gatehouse

@@ -59,6 +59,9 @@ class PgStore final : public Store {
                                                              int limit) override;
   Result<std::int64_t> LatestKeyInvalidation() override;
   Result<void> RecordKeyUsage(const std::vector<KeyUsage>& usage) override;
+  // LISTEN on the channel the invalidation trigger NOTIFYs, on a connection of its own.
+  void WatchKeyInvalidations(const std::function<void(std::string_view)>& on_invalidated,
+                             const std::atomic<bool>& stop) override;
 
   class Connection;
   class Tx;
