@@ -80,5 +80,17 @@ TEST_F(ClusterTest, ARevocationThroughAnyNodeReachesEveryNodeWithin100ms) {
   }
 }
 
+TEST_F(ClusterTest, WithTheDatabaseDownCachedKeysStillWorkAndOthersGet503NotA401) {
+  ASSERT_EQ(Check(1, owner_), 200);  // cached on node 1
+  postgres_.Stop();
+  EXPECT_EQ(Check(1, owner_), 200);
+  // Node 2 has never seen the key, so it needs the database: "unavailable", because "invalid"
+  // would be a guess (and listing keys needs the database anyway).
+  auto r = Request(nodes_[2]->port(), "GET", "/v1/orgs/" + org_ + "/keys",
+                   {{"Authorization", "Bearer " + owner_}}, "");
+  EXPECT_EQ(r.status, 503) << r.body;
+  EXPECT_NE(r.body.find("\"code\":\"unavailable\""), std::string::npos) << r.body;
+}
+
 }  // namespace
 }  // namespace gatehouse::testing

@@ -216,6 +216,20 @@ TEST_F(PgStoreTest, RowLevelSecurityHoldsWhateverTheSqlSays) {
   EXPECT_EQ(store_->GetKey("org_b", "key_b")->org_id, "org_b");
 }
 
+TEST_F(PgStoreTest, LostConnectionsAreReopenedAndTheCallRetried) {
+  ASSERT_TRUE(store_->CreateOrgWithKey({"org_a", "A", 1}, Key("org_a", "key_a", "ha"), false));
+  // Every session of the server's role is killed, as a failover or a restarted pooler would.
+  cluster_->Sql(
+      "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = "
+      "'gh_app'",
+      db_);
+  for (int i = 0; i < 8; ++i) {  // more calls than the pool has connections
+    auto k = store_->GetKey("org_a", "key_a");
+    ASSERT_TRUE(k) << k.error().message;
+  }
+  EXPECT_TRUE(store_->FindKeyByHash("ha"));
+}
+
 TEST_F(PgStoreTest, ADownDatabaseIsUnavailableNeverAWrongAnswer) {
   ASSERT_TRUE(store_->CreateOrgWithKey({"org_a", "A", 1}, Key("org_a", "key_a", "ha"), false));
   // Its own cluster, so the others' tests keep theirs.
