@@ -14,12 +14,36 @@ DURATION=${BENCH_DURATION:-5}
 ROUNDS=${BENCH_ROUNDS:-3}
 export NGINX_WORKERS=$THREADS HAPROXY_THREADS=$THREADS
 D=$(mktemp -d /tmp/gatehouse-bench-XXXXXX)
+# PostgreSQL refuses to run as root; its directory belongs to the postgres user then.
+PGD=$(mktemp -d /tmp/gatehouse-bench-pg-XXXXXX)
+PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+AS_PG=()
+if [ "$(id -u)" -eq 0 ]; then
+  chown postgres "$PGD"
+  AS_PG=(/usr/sbin/runuser -u postgres --)
+fi
 cleanup() {
-  [ -n "${GH_PID:-}" ] && kill "$GH_PID" 2>/dev/null && wait "$GH_PID" 2>/dev/null || true
+  for pid in ${GH_PID:-} ${GH_PG_PID:-}; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; done
   "$PEERS/peers.sh" stop "$D" || true
-  rm -rf "$D"
+  [ -d "$PGD/data" ] && "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$PGD/data" -m immediate -w stop >/dev/null 2>&1 || true
+  rm -rf "$D" "$PGD"
 }
 trap cleanup EXIT
+
+# Creates 1000 keys through the API of the gatehouse on port $1 (init JSON in $2) into file $3.
+create_keys() {
+  /usr/bin/python3 - "$1" "$2" "$3" <<'PY'
+import json, sys, urllib.request
+port, info, path = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+with open(path, "w") as out:
+    for i in range(1000):
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/orgs/{info['org_id']}/keys",
+            data=json.dumps({"label": f"bench {i}", "scopes": ["read:findings"]}).encode(),
+            headers={"Authorization": "Bearer " + info["api_key"]}, method="POST")
+        out.write(json.load(urllib.request.urlopen(req))["key"] + "\n")
+PY
+}
 
 echo "bench: starting peers"
 "$PEERS/peers.sh" start upstream 18001 "$D"
@@ -45,17 +69,24 @@ GH_PID=$!
 for _ in $(seq 100); do grep -q listening "$D/gatehouse.log" && break; sleep 0.05; done
 
 echo "bench: creating 1000 keys through the API"
-/usr/bin/python3 - "$INIT" "$D/keys.txt" <<'PY'
-import json, sys, urllib.request
-info = json.loads(sys.argv[1])
-with open(sys.argv[2], "w") as out:
-    for i in range(1000):
-        req = urllib.request.Request(
-            f"http://127.0.0.1:18010/v1/orgs/{info['org_id']}/keys",
-            data=json.dumps({"label": f"bench {i}", "scopes": ["read:findings"]}).encode(),
-            headers={"Authorization": "Bearer " + info["api_key"]}, method="POST")
-        out.write(json.load(urllib.request.urlopen(req))["key"] + "\n")
-PY
+create_keys 18010 "$INIT" "$D/keys.txt"
+
+echo "bench: starting PostgreSQL and a gatehouse on it"
+"${AS_PG[@]}" "$PGBIN/initdb" -D "$PGD/data" -U gatehouse_admin --auth=trust --locale=C >/dev/null
+"${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$PGD/data" -l "$PGD/server.log" -w \
+  -o "-c listen_addresses=127.0.0.1 -c port=18020 -c unix_socket_directories=$PGD" start >/dev/null
+PG_OWNER=postgres://gatehouse_admin@127.0.0.1:18020/postgres
+PG_APP=postgres://gh_app@127.0.0.1:18020/postgres
+"$GH" migrate --storage "$PG_OWNER" --app-role gh_app >/dev/null
+sed -e "s|127.0.0.1:18010|127.0.0.1:18011|" -e "s|$D/data|$D/pgdata|" "$D/gatehouse.toml" \
+  >"$D/gatehouse-pg.toml"
+echo "storage = \"$PG_APP\"" | cat - "$D/gatehouse-pg.toml" >"$D/gatehouse-pg.toml.new"
+mv "$D/gatehouse-pg.toml.new" "$D/gatehouse-pg.toml"
+INIT_PG=$("$GH" init --data-dir "$D/pgdata" --storage "$PG_APP" --json 2>/dev/null)
+"$GH" serve --config "$D/gatehouse-pg.toml" >"$D/gatehouse-pg.log" 2>&1 &
+GH_PG_PID=$!
+for _ in $(seq 100); do grep -q listening "$D/gatehouse-pg.log" && break; sleep 0.05; done
+create_keys 18011 "$INIT_PG" "$D/keys-pg.txt"
 
 "$PEERS/peers.sh" start nginx-static 18002 "$D"
 "$PEERS/peers.sh" start nginx-proxy 18003 "$D" 18001
@@ -92,9 +123,21 @@ OUT="$D/results.txt"
     echo '```'
     echo
   done
-  echo "### In-process verification (Google Benchmark, $BUILD/bench/bench_verify)"
+  echo "### On PostgreSQL: gatehouse backed by a local PostgreSQL, wrk -t1 -c64, 1000 rotating keys"
+  echo "Peers that check no keys, since these keys exist only in this gatehouse's database."
   echo '```'
-  "$ROOT/$BUILD/bench/bench_verify" --benchmark_min_time=1 2>/dev/null
+  "$PEERS/compare.py" --rounds "$ROUNDS" --duration "$DURATION" --connections 64 --keys "$D/keys-pg.txt" \
+    nginx-static=http://127.0.0.1:18002/ \
+    gatehouse-pg-authz=http://127.0.0.1:18011/v1/authz/check/api/echo
+  "$PEERS/compare.py" --rounds "$ROUNDS" --duration "$DURATION" --connections 64 --keys "$D/keys-pg.txt" \
+    nginx-proxy=http://127.0.0.1:18003/api/echo \
+    gatehouse-pg=http://127.0.0.1:18011/api/echo
+  echo '```'
+  echo
+  echo "### In-process verification (Google Benchmark, $BUILD/bench/bench_verify)"
+  echo "The /postgres rows use a PgStore on the same local PostgreSQL; a cache hit never touches it."
+  echo '```'
+  GATEHOUSE_BENCH_POSTGRES="$PG_APP" "$ROOT/$BUILD/bench/bench_verify" --benchmark_min_time=1 2>/dev/null
   echo '```'
 } | tee "$OUT"
 
@@ -108,6 +151,7 @@ OUT="$D/results.txt"
   echo
   echo "Targets (issue 2): forward-auth >= 0.9x nginx-static; proxy path >= 1.1x nginx-keyauth and"
   echo "haproxy-keyauth with p99 no worse; in-process cache-hit verification >= 1M/s on one core."
+  echo "Issue 3: cache-hit verification on PostgreSQL as fast as on SQLite."
   echo
   cat "$OUT"
 } >"$ROOT/bench/RESULTS.md"

@@ -8,15 +8,15 @@
 #include "authz/authenticator.h"
 #include "keys/key_service.h"
 #include "orgs/org_service.h"
+#include "store/postgres/pg_store.h"
 #include "store/sqlite/sqlite_store.h"
 
 namespace gatehouse {
 namespace {
 
 struct World {
-  World() {
+  explicit World(std::unique_ptr<Store> s) : store(std::move(s)) {
     config = std::make_shared<Config>(DefaultConfig());
-    store = std::move(*SqliteStore::Open(":memory:"));
     verifier = std::make_unique<KeyVerifier>(
         KeyFormat("sk"), HmacSha256Key("bench-pepper-0123456789abcdef0123456789"), *store, clock,
         KeyVerifier::Options{100000, 30'000'000});
@@ -34,7 +34,7 @@ struct World {
   }
   SystemClock clock;
   std::shared_ptr<Config> config;
-  std::unique_ptr<SqliteStore> store;
+  std::unique_ptr<Store> store;
   std::unique_ptr<KeyVerifier> verifier;
   std::unique_ptr<KeyService> keys;
   std::unique_ptr<OrgService> orgs;
@@ -42,13 +42,28 @@ struct World {
 };
 
 World& TheWorld() {
-  static World w;
+  static World w(std::move(*SqliteStore::Open(":memory:")));
+  return w;
+}
+
+// With GATEHOUSE_BENCH_POSTGRES (an application-role URL of a migrated database; make bench
+// sets it up), the cache-hit and store-lookup benchmarks run again on PostgreSQL.
+World* PostgresWorld() {
+  static World* w = [] () -> World* {
+    const char* url = std::getenv("GATEHOUSE_BENCH_POSTGRES");
+    if (!url || !*url) return nullptr;
+    auto store = PgStore::Open(url);
+    if (!store) {
+      std::fprintf(stderr, "bench: %s\n", store.error().message.c_str());
+      std::exit(2);
+    }
+    return new World(std::move(*store));
+  }();
   return w;
 }
 
 // Checksum + HMAC + cache lookup + expiry/revocation check, over 1000 distinct keys.
-void BM_VerifyCacheHit(benchmark::State& state) {
-  World& w = TheWorld();
+void VerifyCacheHit(benchmark::State& state, World& w) {
   std::size_t i = 0;
   for (auto _ : state) {
     auto v = w.verifier->TryCached(w.secrets[i++ % w.secrets.size()], "127.0.0.1");
@@ -56,6 +71,7 @@ void BM_VerifyCacheHit(benchmark::State& state) {
   }
   state.SetItemsProcessed(state.iterations());
 }
+void BM_VerifyCacheHit(benchmark::State& state) { VerifyCacheHit(state, TheWorld()); }
 BENCHMARK(BM_VerifyCacheHit);
 BENCHMARK(BM_VerifyCacheHit)->Threads(2);
 
@@ -98,8 +114,7 @@ void BM_PepperedHmac(benchmark::State& state) {
 BENCHMARK(BM_PepperedHmac);
 
 // A cache miss: the store lookup that every first sighting of a key costs.
-void BM_VerifyStoreLookup(benchmark::State& state) {
-  World& w = TheWorld();
+void VerifyStoreLookup(benchmark::State& state, World& w) {
   std::size_t i = 0;
   for (auto _ : state) {
     const auto& s = w.secrets[i++ % w.secrets.size()];
@@ -108,9 +123,25 @@ void BM_VerifyStoreLookup(benchmark::State& state) {
   }
   state.SetItemsProcessed(state.iterations());
 }
+void BM_VerifyStoreLookup(benchmark::State& state) { VerifyStoreLookup(state, TheWorld()); }
 BENCHMARK(BM_VerifyStoreLookup);
 
 }  // namespace
 }  // namespace gatehouse
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  using gatehouse::World;
+  if (World* pg = gatehouse::PostgresWorld()) {
+    benchmark::RegisterBenchmark("BM_VerifyCacheHit/postgres", [pg](benchmark::State& s) {
+      gatehouse::VerifyCacheHit(s, *pg);
+    });
+    benchmark::RegisterBenchmark("BM_VerifyStoreLookup/postgres", [pg](benchmark::State& s) {
+      gatehouse::VerifyStoreLookup(s, *pg);
+    });
+  }
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
