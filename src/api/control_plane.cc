@@ -61,7 +61,10 @@ HttpResponse Json(int status, const json::value& v) {
   return JsonResponse(status, json::serialize(v));
 }
 
-// Runs `body` for an authenticated principal of the addressed org holding `permission`.
+// Runs `body` for an authenticated principal of the addressed org holding `permission`. Handlers
+// then act on the principal's org, never on the org named in the path: the store scopes its
+// transaction (and so the database's row level security) to that org, so even a handler that
+// skipped this check could not reach another org's rows.
 template <typename F>
 HttpResponse Guarded(ControlPlaneDeps& d, HttpRequest& req, std::string_view permission, F&& body) {
   auto principal = d.auth.Authenticate(req);
@@ -104,14 +107,14 @@ Result<HttpResponse> CreateKey(ControlPlaneDeps& d, HttpRequest& req, const Prin
   params.expires_in = *expires_in;
   params.expires_at = *expires_at;
   params.ip_allowlist = allow->value_or(std::vector<std::string>{});
-  auto issued = d.keys.Create(p, req.PathParam("org"), params);
+  auto issued = d.keys.Create(p, p.org_id, params);
   if (!issued) return tl::unexpected(issued.error());
   json::object o = KeyJson(d.keys, issued->record);
   o["key"] = issued->secret;  // the only time the key is ever shown
   return Json(201, o);
 }
 
-Result<HttpResponse> ListKeys(ControlPlaneDeps& d, HttpRequest& req) {
+Result<HttpResponse> ListKeys(ControlPlaneDeps& d, HttpRequest& req, const Principal& p) {
   KeyListQuery q;
   if (auto limit = req.QueryParam("limit")) {
     try {
@@ -123,7 +126,7 @@ Result<HttpResponse> ListKeys(ControlPlaneDeps& d, HttpRequest& req) {
     }
   }
   if (auto cursor = req.QueryParam("cursor")) q.cursor = *cursor;
-  auto page = d.keys.List(req.PathParam("org"), q);
+  auto page = d.keys.List(p.org_id, q);
   if (!page) return tl::unexpected(page.error());
   json::array keys;
   for (const auto& k : page->keys) keys.emplace_back(KeyJson(d.keys, k));
@@ -150,7 +153,7 @@ Result<HttpResponse> RotateKey(ControlPlaneDeps& d, HttpRequest& req, const Prin
       grace = *g;
     }
   }
-  auto issued = d.keys.Rotate(p, req.PathParam("org"), req.PathParam("id"), grace);
+  auto issued = d.keys.Rotate(p, p.org_id, req.PathParam("id"), grace);
   if (!issued) return tl::unexpected(issued.error());
   json::object o = KeyJson(d.keys, issued->record);
   o["key"] = issued->secret;
@@ -239,21 +242,21 @@ void RegisterControlPlane(Router& router, ControlPlaneDeps deps) {
   });
 
   router.Add("GET", "/v1/orgs/{org}", HandlerKind::kBlocking, [d](HttpRequest& req) {
-    return Guarded(*d, req, kPermOrgsRead, [&](const Principal&) -> Result<HttpResponse> {
-      auto org = d->orgs.Get(req.PathParam("org"));
+    return Guarded(*d, req, kPermOrgsRead, [&](const Principal& p) -> Result<HttpResponse> {
+      auto org = d->orgs.Get(p.org_id);
       if (!org) return tl::unexpected(org.error());
       return Json(200, OrgJson(*org));
     });
   });
   router.Add("PATCH", "/v1/orgs/{org}", HandlerKind::kBlocking, [d](HttpRequest& req) {
-    return Guarded(*d, req, kPermOrgsWrite, [&](const Principal&) -> Result<HttpResponse> {
+    return Guarded(*d, req, kPermOrgsWrite, [&](const Principal& p) -> Result<HttpResponse> {
       auto in = JsonObjectReader::Parse(req.body);
       if (!in) return tl::unexpected(in.error());
       auto name = in->OptString("name");
       if (!name) return tl::unexpected(name.error());
       if (auto r = in->RejectUnknownFields(); !r) return tl::unexpected(r.error());
       if (!*name) return FailField("name", "name is required");
-      auto org = d->orgs.Rename(req.PathParam("org"), **name);
+      auto org = d->orgs.Rename(p.org_id, **name);
       if (!org) return tl::unexpected(org.error());
       return Json(200, OrgJson(*org));
     });
@@ -264,18 +267,19 @@ void RegisterControlPlane(Router& router, ControlPlaneDeps deps) {
                    [&](const Principal& p) { return CreateKey(*d, req, p); });
   });
   router.Add("GET", "/v1/orgs/{org}/keys", HandlerKind::kBlocking, [d](HttpRequest& req) {
-    return Guarded(*d, req, kPermKeysRead, [&](const Principal&) { return ListKeys(*d, req); });
+    return Guarded(*d, req, kPermKeysRead,
+                   [&](const Principal& p) { return ListKeys(*d, req, p); });
   });
   router.Add("GET", "/v1/orgs/{org}/keys/{id}", HandlerKind::kBlocking, [d](HttpRequest& req) {
-    return Guarded(*d, req, kPermKeysRead, [&](const Principal&) -> Result<HttpResponse> {
-      auto k = d->keys.Get(req.PathParam("org"), req.PathParam("id"));
+    return Guarded(*d, req, kPermKeysRead, [&](const Principal& p) -> Result<HttpResponse> {
+      auto k = d->keys.Get(p.org_id, req.PathParam("id"));
       if (!k) return tl::unexpected(k.error());
       return Json(200, KeyJson(d->keys, *k));
     });
   });
   router.Add("DELETE", "/v1/orgs/{org}/keys/{id}", HandlerKind::kBlocking, [d](HttpRequest& req) {
-    return Guarded(*d, req, kPermKeysWrite, [&](const Principal&) -> Result<HttpResponse> {
-      auto k = d->keys.Revoke(req.PathParam("org"), req.PathParam("id"));
+    return Guarded(*d, req, kPermKeysWrite, [&](const Principal& p) -> Result<HttpResponse> {
+      auto k = d->keys.Revoke(p.org_id, req.PathParam("id"));
       if (!k) return tl::unexpected(k.error());
       return Json(200, KeyJson(d->keys, *k));
     });
