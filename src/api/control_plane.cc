@@ -3,6 +3,8 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
+#include "core/cidr.h"
+#include "core/crypto.h"
 #include "core/json_input.h"
 #include "core/time_format.h"
 
@@ -216,7 +218,24 @@ void RegisterControlPlane(Router& router, ControlPlaneDeps deps) {
     }
     return JsonResponse(200, R"({"status":"ready","checks":{"storage":"ok"}})");
   });
-  router.Add("GET", "/metrics", HandlerKind::kInline, [d](HttpRequest&) {
+  router.Add("GET", "/metrics", HandlerKind::kInline, [d](HttpRequest& req) {
+    // Metrics describe traffic and failures: a token, or the machine itself.
+    if (!d->metrics_token.empty()) {
+      auto auth = req.Header("authorization");
+      std::string_view presented = auth && auth->starts_with("Bearer ") ? auth->substr(7) : "";
+      if (!ConstantTimeEquals(presented, d->metrics_token)) {
+        return ErrorResponse(
+            Error{ErrorCode::kUnauthenticated, "metrics need the configured bearer token", {}, {}},
+            req.request_id);
+      }
+    } else if (!IsLoopback(req.client_ip)) {
+      return ErrorResponse(Error{ErrorCode::kPermissionDenied,
+                                 "metrics are served to loopback only unless a metrics token is "
+                                 "configured",
+                                 {},
+                                 {}},
+                           req.request_id);
+    }
     HttpResponse r = JsonResponse(200, d->metrics.Render());
     r.SetHeader("Content-Type", "text/plain; version=0.0.4; charset=utf-8");
     return r;

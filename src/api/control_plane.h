@@ -21,6 +21,8 @@ struct ControlPlaneDeps {
   Gateway& gateway;
   Metrics& metrics;
   const Clock& clock;
+  // Required as a bearer token by /metrics when set; empty: /metrics serves loopback only.
+  std::string metrics_token = {};
 };
 
 void RegisterControlPlane(Router& router, ControlPlaneDeps deps);

@@ -109,7 +109,16 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
   gh::Gateway gateway(config);
   gh::Metrics metrics;
   gh::Authenticator auth(*a.verifier, metrics, *a.clock);
-  gh::RegisterControlPlane(router, {auth, *a.keys, *a.orgs, *a.store, gateway, metrics, *a.clock});
+  // The metrics token is optional: without it /metrics answers loopback clients only.
+  std::string metrics_token;
+  if (auto t = gh::ReadSecret(config->metrics_token, gh::ProcessEnv(), "the metrics token")) {
+    if (t->size() < 16) return Die("the metrics token must be at least 16 characters");
+    metrics_token = std::move(*t);
+  } else if (!config->metrics_token.file.empty()) {
+    return Die(t.error().message);  // configured but unreadable: say so rather than ignore it
+  }
+  gh::RegisterControlPlane(router, {auth, *a.keys, *a.orgs, *a.store, gateway, metrics, *a.clock,
+                                    std::move(metrics_token)});
   gh::KeyVerifier* verifier = a.verifier.get();
   metrics.AddReading("gatehouse_key_cache_hits_total", "Key verifications answered from memory.",
                      "counter", [verifier] { return static_cast<double>(verifier->cache_hits()); });

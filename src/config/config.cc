@@ -316,7 +316,9 @@ Result<Config> ParseConfig(std::string_view toml_text, std::string source) {
     GH_TRY(t.String("pepper_env", c.pepper.env));
     GH_TRY(t.String("pepper_file", c.pepper.file));
     GH_TRY(t.String("master_key_env", c.master_key.env));
-    return t.String("master_key_file", c.master_key.file);
+    GH_TRY(t.String("master_key_file", c.master_key.file));
+    GH_TRY(t.String("metrics_token_env", c.metrics_token.env));
+    return t.String("metrics_token_file", c.metrics_token.file);
   }));
   GH_TRY(sub("limits", [&](TableReader& t) -> Result<void> {
     auto& l = c.limits;

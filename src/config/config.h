@@ -92,6 +92,8 @@ struct Config {
   std::string storage;                          // empty: sqlite://<data_dir>/gatehouse.db
   SecretSource pepper{"GATEHOUSE_PEPPER", ""};  // file default: <data_dir>/secrets/pepper
   SecretSource master_key{"GATEHOUSE_MASTER_KEY", ""};
+  // A bearer token for /metrics. Without one, /metrics answers loopback clients only.
+  SecretSource metrics_token{"GATEHOUSE_METRICS_TOKEN", ""};
   std::vector<std::string> trusted_proxies;  // CIDRs whose X-Forwarded-For is believed
   std::vector<Cidr> trusted_proxy_cidrs;     // derived
   LimitsConfig limits;

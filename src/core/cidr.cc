@@ -79,4 +79,14 @@ bool AllowedBy(const std::vector<Cidr>& list, std::string_view ip) {
   return false;
 }
 
+bool IsLoopback(std::string_view ip) {
+  static const std::vector<Cidr> kLoopback = {*Cidr::Parse("127.0.0.0/8"), *Cidr::Parse("::1")};
+  auto bytes = ParseIp(ip);
+  if (!bytes) return false;
+  for (const auto& c : kLoopback) {
+    if (c.Contains(*bytes)) return true;
+  }
+  return false;
+}
+
 }  // namespace gatehouse

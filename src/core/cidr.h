@@ -33,4 +33,7 @@ class Cidr {
 // True when the list is empty (no restriction) or one block contains the address.
 bool AllowedBy(const std::vector<Cidr>& list, std::string_view ip);
 
+// 127.0.0.0/8 or ::1 (a malformed address is not loopback).
+bool IsLoopback(std::string_view ip);
+
 }  // namespace gatehouse

@@ -243,5 +243,22 @@ TEST_F(ControlPlaneTest, UnknownPathsAndMethods) {
   EXPECT_EQ(q.body.find(a_.owner_key.secret), std::string::npos);
 }
 
+TEST(ControlPlaneMetrics, ServedToLoopbackOnlyUnlessATokenIsConfigured) {
+  testing::DomainEnv open;
+  EXPECT_EQ(open.Call("GET", "/metrics", "", "", "127.0.0.1").status, 200);
+  EXPECT_EQ(open.Call("GET", "/metrics", "", "", "::1").status, 200);
+  auto remote = open.Call("GET", "/metrics", "", "", "10.1.2.3");
+  EXPECT_EQ(remote.status, 403);
+  EXPECT_EQ(remote.body.find("gatehouse_requests_total"), std::string::npos);
+
+  testing::DomainEnv guarded(DefaultConfig(), ":memory:", "scrape-token-0123456789abcdef");
+  EXPECT_EQ(guarded.Call("GET", "/metrics", "", "", "10.1.2.3").status, 401);
+  EXPECT_EQ(guarded.Call("GET", "/metrics", "", "", "127.0.0.1").status, 401);  // token rules
+  EXPECT_EQ(guarded.Call("GET", "/metrics", "wrong-token", "", "10.1.2.3").status, 401);
+  auto ok = guarded.Call("GET", "/metrics", "scrape-token-0123456789abcdef", "", "10.1.2.3");
+  EXPECT_EQ(ok.status, 200);
+  EXPECT_NE(ok.body.find("gatehouse_"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace gatehouse

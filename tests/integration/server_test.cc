@@ -3,6 +3,7 @@
 #include <signal.h>
 
 #include <chrono>
+#include <filesystem>
 #include <thread>
 
 #include "integration/fixture.h"
@@ -137,6 +138,22 @@ TEST_F(ServerTest, ReadyzAndMetricsReport) {
             std::string::npos);
   EXPECT_NE(m.body.find("gatehouse_key_cache_hits_total 1"), std::string::npos);
   EXPECT_NE(m.body.find("gatehouse_request_duration_seconds_bucket"), std::string::npos);
+}
+
+TEST_F(ServerTest, AMetricsTokenTooShortToBeSafeStopsTheServerFromStarting) {
+  int status = 0;
+  std::string out = RunCommand({Binary(), "serve", "--config", config_, "--listen", "127.0.0.1:0"},
+                               &status, {{"GATEHOUSE_METRICS_TOKEN", "short"}});
+  EXPECT_EQ(status, 2);
+  // A config file of its own, so that its log (config + ".log") is its own too.
+  std::string config = dir_.path() + "/guarded.toml";
+  std::filesystem::copy_file(config_, config);
+  ServerProcess guarded(config, {{"GATEHOUSE_METRICS_TOKEN", "scrape-token-0123456789abcdef"}});
+  auto without = Request(guarded.port(), "GET", "/metrics", {}, "");
+  EXPECT_EQ(without.status, 401);
+  auto with = Request(guarded.port(), "GET", "/metrics",
+                      {{"Authorization", "Bearer scrape-token-0123456789abcdef"}}, "");
+  EXPECT_EQ(with.status, 200);
 }
 
 TEST_F(ServerTest, AccessLogHasOneLinePerRequestAndNoSecrets) {

@@ -13,7 +13,8 @@
 namespace gatehouse::testing {
 
 struct DomainEnv {
-  explicit DomainEnv(Config c = DefaultConfig(), std::string db = ":memory:") {
+  explicit DomainEnv(Config c = DefaultConfig(),
+                     std::string db = ":memory:", std::string metrics_token = "") {
     config = std::make_shared<Config>(std::move(c));
     store = std::move(*SqliteStore::Open(db));
     verifier = std::make_unique<KeyVerifier>(
@@ -23,7 +24,8 @@ struct DomainEnv {
     orgs = std::make_unique<OrgService>(*store, *keys, clock);
     gateway = std::make_unique<Gateway>(config);
     auth = std::make_unique<Authenticator>(*verifier, metrics, clock);
-    RegisterControlPlane(router, {*auth, *keys, *orgs, *store, *gateway, metrics, clock});
+    RegisterControlPlane(
+        router, {*auth, *keys, *orgs, *store, *gateway, metrics, clock, std::move(metrics_token)});
   }
 
   NewOrgResult NewOrg(const std::string& name) { return *orgs->Create(name); }
