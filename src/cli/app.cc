@@ -55,11 +55,11 @@ Result<std::unique_ptr<App>> App::Open(std::shared_ptr<const Config> config, boo
   std::error_code ec;
   std::filesystem::create_directories(config->data_dir, ec);
   if (config->UsesPostgres()) {
-    auto store = PgStore::Open(config->storage);
+    auto store = PgStore::Open(config->storage, config->storage_connections);
     if (!store) return tl::unexpected(store.error());
     app->store = std::move(*store);
   } else {
-    auto store = SqliteStore::Open(config->SqlitePath());
+    auto store = SqliteStore::Open(config->SqlitePath(), config->storage_connections);
     if (!store) return tl::unexpected(store.error());
     app->store = std::move(*store);
   }

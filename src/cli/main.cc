@@ -153,6 +153,7 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
   parts.metrics = &metrics;
   parts.listeners = config->listeners;
   parts.access_log = config->log.access_log;
+  parts.blocking_threads = config->storage_connections;  // one store call per connection
   gh::Server server(parts);
   if (auto r = verifier->SyncInvalidations(); !r) return Die(r.error().message);
   if (auto r = server.Start(); !r) return Die(r.error().message);

@@ -300,6 +300,7 @@ Result<Config> ParseConfig(std::string_view toml_text, std::string source) {
   GH_TRY(r.Integer("threads", c.threads, 0, 256));
   GH_TRY(r.String("data_dir", c.data_dir));
   GH_TRY(r.String("storage", c.storage));
+  GH_TRY(r.Integer("storage_connections", c.storage_connections, 1, 256));
   GH_TRY(r.StringArray("trusted_proxies", c.trusted_proxies));
   GH_TRY(r.StringArray("scopes", c.scopes));
   GH_TRY(ReadRoutes(r, c));

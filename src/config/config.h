@@ -90,6 +90,7 @@ struct Config {
   int threads = 0;  // 0: one per core
   std::string data_dir = "./gatehouse-data";
   std::string storage;                          // empty: sqlite://<data_dir>/gatehouse.db
+  int storage_connections = 4;                  // per process; also the store calls at once
   SecretSource pepper{"GATEHOUSE_PEPPER", ""};  // file default: <data_dir>/secrets/pepper
   SecretSource master_key{"GATEHOUSE_MASTER_KEY", ""};
   // A bearer token for /metrics. Without one, /metrics answers loopback clients only.

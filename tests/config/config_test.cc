@@ -48,6 +48,12 @@ TEST(Config, ParsesEverySectionAndDerivesUpstreams) {
   EXPECT_EQ(c->routes[0].add_headers.at(0).first, "X-Tenant-Source");
   EXPECT_TRUE(c->KnowsScope("keys:verify"));  // built-in permissions are always known
   EXPECT_FALSE(c->KnowsScope("delete:everything"));
+  EXPECT_EQ(c->storage_connections, 4);  // the default
+  auto pg = ParseConfig("storage = \"postgres://app@db:5432/gh\"\nstorage_connections = 16\n",
+                        "gatehouse.toml");
+  ASSERT_TRUE(pg) << pg.error().message;
+  EXPECT_TRUE(pg->UsesPostgres());
+  EXPECT_EQ(pg->storage_connections, 16);
 }
 
 struct BadCase {
@@ -74,6 +80,8 @@ TEST(Config, ErrorsNameFileLineAndField) {
       {"[keys]\nprefix = \"SK\"\n", "keys.prefix"},
       {"[secrets]\npepper = \"inline-secret\"\n", "secrets.pepper: unknown setting"},
       {"this is not toml", "gatehouse.toml:1:"},
+      {"storage_connections = 0\n", "gatehouse.toml:1: storage_connections: must be between"},
+      {"storage = \"mysql://x\"\n", "storage: must be sqlite:///path or postgres://"},
   };
   for (const auto& bc : cases) {
     auto c = ParseConfig(bc.toml, "gatehouse.toml");
