@@ -241,10 +241,10 @@ class PgStore::Tx {
     auto r = Wrap(PQexec(c_.get(), "COMMIT"));
     open_ = false;
     if (PQresultStatus(r.get()) != PGRES_COMMAND_OK) {
-      // A connection lost during COMMIT leaves the outcome unknown: never retried.
-      bool serialization = sqlstate_ == "40001" || sqlstate_ == "40P01";
       auto failed = Failure(r.get(), "commit");
-      transient_ = serialization;
+      // A serialization failure at COMMIT rolled everything back, so trying again is safe; a
+      // connection lost during COMMIT leaves the outcome unknown, so it is never retried.
+      transient_ = sqlstate_ == "40001" || sqlstate_ == "40P01";
       return failed;
     }
     return {};
