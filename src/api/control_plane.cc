@@ -71,6 +71,7 @@ template <typename F>
 HttpResponse Guarded(ControlPlaneDeps& d, HttpRequest& req, std::string_view permission, F&& body) {
   auto principal = d.auth.Authenticate(req);
   if (!principal) return ErrorResponse(principal.error(), req.request_id);
+  req.principal_id = principal->id;
   std::string_view org = req.PathParam("org");
   if (!org.empty()) {
     if (auto r = RequireOrg(*principal, org); !r) {

@@ -23,6 +23,7 @@ struct HttpRequest {
   std::string client_ip;   // after trusted-proxy processing
   std::string request_id;  // echoed as X-Request-Id
   std::vector<std::pair<std::string_view, std::string>> path_params;  // filled by the router
+  std::string principal_id;  // set by a handler once it knows the caller, for the access log
 
   // First header with that name, compared case-insensitively.
   std::optional<std::string_view> Header(std::string_view name) const;

@@ -688,6 +688,7 @@ class Server::Impl {
     req.client_ip.assign(ex.client_ip);
     req.request_id.assign(ex.request_id);
     req.path_params.clear();
+    req.principal_id.clear();
   }
 
   // One request/response. Returns whether the connection may carry another.
@@ -754,8 +755,9 @@ class Server::Impl {
       ex.slot = match.route->metrics_index;
       res = co_await Dispatch(*match.route, req);
     }
+    ex.principal = req.principal_id;
     for (const auto& [k, v] : res.headers) {
-      if (k == "X-Gatehouse-Principal") ex.principal = v;
+      if (k == "X-Gatehouse-Principal") ex.principal = v;  // forward-auth's verdict
     }
     bool keep = h.keep_alive && !draining_.load();
     bool ok = co_await Write(stream, conn, res, ex, keep, h.method == "HEAD",

@@ -165,6 +165,17 @@ TEST_F(ServerTest, AccessLogHasOneLinePerRequestAndNoSecrets) {
   EXPECT_NE(log.find("\"path\":\"/api/v1/findings\""), std::string::npos);
   EXPECT_EQ(log.find(key_), std::string::npos);
   EXPECT_EQ(log.find("limit=5"), std::string::npos);
+  // Control-plane lines name the caller too (the key id, never the key).
+  auto keys = Call("GET", "/v1/orgs/" + org_ + "/keys", key_);
+  auto at = keys.body.find("\"id\":\"key_");
+  ASSERT_NE(at, std::string::npos);
+  std::string key_id = keys.body.substr(at + 6, keys.body.find('"', at + 6) - at - 6);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  log = server_->Output();
+  auto line_at = log.find("\"path\":\"/v1/orgs/" + org_ + "/keys\"");
+  auto line = log.substr(log.rfind('\n', line_at) + 1,
+                         log.find('\n', line_at) - log.rfind('\n', line_at) - 1);
+  EXPECT_NE(line.find("\"principal\":\"" + key_id + "\""), std::string::npos) << line;
 }
 
 TEST_F(ServerTest, ShutdownDrainsInFlightRequests) {
