@@ -1,8 +1,12 @@
 #include "api/control_plane.h"
 
+#include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
+#include <charconv>
+
+#include "audit/details.h"
 #include "core/cidr.h"
 #include "core/crypto.h"
 #include "core/json_input.h"
@@ -56,6 +60,7 @@ json::object OrgJson(const Org& org) {
   o["id"] = org.id;
   o["name"] = org.name;
   o["created_at"] = FormatRfc3339(org.created_at);
+  o["audit_retention_days"] = org.audit_retention_days;
   return o;
 }
 
@@ -67,22 +72,71 @@ HttpResponse Json(int status, const json::value& v) {
 // then act on the principal's org, never on the org named in the path: the store scopes its
 // transaction (and so the database's row level security) to that org, so even a handler that
 // skipped this check could not reach another org's rows.
+// The decision to record for `req` (the server completes and writes it before answering).
+void RecordDecision(HttpRequest& req, std::string_view org, std::string_view actor,
+                    std::string_view action, std::string resource, std::string_view reason) {
+  AuditEvent e;
+  e.org_id.assign(org.empty() ? "system" : org);
+  e.actor.assign(actor.empty() ? "anonymous" : actor);
+  e.action.assign(action);
+  e.resource = std::move(resource);
+  e.details = reason.empty() ? "{}" : DetailsOf({{"reason", reason}});
+  req.audit = std::move(e);
+}
+
+// The endpoint a decision was about. A refused request is recorded with the route's pattern
+// ("/v1/orgs/{org}/keys/{id}"), never the ids it named: those may be another org's, and the
+// caller's org reads this record.
+std::string ApiResource(const HttpRequest& req, bool allowed) {
+  std::string path(req.path.substr(0, 256));
+  if (!allowed) {
+    for (const auto& [name, value] : req.path_params) {
+      if (value.empty()) continue;
+      auto at = path.find(value);
+      if (at != std::string::npos) path.replace(at, value.size(), "{" + std::string(name) + "}");
+    }
+  }
+  return "api:" + std::string(req.method) + " " + path;
+}
+
+// The source of the changes a request makes: its caller, address, agent and id.
+AuditSource SourceOf(const HttpRequest& req, const Principal& p) {
+  AuditSource s;
+  s.actor = p.id;
+  s.client_ip = req.client_ip;
+  s.user_agent = std::string(req.Header("user-agent").value_or("").substr(0, 256));
+  s.request_id = req.request_id;
+  s.http = true;
+  return s;
+}
+
 template <typename F>
 HttpResponse Guarded(ControlPlaneDeps& d, HttpRequest& req, std::string_view permission, F&& body) {
-  auto principal = d.auth.Authenticate(req);
-  if (!principal) return ErrorResponse(principal.error(), req.request_id);
+  AuthSubject subject;
+  auto principal = d.auth.Authenticate(req, &subject);
+  if (!principal) {
+    RecordDecision(req, subject.org_id, subject.key_id, "auth.api", ApiResource(req, false),
+                   subject.reason);
+    return ErrorResponse(principal.error(), req.request_id);
+  }
   req.principal_id = principal->id;
   std::string_view org = req.PathParam("org");
   if (!org.empty()) {
     if (auto r = RequireOrg(*principal, org); !r) {
       d.metrics.CountAuthFailure(Metrics::AuthFailure::kOrgMismatch);
+      // Recorded in the caller's own org: the addressed org learns nothing of it.
+      RecordDecision(req, principal->org_id, principal->id, "auth.api", ApiResource(req, false),
+                     "org_mismatch");
       return ErrorResponse(r.error(), req.request_id);
     }
   }
   if (auto r = RequireScopes(*principal, {std::string(permission)}); !r) {
     d.metrics.CountAuthFailure(Metrics::AuthFailure::kForbidden);
+    RecordDecision(req, principal->org_id, principal->id, "auth.api", ApiResource(req, false),
+                   "forbidden");
     return ErrorResponse(r.error(), req.request_id);
   }
+  RecordDecision(req, principal->org_id, principal->id, "auth.api", ApiResource(req, true), "");
   Result<HttpResponse> out = body(*principal);
   if (!out) return ErrorResponse(out.error(), req.request_id);
   return std::move(*out);
@@ -110,7 +164,7 @@ Result<HttpResponse> CreateKey(ControlPlaneDeps& d, HttpRequest& req, const Prin
   params.expires_in = *expires_in;
   params.expires_at = *expires_at;
   params.ip_allowlist = allow->value_or(std::vector<std::string>{});
-  auto issued = d.keys.Create(p, p.org_id, params);
+  auto issued = d.keys.Create(p, p.org_id, params, SourceOf(req, p));
   if (!issued) return tl::unexpected(issued.error());
   json::object o = KeyJson(d.keys, issued->record);
   o["key"] = issued->secret;  // the only time the key is ever shown
@@ -156,7 +210,7 @@ Result<HttpResponse> RotateKey(ControlPlaneDeps& d, HttpRequest& req, const Prin
       grace = *g;
     }
   }
-  auto issued = d.keys.Rotate(p, p.org_id, req.PathParam("id"), grace);
+  auto issued = d.keys.Rotate(p, p.org_id, req.PathParam("id"), grace, SourceOf(req, p));
   if (!issued) return tl::unexpected(issued.error());
   json::object o = KeyJson(d.keys, issued->record);
   o["key"] = issued->secret;
@@ -205,6 +259,149 @@ Result<HttpResponse> VerifyKey(ControlPlaneDeps& d, HttpRequest& req, const Prin
   return Json(200, o);
 }
 
+json::object AuditEventJson(const AuditEvent& e) {
+  json::object o;
+  o["seq"] = e.seq;
+  o["time"] = FormatRfc3339(e.at);
+  o["org_id"] = e.org_id;
+  o["actor"] = e.actor;
+  o["action"] = e.action;
+  o["resource"] = e.resource;
+  o["result"] = e.result;
+  o["status"] = e.status;
+  o["client_ip"] = e.client_ip;
+  o["user_agent"] = e.user_agent;
+  o["request_id"] = e.request_id;
+  boost::system::error_code ec;
+  json::value details = json::parse(e.details, ec);
+  o["details"] = ec ? json::value(json::object()) : std::move(details);
+  o["prev_hash"] = e.prev_hash;
+  o["hash"] = e.hash;
+  return o;
+}
+
+json::object VerifyReportJson(const AuditVerifyReport& r) {
+  json::object o;
+  o["intact"] = r.intact;
+  o["verified"] = r.verified;
+  o["head_seq"] = r.head_seq;
+  o["checkpoint_seq"] = r.checkpoint_seq;
+  o["broken_at"] = r.broken_at ? json::value(*r.broken_at) : json::value(nullptr);
+  if (!r.intact) o["reason"] = r.reason;
+  return o;
+}
+
+Result<int> LimitParam(const HttpRequest& req, int fallback, int max) {
+  auto limit = req.QueryParam("limit");
+  if (!limit) return fallback;
+  int v = 0;
+  auto [ptr, ec] = std::from_chars(limit->data(), limit->data() + limit->size(), v);
+  if (ec != std::errc() || ptr != limit->data() + limit->size() || v < 1 || v > max) {
+    return FailField("limit", "limit must be an integer 1-" + std::to_string(max));
+  }
+  return v;
+}
+
+Result<HttpResponse> ListAudit(ControlPlaneDeps& d, HttpRequest& req, const Principal& p) {
+  AuditQuery q;
+  auto limit = LimitParam(req, 50, 500);
+  if (!limit) return tl::unexpected(limit.error());
+  q.limit = *limit;
+  for (auto [name, field] : {std::pair{"actor", &q.actor}, std::pair{"action", &q.action},
+                             std::pair{"resource", &q.resource}, std::pair{"result", &q.result}}) {
+    if (auto v = req.QueryParam(name)) {
+      if (v->size() > 512) return FailField(name, std::string(name) + " is too long");
+      *field = std::move(*v);
+    }
+  }
+  for (auto [name, field] : {std::pair{"since", &q.since}, std::pair{"until", &q.until}}) {
+    if (auto v = req.QueryParam(name)) {
+      auto t = ParseRfc3339(*v);
+      if (!t) return FailField(name, std::string(name) + " must be an RFC 3339 time");
+      *field = *t;
+    }
+  }
+  if (auto cursor = req.QueryParam("cursor")) {
+    std::int64_t seq = 0;
+    auto [ptr, ec] = std::from_chars(cursor->data(), cursor->data() + cursor->size(), seq);
+    if (ec != std::errc() || ptr != cursor->data() + cursor->size() || seq < 1) {
+      return FailField("cursor", "cursor is not one this server issued");
+    }
+    q.before_seq = seq;
+  }
+  auto page = d.audit.List(p.org_id, q);
+  if (!page) return tl::unexpected(page.error());
+  json::array events;
+  for (const auto& e : page->events) events.emplace_back(AuditEventJson(e));
+  json::object o;
+  o["events"] = std::move(events);
+  o["next_cursor"] =
+      page->next_cursor.empty() ? json::value(nullptr) : json::value(page->next_cursor);
+  return Json(200, o);
+}
+
+// JSON lines, oldest first, pulled a page at a time so that memory stays flat for any size.
+Result<HttpResponse> ExportAudit(ControlPlaneDeps& d, const Principal& p) {
+  struct Cursor {
+    AuditService* audit;
+    Store* store;
+    std::string org;
+    std::int64_t after = 0;
+    bool done = false;
+  };
+  auto cursor = std::make_shared<Cursor>(Cursor{&d.audit, &d.store, p.org_id});
+  HttpResponse r;
+  r.status = 200;
+  r.SetHeader("Content-Type", "application/x-ndjson");
+  r.stream = [cursor](std::string& piece) -> Result<bool> {
+    piece.clear();
+    if (cursor->done) return false;
+    auto page = cursor->store->AuditChain(cursor->org, cursor->after, 1000);
+    if (!page) return tl::unexpected(page.error());
+    if (page->size() < 1000) cursor->done = true;
+    if (page->empty()) return false;
+    for (const auto& e : *page) {
+      piece += json::serialize(AuditEventJson(e));
+      piece += '\n';
+    }
+    cursor->after = page->back().seq;
+    return true;
+  };
+  return r;
+}
+
+Result<HttpResponse> GetKeyUsage(ControlPlaneDeps& d, HttpRequest& req, const Principal& p) {
+  int days = 30;
+  if (auto v = req.QueryParam("days")) {
+    auto [ptr, ec] = std::from_chars(v->data(), v->data() + v->size(), days);
+    if (ec != std::errc() || ptr != v->data() + v->size()) {
+      return FailField("days", "days must be an integer 1-366");
+    }
+  }
+  auto report = d.audit.KeyUsage(p.org_id, req.PathParam("id"), days);
+  if (!report) return tl::unexpected(report.error());
+  json::object o;
+  o["key_id"] = report->key.id;
+  o["last_used_at"] = OptTime(report->key.last_used_at);
+  o["last_used_ip"] = report->key.last_used_ip.empty() ? json::value(nullptr)
+                                                       : json::value(report->key.last_used_ip);
+  json::array days_out;
+  std::int64_t total = 0;
+  for (const auto& u : report->days) {
+    json::object day;
+    day["day"] = u.day;
+    day["2xx"] = u.status_2xx;
+    day["3xx"] = u.status_3xx;
+    day["4xx"] = u.status_4xx;
+    day["5xx"] = u.status_5xx;
+    total += u.status_2xx + u.status_3xx + u.status_4xx + u.status_5xx;
+    days_out.emplace_back(std::move(day));
+  }
+  o["days"] = std::move(days_out);
+  o["total_requests"] = total;
+  return Json(200, o);
+}
+
 }  // namespace
 
 void RegisterControlPlane(Router& router, ControlPlaneDeps deps) {
@@ -242,14 +439,34 @@ void RegisterControlPlane(Router& router, ControlPlaneDeps deps) {
     return r;
   });
 
-  // Forward-auth: answered on the network thread when the key is cached.
-  auto authz_fast = [d](HttpRequest& req) -> std::optional<HttpResponse> {
-    auto principal = d->auth.TryFast(req);
+  // Forward-auth: answered on the network thread when the key is cached. Each decision is
+  // recorded, in the key's org when the key was found.
+  auto record_authz = [](HttpRequest& req, const Result<Principal>& principal,
+                         const AuthSubject& subject) {
+    auto original = Gateway::ReadOriginal(req, req.PathParam("rest"));
+    std::string resource =
+        "forward:" + (original ? original->method + " " + original->uri.substr(0, 256) : "?");
+    if (principal) {
+      RecordDecision(req, principal->org_id, principal->id, "auth.forward", std::move(resource),
+                     "");
+    } else {
+      RecordDecision(
+          req, subject.org_id, subject.key_id, "auth.forward", std::move(resource),
+          subject.reason.empty() ? ErrorCodeName(principal.error().code) : subject.reason);
+    }
+  };
+  auto authz_fast = [d, record_authz](HttpRequest& req) -> std::optional<HttpResponse> {
+    AuthSubject subject;
+    auto principal = d->auth.TryFast(req, &subject);
     if (!principal) return std::nullopt;
+    record_authz(req, *principal, subject);
     return d->gateway.AuthzDecision(req, req.PathParam("rest"), *principal);
   };
-  auto authz_slow = [d](HttpRequest& req) {
-    return d->gateway.AuthzDecision(req, req.PathParam("rest"), d->auth.Authenticate(req));
+  auto authz_slow = [d, record_authz](HttpRequest& req) {
+    AuthSubject subject;
+    auto principal = d->auth.Authenticate(req, &subject);
+    record_authz(req, principal, subject);
+    return d->gateway.AuthzDecision(req, req.PathParam("rest"), principal);
   };
   router.Add("GET", "/v1/authz/check", HandlerKind::kBlocking, authz_slow, authz_fast);
   router.Add("POST", "/v1/authz/check", HandlerKind::kBlocking, authz_slow, authz_fast);
@@ -274,9 +491,22 @@ void RegisterControlPlane(Router& router, ControlPlaneDeps deps) {
       if (!in) return tl::unexpected(in.error());
       auto name = in->OptString("name");
       if (!name) return tl::unexpected(name.error());
+      auto retention = in->OptInt("audit_retention_days");
+      if (!retention) return tl::unexpected(retention.error());
       if (auto r = in->RejectUnknownFields(); !r) return tl::unexpected(r.error());
-      if (!*name) return FailField("name", "name is required");
-      auto org = d->orgs.Rename(p.org_id, **name);
+      if (!*name && !*retention) {
+        return FailField("name", "nothing to change: give name and/or audit_retention_days");
+      }
+      OrgUpdate update;
+      update.name = *name;
+      if (*retention) {
+        if (**retention < 0 || **retention > 3650) {
+          return FailField("audit_retention_days",
+                           "audit_retention_days must be 0 (keep forever) or 1-3650");
+        }
+        update.audit_retention_days = static_cast<int>(**retention);
+      }
+      auto org = d->orgs.Update(p.org_id, update, SourceOf(req, p));
       if (!org) return tl::unexpected(org.error());
       return Json(200, OrgJson(*org));
     });
@@ -299,7 +529,7 @@ void RegisterControlPlane(Router& router, ControlPlaneDeps deps) {
   });
   router.Add("DELETE", "/v1/orgs/{org}/keys/{id}", HandlerKind::kBlocking, [d](HttpRequest& req) {
     return Guarded(*d, req, kPermKeysWrite, [&](const Principal& p) -> Result<HttpResponse> {
-      auto k = d->keys.Revoke(p.org_id, req.PathParam("id"));
+      auto k = d->keys.Revoke(p.org_id, req.PathParam("id"), SourceOf(req, p));
       if (!k) return tl::unexpected(k.error());
       return Json(200, KeyJson(d->keys, *k));
     });
@@ -309,6 +539,26 @@ void RegisterControlPlane(Router& router, ControlPlaneDeps deps) {
                return Guarded(*d, req, kPermKeysWrite,
                               [&](const Principal& p) { return RotateKey(*d, req, p); });
              });
+  router.Add("GET", "/v1/orgs/{org}/keys/{id}/usage", HandlerKind::kBlocking,
+             [d](HttpRequest& req) {
+               return Guarded(*d, req, kPermKeysRead,
+                              [&](const Principal& p) { return GetKeyUsage(*d, req, p); });
+             });
+
+  router.Add("GET", "/v1/orgs/{org}/audit", HandlerKind::kBlocking, [d](HttpRequest& req) {
+    return Guarded(*d, req, kPermAuditRead,
+                   [&](const Principal& p) { return ListAudit(*d, req, p); });
+  });
+  router.Add("GET", "/v1/orgs/{org}/audit/export", HandlerKind::kBlocking, [d](HttpRequest& req) {
+    return Guarded(*d, req, kPermAuditRead, [&](const Principal& p) { return ExportAudit(*d, p); });
+  });
+  router.Add("POST", "/v1/orgs/{org}/audit/verify", HandlerKind::kBlocking, [d](HttpRequest& req) {
+    return Guarded(*d, req, kPermAuditRead, [&](const Principal& p) -> Result<HttpResponse> {
+      auto report = d->audit.Verify(p.org_id);
+      if (!report) return tl::unexpected(report.error());
+      return Json(200, VerifyReportJson(*report));
+    });
+  });
 }
 
 }  // namespace gatehouse

@@ -4,6 +4,7 @@
 // openapi.yaml at the repo root documents each route registered here (a test keeps them equal).
 #pragma once
 
+#include "audit/audit_service.h"
 #include "authz/authenticator.h"
 #include "gateway/gateway.h"
 #include "http/router.h"
@@ -21,6 +22,7 @@ struct ControlPlaneDeps {
   Gateway& gateway;
   Metrics& metrics;
   const Clock& clock;
+  AuditService& audit;
   // Required as a bearer token by /metrics when set; empty: /metrics serves loopback only.
   std::string metrics_token = {};
 };
@@ -33,5 +35,6 @@ inline constexpr std::string_view kPermOrgsWrite = "orgs:write";
 inline constexpr std::string_view kPermKeysRead = "keys:read";
 inline constexpr std::string_view kPermKeysWrite = "keys:write";
 inline constexpr std::string_view kPermKeysVerify = "keys:verify";
+inline constexpr std::string_view kPermAuditRead = "audit:read";
 
 }  // namespace gatehouse

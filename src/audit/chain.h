@@ -14,26 +14,9 @@
 #include <string>
 #include <string_view>
 
-#include "core/clock.h"
+#include "store/records.h"
 
 namespace gatehouse {
-
-struct AuditEvent {
-  std::string org_id;
-  std::int64_t seq = 0;  // 1, 2, 3… within the org, assigned when appended
-  UnixMicros at = 0;
-  std::string actor;     // key id, user id or "operator"; never a secret
-  std::string action;    // e.g. "key.create", "org.rename", "auth.allow"
-  std::string resource;  // e.g. "key:key_…", "org:org_…"
-  std::string result;    // "success", "failure", "denied"
-  int status = 0;        // HTTP status, 0 outside HTTP (the CLI)
-  std::string client_ip;
-  std::string user_agent;
-  std::string request_id;
-  std::string details;    // a JSON object: before/after for settings, reasons for denials
-  std::string prev_hash;  // hex; kGenesisHash for an org's first event
-  std::string hash;       // hex
-};
 
 inline constexpr std::string_view kGenesisHash =
     "0000000000000000000000000000000000000000000000000000000000000000";

@@ -38,53 +38,70 @@ Result<std::string_view> Authenticator::ExtractCredential(const HttpRequest& req
   return Unauthorized();
 }
 
-Result<Principal> Authenticator::Decide(const KeyVerdict& verdict, const HttpRequest& request) {
+Result<Principal> Authenticator::Decide(const KeyVerdict& verdict, const HttpRequest& request,
+                                        AuthSubject* subject) {
+  auto refuse = [&](Metrics::AuthFailure reason, std::string_view name) {
+    metrics_.CountAuthFailure(reason);
+    if (subject) {
+      subject->reason = name;
+      if (verdict.facts) {
+        subject->org_id = verdict.facts->org_id;
+        subject->key_id = verdict.facts->key_id;
+      }
+    }
+  };
   switch (verdict.status) {
     case KeyStatus::kValid:
       break;
     case KeyStatus::kMalformed:
-      metrics_.CountAuthFailure(Metrics::AuthFailure::kMalformed);
+      refuse(Metrics::AuthFailure::kMalformed, "malformed");
       return Unauthorized();
     case KeyStatus::kNotFound:
-      metrics_.CountAuthFailure(Metrics::AuthFailure::kUnknown);
+      refuse(Metrics::AuthFailure::kUnknown, "unknown");
       return Unauthorized();
     case KeyStatus::kExpired:
-      metrics_.CountAuthFailure(Metrics::AuthFailure::kExpired);
+      refuse(Metrics::AuthFailure::kExpired, "expired");
       return Unauthorized();
     case KeyStatus::kRevoked:
-      metrics_.CountAuthFailure(Metrics::AuthFailure::kRevoked);
+      refuse(Metrics::AuthFailure::kRevoked, "revoked");
       return Unauthorized();
   }
   const KeyFacts& f = *verdict.facts;
   if (!AllowedBy(f.ip_allowlist, request.client_ip)) {
-    metrics_.CountAuthFailure(Metrics::AuthFailure::kIpDenied);
+    refuse(Metrics::AuthFailure::kIpDenied, "ip_not_allowed");
     return Fail(ErrorCode::kIpNotAllowed, "this key may not be used from your address");
   }
   return Principal{f.org_id, f.key_id, "api_key", f.scopes, f.environment, clock_.Now()};
 }
 
-Result<std::string_view> Authenticator::Credential(const HttpRequest& request) {
+Result<std::string_view> Authenticator::Credential(const HttpRequest& request,
+                                                   AuthSubject* subject) {
   auto credential = ExtractCredential(request);
-  if (!credential) metrics_.CountAuthFailure(Metrics::AuthFailure::kMissing);
+  if (!credential) {
+    metrics_.CountAuthFailure(Metrics::AuthFailure::kMissing);
+    if (subject) subject->reason = "missing";
+  }
   return credential;
 }
 
-std::optional<Result<Principal>> Authenticator::TryFast(const HttpRequest& request) {
-  auto credential = Credential(request);
+std::optional<Result<Principal>> Authenticator::TryFast(const HttpRequest& request,
+                                                        AuthSubject* subject) {
+  auto credential = Credential(request, subject);
   if (!credential) return tl::unexpected(credential.error());
   auto verdict = verifier_.TryCached(*credential, request.client_ip);
   if (!verdict) return std::nullopt;
-  return Decide(*verdict, request);
+  return Decide(*verdict, request, subject);
 }
 
-Result<Principal> Authenticator::Authenticate(const HttpRequest& request) {
-  auto credential = Credential(request);
+Result<Principal> Authenticator::Authenticate(const HttpRequest& request, AuthSubject* subject) {
+  auto credential = Credential(request, subject);
   if (!credential) return tl::unexpected(credential.error());
   auto verdict = verifier_.Verify(*credential, request.client_ip);
   if (!verdict) {
+    if (subject) subject->reason = "store_unavailable";
     return Fail(ErrorCode::kUnavailable, "credential store unavailable; try again");
   }
-  return Decide(*verdict, request);
+  return Decide(*verdict, request, subject);
 }
 
 Result<KeyVerdict> Authenticator::VerifyForCaller(std::string_view key,

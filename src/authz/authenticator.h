@@ -13,6 +13,14 @@
 
 namespace gatehouse {
 
+// Who a refused credential belonged to, for the audit log: the key's org and id when the key
+// was found (expired, revoked, wrong address), and why it was refused. Never shown to callers.
+struct AuthSubject {
+  std::string org_id;  // empty: no org (no credential, malformed or unknown key)
+  std::string key_id;
+  std::string_view reason;  // "missing", "malformed", "unknown", "expired", "revoked", …
+};
+
 class Authenticator {
  public:
   Authenticator(KeyVerifier& verifier, Metrics& metrics, const Clock& clock)
@@ -23,18 +31,21 @@ class Authenticator {
   static Result<std::string_view> ExtractCredential(const HttpRequest& request);
 
   // Never blocks: nullopt when the store must be asked (call Authenticate off the network thread).
-  std::optional<Result<Principal>> TryFast(const HttpRequest& request);
+  // With `subject`, a refusal says whose key it was (see AuthSubject).
+  std::optional<Result<Principal>> TryFast(const HttpRequest& request,
+                                           AuthSubject* subject = nullptr);
 
   // May block on the store. kUnavailable when the store cannot answer: never a guess.
-  Result<Principal> Authenticate(const HttpRequest& request);
+  Result<Principal> Authenticate(const HttpRequest& request, AuthSubject* subject = nullptr);
 
   // For POST /v1/keys/verify: a verdict about someone else's key, presented in a body. May block.
   Result<KeyVerdict> VerifyForCaller(std::string_view key, std::string_view client_ip);
 
  private:
   // ExtractCredential, counting a missing or refused credential in the metrics.
-  Result<std::string_view> Credential(const HttpRequest& request);
-  Result<Principal> Decide(const KeyVerdict& verdict, const HttpRequest& request);
+  Result<std::string_view> Credential(const HttpRequest& request, AuthSubject* subject);
+  Result<Principal> Decide(const KeyVerdict& verdict, const HttpRequest& request,
+                           AuthSubject* subject);
 
   KeyVerifier& verifier_;
   Metrics& metrics_;

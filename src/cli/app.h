@@ -4,6 +4,7 @@
 
 #include <memory>
 
+#include "audit/audit_service.h"
 #include "config/config.h"
 #include "keys/key_service.h"
 #include "keys/key_verifier.h"
@@ -19,6 +20,7 @@ struct App {
   std::unique_ptr<KeyVerifier> verifier;
   std::unique_ptr<KeyService> keys;
   std::unique_ptr<OrgService> orgs;
+  std::unique_ptr<AuditService> audit;
 
   // With `create_pepper`, a missing pepper file is created (0600, 32 random bytes, hex): that is
   // what `gatehouse init` does. Otherwise a missing pepper is an error that says to run init.

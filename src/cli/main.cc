@@ -118,7 +118,34 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
     return Die(t.error().message);  // configured but unreadable: say so rather than ignore it
   }
   gh::RegisterControlPlane(router, {auth, *a.keys, *a.orgs, *a.store, gateway, metrics, *a.clock,
-                                    std::move(metrics_token)});
+                                    *a.audit, std::move(metrics_token)});
+  std::unique_ptr<gh::AuditWriter> audit_writer;
+  if (config->audit.enabled) {
+    gh::AuditWriterOptions ao;
+    ao.capacity = config->audit.queue_capacity;
+    ao.max_batch = config->audit.max_batch;
+    ao.overflow = config->audit.overflow == "drop" ? gh::AuditWriterOptions::Overflow::kDrop
+                                                   : gh::AuditWriterOptions::Overflow::kReject;
+    audit_writer = std::make_unique<gh::AuditWriter>(*a.store, ao);
+    gh::AuditWriter* w = audit_writer.get();
+    metrics.AddReading("gatehouse_audit_queue_depth", "Audit events waiting for the writer.",
+                       "gauge", [w] { return static_cast<double>(w->queue_depth()); });
+    metrics.AddReading("gatehouse_audit_queue_capacity", "Audit events the queue holds at most.",
+                       "gauge", [cap = ao.capacity] { return static_cast<double>(cap); });
+    metrics.AddReading("gatehouse_audit_events_written_total", "Audit events made durable.",
+                       "counter", [w] { return static_cast<double>(w->written()); });
+    metrics.AddReading("gatehouse_audit_batches_total", "Audit group commits.", "counter",
+                       [w] { return static_cast<double>(w->batches()); });
+    metrics.AddReading("gatehouse_audit_events_rejected_total",
+                       "Requests refused (503) because the audit queue was full.", "counter",
+                       [w] { return static_cast<double>(w->rejected()); });
+    metrics.AddReading("gatehouse_audit_events_dropped_total",
+                       "Audit events dropped because the queue was full (overflow = drop).",
+                       "counter", [w] { return static_cast<double>(w->dropped()); });
+    metrics.AddReading("gatehouse_audit_events_failed_total",
+                       "Audit events the store would not take (their requests got 503).", "counter",
+                       [w] { return static_cast<double>(w->failed()); });
+  }
   gh::KeyVerifier* verifier = a.verifier.get();
   metrics.AddReading("gatehouse_key_cache_hits_total", "Key verifications answered from memory.",
                      "counter", [verifier] { return static_cast<double>(verifier->cache_hits()); });
@@ -151,6 +178,7 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
   parts.gateway = &gateway;
   parts.authenticator = &auth;
   parts.metrics = &metrics;
+  parts.audit = audit_writer.get();
   parts.listeners = config->listeners;
   parts.access_log = config->log.access_log;
   parts.blocking_threads = config->storage_connections;  // one store call per connection
@@ -179,12 +207,20 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
   const auto tick = gh::Millis(100);
   const long flush_every = std::max<long>(1, config->keys.usage_flush_interval.count() / 100);
   long ticks = 0;
+  const long retention_every =
+      std::max<long>(1, static_cast<long>(config->audit.retention_interval.count() / 100));
   server.RunUntilSignalled(
       [&] {
+        if (++ticks % retention_every == 0) {
+          if (auto r = a.audit->ApplyAllRetention(); !r)
+            spdlog::warn("audit retention failed: {}", r.error().message);
+          else if (*r > 0)
+            spdlog::info("audit retention removed {} events", *r);
+        }
         if (auto r = verifier->SyncInvalidations(); !r) {
           spdlog::warn("revocation sync failed: {}", r.error().message);
         }
-        if (++ticks % flush_every == 0) {
+        if (ticks % flush_every == 0) {
           if (auto r = verifier->FlushUsage(); !r)
             spdlog::warn("key usage flush failed: {}", r.error().message);
         }
@@ -192,10 +228,48 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
       tick);
   stop_watching.store(true);
   watcher.join();
+  if (audit_writer) audit_writer->Stop();  // after the server: in-flight requests wait on it
   (void)verifier->FlushUsage();
   if (demo) demo->Shutdown();
   spdlog::info("gatehouse stopped");
   return 0;
+}
+
+// `gatehouse audit verify`: every org's chain, plus the org-less "system" chain.
+int VerifyAudit(gh::App& a, const std::string& only_org, bool json) {
+  std::vector<std::string> orgs;
+  if (!only_org.empty()) {
+    orgs.push_back(only_org);
+  } else {
+    auto list = a.store->ListOrgs();
+    if (!list) return Die(list.error().message);
+    for (const auto& o : *list) orgs.push_back(o.id);
+    orgs.push_back("system");
+  }
+  bool all_intact = true;
+  for (const auto& org : orgs) {
+    auto r = a.audit->Verify(org);
+    if (!r) return Die(org + ": " + r.error().message);
+    all_intact = all_intact && r->intact;
+    if (json) {
+      boost::json::object o;
+      o["org_id"] = org;
+      o["intact"] = r->intact;
+      o["verified"] = r->verified;
+      o["head_seq"] = r->head_seq;
+      o["checkpoint_seq"] = r->checkpoint_seq;
+      o["broken_at"] = r->broken_at ? boost::json::value(*r->broken_at) : nullptr;
+      if (!r->intact) o["reason"] = r->reason;
+      std::cout << boost::json::serialize(o) << "\n";
+    } else if (r->intact) {
+      std::cout << org << ": intact, " << r->verified << " events verified (seq "
+                << r->checkpoint_seq + 1 << "-" << r->head_seq << ")\n";
+    } else {
+      std::cout << org << ": BROKEN at event " << *r->broken_at << ": " << r->reason << "\n";
+    }
+  }
+  std::cout.flush();
+  return all_intact ? 0 : 1;
 }
 
 }  // namespace
@@ -274,6 +348,17 @@ int main(int argc, char** argv) {
   kro->add_option("--grace", grace, "how long the old key keeps working (0s to 30d)");
   kro->add_flag("--json", json, "print JSON");
 
+  auto* audit = cli.add_subcommand("audit", "the audit log");
+  audit->require_subcommand(1);
+  auto* audit_verify = audit->add_subcommand(
+      "verify", "check every org's hash chain (or --org's); exits 1 when a chain is broken");
+  AddCommon(audit_verify, common);
+  audit_verify->add_option("--org", org, "only this organization (\"system\": org-less events)");
+  audit_verify->add_flag("--json", json, "print one JSON report per org");
+  auto* audit_prune = audit->add_subcommand(
+      "prune", "apply every org's audit retention now (the server also does this hourly)");
+  AddCommon(audit_prune, common);
+
   CLI11_PARSE(cli, argc, argv);
 
   if (check->parsed()) {
@@ -334,6 +419,13 @@ int main(int argc, char** argv) {
     auto r = a.orgs->List();
     if (!r) return Die(r.error().message);
     for (const auto& o : *r) std::cout << o.id << "\t" << o.name << "\n";
+    return 0;
+  }
+  if (audit_verify->parsed()) return VerifyAudit(a, org, json);
+  if (audit_prune->parsed()) {
+    auto r = a.audit->ApplyAllRetention();
+    if (!r) return Die(r.error().message);
+    std::cout << "pruned " << *r << " audit events" << std::endl;
     return 0;
   }
   auto op = gh::KeyService::Operator(org);

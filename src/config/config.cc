@@ -189,8 +189,8 @@ Result<void> ReadRoutes(TableReader& root, Config& c) {
 }  // namespace
 
 const std::vector<std::string>& BuiltinPermissions() {
-  static const std::vector<std::string> kPermissions = {"admin",     "orgs:read",  "orgs:write",
-                                                        "keys:read", "keys:write", "keys:verify"};
+  static const std::vector<std::string> kPermissions = {
+      "admin", "orgs:read", "orgs:write", "keys:read", "keys:write", "keys:verify", "audit:read"};
   return kPermissions;
 }
 
@@ -344,6 +344,16 @@ Result<Config> ParseConfig(std::string_view toml_text, std::string source) {
   GH_TRY(sub("log", [&](TableReader& t) -> Result<void> {
     GH_TRY(t.String("level", c.log.level));
     return t.Bool("access_log", c.log.access_log);
+  }));
+  GH_TRY(sub("audit", [&](TableReader& t) -> Result<void> {
+    GH_TRY(t.Bool("enabled", c.audit.enabled));
+    GH_TRY(t.Integer("queue_capacity", c.audit.queue_capacity, 1, 10'000'000));
+    GH_TRY(t.Integer("max_batch", c.audit.max_batch, 1, 1'000'000));
+    GH_TRY(t.String("overflow", c.audit.overflow));
+    if (c.audit.overflow != "reject" && c.audit.overflow != "drop") {
+      return Bad(t.At("overflow"), "must be \"reject\" or \"drop\"");
+    }
+    return t.Duration("retention_interval", c.audit.retention_interval);
   }));
   GH_TRY(sub("demo", [&](TableReader& t) -> Result<void> {
     return t.String("echo_listen", c.demo.echo_listen);

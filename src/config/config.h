@@ -79,6 +79,14 @@ struct LogConfig {
   bool access_log = true;      // one JSON line per request on stdout
 };
 
+struct AuditConfig {
+  bool enabled = true;                   // record authentication decisions (changes always are)
+  std::size_t queue_capacity = 65536;    // events waiting for the writer
+  std::size_t max_batch = 8192;          // events per group commit
+  std::string overflow = "reject";       // full queue: "reject" (503) or "drop" (counted)
+  Millis retention_interval{3'600'000};  // how often retention runs
+};
+
 struct DemoConfig {
   // Serves the built-in echo upstream on this address inside the same process; empty: off.
   std::string echo_listen;
@@ -102,6 +110,7 @@ struct Config {
   std::vector<std::string> scopes;  // the catalogue; built-in permissions are always added
   std::vector<RouteConfig> routes;
   LogConfig log;
+  AuditConfig audit;
   DemoConfig demo;
 
   // storage is a postgres:// or postgresql:// URL (libpq's connection URI).

@@ -3,6 +3,7 @@
 // read; they stay valid until the response is written.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "store/records.h"
 
 namespace gatehouse {
 
@@ -24,6 +26,10 @@ struct HttpRequest {
   std::string request_id;  // echoed as X-Request-Id
   std::vector<std::pair<std::string_view, std::string>> path_params;  // filled by the router
   std::string principal_id;  // set by a handler once it knows the caller, for the access log
+  // The authentication decision to record, set by handlers that make one: org, actor, action,
+  // resource and details. The server fills in the rest (time, status, result, address, agent,
+  // request id) and answers only once the event is durable.
+  std::optional<AuditEvent> audit;
 
   // First header with that name, compared case-insensitively.
   std::optional<std::string_view> Header(std::string_view name) const;
@@ -36,6 +42,10 @@ struct HttpResponse {
   int status = 200;
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;  // JSON unless a Content-Type header says otherwise
+  // A body too large to hold: when set, `body` is ignored and the server sends the pieces this
+  // returns (chunked), calling it on the blocking pool until it returns false. An error after
+  // the first piece ends the connection without the final chunk, so the client sees a cut.
+  std::function<Result<bool>(std::string& piece)> stream;
 
   void SetHeader(std::string name, std::string value);
 };

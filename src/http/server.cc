@@ -1,5 +1,7 @@
 #include "http/server.h"
 
+#include "audit/details.h"
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
@@ -460,6 +462,59 @@ class Server::Impl {
     co_return !ec;
   }
 
+  // A streamed body (HttpResponse::stream): chunked, each piece produced on the blocking pool.
+  template <class Stream>
+  net::awaitable<bool> WriteStreamed(Stream& stream, ConnectionState& conn, HttpResponse& r,
+                                     Exchange& ex, bool keep_alive) {
+    std::string& text = conn.out;
+    text.clear();
+    text += "HTTP/1.1 ";
+    text += std::to_string(r.status);
+    text += ' ';
+    text += ReasonPhrase(r.status);
+    text += "\r\n";
+    for (const auto& [k, v] : r.headers) {
+      if (!IsHttpToken(k) || v.find_first_of("\r\n") != std::string::npos) continue;
+      proxy::AppendField(text, k, v);
+    }
+    proxy::AppendField(text, "X-Request-Id", ex.request_id);
+    text +=
+        "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
+        "Transfer-Encoding: chunked\r\n";
+    text += keep_alive ? "\r\n" : "Connection: close\r\n\r\n";
+    ex.status = r.status;
+    conn.deadline.Arm(cfg_.limits.body_timeout);
+    auto [hec, hn] = co_await net::async_write(stream, net::buffer(text), kNoThrow);
+    conn.deadline.Disarm();
+    if (hec) co_return false;
+    std::string piece;
+    const std::string request_id(ex.request_id);
+    for (;;) {
+      Result<Result<bool>> more = co_await Offload([&] { return r.stream(piece); }, request_id);
+      if (!more || !*more) {
+        spdlog::error("request {}: streamed response failed part way: {}", ex.request_id,
+                      !more ? more.error().message : more->error().message);
+        co_return false;  // no final chunk: the client sees the body was cut
+      }
+      if (!**more && piece.empty()) break;
+      if (!piece.empty()) {
+        char size[20];
+        int len = std::snprintf(size, sizeof size, "%zx\r\n", piece.size());
+        std::array<net::const_buffer, 3> buffers{net::buffer(size, static_cast<std::size_t>(len)),
+                                                 net::buffer(piece), net::buffer("\r\n", 2)};
+        conn.deadline.Arm(cfg_.limits.body_timeout);
+        auto [ec, n] = co_await net::async_write(stream, buffers, kNoThrow);
+        conn.deadline.Disarm();
+        if (ec) co_return false;
+      }
+      if (!**more) break;
+    }
+    conn.deadline.Arm(cfg_.limits.body_timeout);
+    auto [tec, tn] = co_await net::async_write(stream, net::buffer("0\r\n\r\n", 5), kNoThrow);
+    conn.deadline.Disarm();
+    co_return !tec;
+  }
+
   void Finish(Exchange& ex) {
     double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - ex.start).count();
@@ -481,6 +536,84 @@ class Server::Impl {
     access_->info(boost::json::serialize(line));
   }
 
+  // Completes `event` from the exchange and waits, on this connection's thread, until the
+  // audit writer has it on disk. An error (the queue is full, or the store keeps failing) means
+  // the request must be answered with that error instead: nothing is served unrecorded.
+  net::awaitable<std::optional<Error>> RecordDecision(AuditEvent event, const Exchange& ex,
+                                                      const h1::RequestHead& head, int status) {
+    AuditWriter* writer = parts_.audit;
+    if (!writer) co_return std::nullopt;
+    event.at = std::chrono::duration_cast<std::chrono::microseconds>(
+                   std::chrono::system_clock::now().time_since_epoch())
+                   .count();
+    event.status = status;
+    event.result = status < 400                       ? "success"
+                   : (status == 401 || status == 403) ? "denied"
+                                                      : "failure";
+    event.client_ip.assign(ex.client_ip);
+    event.user_agent.assign(head.Find("user-agent").value_or("").substr(0, 256));
+    event.request_id.assign(ex.request_id);
+    if (event.details.empty()) event.details = "{}";
+    struct Ticket {
+      explicit Ticket(net::any_io_executor ex) : timer(ex) {}
+      net::steady_timer timer;
+      bool done = false;
+      bool durable = false;
+    };
+    auto ticket = std::make_shared<Ticket>(co_await net::this_coro::executor);
+    auto admission = writer->Submit(std::move(event), [ticket](bool durable) {
+      net::post(ticket->timer.get_executor(), [ticket, durable] {
+        ticket->done = true;
+        ticket->durable = durable;
+        ticket->timer.cancel();
+      });
+    });
+    if (admission == AuditWriter::Admission::kRejected) {
+      co_return Error{ErrorCode::kUnavailable, "the audit log is behind; try again", {}, {}};
+    }
+    if (admission == AuditWriter::Admission::kDropped) co_return std::nullopt;
+    if (!ticket->done) {
+      ticket->timer.expires_after(std::chrono::hours(1));
+      co_await ticket->timer.async_wait(kNoThrow);
+    }
+    if (!ticket->durable) {
+      co_return Error{
+          ErrorCode::kUnavailable, "the audit log cannot be written; try again", {}, {}};
+    }
+    co_return std::nullopt;
+  }
+
+  static AuditEvent DecisionEvent(std::string_view org, std::string_view actor,
+                                  std::string_view action, std::string resource) {
+    AuditEvent e;
+    e.org_id.assign(org.empty() ? "system" : org);
+    e.actor.assign(actor.empty() ? "anonymous" : actor);
+    e.action.assign(action);
+    e.resource = std::move(resource);
+    return e;
+  }
+
+  // The proxy's wait: the event carries the upstream's status, and the client sees nothing
+  // until it is durable.
+  class ProxyGate final : public proxy::ResponseGate {
+   public:
+    ProxyGate(Impl& impl, const Exchange& ex, const h1::RequestHead& head, AuditEvent event)
+        : impl_(impl), ex_(ex), head_(head), event_(std::move(event)) {}
+    net::awaitable<std::optional<Error>> Pass(int status) override {
+      passed_ = true;
+      co_return co_await impl_.RecordDecision(std::move(event_), ex_, head_, status);
+    }
+    bool passed() const { return passed_; }
+    AuditEvent& event() { return event_; }
+
+   private:
+    Impl& impl_;
+    const Exchange& ex_;
+    const h1::RequestHead& head_;
+    AuditEvent event_;
+    bool passed_ = false;
+  };
+
   // Writes the JSON error and finishes the exchange. Returns whether the connection may go on.
   template <class Stream>
   net::awaitable<bool> SendError(Stream& stream, ConnectionState& conn, const Error& error,
@@ -499,6 +632,17 @@ class Server::Impl {
     bool keep = conn.head.keep_alive && !body_pending && !draining_.load();
     bool head = conn.head.method == "HEAD";
     co_return co_await SendError(stream, conn, error, ex, keep, head);
+  }
+
+  // Refuse, once the refusal's event is durable (or with 503 when it cannot be recorded).
+  template <class Stream>
+  net::awaitable<bool> RefuseRecorded(Stream& stream, ConnectionState& conn, const Error& error,
+                                      Exchange& ex, bool body_pending, AuditEvent event) {
+    int status = ErrorStatus(error.code);
+    std::optional<Error> unrecorded =
+        co_await RecordDecision(std::move(event), ex, conn.head, status);
+    if (unrecorded) co_return co_await Refuse(stream, conn, *unrecorded, ex, body_pending);
+    co_return co_await Refuse(stream, conn, error, ex, body_pending);
   }
 
   net::awaitable<HttpResponse> Dispatch(const RouteEntry& route, HttpRequest& req) {
@@ -689,6 +833,7 @@ class Server::Impl {
     req.request_id.assign(ex.request_id);
     req.path_params.clear();
     req.principal_id.clear();
+    req.audit.reset();
   }
 
   // One request/response. Returns whether the connection may carry another.
@@ -759,9 +904,19 @@ class Server::Impl {
     for (const auto& [k, v] : res.headers) {
       if (k == "X-Gatehouse-Principal") ex.principal = v;  // forward-auth's verdict
     }
+    if (req.audit) {
+      std::optional<Error> unrecorded =
+          co_await RecordDecision(std::move(*req.audit), ex, h, res.status);
+      if (unrecorded) res = ErrorResponse(*unrecorded, ex.request_id);
+    }
     bool keep = h.keep_alive && !draining_.load();
-    bool ok = co_await Write(stream, conn, res, ex, keep, h.method == "HEAD",
-                             ex.path.starts_with("/v1/"));
+    bool ok = false;
+    if (res.stream && h.method != "HEAD") {
+      ok = co_await WriteStreamed(stream, conn, res, ex, keep);
+    } else {
+      ok = co_await Write(stream, conn, res, ex, keep, h.method == "HEAD",
+                          ex.path.starts_with("/v1/"));
+    }
     Finish(ex);
     if (!has_body) conn.in.Consume(h.head_bytes);
     co_return ok&& keep;
@@ -781,25 +936,37 @@ class Server::Impl {
       // Authenticate from the head alone: an unauthenticated client never gets to upload a body.
       FillRequest(conn, ex);
       HttpRequest& req = conn.request;
-      std::optional<Result<Principal>> principal = parts_.authenticator->TryFast(req);
+      AuthSubject subject;
+      std::optional<Result<Principal>> principal = parts_.authenticator->TryFast(req, &subject);
       if (!principal) {
         // Not cached: the store decides, off the network thread.
         Result<Result<Principal>> slow = co_await Offload(
-            [&] { return parts_.authenticator->Authenticate(req); }, req.request_id);
+            [&] { return parts_.authenticator->Authenticate(req, &subject); }, req.request_id);
         if (slow)
           principal = std::move(*slow);
         else
           principal = Result<Principal>(tl::unexpected(slow.error()));
       }
+      std::string resource = "route:" + parts_.gateway->route(groute).path_prefix;
       if (!*principal) {
-        ok = co_await Refuse(stream, conn, principal->error(), ex, has_body);
+        const Error& denied = principal->error();
+        AuditEvent event = DecisionEvent(subject.org_id, subject.key_id, "auth.proxy", resource);
+        event.details = DetailsOf(
+            {{"reason", subject.reason.empty() ? ErrorCodeName(denied.code) : subject.reason}});
+        ok = co_await RefuseRecorded(stream, conn, denied, ex, has_body, std::move(event));
       } else if (auto allowed = parts_.gateway->Authorize(groute, req.method, **principal);
                  !allowed) {
         ex.principal = (*principal)->id;
-        ok = co_await Refuse(stream, conn, allowed.error(), ex, has_body);
+        AuditEvent event =
+            DecisionEvent((*principal)->org_id, (*principal)->id, "auth.proxy", resource);
+        event.details = DetailsOf({{"reason", ErrorCodeName(allowed.error().code)}});
+        ok = co_await RefuseRecorded(stream, conn, allowed.error(), ex, has_body, std::move(event));
       } else {
         ex.principal = (*principal)->id;
-        ok = co_await Forward(w, stream, conn, ex, **principal, groute, tls);
+        ProxyGate gate(*this, ex, h,
+                       DecisionEvent((*principal)->org_id, (*principal)->id, "auth.proxy",
+                                     std::move(resource)));
+        ok = co_await Forward(w, stream, conn, ex, **principal, groute, tls, gate);
       }
     }
     if (!has_body) conn.in.Consume(h.head_bytes);
@@ -808,7 +975,7 @@ class Server::Impl {
 
   template <class Stream>
   net::awaitable<bool> Forward(Worker& w, Stream& stream, ConnectionState& conn, Exchange& ex,
-                               const Principal& principal, int groute, bool tls) {
+                               const Principal& principal, int groute, bool tls, ProxyGate& gate) {
     const h1::RequestHead& h = conn.head;
     if (h.framing != h1::Framing::kNone && h.expect_continue) {
       static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -817,6 +984,7 @@ class Server::Impl {
       if (cec) co_return false;
     }
     proxy::ForwardContext ctx;
+    if (parts_.audit) ctx.gate = &gate;
     ctx.route = &parts_.gateway->route(groute);
     ctx.principal = &principal;
     ctx.request_id = ex.request_id;
@@ -832,7 +1000,13 @@ class Server::Impl {
           fr.error.code == ErrorCode::kUpstreamTimeout) {
         parts_.metrics->upstream_errors.fetch_add(1);
       }
-      // The body may be half read; never reuse this connection.
+      // The body may be half read; never reuse this connection. A failure before the upstream
+      // answered is recorded here; one from the gate was (or could not be) recorded there.
+      if (!gate.passed()) {
+        gate.event().details = DetailsOf({{"reason", ErrorCodeName(fr.error.code)}});
+        co_return co_await RefuseRecorded(stream, conn, fr.error, ex, true,
+                                          std::move(gate.event()));
+      }
       co_return co_await Refuse(stream, conn, fr.error, ex, true);
     }
     ex.status = fr.status;

@@ -16,6 +16,7 @@
 #include <memory>
 #include <vector>
 
+#include "audit/writer.h"
 #include "authz/authenticator.h"
 #include "config/config.h"
 #include "gateway/gateway.h"
@@ -32,6 +33,7 @@ class Server {
     Gateway* gateway = nullptr;              // null: no proxy routes (the demo upstream)
     Authenticator* authenticator = nullptr;  // required with a gateway
     Metrics* metrics = nullptr;              // required
+    AuditWriter* audit = nullptr;            // null: decisions are not recorded (tests only)
     std::vector<ListenerConfig> listeners;   // which addresses this server binds
     int threads = 0;                         // 0: config threads, else one per core
     int blocking_threads = 4;

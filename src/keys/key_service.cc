@@ -1,5 +1,7 @@
 #include "keys/key_service.h"
 
+#include "store/columns.h"
+
 #include <algorithm>
 #include <set>
 
@@ -93,11 +95,17 @@ Result<IssuedKey> KeyService::Prepare(const Principal& creator, std::string_view
 }
 
 Result<IssuedKey> KeyService::Create(const Principal& creator, std::string_view org_id,
-                                     const NewKeyParams& params) {
+                                     const NewKeyParams& params, AuditSource source) {
   if (auto r = RequireOrg(creator, org_id); !r) return tl::unexpected(r.error());
   auto issued = Prepare(creator, org_id, params);
   if (!issued) return issued;
-  if (auto r = store_.InsertKey(issued->record); !r) return tl::unexpected(r.error());
+  if (source.actor.empty()) source.actor = creator.id;
+  AuditEvent event =
+      source.Event(org_id, "key.create", "key:" + issued->record.id, 201, clock_.Now());
+  event.details = DetailsOf({{"label", issued->record.label},
+                             {"scopes", JoinWords(issued->record.scopes)},
+                             {"environment", issued->record.environment}});
+  if (auto r = store_.InsertKey(issued->record, event); !r) return tl::unexpected(r.error());
   return issued;
 }
 
@@ -110,14 +118,19 @@ Result<ApiKeyRecord> KeyService::Get(std::string_view org_id, std::string_view k
   return store_.GetKey(org_id, key_id);
 }
 
-Result<ApiKeyRecord> KeyService::Revoke(std::string_view org_id, std::string_view key_id) {
-  auto r = store_.RevokeKey(org_id, key_id, clock_.Now());
+Result<ApiKeyRecord> KeyService::Revoke(std::string_view org_id, std::string_view key_id,
+                                        const AuditSource& source) {
+  UnixMicros now = clock_.Now();
+  auto r =
+      store_.RevokeKey(org_id, key_id, now,
+                       source.Event(org_id, "key.revoke", "key:" + std::string(key_id), 200, now));
   if (r) verifier_.Invalidate(r->key_hash);
   return r;
 }
 
 Result<IssuedKey> KeyService::Rotate(const Principal& actor, std::string_view org_id,
-                                     std::string_view key_id, UnixMicros grace) {
+                                     std::string_view key_id, UnixMicros grace,
+                                     AuditSource source) {
   if (grace < 0 || grace > 30LL * 86400 * kMicrosPerSecond) {
     return FailField("grace_period", "grace_period must be between 0s and 30d");
   }
@@ -141,7 +154,11 @@ Result<IssuedKey> KeyService::Rotate(const Principal& actor, std::string_view or
   issued->record.rotated_from = old->id;
   UnixMicros old_end = now + grace;
   if (old->expires_at && *old->expires_at < old_end) old_end = *old->expires_at;
-  if (auto r = store_.RotateKey(org_id, key_id, issued->record, old_end); !r) {
+  if (source.actor.empty()) source.actor = actor.id;
+  AuditEvent event = source.Event(org_id, "key.rotate", "key:" + old->id, 201, now);
+  event.details = DetailsOf(
+      {{"replacement", issued->record.id}, {"old_key_expires_at", std::to_string(old_end)}});
+  if (auto r = store_.RotateKey(org_id, key_id, issued->record, old_end, event); !r) {
     return tl::unexpected(r.error());
   }
   verifier_.Invalidate(old->key_hash);

@@ -13,6 +13,7 @@
 #include <optional>
 #include <string>
 #include <vector>
+#include "audit/details.h"
 
 #include "authz/principal.h"
 #include "config/config.h"
@@ -44,14 +45,16 @@ class KeyService {
   // which stores the org and its first key in one transaction).
   Result<IssuedKey> Prepare(const Principal& creator, std::string_view org_id,
                             const NewKeyParams& params) const;
+  // Changes record their audit event in the same transaction (see Store), from `source`.
   Result<IssuedKey> Create(const Principal& creator, std::string_view org_id,
-                           const NewKeyParams& params);
+                           const NewKeyParams& params, AuditSource source = {});
   Result<KeyPage> List(std::string_view org_id, const KeyListQuery& query);
   Result<ApiKeyRecord> Get(std::string_view org_id, std::string_view key_id);
-  Result<ApiKeyRecord> Revoke(std::string_view org_id, std::string_view key_id);
+  Result<ApiKeyRecord> Revoke(std::string_view org_id, std::string_view key_id,
+                              const AuditSource& source = {});
   // A new key with the old one's settings; the old key stays valid for `grace` (0: ends now).
   Result<IssuedKey> Rotate(const Principal& actor, std::string_view org_id, std::string_view key_id,
-                           UnixMicros grace);
+                           UnixMicros grace, AuditSource source = {});
 
   // "active", "expired" or "revoked" at the current time.
   std::string_view State(const ApiKeyRecord& record) const;

@@ -25,7 +25,10 @@ Result<NewOrgResult> OrgService::CreateWithOwnerKey(std::string_view name, bool 
   auto issued = keys_.Prepare(KeyService::Operator(out.org.id), out.org.id, params);
   if (!issued) return tl::unexpected(issued.error());
   out.owner_key = std::move(*issued);
-  if (auto r = store_.CreateOrgWithKey(out.org, out.owner_key.record, bootstrap); !r) {
+  AuditEvent event = AuditSource{}.Event(out.org.id, bootstrap ? "org.bootstrap" : "org.create",
+                                         "org:" + out.org.id, 201, out.org.created_at);
+  event.details = DetailsOf({{"name", out.org.name}, {"owner_key", out.owner_key.record.id}});
+  if (auto r = store_.CreateOrgWithKey(out.org, out.owner_key.record, bootstrap, event); !r) {
     return tl::unexpected(r.error());
   }
   return out;
@@ -41,9 +44,19 @@ Result<NewOrgResult> OrgService::Create(std::string_view name) {
 
 Result<Org> OrgService::Get(std::string_view org_id) { return store_.GetOrg(org_id); }
 
-Result<Org> OrgService::Rename(std::string_view org_id, std::string_view name) {
-  if (auto r = ValidateOrgName(name); !r) return tl::unexpected(r.error());
-  return store_.RenameOrg(org_id, name);
+Result<Org> OrgService::Update(std::string_view org_id, const OrgUpdate& update,
+                               const AuditSource& source) {
+  if (update.name) {
+    if (auto r = ValidateOrgName(*update.name); !r) return tl::unexpected(r.error());
+  }
+  if (update.audit_retention_days &&
+      (*update.audit_retention_days < 0 || *update.audit_retention_days > 3650)) {
+    return FailField("audit_retention_days",
+                     "audit_retention_days must be 0 (keep forever) or 1-3650");
+  }
+  return store_.UpdateOrg(
+      org_id, update,
+      source.Event(org_id, "org.update", "org:" + std::string(org_id), 200, clock_.Now()));
 }
 
 Result<std::vector<Org>> OrgService::List() { return store_.ListOrgs(); }

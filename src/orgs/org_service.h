@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include "audit/details.h"
 
 #include "keys/key_service.h"
 #include "store/store.h"
@@ -24,7 +25,9 @@ class OrgService {
   // `gatehouse orgs create`: another org with its own owner key.
   Result<NewOrgResult> Create(std::string_view name);
   Result<Org> Get(std::string_view org_id);
-  Result<Org> Rename(std::string_view org_id, std::string_view name);
+  // Name and audit retention (0 or 1-3650 days); the event records before and after.
+  Result<Org> Update(std::string_view org_id, const OrgUpdate& update,
+                     const AuditSource& source = {});
   Result<std::vector<Org>> List();
 
  private:

@@ -139,7 +139,16 @@ class UpstreamPool {
   std::unordered_map<std::string, Target> targets_;
 };
 
+// Consulted once the upstream's status is known and before any byte reaches the client (the
+// audit log's durability wait). An error means the response must not be sent.
+class ResponseGate {
+ public:
+  virtual ~ResponseGate() = default;
+  virtual net::awaitable<std::optional<Error>> Pass(int status) = 0;
+};
+
 struct ForwardContext {
+  ResponseGate* gate = nullptr;
   const RouteConfig* route = nullptr;
   const Principal* principal = nullptr;
   std::string_view request_id;
@@ -430,6 +439,15 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
     }
     if (res.status < 200) continue;  // a stale pooled connection: replay on a fresh one
 
+    if (ctx.gate) {
+      std::optional<Error> refused = co_await ctx.gate->Pass(res.status);
+      if (refused) {
+        ForwardResult r;
+        r.error = *refused;
+        r.status = ErrorStatus(refused->code);
+        co_return r;
+      }
+    }
     ForwardResult result;
     result.status = res.status;
     const bool until_close = res.framing == h1::Framing::kUntilClose;

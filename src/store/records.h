@@ -15,6 +15,13 @@ struct Org {
   std::string id;
   std::string name;
   UnixMicros created_at = 0;
+  int audit_retention_days = 0;  // 0: audit events are kept forever
+};
+
+// What PATCH /v1/orgs/{org} may change; absent fields stay as they are.
+struct OrgUpdate {
+  std::optional<std::string> name;
+  std::optional<int> audit_retention_days;
 };
 
 struct ApiKeyRecord {
@@ -55,6 +62,63 @@ struct KeyListQuery {
 struct KeyPage {
   std::vector<ApiKeyRecord> keys;
   std::string next_cursor;  // empty on the last page
+};
+
+// One audit log entry (issue 4). Fields are what an auditor asks: when, which org, who, did
+// what, to what, with what outcome, from where. Never a secret: the actor is an id.
+struct AuditEvent {
+  std::string org_id;
+  std::int64_t seq = 0;  // 1, 2, 3… within the org, assigned when appended
+  UnixMicros at = 0;
+  std::string actor;     // key id, user id, "operator" (CLI) or "anonymous"
+  std::string action;    // e.g. "key.create", "org.update", "auth.proxy"
+  std::string resource;  // e.g. "key:key_…", "org:org_…", "route:/api/v1"
+  std::string result;    // "success", "failure" or "denied"
+  int status = 0;        // HTTP status, 0 outside HTTP (the CLI)
+  std::string client_ip;
+  std::string user_agent;
+  std::string request_id;
+  std::string details;    // a JSON object: before/after for changes, reasons for denials
+  std::string prev_hash;  // hex; the genesis hash for an org's first event
+  std::string hash;       // hex
+};
+
+struct AuditQuery {
+  std::optional<std::string> actor, action, resource, result;
+  std::optional<UnixMicros> since, until;  // at >= since, at < until
+  std::optional<std::int64_t> before_seq;  // the cursor: newest first, strictly older than this
+  int limit = 50;
+};
+
+struct AuditPage {
+  std::vector<AuditEvent> events;
+  std::string next_cursor;  // empty on the last page
+};
+
+// An org's chain as recorded: its newest link, and the signed checkpoint where retention last
+// cut it (seq 0 and the genesis hash when it was never pruned).
+struct AuditHead {
+  std::int64_t seq = 0;
+  std::string hash;
+  std::int64_t checkpoint_seq = 0;
+  std::string checkpoint_hash;
+  UnixMicros checkpoint_at = 0;
+  std::string checkpoint_signature;  // hex HMAC over (org, seq, hash, at); empty: never pruned
+};
+
+// Requests of one key on one UTC day that ended in one status class, counted by the audit
+// writer and added to the stored totals with each batch.
+struct KeyUsageCount {
+  std::string org_id;
+  std::string key_id;
+  std::string day;       // "YYYY-MM-DD", UTC
+  int status_class = 2;  // 2-5
+  std::int64_t count = 0;
+};
+
+struct KeyUsageDay {
+  std::string day;
+  std::int64_t status_2xx = 0, status_3xx = 0, status_4xx = 0, status_5xx = 0;
 };
 
 }  // namespace gatehouse

@@ -33,6 +33,10 @@ const std::vector<Endpoint> kEndpoints = {
     {"GET", "/v1/orgs/{org}/keys/{key}", ""},
     {"DELETE", "/v1/orgs/{org}/keys/{key}", ""},
     {"POST", "/v1/orgs/{org}/keys/{key}/rotate", R"({"grace_period":"1h"})"},
+    {"GET", "/v1/orgs/{org}/keys/{key}/usage", ""},
+    {"GET", "/v1/orgs/{org}/audit", ""},
+    {"GET", "/v1/orgs/{org}/audit/export", ""},
+    {"POST", "/v1/orgs/{org}/audit/verify", ""},
     {"POST", "/v1/keys/verify", R"({"key":"{secret}"})"},
 };
 

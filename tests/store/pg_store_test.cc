@@ -13,6 +13,17 @@
 namespace gatehouse::testing {
 namespace {
 
+// The audit event every change now takes; the audit tests look at these.
+AuditEvent Ev(std::string action = "test.change") {
+  AuditEvent e;
+  e.actor = "operator";
+  e.action = std::move(action);
+  e.resource = "test";
+  e.result = "success";
+  e.details = "{}";
+  return e;
+}
+
 constexpr const char* kAppRole = "gh_app";
 
 class PgStoreTest : public ::testing::Test {
@@ -101,30 +112,32 @@ TEST_F(PgStoreTest, MigrateIsIdempotentAndServingWithPowersRlsDoesNotBindIsRefus
 
 TEST_F(PgStoreTest, BehavesLikeTheSqliteStore) {
   ASSERT_TRUE(store_->Ping());
-  ASSERT_TRUE(store_->CreateOrgWithKey({"org_a", "A", 1}, Key("org_a", "key_a", "ha"), true));
-  auto again = store_->CreateOrgWithKey({"org_b", "B", 2}, Key("org_b", "key_x", "hx"), true);
+  ASSERT_TRUE(store_->CreateOrgWithKey({"org_a", "A", 1}, Key("org_a", "key_a", "ha"), true, Ev()));
+  auto again = store_->CreateOrgWithKey({"org_b", "B", 2}, Key("org_b", "key_x", "hx"), true, Ev());
   EXPECT_EQ(again.error().code, ErrorCode::kAlreadyExists);
   EXPECT_FALSE(store_->FindKeyByHash("hx"));  // nothing of the refused bootstrap remains
   EXPECT_EQ(**store_->BootstrapOrgId(), "org_a");
-  ASSERT_TRUE(store_->CreateOrgWithKey({"org_b", "B", 2}, Key("org_b", "key_b", "hb"), false));
+  ASSERT_TRUE(
+      store_->CreateOrgWithKey({"org_b", "B", 2}, Key("org_b", "key_b", "hb"), false, Ev()));
 
   EXPECT_EQ(store_->GetOrg("org_a")->name, "A");
-  EXPECT_EQ(store_->RenameOrg("org_a", "A2")->name, "A2");
+  EXPECT_EQ(store_->UpdateOrg("org_a", OrgUpdate{"A2", {}}, Ev())->name, "A2");
   EXPECT_EQ(store_->ListOrgs()->size(), 2u);
   EXPECT_EQ(store_->GetKey("org_a", "key_b").error().code, ErrorCode::kNotFound);
-  EXPECT_EQ(store_->RevokeKey("org_a", "key_b", 5).error().code, ErrorCode::kNotFound);
+  EXPECT_EQ(store_->RevokeKey("org_a", "key_b", 5, Ev()).error().code, ErrorCode::kNotFound);
   EXPECT_FALSE(store_->GetKey("org_b", "key_b")->revoked_at);
   EXPECT_EQ(store_->FindKeyByHash("hb")->org_id, "org_b");
   EXPECT_EQ(store_->FindKeyByHash("hb")->scopes, std::vector<std::string>{"read:findings"});
 
-  EXPECT_EQ(store_->InsertKey(Key("org_a", "key_dup", "ha")).error().code,
+  EXPECT_EQ(store_->InsertKey(Key("org_a", "key_dup", "ha"), Ev()).error().code,
             ErrorCode::kAlreadyExists);
-  EXPECT_EQ(store_->InsertKey(Key("org_zzz", "key_y", "hy")).error().code, ErrorCode::kNotFound);
+  EXPECT_EQ(store_->InsertKey(Key("org_zzz", "key_y", "hy"), Ev()).error().code,
+            ErrorCode::kNotFound);
 
   for (int i = 0; i < 5; ++i) {
     auto k = Key("org_a", "key_p" + std::to_string(i), "hp" + std::to_string(i));
     k.created_at = 10 + i;
-    ASSERT_TRUE(store_->InsertKey(k));
+    ASSERT_TRUE(store_->InsertKey(k, Ev()));
   }
   KeyListQuery q;
   q.limit = 4;
@@ -138,14 +151,14 @@ TEST_F(PgStoreTest, BehavesLikeTheSqliteStore) {
   EXPECT_TRUE(page2.next_cursor.empty());
 
   auto start = *store_->LatestKeyInvalidation();
-  ASSERT_TRUE(store_->RevokeKey("org_a", "key_p0", 5));
-  ASSERT_TRUE(store_->RevokeKey("org_a", "key_p0", 6));  // already revoked: nothing new
-  ASSERT_TRUE(store_->RotateKey("org_a", "key_p1", Key("org_a", "key_r", "hr"), 9));
+  ASSERT_TRUE(store_->RevokeKey("org_a", "key_p0", 5, Ev()));
+  ASSERT_TRUE(store_->RevokeKey("org_a", "key_p0", 6, Ev()));  // already revoked: nothing new
+  ASSERT_TRUE(store_->RotateKey("org_a", "key_p1", Key("org_a", "key_r", "hr"), 9, Ev()));
   auto log = *store_->KeyInvalidationsSince(start, 10);
   ASSERT_EQ(log.size(), 2u);
   EXPECT_EQ(log[0].key_hash, "hp0");
   EXPECT_EQ(log[1].key_hash, "hp1");
-  EXPECT_EQ(store_->RotateKey("org_a", "key_p0", Key("org_a", "key_s", "hs"), 9).error().code,
+  EXPECT_EQ(store_->RotateKey("org_a", "key_p0", Key("org_a", "key_s", "hs"), 9, Ev()).error().code,
             ErrorCode::kNotFound);
 
   ASSERT_TRUE(store_->RecordKeyUsage({{"key_b", 100, "10.0.0.1"}, {"key_b", 50, "10.0.0.2"}}));
@@ -155,14 +168,14 @@ TEST_F(PgStoreTest, BehavesLikeTheSqliteStore) {
 }
 
 TEST_F(PgStoreTest, ConcurrentWritersAllSucceed) {
-  ASSERT_TRUE(store_->InsertOrg({"org_a", "A", 1}));
+  ASSERT_TRUE(store_->InsertOrg({"org_a", "A", 1}, Ev()));
   std::vector<std::thread> threads;
   std::atomic<int> failures{0};
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < 25; ++i) {
         std::string id = "key_" + std::to_string(t) + "_" + std::to_string(i);
-        if (!store_->InsertKey(Key("org_a", id, "h" + id))) failures++;
+        if (!store_->InsertKey(Key("org_a", id, "h" + id), Ev())) failures++;
       }
     });
   }
@@ -176,8 +189,10 @@ TEST_F(PgStoreTest, ConcurrentWritersAllSucceed) {
 // What the database does on its own, for SQL that forgets the org or tries to escape it, run as
 // the role the server uses.
 TEST_F(PgStoreTest, RowLevelSecurityHoldsWhateverTheSqlSays) {
-  ASSERT_TRUE(store_->CreateOrgWithKey({"org_a", "A", 1}, Key("org_a", "key_a", "ha"), false));
-  ASSERT_TRUE(store_->CreateOrgWithKey({"org_b", "B", 1}, Key("org_b", "key_b", "hb"), false));
+  ASSERT_TRUE(
+      store_->CreateOrgWithKey({"org_a", "A", 1}, Key("org_a", "key_a", "ha"), false, Ev()));
+  ASSERT_TRUE(
+      store_->CreateOrgWithKey({"org_b", "B", 1}, Key("org_b", "key_b", "hb"), false, Ev()));
   bool ok = false;
   EXPECT_EQ(AsApp("SELECT count(*) FROM gatehouse.api_keys", &ok), "0");  // no org: nothing
   EXPECT_TRUE(ok);
@@ -217,7 +232,8 @@ TEST_F(PgStoreTest, RowLevelSecurityHoldsWhateverTheSqlSays) {
 }
 
 TEST_F(PgStoreTest, LostConnectionsAreReopenedAndTheCallRetried) {
-  ASSERT_TRUE(store_->CreateOrgWithKey({"org_a", "A", 1}, Key("org_a", "key_a", "ha"), false));
+  ASSERT_TRUE(
+      store_->CreateOrgWithKey({"org_a", "A", 1}, Key("org_a", "key_a", "ha"), false, Ev()));
   // Every session of the server's role is killed, as a failover or a restarted pooler would.
   cluster_->Sql(
       "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = "
@@ -231,13 +247,14 @@ TEST_F(PgStoreTest, LostConnectionsAreReopenedAndTheCallRetried) {
 }
 
 TEST_F(PgStoreTest, ADownDatabaseIsUnavailableNeverAWrongAnswer) {
-  ASSERT_TRUE(store_->CreateOrgWithKey({"org_a", "A", 1}, Key("org_a", "key_a", "ha"), false));
+  ASSERT_TRUE(
+      store_->CreateOrgWithKey({"org_a", "A", 1}, Key("org_a", "key_a", "ha"), false, Ev()));
   // Its own cluster, so the others' tests keep theirs.
   PostgresCluster own;
   own.Sql("CREATE DATABASE d");
   ASSERT_TRUE(PgStore::Migrate(own.Url(PostgresCluster::kSuperuser, "d"), kAppRole, ""));
   auto store = std::move(*PgStore::Open(own.Url(kAppRole, "d"), 2));
-  ASSERT_TRUE(store->CreateOrgWithKey({"org_a", "A", 1}, Key("org_a", "key_a", "ha"), false));
+  ASSERT_TRUE(store->CreateOrgWithKey({"org_a", "A", 1}, Key("org_a", "key_a", "ha"), false, Ev()));
   own.Stop();
   for (auto r : {store->FindKeyByHash("ha").error(), store->GetKey("org_a", "key_a").error()}) {
     EXPECT_EQ(r.code, ErrorCode::kUnavailable) << r.message;

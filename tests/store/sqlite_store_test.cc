@@ -9,6 +9,17 @@
 namespace gatehouse {
 namespace {
 
+// The audit event every change now takes; the audit tests look at these.
+AuditEvent Ev(std::string action = "test.change") {
+  AuditEvent e;
+  e.actor = "operator";
+  e.action = std::move(action);
+  e.resource = "test";
+  e.result = "success";
+  e.details = "{}";
+  return e;
+}
+
 class SqliteStoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -51,7 +62,7 @@ TEST_F(SqliteStoreTest, MigratesOnceAndUsesWal) {
   sqlite3_finalize(s);
   sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, nullptr);
   ASSERT_EQ(sqlite3_step(s), SQLITE_ROW);
-  EXPECT_EQ(sqlite3_column_int(s, 0), 2);
+  EXPECT_EQ(sqlite3_column_int(s, 0), 3);
   sqlite3_finalize(s);
   sqlite3_close(db);
 }
@@ -70,9 +81,9 @@ TEST_F(SqliteStoreTest, RefusesANewerSchema) {
 TEST_F(SqliteStoreTest, BootstrapHappensOnceAndAtomically) {
   auto store = std::move(*SqliteStore::Open(path_));
   Org org{"org_a", "A", 1};
-  ASSERT_TRUE(store->CreateOrgWithKey(org, Key("org_a", "key_1", "h1"), true));
+  ASSERT_TRUE(store->CreateOrgWithKey(org, Key("org_a", "key_1", "h1"), true, Ev()));
   Org other{"org_b", "B", 1};
-  auto again = store->CreateOrgWithKey(other, Key("org_b", "key_2", "h2"), true);
+  auto again = store->CreateOrgWithKey(other, Key("org_b", "key_2", "h2"), true, Ev());
   ASSERT_FALSE(again);
   EXPECT_EQ(again.error().code, ErrorCode::kAlreadyExists);
   EXPECT_FALSE(store->GetOrg("org_b"));  // nothing of the second attempt remains
@@ -82,10 +93,10 @@ TEST_F(SqliteStoreTest, BootstrapHappensOnceAndAtomically) {
 
 TEST_F(SqliteStoreTest, OrgOwnedLookupsNeverCrossOrgs) {
   auto store = std::move(*SqliteStore::Open(path_));
-  ASSERT_TRUE(store->CreateOrgWithKey({"org_a", "A", 1}, Key("org_a", "key_a", "ha"), false));
-  ASSERT_TRUE(store->CreateOrgWithKey({"org_b", "B", 1}, Key("org_b", "key_b", "hb"), false));
+  ASSERT_TRUE(store->CreateOrgWithKey({"org_a", "A", 1}, Key("org_a", "key_a", "ha"), false, Ev()));
+  ASSERT_TRUE(store->CreateOrgWithKey({"org_b", "B", 1}, Key("org_b", "key_b", "hb"), false, Ev()));
   EXPECT_EQ(store->GetKey("org_a", "key_b").error().code, ErrorCode::kNotFound);
-  EXPECT_EQ(store->RevokeKey("org_a", "key_b", 5).error().code, ErrorCode::kNotFound);
+  EXPECT_EQ(store->RevokeKey("org_a", "key_b", 5, Ev()).error().code, ErrorCode::kNotFound);
   EXPECT_FALSE(store->GetKey("org_b", "key_b")->revoked_at);
   EXPECT_EQ(store->ListKeys("org_a", {})->keys.size(), 1u);
 }
@@ -95,8 +106,8 @@ TEST_F(SqliteStoreTest, OrgOwnedLookupsNeverCrossOrgs) {
 // org cannot be written.
 TEST_F(SqliteStoreTest, TheDatabaseKeepsOrgsApartWithoutTheQueriesHelp) {
   auto store = std::move(*SqliteStore::Open(path_));
-  ASSERT_TRUE(store->CreateOrgWithKey({"org_a", "A", 1}, Key("org_a", "key_a", "ha"), false));
-  ASSERT_TRUE(store->CreateOrgWithKey({"org_b", "B", 1}, Key("org_b", "key_b", "hb"), false));
+  ASSERT_TRUE(store->CreateOrgWithKey({"org_a", "A", 1}, Key("org_a", "key_a", "ha"), false, Ev()));
+  ASSERT_TRUE(store->CreateOrgWithKey({"org_b", "B", 1}, Key("org_b", "key_b", "hb"), false, Ev()));
   using Rows = std::vector<std::string>;
   EXPECT_EQ(*store->QueryAsTenant("org_a", "SELECT id FROM tenant_api_keys"), Rows{"key_a"});
   EXPECT_EQ(*store->QueryAsTenant("org_b", "SELECT id FROM tenant_api_keys"), Rows{"key_b"});
@@ -128,37 +139,39 @@ TEST_F(SqliteStoreTest, TheDatabaseKeepsOrgsApartWithoutTheQueriesHelp) {
 
 TEST_F(SqliteStoreTest, RevocationAndRotationAreLoggedForOtherProcessesByTheDatabase) {
   auto store = std::move(*SqliteStore::Open(path_));
-  ASSERT_TRUE(store->CreateOrgWithKey({"org_a", "A", 1}, Key("org_a", "key_a", "ha"), false));
-  ASSERT_TRUE(store->InsertKey(Key("org_a", "key_b", "hb")));
+  ASSERT_TRUE(store->CreateOrgWithKey({"org_a", "A", 1}, Key("org_a", "key_a", "ha"), false, Ev()));
+  ASSERT_TRUE(store->InsertKey(Key("org_a", "key_b", "hb"), Ev()));
   auto start = *store->LatestKeyInvalidation();
-  ASSERT_TRUE(store->RevokeKey("org_a", "key_a", 5));
-  ASSERT_TRUE(store->RevokeKey("org_a", "key_a", 6));  // already revoked: nothing new
-  ASSERT_TRUE(store->RotateKey("org_a", "key_b", Key("org_a", "key_c", "hc"), 9));
+  ASSERT_TRUE(store->RevokeKey("org_a", "key_a", 5, Ev()));
+  ASSERT_TRUE(store->RevokeKey("org_a", "key_a", 6, Ev()));  // already revoked: nothing new
+  ASSERT_TRUE(store->RotateKey("org_a", "key_b", Key("org_a", "key_c", "hc"), 9, Ev()));
   auto log = *store->KeyInvalidationsSince(start, 10);
   ASSERT_EQ(log.size(), 2u);
   EXPECT_EQ(log[0].key_hash, "ha");
   EXPECT_EQ(log[1].key_hash, "hb");
-  EXPECT_EQ(store->RotateKey("org_a", "key_a", Key("org_a", "key_d", "hd"), 9).error().code,
+  EXPECT_EQ(store->RotateKey("org_a", "key_a", Key("org_a", "key_d", "hd"), 9, Ev()).error().code,
             ErrorCode::kNotFound);  // a revoked key cannot be rotated
 }
 
 TEST_F(SqliteStoreTest, DuplicateHashIsAConflictAndUnknownOrgIsNotFound) {
   auto store = std::move(*SqliteStore::Open(path_));
-  ASSERT_TRUE(store->CreateOrgWithKey({"org_a", "A", 1}, Key("org_a", "key_a", "ha"), false));
-  EXPECT_EQ(store->InsertKey(Key("org_a", "key_x", "ha")).error().code, ErrorCode::kAlreadyExists);
-  EXPECT_EQ(store->InsertKey(Key("org_zzz", "key_y", "hy")).error().code, ErrorCode::kNotFound);
+  ASSERT_TRUE(store->CreateOrgWithKey({"org_a", "A", 1}, Key("org_a", "key_a", "ha"), false, Ev()));
+  EXPECT_EQ(store->InsertKey(Key("org_a", "key_x", "ha"), Ev()).error().code,
+            ErrorCode::kAlreadyExists);
+  EXPECT_EQ(store->InsertKey(Key("org_zzz", "key_y", "hy"), Ev()).error().code,
+            ErrorCode::kNotFound);
 }
 
 TEST_F(SqliteStoreTest, ConcurrentWritersWaitInsteadOfFailing) {
   auto store = std::move(*SqliteStore::Open(path_));
-  ASSERT_TRUE(store->InsertOrg({"org_a", "A", 1}));
+  ASSERT_TRUE(store->InsertOrg({"org_a", "A", 1}, Ev()));
   std::vector<std::thread> threads;
   std::atomic<int> failures{0};
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < 50; ++i) {
         std::string id = "key_" + std::to_string(t) + "_" + std::to_string(i);
-        if (!store->InsertKey(Key("org_a", id, "h" + id))) failures++;
+        if (!store->InsertKey(Key("org_a", id, "h" + id), Ev())) failures++;
       }
     });
   }

@@ -3,8 +3,11 @@
 #pragma once
 
 #include <memory>
+#include <optional>
+#include <stdexcept>
 
 #include "api/control_plane.h"
+#include "audit/writer.h"
 #include "config/config.h"
 #include "keys/key_service.h"
 #include "orgs/org_service.h"
@@ -24,8 +27,9 @@ struct DomainEnv {
     orgs = std::make_unique<OrgService>(*store, *keys, clock);
     gateway = std::make_unique<Gateway>(config);
     auth = std::make_unique<Authenticator>(*verifier, metrics, clock);
-    RegisterControlPlane(
-        router, {*auth, *keys, *orgs, *store, *gateway, metrics, clock, std::move(metrics_token)});
+    audit = std::make_unique<AuditService>(*store, clock, "test-pepper-0123456789abcdef0123456789");
+    RegisterControlPlane(router, {*auth, *keys, *orgs, *store, *gateway, metrics, clock, *audit,
+                                  std::move(metrics_token)});
   }
 
   NewOrgResult NewOrg(const std::string& name) { return *orgs->Create(name); }
@@ -49,8 +53,25 @@ struct DomainEnv {
     req.request_id = "req_test";
     auto m = router.Find(req);
     if (!m.route) return ErrorResponse(m.error, req.request_id);
-    return m.route->handler(req);
+    HttpResponse res = m.route->handler(req);
+    // What the server does with the decision a handler made: complete it and append it.
+    if (req.audit) {
+      AuditEvent e = std::move(*req.audit);
+      e.at = clock.Now();
+      e.status = res.status;
+      e.result = res.status < 400 ? "success" : "denied";
+      e.client_ip = client_ip;
+      e.request_id = req.request_id;
+      std::vector<AuditEvent> batch{std::move(e)};
+      auto usage = CountKeyUsage(batch);
+      if (auto r = store->AppendAudit(batch, usage); !r)
+        throw std::runtime_error("audit append failed: " + r.error().message);
+      last_audit = batch.front();
+    }
+    return res;
   }
+
+  std::optional<AuditEvent> last_audit;
 
   FakeClock clock;
   std::shared_ptr<Config> config;
@@ -61,6 +82,7 @@ struct DomainEnv {
   std::unique_ptr<Gateway> gateway;
   Metrics metrics;
   std::unique_ptr<Authenticator> auth;
+  std::unique_ptr<AuditService> audit;
   Router router;
 
  private:

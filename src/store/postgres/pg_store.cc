@@ -9,6 +9,8 @@
 #include <map>
 #include <thread>
 
+#include "audit/chain.h"
+#include "audit/details.h"
 #include "store/columns.h"
 
 namespace gatehouse {
@@ -102,6 +104,92 @@ CREATE FUNCTION gh_list_orgs() RETURNS TABLE (id text, name text, created_at big
   LANGUAGE sql STABLE SECURITY DEFINER SET search_path = gatehouse, pg_temp AS $$
   SELECT o.id, o.name, o.created_at FROM orgs o ORDER BY o.created_at, o.id
 $$;
+)sql",
+    // The audit log (issue 4): append-only for the application role (SELECT and INSERT, no
+    // UPDATE or DELETE), with each org's rows behind row level security like every org-owned
+    // table. Retention deletes only through gh_prune_audit, which records a checkpoint.
+    R"sql(
+ALTER TABLE orgs ADD COLUMN audit_retention_days integer NOT NULL DEFAULT 0;
+CREATE TABLE audit_events (
+  org_id     text NOT NULL,  -- an org's id, or "system" for decisions that name no org
+  seq        bigint NOT NULL,
+  at         bigint NOT NULL,
+  actor      text NOT NULL,
+  action     text NOT NULL,
+  resource   text NOT NULL,
+  result     text NOT NULL,
+  status     integer NOT NULL,
+  client_ip  text NOT NULL,
+  user_agent text NOT NULL,
+  request_id text NOT NULL,
+  details    text NOT NULL,
+  prev_hash  text NOT NULL,
+  hash       text NOT NULL,
+  PRIMARY KEY (org_id, seq)
+);
+CREATE INDEX audit_events_by_actor ON audit_events (org_id, actor, seq);
+CREATE TABLE audit_heads (
+  org_id               text PRIMARY KEY,
+  seq                  bigint NOT NULL,
+  hash                 text NOT NULL,
+  checkpoint_seq       bigint NOT NULL DEFAULT 0,
+  checkpoint_hash      text NOT NULL DEFAULT '',
+  checkpoint_at        bigint NOT NULL DEFAULT 0,
+  checkpoint_signature text NOT NULL DEFAULT ''
+);
+CREATE TABLE key_usage_daily (
+  org_id     text NOT NULL REFERENCES orgs(id),
+  key_id     text NOT NULL,
+  day        text NOT NULL,
+  status_2xx bigint NOT NULL DEFAULT 0,
+  status_3xx bigint NOT NULL DEFAULT 0,
+  status_4xx bigint NOT NULL DEFAULT 0,
+  status_5xx bigint NOT NULL DEFAULT 0,
+  PRIMARY KEY (org_id, key_id, day)
+);
+ALTER TABLE audit_events ENABLE ROW LEVEL SECURITY;
+ALTER TABLE audit_events FORCE ROW LEVEL SECURITY;
+CREATE POLICY org_isolation ON audit_events
+  USING (org_id = current_setting('gatehouse.org_id', true) OR current_user = 'gatehouse_definer')
+  WITH CHECK (org_id = current_setting('gatehouse.org_id', true));
+ALTER TABLE audit_heads ENABLE ROW LEVEL SECURITY;
+ALTER TABLE audit_heads FORCE ROW LEVEL SECURITY;
+CREATE POLICY org_isolation ON audit_heads
+  USING (org_id = current_setting('gatehouse.org_id', true) OR current_user = 'gatehouse_definer')
+  WITH CHECK (org_id = current_setting('gatehouse.org_id', true) OR
+              current_user = 'gatehouse_definer');
+ALTER TABLE key_usage_daily ENABLE ROW LEVEL SECURITY;
+ALTER TABLE key_usage_daily FORCE ROW LEVEL SECURITY;
+CREATE POLICY org_isolation ON key_usage_daily
+  USING (org_id = current_setting('gatehouse.org_id', true))
+  WITH CHECK (org_id = current_setting('gatehouse.org_id', true));
+
+DROP FUNCTION gh_list_orgs();
+CREATE FUNCTION gh_list_orgs()
+  RETURNS TABLE (id text, name text, created_at bigint, audit_retention_days integer)
+  LANGUAGE sql STABLE SECURITY DEFINER SET search_path = gatehouse, pg_temp AS $$
+  SELECT o.id, o.name, o.created_at, o.audit_retention_days FROM orgs o ORDER BY o.created_at, o.id
+$$;
+
+-- Retention for the transaction's own org only: deletes its events up to p_seq (never the
+-- newest) and records the signed checkpoint at the cut, together.
+CREATE FUNCTION gh_prune_audit(p_seq bigint, p_hash text, p_at bigint, p_signature text)
+  RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = gatehouse, pg_temp AS $$
+DECLARE
+  v_org text := current_setting('gatehouse.org_id', true);
+  v_removed bigint;
+BEGIN
+  IF v_org IS NULL OR v_org = '' THEN RAISE EXCEPTION 'no organization'; END IF;
+  IF p_seq >= (SELECT seq FROM audit_heads WHERE org_id = v_org) THEN
+    RAISE EXCEPTION 'the newest event is never pruned';
+  END IF;
+  DELETE FROM audit_events WHERE org_id = v_org AND seq <= p_seq;
+  GET DIAGNOSTICS v_removed = ROW_COUNT;
+  UPDATE audit_heads SET checkpoint_seq = p_seq, checkpoint_hash = p_hash, checkpoint_at = p_at,
+                         checkpoint_signature = p_signature
+  WHERE org_id = v_org;
+  RETURN v_removed;
+END $$;
 )sql",
 };
 
@@ -322,6 +410,89 @@ void AddOrg(std::vector<Param>& params, std::string_view org_id) {
   if (kOrgFilter) params.push_back(P(org_id));
 }
 
+// Appends `events` (all of the transaction's org) to that org's chain. The head row is locked
+// (FOR UPDATE) so that nodes appending to one org at once take turns; it is created first when
+// missing, since FOR UPDATE cannot lock a row that is not there yet.
+Result<void> AppendAuditIn(PgStore::Tx& tx, std::string_view org_id, AuditEvent* events,
+                           std::size_t count) {
+  if (count == 0) return {};
+  auto created = tx.Exec(
+      "INSERT INTO audit_heads (org_id, seq, hash) VALUES ($1, 0, $2) ON CONFLICT DO NOTHING",
+      {P(org_id), P(kGenesisHash)});
+  if (!created) return tl::unexpected(created.error());
+  std::vector<Param> hp;
+  AddOrg(hp, org_id);
+  auto head = tx.Exec(
+      "SELECT seq, hash FROM audit_heads " GH_ORG_FILTER("WHERE org_id = $1 ") "FOR UPDATE", hp);
+  if (!head) return tl::unexpected(head.error());
+  if (head->size() != 1) return Fail(ErrorCode::kInternal, "audit head missing");
+  std::int64_t last_seq = head->Int(0, 0);
+  std::string last_hash = head->Text(0, 1);
+  for (std::size_t i = 0; i < count; ++i) {
+    AuditEvent& e = events[i];
+    e.org_id = std::string(org_id);
+    LinkAuditEvent(e, last_seq, last_hash);
+    auto r = tx.Exec(
+        "INSERT INTO audit_events (org_id, seq, at, actor, action, resource, result, status, "
+        "client_ip, user_agent, request_id, details, prev_hash, hash) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        {P(e.org_id), P(e.seq), P(e.at), P(e.actor), P(e.action), P(e.resource), P(e.result),
+         P(static_cast<std::int64_t>(e.status)), P(e.client_ip), P(e.user_agent), P(e.request_id),
+         P(e.details), P(e.prev_hash), P(e.hash)});
+    if (!r) return tl::unexpected(r.error());
+    last_seq = e.seq;
+    last_hash = e.hash;
+  }
+  std::vector<Param> up{P(last_seq), P(last_hash)};
+  AddOrg(up, org_id);
+  auto u =
+      tx.Exec("UPDATE audit_heads SET seq = $1, hash = $2 " GH_ORG_FILTER("WHERE org_id = $3"), up);
+  if (!u) return tl::unexpected(u.error());
+  return {};
+}
+
+Result<void> AppendOneAuditIn(PgStore::Tx& tx, std::string_view org_id, const AuditEvent& audit) {
+  AuditEvent e = audit;
+  return AppendAuditIn(tx, org_id, &e, 1);
+}
+
+constexpr const char* kAuditColumns =
+    "org_id, seq, at, actor, action, resource, result, status, client_ip, user_agent, "
+    "request_id, details, prev_hash, hash";
+
+AuditEvent ReadAuditEvent(const PgStore::Tx::Rows& r, int row) {
+  AuditEvent e;
+  e.org_id = r.Text(row, 0);
+  e.seq = r.Int(row, 1);
+  e.at = r.Int(row, 2);
+  e.actor = r.Text(row, 3);
+  e.action = r.Text(row, 4);
+  e.resource = r.Text(row, 5);
+  e.result = r.Text(row, 6);
+  e.status = static_cast<int>(r.Int(row, 7));
+  e.client_ip = r.Text(row, 8);
+  e.user_agent = r.Text(row, 9);
+  e.request_id = r.Text(row, 10);
+  e.details = r.Text(row, 11);
+  e.prev_hash = r.Text(row, 12);
+  e.hash = r.Text(row, 13);
+  return e;
+}
+
+Result<Org> GetOrgIn(PgStore::Tx& tx, std::string_view org_id, bool for_update) {
+  std::vector<Param> params;
+  AddOrg(params, org_id);
+  auto r = tx.Exec(
+      for_update ? "SELECT id, name, created_at, audit_retention_days FROM orgs " GH_ORG_FILTER(
+                       "WHERE id = $1 ") "FOR UPDATE"
+                 : "SELECT id, name, created_at, audit_retention_days FROM orgs " GH_ORG_FILTER(
+                       "WHERE id = $1"),
+      params);
+  if (!r) return tl::unexpected(r.error());
+  if (r->size() == 0) return Fail(ErrorCode::kNotFound, "organization not found");
+  return Org{r->Text(0, 0), r->Text(0, 1), r->Int(0, 2), static_cast<int>(r->Int(0, 3))};
+}
+
 Result<std::unique_ptr<PgStore::Connection>> Connect(const std::string& url) {
   PGconn* raw = PQconnectdb(url.c_str());
   // NOTICEs ("already exists, skipping") are for interactive sessions, not our stderr.
@@ -449,6 +620,9 @@ Result<std::string> PgStore::Migrate(const std::string& owner_url, const std::st
       "ALTER FUNCTION gh_list_orgs() OWNER TO " +
       kDefinerRole +
       ";"
+      "ALTER FUNCTION gh_prune_audit(bigint, text, bigint, text) OWNER TO " +
+      kDefinerRole +
+      ";"
       "REVOKE CREATE ON SCHEMA gatehouse FROM " +
       kDefinerRole +
       ";"
@@ -461,13 +635,22 @@ Result<std::string> PgStore::Migrate(const std::string& owner_url, const std::st
       "GRANT SELECT ON orgs TO " +
       kDefinerRole +
       ";"
+      "GRANT SELECT, DELETE ON audit_events TO " +
+      kDefinerRole +
+      ";"
+      "GRANT SELECT, UPDATE ON audit_heads TO " +
+      kDefinerRole +
+      ";"
       "REVOKE ALL ON ALL TABLES IN SCHEMA gatehouse FROM " +
       role +
       ";"
       "GRANT SELECT, INSERT, UPDATE ON orgs, api_keys TO " +
       role +
       ";"
-      "GRANT SELECT, INSERT ON key_invalidations, gh_meta TO " +
+      "GRANT SELECT, INSERT ON key_invalidations, gh_meta, audit_events TO " +
+      role +
+      ";"
+      "GRANT SELECT, INSERT, UPDATE ON audit_heads, key_usage_daily TO " +
       role +
       ";"
       "GRANT SELECT ON schema_migrations TO " +
@@ -477,9 +660,10 @@ Result<std::string> PgStore::Migrate(const std::string& owner_url, const std::st
       role +
       ";"
       "REVOKE ALL ON FUNCTION gh_find_key_by_hash(text), gh_record_key_usage(text, bigint, text),"
-      " gh_list_orgs() FROM PUBLIC;"
+      " gh_list_orgs(), gh_prune_audit(bigint, text, bigint, text) FROM PUBLIC;"
       "GRANT EXECUTE ON FUNCTION gh_find_key_by_hash(text), "
-      "gh_record_key_usage(text, bigint, text), gh_list_orgs() TO " +
+      "gh_record_key_usage(text, bigint, text), gh_list_orgs(), "
+      "gh_prune_audit(bigint, text, bigint, text) TO " +
       role + ";";
   if (auto r = Run(c, grants, "grant the application role"); !r) return tl::unexpected(r.error());
   if (!app_password.empty()) {
@@ -614,47 +798,51 @@ Result<void> PgStore::Ping() {
   });
 }
 
-Result<void> PgStore::InsertOrg(const Org& org) {
+Result<void> PgStore::InsertOrg(const Org& org, const AuditEvent& audit) {
   return InTransaction<void>(org.id, [&](Tx& tx) -> Result<void> {
-    auto r = tx.Exec("INSERT INTO orgs (id, name, created_at) VALUES ($1, $2, $3)",
-                     {P(org.id), P(org.name), P(org.created_at)});
+    auto r = tx.Exec(
+        "INSERT INTO orgs (id, name, created_at, audit_retention_days) VALUES ($1, $2, $3, $4)",
+        {P(org.id), P(org.name), P(org.created_at),
+         P(static_cast<std::int64_t>(org.audit_retention_days))});
     if (!r) return tl::unexpected(r.error());
-    return {};
+    return AppendOneAuditIn(tx, org.id, audit);
   });
 }
 
 Result<Org> PgStore::GetOrg(std::string_view org_id) {
-  return InTransaction<Org>(org_id, [&](Tx& tx) -> Result<Org> {
-    std::vector<Param> params;
-    AddOrg(params, org_id);
-    auto r =
-        tx.Exec("SELECT id, name, created_at FROM orgs " GH_ORG_FILTER("WHERE id = $1"), params);
-    if (!r) return tl::unexpected(r.error());
-    if (r->size() == 0) return Fail(ErrorCode::kNotFound, "organization not found");
-    return Org{r->Text(0, 0), r->Text(0, 1), r->Int(0, 2)};
-  });
+  return InTransaction<Org>(org_id, [&](Tx& tx) { return GetOrgIn(tx, org_id, false); });
 }
 
-Result<Org> PgStore::RenameOrg(std::string_view org_id, std::string_view name) {
+Result<Org> PgStore::UpdateOrg(std::string_view org_id, const OrgUpdate& update,
+                               const AuditEvent& audit) {
   return InTransaction<Org>(org_id, [&](Tx& tx) -> Result<Org> {
-    std::vector<Param> params{P(name)};
+    auto before = GetOrgIn(tx, org_id, true);
+    if (!before) return before;
+    Org after = *before;
+    if (update.name) after.name = *update.name;
+    if (update.audit_retention_days) after.audit_retention_days = *update.audit_retention_days;
+    std::vector<Param> params{P(after.name),
+                              P(static_cast<std::int64_t>(after.audit_retention_days))};
     AddOrg(params, org_id);
-    auto r = tx.Exec("UPDATE orgs SET name = $1 " GH_ORG_FILTER(
-                         "WHERE id = $2") " RETURNING id, name, created_at",
-                     params);
+    auto r = tx.Exec(
+        "UPDATE orgs SET name = $1, audit_retention_days = $2 " GH_ORG_FILTER("WHERE id = $3"),
+        params);
     if (!r) return tl::unexpected(r.error());
-    if (r->size() == 0) return Fail(ErrorCode::kNotFound, "organization not found");
-    return Org{r->Text(0, 0), r->Text(0, 1), r->Int(0, 2)};
+    AuditEvent e = audit;
+    e.details = OrgChangeDetails(*before, after);
+    if (auto a = AppendOneAuditIn(tx, org_id, e); !a) return tl::unexpected(a.error());
+    return after;
   });
 }
 
 Result<std::vector<Org>> PgStore::ListOrgs() {
   return InTransaction<std::vector<Org>>("", [&](Tx& tx) -> Result<std::vector<Org>> {
-    auto r = tx.Exec("SELECT id, name, created_at FROM gh_list_orgs()", {});
+    auto r = tx.Exec("SELECT id, name, created_at, audit_retention_days FROM gh_list_orgs()", {});
     if (!r) return tl::unexpected(r.error());
     std::vector<Org> out;
     for (int i = 0; i < r->size(); ++i)
-      out.push_back(Org{r->Text(i, 0), r->Text(i, 1), r->Int(i, 2)});
+      out.push_back(
+          Org{r->Text(i, 0), r->Text(i, 1), r->Int(i, 2), static_cast<int>(r->Int(i, 3))});
     return out;
   });
 }
@@ -674,7 +862,7 @@ Result<void> InsertKeyIn(PgStore::Tx& tx, const ApiKeyRecord& k) {
 }  // namespace
 
 Result<void> PgStore::CreateOrgWithKey(const Org& org, const ApiKeyRecord& owner_key,
-                                       bool bootstrap) {
+                                       bool bootstrap, const AuditEvent& audit) {
   return InTransaction<void>(org.id, [&](Tx& tx) -> Result<void> {
     if (bootstrap) {
       auto b =
@@ -686,10 +874,13 @@ Result<void> PgStore::CreateOrgWithKey(const Org& org, const ApiKeyRecord& owner
         return tl::unexpected(b.error());
       }
     }
-    auto o = tx.Exec("INSERT INTO orgs (id, name, created_at) VALUES ($1, $2, $3)",
-                     {P(org.id), P(org.name), P(org.created_at)});
+    auto o = tx.Exec(
+        "INSERT INTO orgs (id, name, created_at, audit_retention_days) VALUES ($1, $2, $3, $4)",
+        {P(org.id), P(org.name), P(org.created_at),
+         P(static_cast<std::int64_t>(org.audit_retention_days))});
     if (!o) return tl::unexpected(o.error());
-    return InsertKeyIn(tx, owner_key);
+    if (auto k = InsertKeyIn(tx, owner_key); !k) return k;
+    return AppendOneAuditIn(tx, org.id, audit);
   });
 }
 
@@ -703,8 +894,11 @@ Result<std::optional<std::string>> PgStore::BootstrapOrgId() {
   });
 }
 
-Result<void> PgStore::InsertKey(const ApiKeyRecord& key) {
-  return InTransaction<void>(key.org_id, [&](Tx& tx) { return InsertKeyIn(tx, key); });
+Result<void> PgStore::InsertKey(const ApiKeyRecord& key, const AuditEvent& audit) {
+  return InTransaction<void>(key.org_id, [&](Tx& tx) -> Result<void> {
+    if (auto r = InsertKeyIn(tx, key); !r) return r;
+    return AppendOneAuditIn(tx, key.org_id, audit);
+  });
 }
 
 Result<ApiKeyRecord> PgStore::GetKey(std::string_view org_id, std::string_view key_id) {
@@ -773,30 +967,38 @@ Result<KeyPage> PgStore::ListKeys(std::string_view org_id, const KeyListQuery& q
 }
 
 Result<ApiKeyRecord> PgStore::RevokeKey(std::string_view org_id, std::string_view key_id,
-                                        UnixMicros at) {
+                                        UnixMicros at, const AuditEvent& audit) {
   static const std::string select =
       std::string("SELECT ") + kKeyColumns +
-      " FROM api_keys WHERE id = $1" GH_ORG_FILTER(" AND org_id = $2");
+      " FROM api_keys WHERE id = $1" GH_ORG_FILTER(" AND org_id = $2") " FOR UPDATE";
   return InTransaction<ApiKeyRecord>(org_id, [&](Tx& tx) -> Result<ApiKeyRecord> {
-    // The invalidation for other nodes is written by a trigger (migration 1).
-    std::vector<Param> params{P(at), P(key_id)};
-    AddOrg(params, org_id);
-    auto u = tx.Exec(
-        "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL" GH_ORG_FILTER(
-            " AND org_id = $3"),
-        params);
-    if (!u) return tl::unexpected(u.error());
     std::vector<Param> sp{P(key_id)};
     AddOrg(sp, org_id);
     auto r = tx.Exec(select.c_str(), sp);
     if (!r) return tl::unexpected(r.error());
     if (r->size() == 0) return Fail(ErrorCode::kNotFound, "API key not found");
-    return ReadKey(*r, 0);
+    ApiKeyRecord key = ReadKey(*r, 0);
+    AuditEvent e = audit;
+    if (key.revoked_at) {
+      e.details = DetailsOf({{"note", "already revoked"}});
+    } else {
+      // The invalidation for other nodes is written by a trigger (migration 1).
+      std::vector<Param> params{P(at), P(key_id)};
+      AddOrg(params, org_id);
+      auto u = tx.Exec(
+          "UPDATE api_keys SET revoked_at = $1 WHERE id = $2" GH_ORG_FILTER(" AND org_id = $3"),
+          params);
+      if (!u) return tl::unexpected(u.error());
+      key.revoked_at = at;
+    }
+    if (auto a = AppendOneAuditIn(tx, org_id, e); !a) return tl::unexpected(a.error());
+    return key;
   });
 }
 
 Result<void> PgStore::RotateKey(std::string_view org_id, std::string_view old_key_id,
-                                const ApiKeyRecord& replacement, UnixMicros old_expires_at) {
+                                const ApiKeyRecord& replacement, UnixMicros old_expires_at,
+                                const AuditEvent& audit) {
   return InTransaction<void>(org_id, [&](Tx& tx) -> Result<void> {
     std::vector<Param> params{P(old_expires_at), P(old_key_id)};
     AddOrg(params, org_id);
@@ -806,7 +1008,8 @@ Result<void> PgStore::RotateKey(std::string_view org_id, std::string_view old_ke
         params);
     if (!u) return tl::unexpected(u.error());
     if (u->size() == 0) return Fail(ErrorCode::kNotFound, "API key not found");
-    return InsertKeyIn(tx, replacement);
+    if (auto k = InsertKeyIn(tx, replacement); !k) return k;
+    return AppendOneAuditIn(tx, org_id, audit);
   });
 }
 
@@ -876,6 +1079,184 @@ void PgStore::WatchKeyInvalidations(const std::function<void(std::string_view)>&
     }
     if (!stop.load()) spdlog::warn("lost the revocation channel to PostgreSQL; reconnecting");
   }
+}
+
+Result<void> PgStore::AppendAudit(std::vector<AuditEvent>& events,
+                                  const std::vector<KeyUsageCount>& usage) {
+  if (events.empty() && usage.empty()) return {};
+  // Orgs in a fixed order, so that two nodes' batches lock the same heads in the same order.
+  std::vector<std::size_t> order(events.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+    return events[a].org_id < events[b].org_id;
+  });
+  std::vector<AuditEvent> linked(events.size());
+  auto done = InTransaction<void>("", [&](Tx& tx) -> Result<void> {
+    std::vector<AuditEvent> group;
+    for (std::size_t i = 0; i < order.size();) {
+      const std::string& org = events[order[i]].org_id;
+      std::size_t j = i;
+      group.clear();
+      for (; j < order.size() && events[order[j]].org_id == org; ++j) {
+        group.push_back(events[order[j]]);
+      }
+      // Each org's rows go in under that org's row level security.
+      auto set = tx.Exec("SELECT set_config('gatehouse.org_id', $1, true)", {P(org)});
+      if (!set) return tl::unexpected(set.error());
+      if (auto r = AppendAuditIn(tx, org, group.data(), group.size()); !r) return r;
+      for (std::size_t k = i; k < j; ++k) linked[order[k]] = std::move(group[k - i]);
+      i = j;
+    }
+    for (const auto& u : usage) {
+      auto set = tx.Exec("SELECT set_config('gatehouse.org_id', $1, true)", {P(u.org_id)});
+      if (!set) return tl::unexpected(set.error());
+      std::vector<Param> p{P(u.org_id), P(u.key_id), P(u.day)};
+      for (int cls = 2; cls <= 5; ++cls) p.push_back(P(cls == u.status_class ? u.count : 0));
+      auto r = tx.Exec(
+          "INSERT INTO key_usage_daily (org_id, key_id, day, status_2xx, status_3xx, status_4xx, "
+          "status_5xx) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (org_id, key_id, day) DO "
+          "UPDATE SET status_2xx = key_usage_daily.status_2xx + excluded.status_2xx, "
+          "status_3xx = key_usage_daily.status_3xx + excluded.status_3xx, "
+          "status_4xx = key_usage_daily.status_4xx + excluded.status_4xx, "
+          "status_5xx = key_usage_daily.status_5xx + excluded.status_5xx",
+          p);
+      if (!r) return tl::unexpected(r.error());
+    }
+    return {};
+  });
+  if (!done) return done;
+  events = std::move(linked);
+  return {};
+}
+
+Result<AuditPage> PgStore::ListAudit(std::string_view org_id, const AuditQuery& query) {
+  static const std::string sql =
+      std::string("SELECT ") + kAuditColumns +
+      " FROM audit_events WHERE ($1::text IS NULL OR actor = $1) AND ($2::text IS NULL OR action "
+      "= $2) AND ($3::text IS NULL OR resource = $3) AND ($4::text IS NULL OR result = $4)"
+      " AND ($5::bigint IS NULL OR at >= $5) AND ($6::bigint IS NULL OR at < $6)"
+      " AND ($7::bigint IS NULL OR seq < $7)" GH_ORG_FILTER(
+          " AND org_id = $9") " ORDER BY seq DESC LIMIT $8";
+  auto opt = [](const std::optional<std::string>& v) { return v ? Param(*v) : std::nullopt; };
+  return InTransaction<AuditPage>(org_id, [&](Tx& tx) -> Result<AuditPage> {
+    std::vector<Param> params{opt(query.actor),    opt(query.action),
+                              opt(query.resource), opt(query.result),
+                              P(query.since),      P(query.until),
+                              P(query.before_seq), P(static_cast<std::int64_t>(query.limit) + 1)};
+    AddOrg(params, org_id);
+    auto r = tx.Exec(sql.c_str(), params);
+    if (!r) return tl::unexpected(r.error());
+    AuditPage page;
+    for (int i = 0; i < r->size(); ++i) page.events.push_back(ReadAuditEvent(*r, i));
+    if (static_cast<int>(page.events.size()) > query.limit) {
+      page.events.pop_back();
+      page.next_cursor = std::to_string(page.events.back().seq);
+    }
+    return page;
+  });
+}
+
+Result<std::vector<AuditEvent>> PgStore::AuditChain(std::string_view org_id, std::int64_t after_seq,
+                                                    int limit) {
+  static const std::string sql = std::string("SELECT ") + kAuditColumns +
+                                 " FROM audit_events WHERE seq > $1" GH_ORG_FILTER(
+                                     " AND org_id = $3") " ORDER BY seq LIMIT $2";
+  using Out = std::vector<AuditEvent>;
+  return InTransaction<Out>(org_id, [&](Tx& tx) -> Result<Out> {
+    std::vector<Param> params{P(after_seq), P(static_cast<std::int64_t>(limit))};
+    AddOrg(params, org_id);
+    auto r = tx.Exec(sql.c_str(), params);
+    if (!r) return tl::unexpected(r.error());
+    Out out;
+    for (int i = 0; i < r->size(); ++i) out.push_back(ReadAuditEvent(*r, i));
+    return out;
+  });
+}
+
+namespace {
+Result<AuditHead> GetAuditHeadIn(PgStore::Tx& tx, std::string_view org_id) {
+  std::vector<Param> params;
+  AddOrg(params, org_id);
+  auto r = tx.Exec(
+      "SELECT seq, hash, checkpoint_seq, checkpoint_hash, checkpoint_at, checkpoint_signature "
+      "FROM audit_heads " GH_ORG_FILTER("WHERE org_id = $1"),
+      params);
+  if (!r) return tl::unexpected(r.error());
+  AuditHead head;
+  head.hash = head.checkpoint_hash = std::string(kGenesisHash);
+  if (r->size() == 1) {
+    head.seq = r->Int(0, 0);
+    head.hash = r->Text(0, 1);
+    head.checkpoint_seq = r->Int(0, 2);
+    if (head.checkpoint_seq > 0) head.checkpoint_hash = r->Text(0, 3);
+    head.checkpoint_at = r->Int(0, 4);
+    head.checkpoint_signature = r->Text(0, 5);
+  }
+  return head;
+}
+}  // namespace
+
+Result<AuditHead> PgStore::GetAuditHead(std::string_view org_id) {
+  return InTransaction<AuditHead>(org_id, [&](Tx& tx) { return GetAuditHeadIn(tx, org_id); });
+}
+
+Result<std::int64_t> PgStore::PruneAudit(
+    std::string_view org_id, UnixMicros before,
+    const std::function<std::string(std::string_view, const AuditHead&)>& sign,
+    const AuditEvent& audit) {
+  return InTransaction<std::int64_t>(org_id, [&](Tx& tx) -> Result<std::int64_t> {
+    std::vector<Param> lp;
+    AddOrg(lp, org_id);
+    auto lock =
+        tx.Exec("SELECT 1 FROM audit_heads " GH_ORG_FILTER("WHERE org_id = $1 ") "FOR UPDATE", lp);
+    if (!lock) return tl::unexpected(lock.error());
+    auto head = GetAuditHeadIn(tx, org_id);
+    if (!head) return tl::unexpected(head.error());
+    std::vector<Param> cp{P(before), P(head->seq), P(head->checkpoint_seq)};
+    AddOrg(cp, org_id);
+    auto cut = tx.Exec(
+        "SELECT seq, hash, at FROM audit_events WHERE at < $1 AND seq < $2 AND "
+        "seq > $3" GH_ORG_FILTER(" AND org_id = $4") " ORDER BY seq DESC LIMIT 1",
+        cp);
+    if (!cut) return tl::unexpected(cut.error());
+    if (cut->size() == 0) return std::int64_t{0};
+    AuditHead checkpoint = *head;
+    checkpoint.checkpoint_seq = cut->Int(0, 0);
+    checkpoint.checkpoint_hash = cut->Text(0, 1);
+    checkpoint.checkpoint_at = cut->Int(0, 2);
+    checkpoint.checkpoint_signature = sign(org_id, checkpoint);
+    auto removed = tx.Exec("SELECT gh_prune_audit($1, $2, $3, $4)",
+                           {P(checkpoint.checkpoint_seq), P(checkpoint.checkpoint_hash),
+                            P(checkpoint.checkpoint_at), P(checkpoint.checkpoint_signature)});
+    if (!removed) return tl::unexpected(removed.error());
+    std::int64_t n = removed->Int(0, 0);
+    AuditEvent e = audit;
+    e.details = DetailsOf({{"removed", std::to_string(n)},
+                           {"checkpoint_seq", std::to_string(checkpoint.checkpoint_seq)}});
+    if (auto a = AppendOneAuditIn(tx, org_id, e); !a) return tl::unexpected(a.error());
+    return n;
+  });
+}
+
+Result<std::vector<KeyUsageDay>> PgStore::KeyUsageDays(std::string_view org_id,
+                                                       std::string_view key_id,
+                                                       std::string_view since_day) {
+  using Out = std::vector<KeyUsageDay>;
+  return InTransaction<Out>(org_id, [&](Tx& tx) -> Result<Out> {
+    std::vector<Param> params{P(key_id), P(since_day)};
+    AddOrg(params, org_id);
+    auto r = tx.Exec(
+        "SELECT day, status_2xx, status_3xx, status_4xx, status_5xx FROM key_usage_daily "
+        "WHERE key_id = $1 AND day >= $2" GH_ORG_FILTER(" AND org_id = $3") " ORDER BY day",
+        params);
+    if (!r) return tl::unexpected(r.error());
+    Out out;
+    for (int i = 0; i < r->size(); ++i) {
+      out.push_back(
+          KeyUsageDay{r->Text(i, 0), r->Int(i, 1), r->Int(i, 2), r->Int(i, 3), r->Int(i, 4)});
+    }
+    return out;
+  });
 }
 
 }  // namespace gatehouse

@@ -40,25 +40,39 @@ class PgStore final : public Store {
   ~PgStore() override;
 
   Result<void> Ping() override;
-  Result<void> InsertOrg(const Org& org) override;
+  Result<void> InsertOrg(const Org& org, const AuditEvent& audit) override;
   Result<Org> GetOrg(std::string_view org_id) override;
-  Result<Org> RenameOrg(std::string_view org_id, std::string_view name) override;
+  Result<Org> UpdateOrg(std::string_view org_id, const OrgUpdate& update,
+                        const AuditEvent& audit) override;
   Result<std::vector<Org>> ListOrgs() override;
-  Result<void> CreateOrgWithKey(const Org& org, const ApiKeyRecord& owner_key,
-                                bool bootstrap) override;
+  Result<void> CreateOrgWithKey(const Org& org, const ApiKeyRecord& owner_key, bool bootstrap,
+                                const AuditEvent& audit) override;
   Result<std::optional<std::string>> BootstrapOrgId() override;
-  Result<void> InsertKey(const ApiKeyRecord& key) override;
+  Result<void> InsertKey(const ApiKeyRecord& key, const AuditEvent& audit) override;
   Result<ApiKeyRecord> GetKey(std::string_view org_id, std::string_view key_id) override;
   Result<ApiKeyRecord> FindKeyByHash(std::string_view key_hash) override;
   Result<KeyPage> ListKeys(std::string_view org_id, const KeyListQuery& query) override;
-  Result<ApiKeyRecord> RevokeKey(std::string_view org_id, std::string_view key_id,
-                                 UnixMicros at) override;
+  Result<ApiKeyRecord> RevokeKey(std::string_view org_id, std::string_view key_id, UnixMicros at,
+                                 const AuditEvent& audit) override;
   Result<void> RotateKey(std::string_view org_id, std::string_view old_key_id,
-                         const ApiKeyRecord& replacement, UnixMicros old_expires_at) override;
+                         const ApiKeyRecord& replacement, UnixMicros old_expires_at,
+                         const AuditEvent& audit) override;
   Result<std::vector<KeyInvalidation>> KeyInvalidationsSince(std::int64_t after_seq,
                                                              int limit) override;
   Result<std::int64_t> LatestKeyInvalidation() override;
   Result<void> RecordKeyUsage(const std::vector<KeyUsage>& usage) override;
+  Result<void> AppendAudit(std::vector<AuditEvent>& events,
+                           const std::vector<KeyUsageCount>& usage) override;
+  Result<AuditPage> ListAudit(std::string_view org_id, const AuditQuery& query) override;
+  Result<std::vector<AuditEvent>> AuditChain(std::string_view org_id, std::int64_t after_seq,
+                                             int limit) override;
+  Result<AuditHead> GetAuditHead(std::string_view org_id) override;
+  Result<std::int64_t> PruneAudit(
+      std::string_view org_id, UnixMicros before,
+      const std::function<std::string(std::string_view, const AuditHead&)>& sign,
+      const AuditEvent& audit) override;
+  Result<std::vector<KeyUsageDay>> KeyUsageDays(std::string_view org_id, std::string_view key_id,
+                                                std::string_view since_day) override;
   // LISTEN on the channel the invalidation trigger NOTIFYs, on a connection of its own.
   void WatchKeyInvalidations(const std::function<void(std::string_view)>& on_invalidated,
                              const std::atomic<bool>& stop) override;

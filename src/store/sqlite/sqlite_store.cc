@@ -7,6 +7,8 @@
 #include <map>
 #include <sstream>
 
+#include "audit/chain.h"
+#include "audit/details.h"
 #include "store/columns.h"
 
 namespace gatehouse {
@@ -90,6 +92,94 @@ WHEN NEW.revoked_at IS NOT OLD.revoked_at OR NEW.expires_at IS NOT OLD.expires_a
 BEGIN
   INSERT INTO key_invalidations (key_hash, created_at)
   VALUES (NEW.key_hash, unixepoch() * 1000000);
+END;
+)sql",
+    // The audit log (issue 4). Events reach it through tenant views like every org-owned row;
+    // the view has no UPDATE or DELETE trigger, so the application can only append. Retention
+    // (PruneAudit) deletes on the system path and leaves a signed checkpoint in audit_heads.
+    R"sql(
+ALTER TABLE orgs ADD COLUMN audit_retention_days INTEGER NOT NULL DEFAULT 0;
+DROP VIEW tenant_orgs;
+CREATE VIEW tenant_orgs AS
+  SELECT id, name, created_at, audit_retention_days FROM orgs WHERE id = gh_tenant();
+CREATE TRIGGER tenant_orgs_update INSTEAD OF UPDATE ON tenant_orgs
+BEGIN
+  SELECT RAISE(ABORT, 'tenant mismatch') WHERE NEW.id IS NOT OLD.id;
+  UPDATE orgs SET name = NEW.name, audit_retention_days = NEW.audit_retention_days
+  WHERE id = OLD.id;
+END;
+CREATE TABLE audit_events (
+  org_id     TEXT NOT NULL,  -- an org's id, or "system" for decisions that name no org
+  seq        INTEGER NOT NULL,
+  at         INTEGER NOT NULL,
+  actor      TEXT NOT NULL,
+  action     TEXT NOT NULL,
+  resource   TEXT NOT NULL,
+  result     TEXT NOT NULL,
+  status     INTEGER NOT NULL,
+  client_ip  TEXT NOT NULL,
+  user_agent TEXT NOT NULL,
+  request_id TEXT NOT NULL,
+  details    TEXT NOT NULL,
+  prev_hash  TEXT NOT NULL,
+  hash       TEXT NOT NULL,
+  PRIMARY KEY (org_id, seq)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX audit_events_by_actor ON audit_events(org_id, actor, seq);
+CREATE TABLE audit_heads (
+  org_id               TEXT PRIMARY KEY,
+  seq                  INTEGER NOT NULL,
+  hash                 TEXT NOT NULL,
+  checkpoint_seq       INTEGER NOT NULL DEFAULT 0,
+  checkpoint_hash      TEXT NOT NULL DEFAULT '',
+  checkpoint_at        INTEGER NOT NULL DEFAULT 0,
+  checkpoint_signature TEXT NOT NULL DEFAULT ''
+) STRICT;
+CREATE TABLE key_usage_daily (
+  org_id     TEXT NOT NULL REFERENCES orgs(id),
+  key_id     TEXT NOT NULL,
+  day        TEXT NOT NULL,
+  status_2xx INTEGER NOT NULL DEFAULT 0,
+  status_3xx INTEGER NOT NULL DEFAULT 0,
+  status_4xx INTEGER NOT NULL DEFAULT 0,
+  status_5xx INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (org_id, key_id, day)
+) STRICT, WITHOUT ROWID;
+
+CREATE VIEW tenant_audit_events AS
+  SELECT org_id, seq, at, actor, action, resource, result, status, client_ip, user_agent,
+         request_id, details, prev_hash, hash
+  FROM audit_events WHERE org_id = gh_tenant();
+CREATE TRIGGER tenant_audit_events_insert INSTEAD OF INSERT ON tenant_audit_events
+BEGIN
+  SELECT RAISE(ABORT, 'tenant mismatch') WHERE NEW.org_id IS NOT gh_tenant();
+  INSERT INTO audit_events (org_id, seq, at, actor, action, resource, result, status, client_ip,
+                            user_agent, request_id, details, prev_hash, hash)
+  VALUES (NEW.org_id, NEW.seq, NEW.at, NEW.actor, NEW.action, NEW.resource, NEW.result,
+          NEW.status, NEW.client_ip, NEW.user_agent, NEW.request_id, NEW.details, NEW.prev_hash,
+          NEW.hash);
+END;
+CREATE VIEW tenant_audit_heads AS
+  SELECT org_id, seq, hash, checkpoint_seq, checkpoint_hash, checkpoint_at, checkpoint_signature
+  FROM audit_heads WHERE org_id = gh_tenant();
+CREATE TRIGGER tenant_audit_heads_insert INSTEAD OF INSERT ON tenant_audit_heads
+BEGIN
+  SELECT RAISE(ABORT, 'tenant mismatch') WHERE NEW.org_id IS NOT gh_tenant();
+  INSERT INTO audit_heads (org_id, seq, hash) VALUES (NEW.org_id, NEW.seq, NEW.hash)
+  ON CONFLICT (org_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash;
+END;
+CREATE VIEW tenant_key_usage_daily AS
+  SELECT org_id, key_id, day, status_2xx, status_3xx, status_4xx, status_5xx
+  FROM key_usage_daily WHERE org_id = gh_tenant();
+CREATE TRIGGER tenant_key_usage_daily_insert INSTEAD OF INSERT ON tenant_key_usage_daily
+BEGIN
+  SELECT RAISE(ABORT, 'tenant mismatch') WHERE NEW.org_id IS NOT gh_tenant();
+  INSERT INTO key_usage_daily (org_id, key_id, day, status_2xx, status_3xx, status_4xx, status_5xx)
+  VALUES (NEW.org_id, NEW.key_id, NEW.day, NEW.status_2xx, NEW.status_3xx, NEW.status_4xx,
+          NEW.status_5xx)
+  ON CONFLICT (org_id, key_id, day) DO UPDATE SET
+    status_2xx = status_2xx + excluded.status_2xx, status_3xx = status_3xx + excluded.status_3xx,
+    status_4xx = status_4xx + excluded.status_4xx, status_5xx = status_5xx + excluded.status_5xx;
 END;
 )sql",
 };
@@ -196,7 +286,8 @@ class SqliteStore::Connection {
       case SQLITE_UPDATE:
       case SQLITE_DELETE: {
         std::string_view table = object ? object : "";
-        bool org_owned = table == "orgs" || table == "api_keys";
+        bool org_owned = table == "orgs" || table == "api_keys" || table == "audit_events" ||
+                         table == "audit_heads" || table == "key_usage_daily";
         return org_owned && inner == nullptr ? SQLITE_DENY : SQLITE_OK;
       }
       case SQLITE_SELECT:
@@ -256,6 +347,11 @@ class Binder {
   }
   Binder& Int(std::int64_t v) {
     sqlite3_bind_int64(s_, ++i_, v);
+    return *this;
+  }
+  Binder& OptText(const std::optional<std::string>& v) {
+    if (v) return Text(*v);
+    sqlite3_bind_null(s_, ++i_);
     return *this;
   }
   Binder& OptInt(const std::optional<std::int64_t>& v) {
@@ -327,6 +423,107 @@ Result<void> StepDone(SqliteStore::Connection& c, sqlite3_stmt* s, const char* w
   int rc = sqlite3_step(s);
   if (rc != SQLITE_DONE) return c.Failure(rc, what);
   return {};
+}
+
+// Appends `events` (all of the connection's current org) to that org's chain: reads the head
+// once, links each event to the one before, writes the events and the new head. Runs inside the
+// caller's write transaction, so the chain and the change it records commit together.
+Result<void> AppendAuditOn(SqliteStore::Connection& c, AuditEvent* events, std::size_t count) {
+  if (count == 0) return {};
+  auto head = c.Prepare("SELECT seq, hash FROM tenant_audit_heads");
+  if (!head) return tl::unexpected(head.error());
+  std::int64_t last_seq = 0;
+  std::string last_hash(kGenesisHash);
+  int rc = sqlite3_step(*head);
+  if (rc == SQLITE_ROW) {
+    last_seq = sqlite3_column_int64(*head, 0);
+    last_hash = ColText(*head, 1);
+  } else if (rc != SQLITE_DONE) {
+    return c.Failure(rc, "audit head");
+  }
+  sqlite3_reset(*head);
+  for (std::size_t i = 0; i < count; ++i) {
+    AuditEvent& e = events[i];
+    LinkAuditEvent(e, last_seq, last_hash);
+    auto ins = c.Prepare(
+        "INSERT INTO tenant_audit_events (org_id, seq, at, actor, action, resource, result, "
+        "status, client_ip, user_agent, request_id, details, prev_hash, hash) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    if (!ins) return tl::unexpected(ins.error());
+    Binder(*ins)
+        .Text(e.org_id)
+        .Int(e.seq)
+        .Int(e.at)
+        .Text(e.actor)
+        .Text(e.action)
+        .Text(e.resource)
+        .Text(e.result)
+        .Int(e.status)
+        .Text(e.client_ip)
+        .Text(e.user_agent)
+        .Text(e.request_id)
+        .Text(e.details)
+        .Text(e.prev_hash)
+        .Text(e.hash);
+    rc = sqlite3_step(*ins);
+    if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
+      return Fail(ErrorCode::kNotFound, "organization not found");
+    if (rc == SQLITE_CONSTRAINT_TRIGGER) {
+      return Fail(ErrorCode::kOrgMismatch, "the event belongs to another organization");
+    }
+    if (rc != SQLITE_DONE) return c.Failure(rc, "append audit event");
+    sqlite3_reset(*ins);
+    last_seq = e.seq;
+    last_hash = e.hash;
+  }
+  auto set = c.Prepare("INSERT INTO tenant_audit_heads (org_id, seq, hash) VALUES (?, ?, ?)");
+  if (!set) return tl::unexpected(set.error());
+  Binder(*set).Text(events[0].org_id).Int(last_seq).Text(last_hash);
+  return StepDone(c, *set, "audit head");
+}
+
+Result<void> AppendOneAuditOn(SqliteStore::Connection& c, std::string_view org_id,
+                              const AuditEvent& audit) {
+  AuditEvent e = audit;
+  e.org_id = std::string(org_id);
+  return AppendAuditOn(c, &e, 1);
+}
+
+constexpr const char* kAuditColumns =
+    "org_id, seq, at, actor, action, resource, result, status, client_ip, user_agent, "
+    "request_id, details, prev_hash, hash";
+
+AuditEvent ReadAuditEvent(sqlite3_stmt* s) {
+  AuditEvent e;
+  e.org_id = ColText(s, 0);
+  e.seq = sqlite3_column_int64(s, 1);
+  e.at = sqlite3_column_int64(s, 2);
+  e.actor = ColText(s, 3);
+  e.action = ColText(s, 4);
+  e.resource = ColText(s, 5);
+  e.result = ColText(s, 6);
+  e.status = sqlite3_column_int(s, 7);
+  e.client_ip = ColText(s, 8);
+  e.user_agent = ColText(s, 9);
+  e.request_id = ColText(s, 10);
+  e.details = ColText(s, 11);
+  e.prev_hash = ColText(s, 12);
+  e.hash = ColText(s, 13);
+  return e;
+}
+
+Result<Org> GetOrgOn(SqliteStore::Connection& c, std::string_view org_id) {
+  auto s =
+      c.Prepare("SELECT id, name, created_at, audit_retention_days FROM tenant_orgs " GH_ORG_FILTER(
+          "WHERE id = ?"));
+  if (!s) return tl::unexpected(s.error());
+  Binder(*s).Org(org_id);
+  int rc = sqlite3_step(*s);
+  if (rc == SQLITE_DONE) return Fail(ErrorCode::kNotFound, "organization not found");
+  if (rc != SQLITE_ROW) return c.Failure(rc, "get org");
+  Org org{ColText(*s, 0), ColText(*s, 1), sqlite3_column_int64(*s, 2), sqlite3_column_int(*s, 3)};
+  sqlite3_reset(*s);
+  return org;
 }
 
 }  // namespace
@@ -425,56 +622,55 @@ Result<void> SqliteStore::Ping() {
   return {};
 }
 
-Result<void> SqliteStore::InsertOrg(const Org& org) {
+Result<void> SqliteStore::InsertOrg(const Org& org, const AuditEvent& audit) {
   auto c = AcquireSystem();
-  auto s = c->Prepare("INSERT INTO orgs (id, name, created_at) VALUES (?, ?, ?)");
-  if (!s) return tl::unexpected(s.error());
-  Binder(*s).Text(org.id).Text(org.name).Int(org.created_at);
-  return StepDone(*c, *s, "insert org");
+  return InWriteTransaction<void>(*c, [&]() -> Result<void> {
+    auto s = c->Prepare(
+        "INSERT INTO orgs (id, name, created_at, audit_retention_days) VALUES (?, ?, ?, ?)");
+    if (!s) return tl::unexpected(s.error());
+    Binder(*s).Text(org.id).Text(org.name).Int(org.created_at).Int(org.audit_retention_days);
+    if (auto r = StepDone(*c, *s, "insert org"); !r) return r;
+    c->ActAsTenant(org.id);
+    return AppendOneAuditOn(*c, org.id, audit);
+  });
 }
 
 Result<Org> SqliteStore::GetOrg(std::string_view org_id) {
   auto c = AcquireTenant(org_id);
-  auto s =
-      c->Prepare("SELECT id, name, created_at FROM tenant_orgs " GH_ORG_FILTER("WHERE id = ?"));
-  if (!s) return tl::unexpected(s.error());
-  Binder(*s).Org(org_id);
-  int rc = sqlite3_step(*s);
-  if (rc == SQLITE_DONE) return Fail(ErrorCode::kNotFound, "organization not found");
-  if (rc != SQLITE_ROW) return c->Failure(rc, "get org");
-  return Org{ColText(*s, 0), ColText(*s, 1), sqlite3_column_int64(*s, 2)};
+  return GetOrgOn(*c, org_id);
 }
 
-Result<Org> SqliteStore::RenameOrg(std::string_view org_id, std::string_view name) {
-  {
-    // Changes made through a view's INSTEAD OF trigger are not counted by sqlite3_changes(), so
-    // the row's existence is read first, in the same write transaction.
-    auto c = AcquireTenant(org_id);
-    auto done = InWriteTransaction<void>(*c, [&]() -> Result<void> {
-      auto found = c->Prepare("SELECT 1 FROM tenant_orgs " GH_ORG_FILTER("WHERE id = ?"));
-      if (!found) return tl::unexpected(found.error());
-      Binder(*found).Org(org_id);
-      int rc = sqlite3_step(*found);
-      if (rc == SQLITE_DONE) return Fail(ErrorCode::kNotFound, "organization not found");
-      if (rc != SQLITE_ROW) return c->Failure(rc, "rename org");
-      auto s = c->Prepare("UPDATE tenant_orgs SET name = ? " GH_ORG_FILTER("WHERE id = ?"));
-      if (!s) return tl::unexpected(s.error());
-      Binder(*s).Text(name).Org(org_id);
-      return StepDone(*c, *s, "rename org");
-    });
-    if (!done) return tl::unexpected(done.error());
-  }
-  return GetOrg(org_id);
+Result<Org> SqliteStore::UpdateOrg(std::string_view org_id, const OrgUpdate& update,
+                                   const AuditEvent& audit) {
+  auto c = AcquireTenant(org_id);
+  return InWriteTransaction<Org>(*c, [&]() -> Result<Org> {
+    auto before = GetOrgOn(*c, org_id);
+    if (!before) return before;
+    Org after = *before;
+    if (update.name) after.name = *update.name;
+    if (update.audit_retention_days) after.audit_retention_days = *update.audit_retention_days;
+    auto s = c->Prepare(
+        "UPDATE tenant_orgs SET name = ?, audit_retention_days = ? " GH_ORG_FILTER("WHERE id = ?"));
+    if (!s) return tl::unexpected(s.error());
+    Binder(*s).Text(after.name).Int(after.audit_retention_days).Org(org_id);
+    if (auto r = StepDone(*c, *s, "update org"); !r) return tl::unexpected(r.error());
+    AuditEvent e = audit;
+    e.details = OrgChangeDetails(*before, after);
+    if (auto r = AppendOneAuditOn(*c, org_id, e); !r) return tl::unexpected(r.error());
+    return after;
+  });
 }
 
 Result<std::vector<Org>> SqliteStore::ListOrgs() {
   auto c = AcquireSystem();  // the operator's view of every org
-  auto s = c->Prepare("SELECT id, name, created_at FROM orgs ORDER BY created_at, id");
+  auto s = c->Prepare(
+      "SELECT id, name, created_at, audit_retention_days FROM orgs ORDER BY created_at, id");
   if (!s) return tl::unexpected(s.error());
   std::vector<Org> out;
   int rc;
   while ((rc = sqlite3_step(*s)) == SQLITE_ROW) {
-    out.push_back(Org{ColText(*s, 0), ColText(*s, 1), sqlite3_column_int64(*s, 2)});
+    out.push_back(Org{ColText(*s, 0), ColText(*s, 1), sqlite3_column_int64(*s, 2),
+                      sqlite3_column_int(*s, 3)});
   }
   if (rc != SQLITE_DONE) return c->Failure(rc, "list orgs");
   return out;
@@ -517,7 +713,7 @@ Result<void> InsertKeyOn(SqliteStore::Connection& c, const ApiKeyRecord& k) {
 }  // namespace
 
 Result<void> SqliteStore::CreateOrgWithKey(const Org& org, const ApiKeyRecord& owner_key,
-                                           bool bootstrap) {
+                                           bool bootstrap, const AuditEvent& audit) {
   auto c = AcquireSystem();
   return InWriteTransaction<void>(*c, [&]() -> Result<void> {
     if (bootstrap) {
@@ -530,12 +726,14 @@ Result<void> SqliteStore::CreateOrgWithKey(const Org& org, const ApiKeyRecord& o
       }
       if (rc != SQLITE_DONE) return c->Failure(rc, "bootstrap");
     }
-    auto o = c->Prepare("INSERT INTO orgs (id, name, created_at) VALUES (?, ?, ?)");
+    auto o = c->Prepare(
+        "INSERT INTO orgs (id, name, created_at, audit_retention_days) VALUES (?, ?, ?, ?)");
     if (!o) return tl::unexpected(o.error());
-    Binder(*o).Text(org.id).Text(org.name).Int(org.created_at);
+    Binder(*o).Text(org.id).Text(org.name).Int(org.created_at).Int(org.audit_retention_days);
     if (auto r = StepDone(*c, *o, "bootstrap org"); !r) return r;
     c->ActAsTenant(org.id);  // the key goes in as the new org's own row
-    return InsertKeyOn(*c, owner_key);
+    if (auto r = InsertKeyOn(*c, owner_key); !r) return r;
+    return AppendOneAuditOn(*c, org.id, audit);
   });
 }
 
@@ -549,9 +747,12 @@ Result<std::optional<std::string>> SqliteStore::BootstrapOrgId() {
   return std::optional<std::string>(ColText(*s, 0));
 }
 
-Result<void> SqliteStore::InsertKey(const ApiKeyRecord& key) {
+Result<void> SqliteStore::InsertKey(const ApiKeyRecord& key, const AuditEvent& audit) {
   auto c = AcquireTenant(key.org_id);
-  return InsertKeyOn(*c, key);
+  return InWriteTransaction<void>(*c, [&]() -> Result<void> {
+    if (auto r = InsertKeyOn(*c, key); !r) return r;
+    return AppendOneAuditOn(*c, key.org_id, audit);
+  });
 }
 
 Result<ApiKeyRecord> SqliteStore::GetKey(std::string_view org_id, std::string_view key_id) {
@@ -622,21 +823,35 @@ Result<KeyPage> SqliteStore::ListKeys(std::string_view org_id, const KeyListQuer
 }
 
 Result<ApiKeyRecord> SqliteStore::RevokeKey(std::string_view org_id, std::string_view key_id,
-                                            UnixMicros at) {
-  {
-    // The invalidation for other processes is appended by a trigger (migration 2).
-    auto c = AcquireTenant(org_id);
-    auto done = InWriteTransaction<void>(*c,
-                                         [&]() -> Result<void> {
-                                           auto s = c->Prepare("UPDATE tenant_api_keys SET revoked_at = ? WHERE " GH_ORG_FILTER(
+                                            UnixMicros at, const AuditEvent& audit) {
+  static const std::string select =
+      std::string("SELECT ") + kKeyColumns +
+      " FROM tenant_api_keys WHERE " GH_ORG_FILTER("org_id = ? AND ") "id = ?";
+  // The invalidation for other processes is appended by a trigger (migration 2).
+  auto c = AcquireTenant(org_id);
+  return InWriteTransaction<ApiKeyRecord>(*c, [&]() -> Result<ApiKeyRecord> {
+    auto found = c->Prepare(select.c_str());
+    if (!found) return tl::unexpected(found.error());
+    Binder(*found).Org(org_id).Text(key_id);
+    int rc = sqlite3_step(*found);
+    if (rc == SQLITE_DONE) return Fail(ErrorCode::kNotFound, "API key not found");
+    if (rc != SQLITE_ROW) return c->Failure(rc, "revoke key");
+    ApiKeyRecord key = ReadKey(*found);
+    sqlite3_reset(*found);
+    AuditEvent e = audit;
+    if (key.revoked_at) {
+      e.details = DetailsOf({{"note", "already revoked"}});
+    } else {
+      auto s = c->Prepare("UPDATE tenant_api_keys SET revoked_at = ? WHERE " GH_ORG_FILTER(
           "org_id = ? AND ") "id = ? AND revoked_at IS NULL");
-                                           if (!s) return tl::unexpected(s.error());
-                                           Binder(*s).Int(at).Org(org_id).Text(key_id);
-                                           return StepDone(*c, *s, "revoke key");
-                                         });
-    if (!done) return tl::unexpected(done.error());
-  }
-  return GetKey(org_id, key_id);
+      if (!s) return tl::unexpected(s.error());
+      Binder(*s).Int(at).Org(org_id).Text(key_id);
+      if (auto r = StepDone(*c, *s, "revoke key"); !r) return tl::unexpected(r.error());
+      key.revoked_at = at;
+    }
+    if (auto r = AppendOneAuditOn(*c, org_id, e); !r) return tl::unexpected(r.error());
+    return key;
+  });
 }
 
 Result<std::vector<KeyInvalidation>> SqliteStore::KeyInvalidationsSince(std::int64_t after_seq,
@@ -665,7 +880,8 @@ Result<std::int64_t> SqliteStore::LatestKeyInvalidation() {
 }
 
 Result<void> SqliteStore::RotateKey(std::string_view org_id, std::string_view old_key_id,
-                                    const ApiKeyRecord& replacement, UnixMicros old_expires_at) {
+                                    const ApiKeyRecord& replacement, UnixMicros old_expires_at,
+                                    const AuditEvent& audit) {
   auto c = AcquireTenant(org_id);
   return InWriteTransaction<void>(*c, [&]() -> Result<void> {
     auto found = c->Prepare("SELECT 1 FROM tenant_api_keys WHERE " GH_ORG_FILTER(
@@ -681,7 +897,8 @@ Result<void> SqliteStore::RotateKey(std::string_view org_id, std::string_view ol
     if (!s) return tl::unexpected(s.error());
     Binder(*s).Int(old_expires_at).Org(org_id).Text(old_key_id);
     if (auto r = StepDone(*c, *s, "rotate key"); !r) return r;
-    return InsertKeyOn(*c, replacement);
+    if (auto r = InsertKeyOn(*c, replacement); !r) return r;
+    return AppendOneAuditOn(*c, org_id, audit);
   });
 }
 
@@ -715,6 +932,191 @@ Result<void> SqliteStore::RecordKeyUsage(const std::vector<KeyUsage>& usage) {
     }
     return {};
   });
+}
+
+Result<void> SqliteStore::AppendAudit(std::vector<AuditEvent>& events,
+                                      const std::vector<KeyUsageCount>& usage) {
+  if (events.empty() && usage.empty()) return {};
+  // Each org's events go in as that org's rows (the tenant views), in the order given.
+  std::vector<std::size_t> order(events.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+    return events[a].org_id < events[b].org_id;
+  });
+  auto c = AcquireSystem();
+  return InWriteTransaction<void>(*c, [&]() -> Result<void> {
+    std::vector<AuditEvent> group;
+    for (std::size_t i = 0; i < order.size();) {
+      const std::string org = events[order[i]].org_id;  // a copy: the events move below
+      group.clear();
+      std::size_t j = i;
+      for (; j < order.size() && events[order[j]].org_id == org; ++j) {
+        group.push_back(std::move(events[order[j]]));
+      }
+      c->ActAsTenant(org);
+      if (auto r = AppendAuditOn(*c, group.data(), group.size()); !r) return r;
+      for (std::size_t k = i; k < j; ++k) events[order[k]] = std::move(group[k - i]);
+      i = j;
+    }
+    for (const auto& u : usage) {
+      c->ActAsTenant(u.org_id);
+      auto s = c->Prepare(
+          "INSERT INTO tenant_key_usage_daily (org_id, key_id, day, status_2xx, status_3xx, "
+          "status_4xx, status_5xx) VALUES (?, ?, ?, ?, ?, ?, ?)");
+      if (!s) return tl::unexpected(s.error());
+      Binder b(*s);
+      b.Text(u.org_id).Text(u.key_id).Text(u.day);
+      for (int cls = 2; cls <= 5; ++cls) b.Int(cls == u.status_class ? u.count : 0);
+      if (auto r = StepDone(*c, *s, "key usage counts"); !r) return r;
+    }
+    return {};
+  });
+}
+
+Result<AuditPage> SqliteStore::ListAudit(std::string_view org_id, const AuditQuery& query) {
+  static const std::string sql =
+      std::string("SELECT ") + kAuditColumns +
+      " FROM tenant_audit_events WHERE (?1 IS NULL OR actor = ?1) AND (?2 IS NULL OR action = ?2)"
+      " AND (?3 IS NULL OR resource = ?3) AND (?4 IS NULL OR result = ?4)"
+      " AND (?5 IS NULL OR at >= ?5) AND (?6 IS NULL OR at < ?6) AND (?7 IS NULL OR seq < "
+      "?7) " GH_ORG_FILTER("AND org_id = ?9 ") "ORDER BY seq DESC LIMIT ?8";
+  auto c = AcquireTenant(org_id);
+  auto s = c->Prepare(sql.c_str());
+  if (!s) return tl::unexpected(s.error());
+  Binder(*s)
+      .OptText(query.actor)
+      .OptText(query.action)
+      .OptText(query.resource)
+      .OptText(query.result)
+      .OptInt(query.since)
+      .OptInt(query.until)
+      .OptInt(query.before_seq)
+      .Int(query.limit + 1)
+      .Org(org_id);
+  AuditPage page;
+  int rc;
+  while ((rc = sqlite3_step(*s)) == SQLITE_ROW) page.events.push_back(ReadAuditEvent(*s));
+  if (rc != SQLITE_DONE) return c->Failure(rc, "list audit");
+  if (static_cast<int>(page.events.size()) > query.limit) {
+    page.events.pop_back();
+    page.next_cursor = std::to_string(page.events.back().seq);
+  }
+  return page;
+}
+
+Result<std::vector<AuditEvent>> SqliteStore::AuditChain(std::string_view org_id,
+                                                        std::int64_t after_seq, int limit) {
+  static const std::string sql = std::string("SELECT ") + kAuditColumns +
+                                 " FROM tenant_audit_events WHERE seq > ? " GH_ORG_FILTER(
+                                     "AND org_id = ? ") "ORDER BY seq LIMIT ?";
+  auto c = AcquireTenant(org_id);
+  auto s = c->Prepare(sql.c_str());
+  if (!s) return tl::unexpected(s.error());
+  Binder(*s).Int(after_seq).Org(org_id).Int(limit);
+  std::vector<AuditEvent> out;
+  int rc;
+  while ((rc = sqlite3_step(*s)) == SQLITE_ROW) out.push_back(ReadAuditEvent(*s));
+  if (rc != SQLITE_DONE) return c->Failure(rc, "audit chain");
+  return out;
+}
+
+namespace {
+Result<AuditHead> GetAuditHeadOn(SqliteStore::Connection& c) {
+  auto s = c.Prepare(
+      "SELECT seq, hash, checkpoint_seq, checkpoint_hash, checkpoint_at, checkpoint_signature "
+      "FROM tenant_audit_heads");
+  if (!s) return tl::unexpected(s.error());
+  AuditHead head;
+  head.hash = head.checkpoint_hash = std::string(kGenesisHash);
+  int rc = sqlite3_step(*s);
+  if (rc == SQLITE_ROW) {
+    head.seq = sqlite3_column_int64(*s, 0);
+    head.hash = ColText(*s, 1);
+    head.checkpoint_seq = sqlite3_column_int64(*s, 2);
+    if (head.checkpoint_seq > 0) head.checkpoint_hash = ColText(*s, 3);
+    head.checkpoint_at = sqlite3_column_int64(*s, 4);
+    head.checkpoint_signature = ColText(*s, 5);
+  } else if (rc != SQLITE_DONE) {
+    return c.Failure(rc, "audit head");
+  }
+  sqlite3_reset(*s);
+  return head;
+}
+}  // namespace
+
+Result<AuditHead> SqliteStore::GetAuditHead(std::string_view org_id) {
+  auto c = AcquireTenant(org_id);
+  return GetAuditHeadOn(*c);
+}
+
+Result<std::int64_t> SqliteStore::PruneAudit(
+    std::string_view org_id, UnixMicros before,
+    const std::function<std::string(std::string_view, const AuditHead&)>& sign,
+    const AuditEvent& audit) {
+  auto c = AcquireTenant(org_id);
+  return InWriteTransaction<std::int64_t>(*c, [&]() -> Result<std::int64_t> {
+    auto head = GetAuditHeadOn(*c);
+    if (!head) return tl::unexpected(head.error());
+    // The newest event always stays, so the chain never becomes empty after a prune.
+    auto cut = c->Prepare(
+        "SELECT seq, hash, at FROM tenant_audit_events WHERE at < ? AND seq < ? AND seq > ? "
+        "ORDER BY seq DESC LIMIT 1");
+    if (!cut) return tl::unexpected(cut.error());
+    Binder(*cut).Int(before).Int(head->seq).Int(head->checkpoint_seq);
+    int rc = sqlite3_step(*cut);
+    if (rc == SQLITE_DONE) return std::int64_t{0};
+    if (rc != SQLITE_ROW) return c->Failure(rc, "audit prune");
+    AuditHead checkpoint = *head;
+    checkpoint.checkpoint_seq = sqlite3_column_int64(*cut, 0);
+    checkpoint.checkpoint_hash = ColText(*cut, 1);
+    checkpoint.checkpoint_at = sqlite3_column_int64(*cut, 2);
+    sqlite3_reset(*cut);
+    checkpoint.checkpoint_signature = sign(org_id, checkpoint);
+    std::string org(org_id);
+    c->ActAsSystem();  // retention is the one path that deletes audit rows
+    auto del = c->Prepare("DELETE FROM audit_events WHERE org_id = ? AND seq <= ?");
+    if (!del) return tl::unexpected(del.error());
+    Binder(*del).Text(org).Int(checkpoint.checkpoint_seq);
+    if (auto r = StepDone(*c, *del, "audit prune"); !r) return tl::unexpected(r.error());
+    std::int64_t removed = sqlite3_changes64(c->db());
+    auto set = c->Prepare(
+        "UPDATE audit_heads SET checkpoint_seq = ?, checkpoint_hash = ?, checkpoint_at = ?, "
+        "checkpoint_signature = ? WHERE org_id = ?");
+    if (!set) return tl::unexpected(set.error());
+    Binder(*set)
+        .Int(checkpoint.checkpoint_seq)
+        .Text(checkpoint.checkpoint_hash)
+        .Int(checkpoint.checkpoint_at)
+        .Text(checkpoint.checkpoint_signature)
+        .Text(org);
+    if (auto r = StepDone(*c, *set, "audit checkpoint"); !r) return tl::unexpected(r.error());
+    c->ActAsTenant(org_id);
+    AuditEvent e = audit;
+    e.details = DetailsOf({{"removed", std::to_string(removed)},
+                           {"checkpoint_seq", std::to_string(checkpoint.checkpoint_seq)}});
+    if (auto r = AppendOneAuditOn(*c, org_id, e); !r) return tl::unexpected(r.error());
+    return removed;
+  });
+}
+
+Result<std::vector<KeyUsageDay>> SqliteStore::KeyUsageDays(std::string_view org_id,
+                                                           std::string_view key_id,
+                                                           std::string_view since_day) {
+  auto c = AcquireTenant(org_id);
+  auto s = c->Prepare(
+      "SELECT day, status_2xx, status_3xx, status_4xx, status_5xx FROM tenant_key_usage_daily "
+      "WHERE key_id = ? AND day >= ? " GH_ORG_FILTER("AND org_id = ? ") "ORDER BY day");
+  if (!s) return tl::unexpected(s.error());
+  Binder(*s).Text(key_id).Text(since_day).Org(org_id);
+  std::vector<KeyUsageDay> out;
+  int rc;
+  while ((rc = sqlite3_step(*s)) == SQLITE_ROW) {
+    out.push_back(KeyUsageDay{ColText(*s, 0), sqlite3_column_int64(*s, 1),
+                              sqlite3_column_int64(*s, 2), sqlite3_column_int64(*s, 3),
+                              sqlite3_column_int64(*s, 4)});
+  }
+  if (rc != SQLITE_DONE) return c->Failure(rc, "key usage");
+  return out;
 }
 
 }  // namespace gatehouse

@@ -1,0 +1,60 @@
+// Reading and keeping the audit log: filtered listing, chain verification, retention with
+// signed checkpoints, and key usage. Plain C++ over the Store; the HTTP handlers and the CLI
+// (`gatehouse audit verify`) both call it.
+//
+// Checkpoints are signed with HMAC-SHA-256 under a key derived from the deployment's pepper, so
+// that someone who can write to the database but does not hold the pepper cannot move the
+// start of a chain to hide deleted events.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "audit/details.h"
+#include "core/clock.h"
+#include "core/crypto.h"
+#include "store/store.h"
+
+namespace gatehouse {
+
+struct AuditVerifyReport {
+  bool intact = true;
+  std::int64_t verified = 0;  // events checked
+  std::int64_t head_seq = 0;
+  std::int64_t checkpoint_seq = 0;  // the chain was verified from here (0: from the start)
+  std::optional<std::int64_t> broken_at;
+  std::string reason;
+};
+
+class AuditService {
+ public:
+  AuditService(Store& store, const Clock& clock, std::string_view pepper);
+
+  Result<AuditPage> List(std::string_view org_id, const AuditQuery& query);
+  Result<AuditVerifyReport> Verify(std::string_view org_id);
+  // Calls `sink` with each event oldest first, in pages; stops early when `sink` returns false.
+  Result<void> Export(std::string_view org_id,
+                      const std::function<bool(const std::vector<AuditEvent>&)>& sink);
+  // Applies the org's retention now; returns how many events went. 0 when retention is off.
+  Result<std::int64_t> ApplyRetention(const Org& org, const AuditSource& source = {});
+  // Every org's retention (the server runs this periodically).
+  Result<std::int64_t> ApplyAllRetention();
+
+  struct KeyUsageReport {
+    ApiKeyRecord key;
+    std::vector<KeyUsageDay> days;
+  };
+  // Usage of the last `days` days (1-366), today included.
+  Result<KeyUsageReport> KeyUsage(std::string_view org_id, std::string_view key_id, int days);
+
+  std::string SignCheckpoint(std::string_view org_id, const AuditHead& checkpoint) const;
+
+ private:
+  Store& store_;
+  const Clock& clock_;
+  HmacSha256Key checkpoint_key_;
+};
+
+}  // namespace gatehouse

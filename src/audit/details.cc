@@ -1,0 +1,47 @@
+#include "audit/details.h"
+
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+
+namespace gatehouse {
+
+namespace {
+boost::json::object OrgSettings(const Org& org) {
+  boost::json::object o;
+  o["name"] = org.name;
+  o["audit_retention_days"] = org.audit_retention_days;
+  return o;
+}
+}  // namespace
+
+std::string OrgChangeDetails(const Org& before, const Org& after) {
+  boost::json::object o;
+  o["before"] = OrgSettings(before);
+  o["after"] = OrgSettings(after);
+  return boost::json::serialize(o);
+}
+
+AuditEvent AuditSource::Event(std::string_view org_id, std::string_view action,
+                              std::string resource, int http_status, UnixMicros at) const {
+  AuditEvent e;
+  e.org_id = std::string(org_id);
+  e.at = at;
+  e.actor = actor.empty() ? "operator" : actor;
+  e.action = std::string(action);
+  e.resource = std::move(resource);
+  e.result = "success";
+  e.status = http ? http_status : 0;
+  e.client_ip = client_ip;
+  e.user_agent = user_agent;
+  e.request_id = request_id;
+  e.details = "{}";
+  return e;
+}
+
+std::string DetailsOf(const std::vector<std::pair<std::string_view, std::string_view>>& fields) {
+  boost::json::object o;
+  for (const auto& [name, value] : fields) o[name] = value;
+  return boost::json::serialize(o);
+}
+
+}  // namespace gatehouse

@@ -1,0 +1,34 @@
+// The `details` of audit events: small JSON objects, built in one place so that both stores and
+// the services describe the same change the same way.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "store/records.h"
+
+namespace gatehouse {
+
+// {"before":{…},"after":{…}} with the org's settings.
+std::string OrgChangeDetails(const Org& before, const Org& after);
+
+// What every audit event of one request shares: who asked, and from where. The CLI's source is
+// the default: actor "operator", no address, status 0.
+struct AuditSource {
+  std::string actor;  // empty: the acting principal's id, or "operator"
+  std::string client_ip;
+  std::string user_agent;
+  std::string request_id;
+  bool http = false;  // events carry an HTTP status only when the change came over HTTP
+
+  // An event of `org_id` at `at`, result "success".
+  AuditEvent Event(std::string_view org_id, std::string_view action, std::string resource,
+                   int http_status, UnixMicros at) const;
+};
+
+// A flat object of string fields, e.g. {"reason":"expired","route":"/api"}.
+std::string DetailsOf(const std::vector<std::pair<std::string_view, std::string_view>>& fields);
+
+}  // namespace gatehouse

@@ -1,0 +1,372 @@
+// The audit log through the real SQLite store: changes and their events commit together, the
+// writer's group commit, back-pressure, tamper evidence after direct edits, retention with a
+// signed checkpoint, filtered reading and key usage.
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include <atomic>
+#include <filesystem>
+#include <thread>
+
+#include "audit/audit_service.h"
+#include "audit/chain.h"
+#include "audit/writer.h"
+#include "store/sqlite/sqlite_store.h"
+
+namespace gatehouse {
+namespace {
+
+constexpr std::string_view kPepper = "audit-test-pepper-0123456789abcdef0123";
+
+class AuditLogTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("gh-audit-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    path_ = (dir_ / "gatehouse.db").string();
+    store_ = std::move(*SqliteStore::Open(path_));
+    audit_ = std::make_unique<AuditService>(*store_, clock_, kPepper);
+    ASSERT_TRUE(store_->InsertOrg({"org_a", "A", 1}, Event("org_a", "org.create")));
+    ASSERT_TRUE(store_->InsertOrg({"org_b", "B", 1}, Event("org_b", "org.create")));
+  }
+  void TearDown() override {
+    audit_.reset();
+    store_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  AuditEvent Event(const std::string& org, const std::string& action,
+                   const std::string& actor = "key_x", int status = 200) {
+    AuditEvent e;
+    e.org_id = org;
+    e.at = clock_.Now();
+    e.actor = actor;
+    e.action = action;
+    e.resource = "res";
+    e.result = "success";
+    e.status = status;
+    e.client_ip = "10.0.0.1";
+    e.user_agent = "test";
+    e.request_id = "req_1";
+    e.details = "{}";
+    return e;
+  }
+
+  ApiKeyRecord Key(const std::string& org, const std::string& id) {
+    ApiKeyRecord k;
+    k.id = id;
+    k.org_id = org;
+    k.label = "l";
+    k.environment = "live";
+    k.key_hash = "hash_" + id;
+    k.last4 = "abcd";
+    k.created_by = "operator";
+    k.created_at = 1;
+    return k;
+  }
+
+  // Runs SQL on the file directly, as someone with access to the database would.
+  void Tamper(const std::string& sql) {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+    char* err = nullptr;
+    int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err);
+    std::string msg = err ? err : "";
+    sqlite3_free(err);
+    sqlite3_close(db);
+    ASSERT_EQ(rc, SQLITE_OK) << msg;
+  }
+
+  void AppendMany(const std::string& org, int n) {
+    std::vector<AuditEvent> batch;
+    for (int i = 0; i < n; ++i) {
+      batch.push_back(Event(org, "auth.proxy"));
+      clock_.Advance(std::chrono::seconds(1));
+    }
+    ASSERT_TRUE(store_->AppendAudit(batch, {}));
+  }
+
+  FakeClock clock_;
+  std::filesystem::path dir_;
+  std::string path_;
+  std::unique_ptr<SqliteStore> store_;
+  std::unique_ptr<AuditService> audit_;
+};
+
+TEST_F(AuditLogTest, AChangeAndItsEventCommitTogether) {
+  ASSERT_TRUE(store_->InsertKey(Key("org_a", "key_1"), Event("org_a", "key.create")));
+  auto page = store_->ListAudit("org_a", {});
+  ASSERT_TRUE(page);
+  ASSERT_EQ(page->events.size(), 2u);
+  EXPECT_EQ(page->events[0].action, "key.create");
+  EXPECT_EQ(page->events[0].seq, 2);
+  EXPECT_EQ(page->events[1].action, "org.create");
+
+  // A change that fails leaves no event behind, and an event that cannot be written (another
+  // org's) takes its change down with it.
+  EXPECT_FALSE(store_->InsertKey(Key("org_a", "key_1"), Event("org_a", "key.create")));
+  EXPECT_FALSE(store_->RevokeKey("org_a", "key_missing", 5, Event("org_a", "key.revoke")));
+  EXPECT_EQ(store_->ListAudit("org_a", {})->events.size(), 2u);
+
+  auto update = store_->UpdateOrg("org_a", OrgUpdate{"A2", 30}, Event("org_a", "org.update"));
+  ASSERT_TRUE(update);
+  auto last = store_->ListAudit("org_a", {})->events.front();
+  EXPECT_EQ(last.action, "org.update");
+  EXPECT_EQ(
+      last.details,
+      R"({"before":{"name":"A","audit_retention_days":0},"after":{"name":"A2","audit_retention_days":30}})");
+  // Org B's chain is its own.
+  EXPECT_EQ(store_->ListAudit("org_b", {})->events.size(), 1u);
+  EXPECT_TRUE(audit_->Verify("org_a")->intact);
+}
+
+TEST_F(AuditLogTest, EditsDeletionsAndReorderingsAreFoundAtTheFirstBrokenLink) {
+  AppendMany("org_a", 9);  // seq 2..10 after org.create
+  auto ok = audit_->Verify("org_a");
+  ASSERT_TRUE(ok);
+  EXPECT_TRUE(ok->intact);
+  EXPECT_EQ(ok->verified, 10);
+
+  Tamper("UPDATE audit_events SET actor = 'key_someone_else' WHERE org_id = 'org_a' AND seq = 4");
+  auto edited = audit_->Verify("org_a");
+  EXPECT_FALSE(edited->intact);
+  EXPECT_EQ(*edited->broken_at, 4);
+  EXPECT_TRUE(audit_->Verify("org_b")->intact);  // other chains are untouched
+}
+
+TEST_F(AuditLogTest, DeletionIsFound) {
+  AppendMany("org_a", 9);
+  Tamper("DELETE FROM audit_events WHERE org_id = 'org_a' AND seq = 6");
+  auto r = audit_->Verify("org_a");
+  EXPECT_FALSE(r->intact);
+  EXPECT_EQ(*r->broken_at, 6);
+  EXPECT_NE(r->reason.find("missing"), std::string::npos) << r->reason;
+}
+
+TEST_F(AuditLogTest, DeletingTheNewestEventsIsFoundAgainstTheHead) {
+  AppendMany("org_a", 9);
+  Tamper("DELETE FROM audit_events WHERE org_id = 'org_a' AND seq >= 9");
+  auto r = audit_->Verify("org_a");
+  EXPECT_FALSE(r->intact);
+  EXPECT_EQ(*r->broken_at, 9);
+}
+
+TEST_F(AuditLogTest, ReorderingIsFound) {
+  AppendMany("org_a", 9);
+  // Swap two events' positions, keeping each row's own hash.
+  Tamper(
+      "UPDATE audit_events SET seq = -1 WHERE org_id = 'org_a' AND seq = 5;"
+      "UPDATE audit_events SET seq = 5 WHERE org_id = 'org_a' AND seq = 6;"
+      "UPDATE audit_events SET seq = 6 WHERE org_id = 'org_a' AND seq = -1;");
+  auto r = audit_->Verify("org_a");
+  EXPECT_FALSE(r->intact);
+  EXPECT_EQ(*r->broken_at, 5);
+}
+
+TEST_F(AuditLogTest, TheApplicationCannotRewriteOrDeleteEvents) {
+  AppendMany("org_a", 2);
+  auto update = store_->QueryAsTenant("org_a", "UPDATE tenant_audit_events SET actor = 'x'");
+  EXPECT_FALSE(update);
+  auto del = store_->QueryAsTenant("org_a", "DELETE FROM tenant_audit_events");
+  EXPECT_FALSE(del);
+  auto direct = store_->QueryAsTenant("org_a", "SELECT actor FROM audit_events");
+  EXPECT_FALSE(direct);
+  // Through the view, an org sees its own chain only.
+  auto mine = store_->QueryAsTenant("org_b", "SELECT org_id FROM tenant_audit_events");
+  ASSERT_TRUE(mine);
+  for (const auto& org : *mine) EXPECT_EQ(org, "org_b");
+  EXPECT_TRUE(audit_->Verify("org_a")->intact);
+}
+
+TEST_F(AuditLogTest, RetentionPrunesOldEventsAndTheRestStillVerifiesFromASignedCheckpoint) {
+  AppendMany("org_a", 20);  // one second apart
+  ASSERT_TRUE(store_->UpdateOrg("org_a", OrgUpdate{{}, 1}, Event("org_a", "org.update")));
+  clock_.Advance(std::chrono::hours(24) - std::chrono::seconds(10));
+  auto org = store_->GetOrg("org_a");
+  auto removed = audit_->ApplyRetention(*org);
+  ASSERT_TRUE(removed) << removed.error().message;
+  EXPECT_GT(*removed, 5);
+  auto r = audit_->Verify("org_a");
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(r->intact) << r->reason;
+  EXPECT_GT(r->checkpoint_seq, 0);
+  EXPECT_EQ(store_->ListAudit("org_a", {})->events.front().action, "audit.prune");
+  EXPECT_EQ(*audit_->ApplyRetention(*org), 0);  // nothing more is old enough
+
+  // Someone who deletes more and moves the checkpoint cannot sign it.
+  auto head = *store_->GetAuditHead("org_a");
+  std::int64_t next = head.checkpoint_seq + 3;
+  Tamper(
+      "DELETE FROM audit_events WHERE org_id = 'org_a' AND seq <= " + std::to_string(next) +
+      "; UPDATE audit_heads SET checkpoint_seq = " + std::to_string(next) +
+      ", checkpoint_hash = (SELECT prev_hash FROM audit_events WHERE org_id = 'org_a' AND seq = " +
+      std::to_string(next + 1) + ") WHERE org_id = 'org_a'");
+  auto forged = audit_->Verify("org_a");
+  EXPECT_FALSE(forged->intact);
+  EXPECT_NE(forged->reason.find("signature"), std::string::npos) << forged->reason;
+}
+
+TEST_F(AuditLogTest, ListingFiltersAndPagesNewestFirst) {
+  for (int i = 0; i < 30; ++i) {
+    std::vector<AuditEvent> one{Event("org_a", i % 3 == 0 ? "key.create" : "auth.proxy",
+                                      i % 2 ? "key_odd" : "key_even", i % 5 == 0 ? 403 : 200)};
+    if (i % 5 == 0) one[0].result = "denied";
+    clock_.Advance(std::chrono::seconds(1));
+    ASSERT_TRUE(store_->AppendAudit(one, {}));
+  }
+  AuditQuery q;
+  q.actor = "key_odd";
+  q.action = "auth.proxy";
+  q.limit = 4;
+  std::vector<std::int64_t> seen;
+  for (;;) {
+    auto page = audit_->List("org_a", q);
+    ASSERT_TRUE(page);
+    for (const auto& e : page->events) {
+      EXPECT_EQ(e.actor, "key_odd");
+      EXPECT_EQ(e.action, "auth.proxy");
+      if (!seen.empty()) {
+        EXPECT_LT(e.seq, seen.back());
+      }
+      seen.push_back(e.seq);
+    }
+    if (page->next_cursor.empty()) break;
+    q.before_seq = std::stoll(page->next_cursor);
+  }
+  EXPECT_EQ(seen.size(), 10u);  // odd i (15) minus those with i % 3 == 0 (5)
+  AuditQuery denied;
+  denied.result = "denied";
+  EXPECT_EQ(audit_->List("org_a", denied)->events.size(), 6u);
+  AuditQuery window;
+  window.since = clock_.Now() - 5 * kMicrosPerSecond;
+  EXPECT_EQ(audit_->List("org_a", window)->events.size(), 5u);  // made before each Advance
+  AuditQuery bad;
+  bad.limit = 0;
+  EXPECT_FALSE(audit_->List("org_a", bad));
+}
+
+TEST_F(AuditLogTest, TheWriterGroupCommitsEveryEventFromManyThreads) {
+  AuditWriter writer(*store_, {});
+  constexpr int kThreads = 4, kEach = 500;
+  std::atomic<int> durable{0}, failed{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        auto e = Event(t % 2 ? "org_a" : "org_b", "auth.proxy", "key_t" + std::to_string(t));
+        auto a = writer.Submit(std::move(e), [&](bool ok) { (ok ? durable : failed)++; });
+        ASSERT_EQ(a, AuditWriter::Admission::kQueued);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  writer.Stop();
+  EXPECT_EQ(durable.load(), kThreads * kEach);
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(writer.written(), static_cast<std::uint64_t>(kThreads * kEach));
+  EXPECT_LT(writer.batches(), static_cast<std::uint64_t>(kThreads * kEach));
+  EXPECT_TRUE(audit_->Verify("org_a")->intact);
+  EXPECT_TRUE(audit_->Verify("org_b")->intact);
+  EXPECT_EQ(audit_->Verify("org_a")->head_seq, 1 + 2 * kEach);
+  // Usage came from the pipeline: each key's requests, by day and status class.
+  ASSERT_TRUE(store_->InsertKey(Key("org_a", "key_t1"), Event("org_a", "key.create")));
+  auto usage = audit_->KeyUsage("org_a", "key_t1", 1);
+  ASSERT_TRUE(usage) << usage.error().message;
+  ASSERT_EQ(usage->days.size(), 1u);
+  EXPECT_EQ(usage->days[0].status_2xx, kEach);
+}
+
+TEST_F(AuditLogTest, AFullQueueRejectsByDefaultAndDropsWhenConfiguredSo) {
+  // Another process holds the database's write lock, so the writer cannot drain.
+  sqlite3* blocker = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &blocker), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(blocker, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+  std::atomic<int> durable{0};
+  {
+    AuditWriterOptions o;
+    o.capacity = 8;
+    o.retry_for = std::chrono::seconds(20);
+    AuditWriter writer(*store_, o);
+    int queued = 0, rejected = 0;
+    for (int i = 0; i < 40; ++i) {
+      auto a = writer.Submit(Event("org_a", "auth.proxy"), [&](bool ok) { durable += ok; });
+      if (a == AuditWriter::Admission::kQueued) queued++;
+      if (a == AuditWriter::Admission::kRejected) rejected++;
+    }
+    EXPECT_LE(queued, 16);  // the queue, plus at most one batch taken by the writer
+    EXPECT_GE(rejected, 24);
+    EXPECT_EQ(writer.rejected(), static_cast<std::uint64_t>(rejected));
+    EXPECT_LE(writer.queue_depth(), 8u);
+    ASSERT_EQ(sqlite3_exec(blocker, "COMMIT", nullptr, nullptr, nullptr), SQLITE_OK);
+    writer.Stop();
+    EXPECT_EQ(durable.load(), queued);  // nothing admitted was lost
+  }
+  {
+    ASSERT_EQ(sqlite3_exec(blocker, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+    AuditWriterOptions o;
+    o.capacity = 8;
+    o.overflow = AuditWriterOptions::Overflow::kDrop;
+    o.retry_for = std::chrono::seconds(20);
+    AuditWriter writer(*store_, o);
+    int dropped = 0;
+    for (int i = 0; i < 40; ++i) {
+      if (writer.Submit(Event("org_a", "auth.proxy"), nullptr) == AuditWriter::Admission::kDropped)
+        dropped++;
+    }
+    EXPECT_GE(dropped, 24);
+    EXPECT_EQ(writer.dropped(), static_cast<std::uint64_t>(dropped));
+    ASSERT_EQ(sqlite3_exec(blocker, "COMMIT", nullptr, nullptr, nullptr), SQLITE_OK);
+  }
+  sqlite3_close(blocker);
+  EXPECT_TRUE(audit_->Verify("org_a")->intact);
+}
+
+TEST_F(AuditLogTest, AStoreThatKeepsFailingFailsTheBatchInsteadOfHangingOrLyingAboutIt) {
+  sqlite3* blocker = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &blocker), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(blocker, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+  AuditWriterOptions o;
+  o.retry_for = std::chrono::milliseconds(100);
+  std::atomic<int> outcomes{0}, durable{0};
+  {
+    AuditWriter writer(*store_, o);
+    writer.Submit(Event("org_a", "auth.proxy"), [&](bool ok) {
+      outcomes++;
+      durable += ok;
+    });
+    writer.Stop();  // busy_timeout (5 s) is the one wait; then the batch is given up
+    EXPECT_EQ(writer.failed(), 1u);
+  }
+  EXPECT_EQ(outcomes.load(), 1);
+  EXPECT_EQ(durable.load(), 0);
+  sqlite3_exec(blocker, "COMMIT", nullptr, nullptr, nullptr);
+  sqlite3_close(blocker);
+}
+
+TEST(KeyUsageCounting, CountsKeyRequestsByDayAndStatusClassOnly) {
+  std::vector<AuditEvent> events(5);
+  for (auto& e : events) {
+    e.org_id = "org_a";
+    e.actor = "key_1";
+    e.action = "auth.proxy";
+    e.at = 1'700'000'000'000'000;  // 2023-11-14
+    e.status = 200;
+  }
+  events[1].status = 503;
+  events[2].actor = "operator";                // not a key
+  events[3].action = "key.create";             // a change, not a request
+  events[4].at += 86400LL * kMicrosPerSecond;  // the next day
+  auto counts = CountKeyUsage(events);
+  ASSERT_EQ(counts.size(), 3u);
+  EXPECT_EQ(counts[0].day, "2023-11-14");
+  EXPECT_EQ(counts[0].status_class, 2);
+  EXPECT_EQ(counts[0].count, 1);
+  EXPECT_EQ(counts[1].status_class, 5);
+  EXPECT_EQ(counts[2].day, "2023-11-15");
+}
+
+}  // namespace
+}  // namespace gatehouse
