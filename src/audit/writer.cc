@@ -65,12 +65,9 @@ bool AuditWriter::WriteBatch(std::vector<AuditEvent>& events,
   auto give_up = std::chrono::steady_clock::now() + options_.retry_for;
   std::chrono::milliseconds pause{10};
   for (;;) {
-    std::vector<AuditEvent> attempt = events;  // the store fills seq and hashes in place
-    auto r = store_.AppendAudit(attempt, usage);
-    if (r) {
-      events = std::move(attempt);
-      return true;
-    }
+    // The store fills seq and hashes in place; a failed attempt's are overwritten by the next.
+    auto r = store_.AppendAudit(events, usage);
+    if (r) return true;
     if (std::chrono::steady_clock::now() + pause > give_up) {
       spdlog::error("audit: a batch of {} events could not be written: {}", events.size(),
                     r.error().message);
