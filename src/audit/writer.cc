@@ -45,17 +45,22 @@ void AuditWriter::Stop() {
 }
 
 std::vector<KeyUsageCount> CountKeyUsage(const std::vector<AuditEvent>& events) {
-  std::map<std::tuple<std::string, std::string, std::string, int>, std::int64_t> counts;
+  // Keyed by views into `events` and the day number, so counting allocates per distinct key,
+  // not per event; the day is formatted once per entry.
+  constexpr std::int64_t kMicrosPerDay = 86400LL * kMicrosPerSecond;
+  std::map<std::tuple<std::string_view, std::string_view, std::int64_t, int>, std::int64_t> counts;
   for (const auto& e : events) {
     if (!e.action.starts_with("auth.") || !e.actor.starts_with("key_")) continue;
     int cls = e.status / 100;
     if (cls < 2 || cls > 5) continue;
-    counts[{e.org_id, e.actor, FormatRfc3339(e.at).substr(0, 10), cls}]++;
+    counts[{e.org_id, e.actor, e.at / kMicrosPerDay, cls}]++;
   }
   std::vector<KeyUsageCount> out;
   out.reserve(counts.size());
   for (const auto& [k, n] : counts) {
-    out.push_back(KeyUsageCount{std::get<0>(k), std::get<1>(k), std::get<2>(k), std::get<3>(k), n});
+    out.push_back(KeyUsageCount{std::string(std::get<0>(k)), std::string(std::get<1>(k)),
+                                FormatRfc3339(std::get<2>(k) * kMicrosPerDay).substr(0, 10),
+                                std::get<3>(k), n});
   }
   return out;
 }
@@ -66,7 +71,7 @@ bool AuditWriter::WriteBatch(std::vector<AuditEvent>& events,
   std::chrono::milliseconds pause{10};
   for (;;) {
     // The store fills seq and hashes in place; a failed attempt's are overwritten by the next.
-    auto r = store_.AppendAudit(events, usage);
+    auto r = store_.AppendAudit(events, usage, options_.fsync);
     if (r) return true;
     if (std::chrono::steady_clock::now() + pause > give_up) {
       spdlog::error("audit: a batch of {} events could not be written: {}", events.size(),
@@ -79,6 +84,15 @@ bool AuditWriter::WriteBatch(std::vector<AuditEvent>& events,
   }
 }
 
+std::vector<KeyUsageCount> AuditWriter::PendingUsage() const {
+  std::vector<KeyUsageCount> out;
+  out.reserve(usage_.size());
+  for (const auto& [k, n] : usage_) {
+    out.push_back(KeyUsageCount{std::get<0>(k), std::get<1>(k), std::get<2>(k), std::get<3>(k), n});
+  }
+  return out;
+}
+
 void AuditWriter::Run() {
   std::vector<Pending> batch;
   batch.reserve(options_.max_batch);
@@ -87,7 +101,14 @@ void AuditWriter::Run() {
     {
       std::unique_lock lock(mu_);
       wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stopping, and everything is written
+      if (queue_.empty()) {  // stopping, and every event is written: store the last counts
+        lock.unlock();
+        if (!usage_.empty()) {
+          std::vector<AuditEvent> none;
+          if (WriteBatch(none, PendingUsage())) usage_.clear();
+        }
+        return;
+      }
       if (queue_.size() <= options_.max_batch) {
         batch.swap(queue_);
       } else {
@@ -100,7 +121,23 @@ void AuditWriter::Run() {
     events.clear();
     events.reserve(batch.size());
     for (auto& p : batch) events.push_back(std::move(p.event));
-    bool durable = WriteBatch(events, CountKeyUsage(events));
+    for (auto& u : CountKeyUsage(events)) {
+      usage_[{std::move(u.org_id), std::move(u.key_id), std::move(u.day), u.status_class}] +=
+          u.count;
+    }
+    std::vector<KeyUsageCount> usage;
+    bool last = false;
+    {
+      std::lock_guard lock(mu_);
+      last = stopping_ && queue_.empty();
+    }
+    auto now = std::chrono::steady_clock::now();
+    if (last || now - usage_flushed_ >= options_.usage_flush) usage = PendingUsage();
+    bool durable = WriteBatch(events, usage);
+    if (durable && !usage.empty()) {
+      usage_.clear();
+      usage_flushed_ = now;
+    }
     if (durable) {
       written_.fetch_add(events.size(), std::memory_order_relaxed);
       batches_.fetch_add(1, std::memory_order_relaxed);

@@ -9,7 +9,10 @@
 // of doing work it cannot record; kDrop lets the request through unrecorded and counts it.
 //
 // Key usage comes from the same pipeline: for every event of a key's request, the writer adds
-// one to that key's count for the day and status class, and stores the counts with the batch.
+// one to that key's count for the day and status class. Counts are summed in memory and stored
+// with a batch at most once per `usage_flush` (and at Stop), so that a key costs one row write
+// per interval rather than one per batch; a crash loses at most that interval's counts, never
+// an event.
 #pragma once
 
 #include <atomic>
@@ -17,8 +20,11 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <mutex>
+#include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "store/store.h"
@@ -30,9 +36,14 @@ struct AuditWriterOptions {
   std::size_t capacity = 65536;
   std::size_t max_batch = 8192;
   Overflow overflow = Overflow::kReject;
+  // true: a batch is acknowledged once on stable storage (fsync), surviving a power cut. false:
+  // once the operating system or database server has it, surviving kill -9 of gatehouse but
+  // not of the machine; a commit costs a write instead of an fsync.
+  bool fsync = true;
   // A batch the store refuses is tried again for this long before its callers are told it
   // failed (they answer 503: nothing is served that is not recorded).
   std::chrono::milliseconds retry_for{2000};
+  std::chrono::milliseconds usage_flush{1000};
 };
 
 class AuditWriter {
@@ -67,9 +78,13 @@ class AuditWriter {
   };
   void Run();
   bool WriteBatch(std::vector<AuditEvent>& events, const std::vector<KeyUsageCount>& usage);
+  std::vector<KeyUsageCount> PendingUsage() const;
 
   Store& store_;
   AuditWriterOptions options_;
+  // Writer thread only: counts not stored yet, merged across batches.
+  std::map<std::tuple<std::string, std::string, std::string, int>, std::int64_t> usage_;
+  std::chrono::steady_clock::time_point usage_flushed_ = std::chrono::steady_clock::now();
   std::mutex mu_;
   std::condition_variable wake_;
   std::vector<Pending> queue_;  // guarded by mu_

@@ -124,6 +124,7 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
     gh::AuditWriterOptions ao;
     ao.capacity = config->audit.queue_capacity;
     ao.max_batch = config->audit.max_batch;
+    ao.fsync = config->audit.fsync;
     ao.overflow = config->audit.overflow == "drop" ? gh::AuditWriterOptions::Overflow::kDrop
                                                    : gh::AuditWriterOptions::Overflow::kReject;
     audit_writer = std::make_unique<gh::AuditWriter>(*a.store, ao);

@@ -80,10 +80,11 @@ struct LogConfig {
 };
 
 struct AuditConfig {
-  bool enabled = true;                   // record authentication decisions (changes always are)
-  std::size_t queue_capacity = 65536;    // events waiting for the writer
-  std::size_t max_batch = 8192;          // events per group commit
-  std::string overflow = "reject";       // full queue: "reject" (503) or "drop" (counted)
+  bool enabled = true;                 // record authentication decisions (changes always are)
+  std::size_t queue_capacity = 65536;  // events waiting for the writer
+  std::size_t max_batch = 8192;        // events per group commit
+  std::string overflow = "reject";     // full queue: "reject" (503) or "drop" (counted)
+  bool fsync = true;  // answer once events are on stable storage; false: once the OS has them
   Millis retention_interval{3'600'000};  // how often retention runs
 };
 

@@ -46,9 +46,26 @@ constexpr std::size_t kReadPiece = 4096;
 // coroutine frames still suspended in it, whose deadlines unregister from `watches`, so
 // `watches` must outlive it; sockets (acceptors, pooled upstream connections) need their
 // io_context alive when they close, so they go first.
+// A request waiting for its audit event to be durable.
+struct AuditTicket {
+  explicit AuditTicket(net::any_io_executor ex) : timer(ex) {}
+  net::steady_timer timer;
+  bool done = false;
+  bool durable = false;
+};
+
+// The audit writer's verdicts for one worker's requests. The writer thread appends here and
+// posts one drain per batch, not one handler per request.
+struct AuditCompletions {
+  std::mutex mu;
+  std::vector<std::pair<std::shared_ptr<AuditTicket>, bool>> ready;     // guarded by mu
+  std::vector<std::pair<std::shared_ptr<AuditTicket>, bool>> draining;  // worker thread only
+};
+
 struct Worker {
   io::WatchList watches;  // touched only on this worker's thread
   net::io_context ioc{1};
+  AuditCompletions audit_done;
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
   proxy::UpstreamPool upstreams;
   std::thread thread;
@@ -271,6 +288,7 @@ class Server::Impl {
       net::co_spawn(w->ioc, SweepLoop(*w), net::detached);
       Worker* wp = w.get();
       w->thread = std::thread([wp] {
+        current_worker_ = wp;
         auto guard = net::make_work_guard(wp->ioc);
         wp->ioc.run();
       });
@@ -539,6 +557,23 @@ class Server::Impl {
   // Completes `event` from the exchange and waits, on this connection's thread, until the
   // audit writer has it on disk. An error (the queue is full, or the store keeps failing) means
   // the request must be answered with that error instead: nothing is served unrecorded.
+  static void DrainAuditCompletions(Worker& w) {
+    AuditCompletions& c = w.audit_done;
+    {
+      std::lock_guard lock(c.mu);
+      c.draining.swap(c.ready);
+    }
+    for (auto& [ticket, durable] : c.draining) {
+      ticket->done = true;
+      ticket->durable = durable;
+      ticket->timer.cancel();
+    }
+    c.draining.clear();
+  }
+
+  // The worker whose thread is running; set once per worker thread.
+  static thread_local Worker* current_worker_;
+
   net::awaitable<std::optional<Error>> RecordDecision(AuditEvent event, const Exchange& ex,
                                                       const h1::RequestHead& head, int status) {
     AuditWriter* writer = parts_.audit;
@@ -554,19 +589,17 @@ class Server::Impl {
     event.user_agent.assign(head.Find("user-agent").value_or("").substr(0, 256));
     event.request_id.assign(ex.request_id);
     if (event.details.empty()) event.details = "{}";
-    struct Ticket {
-      explicit Ticket(net::any_io_executor ex) : timer(ex) {}
-      net::steady_timer timer;
-      bool done = false;
-      bool durable = false;
-    };
-    auto ticket = std::make_shared<Ticket>(co_await net::this_coro::executor);
-    auto admission = writer->Submit(std::move(event), [ticket](bool durable) {
-      net::post(ticket->timer.get_executor(), [ticket, durable] {
-        ticket->done = true;
-        ticket->durable = durable;
-        ticket->timer.cancel();
-      });
+    auto ticket = std::make_shared<AuditTicket>(co_await net::this_coro::executor);
+    Worker* worker = current_worker_;
+    auto admission = writer->Submit(std::move(event), [ticket, worker](bool durable) {
+      AuditCompletions& c = worker->audit_done;
+      bool first = false;
+      {
+        std::lock_guard lock(c.mu);
+        first = c.ready.empty();
+        c.ready.emplace_back(ticket, durable);
+      }
+      if (first) net::post(worker->ioc, [worker] { DrainAuditCompletions(*worker); });
     });
     if (admission == AuditWriter::Admission::kRejected) {
       co_return Error{ErrorCode::kUnavailable, "the audit log is behind; try again", {}, {}};
@@ -1028,6 +1061,8 @@ class Server::Impl {
   std::mutex shutdown_mu_;
   bool stopped_ = false;
 };
+
+thread_local Worker* Server::Impl::current_worker_ = nullptr;
 
 Server::Server(Parts parts) : impl_(std::make_unique<Impl>(std::move(parts))) {}
 Server::~Server() { impl_->Shutdown(); }

@@ -68,9 +68,11 @@ class Store {
 
   // The audit writer's group commit: appends `events` (of any orgs) to their orgs' chains and
   // adds `usage` to the per-day key counts, all in one transaction. Fills each event's seq and
-  // hashes. Either everything is durable when it returns, or nothing is.
+  // hashes. Either everything is durable when it returns, or nothing is. With `fsync`, durable
+  // means on stable storage; without, it means handed to the operating system (SQLite) or the
+  // database server (PostgreSQL), which survives the death of this process, not of the machine.
   virtual Result<void> AppendAudit(std::vector<AuditEvent>& events,
-                                   const std::vector<KeyUsageCount>& usage) = 0;
+                                   const std::vector<KeyUsageCount>& usage, bool fsync) = 0;
   // Newest first, filtered; see AuditQuery.
   virtual Result<AuditPage> ListAudit(std::string_view org_id, const AuditQuery& query) = 0;
   // Oldest first, seq > after_seq: for verification and export.

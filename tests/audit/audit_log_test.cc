@@ -86,7 +86,7 @@ class AuditLogTest : public ::testing::Test {
       batch.push_back(Event(org, "auth.proxy"));
       clock_.Advance(std::chrono::seconds(1));
     }
-    ASSERT_TRUE(store_->AppendAudit(batch, {}));
+    ASSERT_TRUE(store_->AppendAudit(batch, {}, true));
   }
 
   FakeClock clock_;
@@ -215,7 +215,7 @@ TEST_F(AuditLogTest, ListingFiltersAndPagesNewestFirst) {
                                       i % 2 ? "key_odd" : "key_even", i % 5 == 0 ? 403 : 200)};
     if (i % 5 == 0) one[0].result = "denied";
     clock_.Advance(std::chrono::seconds(1));
-    ASSERT_TRUE(store_->AppendAudit(one, {}));
+    ASSERT_TRUE(store_->AppendAudit(one, {}, false));
   }
   AuditQuery q;
   q.actor = "key_odd";

@@ -187,9 +187,16 @@ TEST_F(AuditTest, KeyUsageComesFromThePipeline) {
   std::string id(k.at("id").as_string()), secret(k.at("key").as_string());
   for (int i = 0; i < 3; ++i) ASSERT_EQ(Call("GET", "/api/v1/findings/a", secret).status, 200);
   ASSERT_EQ(Call("POST", "/api/v1/evidence/a", secret, "{}").status, 403);
-  auto usage = Call("GET", "/v1/orgs/" + org_ + "/keys/" + id + "/usage", key_);
-  ASSERT_EQ(usage.status, 200) << usage.body;
-  auto u = json::parse(usage.body);
+  // The writer stores counts at most once a second.
+  Response usage;
+  json::value u;
+  for (int i = 0; i < 30; ++i) {
+    usage = Call("GET", "/v1/orgs/" + org_ + "/keys/" + id + "/usage", key_);
+    ASSERT_EQ(usage.status, 200) << usage.body;
+    u = json::parse(usage.body);
+    if (u.at("total_requests") == 4) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
   ASSERT_EQ(u.at("days").as_array().size(), 1u) << usage.body;
   EXPECT_EQ(u.at("days").as_array()[0].at("2xx"), 3);
   EXPECT_EQ(u.at("days").as_array()[0].at("4xx"), 1);

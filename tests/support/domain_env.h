@@ -64,7 +64,7 @@ struct DomainEnv {
       e.request_id = req.request_id;
       std::vector<AuditEvent> batch{std::move(e)};
       auto usage = CountKeyUsage(batch);
-      if (auto r = store->AppendAudit(batch, usage); !r)
+      if (auto r = store->AppendAudit(batch, usage, true); !r)
         throw std::runtime_error("audit append failed: " + r.error().message);
       last_audit = batch.front();
     }

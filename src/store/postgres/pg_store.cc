@@ -1082,7 +1082,7 @@ void PgStore::WatchKeyInvalidations(const std::function<void(std::string_view)>&
 }
 
 Result<void> PgStore::AppendAudit(std::vector<AuditEvent>& events,
-                                  const std::vector<KeyUsageCount>& usage) {
+                                  const std::vector<KeyUsageCount>& usage, bool fsync) {
   if (events.empty() && usage.empty()) return {};
   // Orgs in a fixed order, so that two nodes' batches lock the same heads in the same order.
   std::vector<std::size_t> order(events.size());
@@ -1092,6 +1092,12 @@ Result<void> PgStore::AppendAudit(std::vector<AuditEvent>& events,
   });
   std::vector<AuditEvent> linked(events.size());
   auto done = InTransaction<void>("", [&](Tx& tx) -> Result<void> {
+    if (!fsync) {
+      // The commit returns once the server has the WAL record, before it is flushed: the batch
+      // survives this process, and the database server's own crash-safety covers the rest.
+      auto off = tx.Exec("SELECT set_config('synchronous_commit', 'off', true)", {});
+      if (!off) return tl::unexpected(off.error());
+    }
     std::vector<AuditEvent> group;
     for (std::size_t i = 0; i < order.size();) {
       const std::string& org = events[order[i]].org_id;

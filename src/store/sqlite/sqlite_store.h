@@ -51,8 +51,8 @@ class SqliteStore final : public Store {
                                                              int limit) override;
   Result<std::int64_t> LatestKeyInvalidation() override;
   Result<void> RecordKeyUsage(const std::vector<KeyUsage>& usage) override;
-  Result<void> AppendAudit(std::vector<AuditEvent>& events,
-                           const std::vector<KeyUsageCount>& usage) override;
+  Result<void> AppendAudit(std::vector<AuditEvent>& events, const std::vector<KeyUsageCount>& usage,
+                           bool fsync) override;
   Result<AuditPage> ListAudit(std::string_view org_id, const AuditQuery& query) override;
   Result<std::vector<AuditEvent>> AuditChain(std::string_view org_id, std::int64_t after_seq,
                                              int limit) override;
