@@ -23,7 +23,7 @@ if [ "$(id -u)" -eq 0 ]; then
   AS_PG=(/usr/sbin/runuser -u postgres --)
 fi
 cleanup() {
-  for pid in ${GH_PID:-} ${GH_PG_PID:-} ${GH_NOAUDIT_PID:-}; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; done
+  for pid in ${GH_PID:-} ${GH_PG_PID:-} ${GH_NOAUDIT_PID:-} ${GH_NOFSYNC_PID:-}; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; done
   "$PEERS/peers.sh" stop "$D" || true
   [ -d "$PGD/data" ] && "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$PGD/data" -m immediate -w stop >/dev/null 2>&1 || true
   rm -rf "$D" "$PGD"
@@ -78,6 +78,12 @@ printf '[audit]\nenabled = false\n' >>"$D/gatehouse-noaudit.toml"
 "$GH" serve --config "$D/gatehouse-noaudit.toml" >"$D/gatehouse-noaudit.log" 2>&1 &
 GH_NOAUDIT_PID=$!
 for _ in $(seq 100); do grep -q listening "$D/gatehouse-noaudit.log" && break; sleep 0.05; done
+# And with [audit] fsync = false: answered once the kernel has the batch (kill -9 safe).
+sed -e "s|127.0.0.1:18010|127.0.0.1:18013|" "$D/gatehouse.toml" >"$D/gatehouse-nofsync.toml"
+printf '[audit]\nfsync = false\n' >>"$D/gatehouse-nofsync.toml"
+"$GH" serve --config "$D/gatehouse-nofsync.toml" >"$D/gatehouse-nofsync.log" 2>&1 &
+GH_NOFSYNC_PID=$!
+for _ in $(seq 100); do grep -q listening "$D/gatehouse-nofsync.log" && break; sleep 0.05; done
 
 echo "bench: starting PostgreSQL and a gatehouse on it"
 "${AS_PG[@]}" "$PGBIN/initdb" -D "$PGD/data" -U gatehouse_admin --auth=trust --locale=C >/dev/null
@@ -134,7 +140,8 @@ OUT="$D/results.txt"
     echo '```'
     compare "$c" \
       gatehouse-audit-off=http://127.0.0.1:18012/api/echo \
-      gatehouse-audit-on=http://127.0.0.1:18010/api/echo
+      gatehouse-audit-on=http://127.0.0.1:18010/api/echo \
+      gatehouse-audit-on-nofsync=http://127.0.0.1:18013/api/echo
     echo '```'
     echo
   done

@@ -127,7 +127,7 @@ CREATE TABLE audit_events (
   hash       text NOT NULL,
   PRIMARY KEY (org_id, seq)
 );
-CREATE INDEX audit_events_by_actor ON audit_events (org_id, actor, seq);
+-- No secondary index, as on SQLite: appends stay sequential; filters scan newest first.
 CREATE TABLE audit_heads (
   org_id               text PRIMARY KEY,
   seq                  bigint NOT NULL,

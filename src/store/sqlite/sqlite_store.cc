@@ -125,7 +125,8 @@ CREATE TABLE audit_events (
   hash       TEXT NOT NULL,
   PRIMARY KEY (org_id, seq)
 ) STRICT, WITHOUT ROWID;
-CREATE INDEX audit_events_by_actor ON audit_events(org_id, actor, seq);
+-- No secondary index: with one per actor, every event dirtied another page of the log per
+-- group commit and the writer lost a third of its throughput. Filters scan newest first.
 CREATE TABLE audit_heads (
   org_id               TEXT PRIMARY KEY,
   seq                  INTEGER NOT NULL,
