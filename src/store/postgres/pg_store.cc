@@ -325,6 +325,18 @@ class PgStore::Tx {
     return Rows(std::move(r));
   }
 
+  // A statement built at run time (not prepared): for multi-row inserts whose size varies.
+  Result<Rows> ExecOnce(const std::string& sql, const std::vector<Param>& params) {
+    std::vector<const char*> values;
+    values.reserve(params.size());
+    for (const auto& p : params) values.push_back(p ? p->c_str() : nullptr);
+    auto r = Wrap(PQexecParams(c_.get(), sql.c_str(), static_cast<int>(values.size()), nullptr,
+                               values.data(), nullptr, nullptr, 0));
+    auto st = PQresultStatus(r.get());
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return Failure(r.get(), "statement");
+    return Rows(std::move(r));
+  }
+
   Result<void> Commit() {
     auto r = Wrap(PQexec(c_.get(), "COMMIT"));
     open_ = false;
@@ -428,20 +440,37 @@ Result<void> AppendAuditIn(PgStore::Tx& tx, std::string_view org_id, AuditEvent*
   if (head->size() != 1) return Fail(ErrorCode::kInternal, "audit head missing");
   std::int64_t last_seq = head->Int(0, 0);
   std::string last_hash = head->Text(0, 1);
-  for (std::size_t i = 0; i < count; ++i) {
-    AuditEvent& e = events[i];
-    e.org_id = std::string(org_id);
-    LinkAuditEvent(e, last_seq, last_hash);
-    auto r = tx.Exec(
+  // Many rows per statement: a round trip per event would cap a node at what the network
+  // latency allows, whatever the batch size.
+  constexpr std::size_t kRowsPerStatement = 500;  // 14 parameters each, well under 65535
+  for (std::size_t start = 0; start < count; start += kRowsPerStatement) {
+    std::size_t end = std::min(count, start + kRowsPerStatement);
+    std::string sql =
         "INSERT INTO audit_events (org_id, seq, at, actor, action, resource, result, status, "
-        "client_ip, user_agent, request_id, details, prev_hash, hash) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        {P(e.org_id), P(e.seq), P(e.at), P(e.actor), P(e.action), P(e.resource), P(e.result),
-         P(static_cast<std::int64_t>(e.status)), P(e.client_ip), P(e.user_agent), P(e.request_id),
-         P(e.details), P(e.prev_hash), P(e.hash)});
+        "client_ip, user_agent, request_id, details, prev_hash, hash) VALUES ";
+    std::vector<Param> params;
+    params.reserve((end - start) * 14);
+    for (std::size_t i = start; i < end; ++i) {
+      AuditEvent& e = events[i];
+      e.org_id = std::string(org_id);
+      LinkAuditEvent(e, last_seq, last_hash);
+      last_seq = e.seq;
+      last_hash = e.hash;
+      sql += i == start ? "(" : ",(";
+      for (std::size_t col = 0; col < 14; ++col) {
+        if (col) sql += ',';
+        sql += '$';
+        sql += std::to_string(params.size() + col + 1);
+      }
+      sql += ')';
+      for (auto& p : {P(e.org_id), P(e.seq), P(e.at), P(e.actor), P(e.action), P(e.resource),
+                      P(e.result), P(static_cast<std::int64_t>(e.status)), P(e.client_ip),
+                      P(e.user_agent), P(e.request_id), P(e.details), P(e.prev_hash), P(e.hash)}) {
+        params.push_back(p);
+      }
+    }
+    auto r = tx.ExecOnce(sql, params);
     if (!r) return tl::unexpected(r.error());
-    last_seq = e.seq;
-    last_hash = e.hash;
   }
   std::vector<Param> up{P(last_seq), P(last_hash)};
   AddOrg(up, org_id);
