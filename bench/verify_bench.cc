@@ -49,7 +49,7 @@ World& TheWorld() {
 // With GATEHOUSE_BENCH_POSTGRES (an application-role URL of a migrated database; make bench
 // sets it up), the cache-hit and store-lookup benchmarks run again on PostgreSQL.
 World* PostgresWorld() {
-  static World* w = [] () -> World* {
+  static World* w = []() -> World* {
     const char* url = std::getenv("GATEHOUSE_BENCH_POSTGRES");
     if (!url || !*url) return nullptr;
     auto store = PgStore::Open(url);
@@ -132,9 +132,8 @@ BENCHMARK(BM_VerifyStoreLookup);
 int main(int argc, char** argv) {
   using gatehouse::World;
   if (World* pg = gatehouse::PostgresWorld()) {
-    benchmark::RegisterBenchmark("BM_VerifyCacheHit/postgres", [pg](benchmark::State& s) {
-      gatehouse::VerifyCacheHit(s, *pg);
-    });
+    benchmark::RegisterBenchmark("BM_VerifyCacheHit/postgres",
+                                 [pg](benchmark::State& s) { gatehouse::VerifyCacheHit(s, *pg); });
     benchmark::RegisterBenchmark("BM_VerifyStoreLookup/postgres", [pg](benchmark::State& s) {
       gatehouse::VerifyStoreLookup(s, *pg);
     });

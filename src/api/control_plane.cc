@@ -68,6 +68,21 @@ HttpResponse Json(int status, const json::value& v) {
   return JsonResponse(status, json::serialize(v));
 }
 
+// A whole-number query parameter in [min, max]; `fallback` when absent.
+template <typename Int>
+Result<Int> IntParam(const HttpRequest& req, std::string_view name, Int fallback, Int min,
+                     Int max) {
+  auto text = req.QueryParam(name);
+  if (!text) return fallback;
+  Int v = 0;
+  auto [ptr, ec] = std::from_chars(text->data(), text->data() + text->size(), v);
+  if (ec != std::errc() || ptr != text->data() + text->size() || v < min || v > max) {
+    return FailField(std::string(name), std::string(name) + " must be an integer " +
+                                            std::to_string(min) + "-" + std::to_string(max));
+  }
+  return v;
+}
+
 // Runs `body` for an authenticated principal of the addressed org holding `permission`. Handlers
 // then act on the principal's org, never on the org named in the path: the store scopes its
 // transaction (and so the database's row level security) to that org, so even a handler that
@@ -173,15 +188,9 @@ Result<HttpResponse> CreateKey(ControlPlaneDeps& d, HttpRequest& req, const Prin
 
 Result<HttpResponse> ListKeys(ControlPlaneDeps& d, HttpRequest& req, const Principal& p) {
   KeyListQuery q;
-  if (auto limit = req.QueryParam("limit")) {
-    try {
-      std::size_t used = 0;
-      q.limit = std::stoi(*limit, &used);
-      if (used != limit->size()) throw std::invalid_argument("limit");
-    } catch (const std::exception&) {
-      return FailField("limit", "limit must be an integer 1-200");
-    }
-  }
+  auto limit = IntParam(req, "limit", 50, 1, 200);
+  if (!limit) return tl::unexpected(limit.error());
+  q.limit = *limit;
   if (auto cursor = req.QueryParam("cursor")) q.cursor = *cursor;
   auto page = d.keys.List(p.org_id, q);
   if (!page) return tl::unexpected(page.error());
@@ -291,20 +300,9 @@ json::object VerifyReportJson(const AuditVerifyReport& r) {
   return o;
 }
 
-Result<int> LimitParam(const HttpRequest& req, int fallback, int max) {
-  auto limit = req.QueryParam("limit");
-  if (!limit) return fallback;
-  int v = 0;
-  auto [ptr, ec] = std::from_chars(limit->data(), limit->data() + limit->size(), v);
-  if (ec != std::errc() || ptr != limit->data() + limit->size() || v < 1 || v > max) {
-    return FailField("limit", "limit must be an integer 1-" + std::to_string(max));
-  }
-  return v;
-}
-
 Result<HttpResponse> ListAudit(ControlPlaneDeps& d, HttpRequest& req, const Principal& p) {
   AuditQuery q;
-  auto limit = LimitParam(req, 50, 500);
+  auto limit = IntParam(req, "limit", 50, 1, 500);
   if (!limit) return tl::unexpected(limit.error());
   q.limit = *limit;
   for (auto [name, field] : {std::pair{"actor", &q.actor}, std::pair{"action", &q.action},
@@ -321,13 +319,10 @@ Result<HttpResponse> ListAudit(ControlPlaneDeps& d, HttpRequest& req, const Prin
       *field = *t;
     }
   }
-  if (auto cursor = req.QueryParam("cursor")) {
-    std::int64_t seq = 0;
-    auto [ptr, ec] = std::from_chars(cursor->data(), cursor->data() + cursor->size(), seq);
-    if (ec != std::errc() || ptr != cursor->data() + cursor->size() || seq < 1) {
-      return FailField("cursor", "cursor is not one this server issued");
-    }
-    q.before_seq = seq;
+  if (req.QueryParam("cursor")) {
+    auto seq = IntParam<std::int64_t>(req, "cursor", 0, 1, INT64_MAX);
+    if (!seq) return FailField("cursor", "cursor is not one this server issued");
+    q.before_seq = *seq;
   }
   auto page = d.audit.List(p.org_id, q);
   if (!page) return tl::unexpected(page.error());
@@ -371,14 +366,9 @@ Result<HttpResponse> ExportAudit(ControlPlaneDeps& d, const Principal& p) {
 }
 
 Result<HttpResponse> GetKeyUsage(ControlPlaneDeps& d, HttpRequest& req, const Principal& p) {
-  int days = 30;
-  if (auto v = req.QueryParam("days")) {
-    auto [ptr, ec] = std::from_chars(v->data(), v->data() + v->size(), days);
-    if (ec != std::errc() || ptr != v->data() + v->size()) {
-      return FailField("days", "days must be an integer 1-366");
-    }
-  }
-  auto report = d.audit.KeyUsage(p.org_id, req.PathParam("id"), days);
+  auto days = IntParam(req, "days", 30, 1, 366);
+  if (!days) return tl::unexpected(days.error());
+  auto report = d.audit.KeyUsage(p.org_id, req.PathParam("id"), *days);
   if (!report) return tl::unexpected(report.error());
   json::object o;
   o["key_id"] = report->key.id;

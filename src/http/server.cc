@@ -444,12 +444,9 @@ class Server::Impl {
     return a.to_string();
   }
 
-  // Writes one response of gatehouse's own: every header here is ours, so the head is written
-  // straight into one string and sent with the body in a single gather write.
-  template <class Stream>
-  net::awaitable<bool> Write(Stream& stream, ConnectionState& conn, const HttpResponse& r,
-                             Exchange& ex, bool keep_alive, bool head, bool no_store) {
-    std::string& text = conn.out;
+  // The status line, the handler's headers and X-Request-Id, into `text`. Returns whether the
+  // handler set a Content-Type.
+  static bool StartHead(std::string& text, const HttpResponse& r, const Exchange& ex) {
     text.clear();
     text += "HTTP/1.1 ";
     text += std::to_string(r.status);
@@ -463,10 +460,20 @@ class Server::Impl {
       if (EqualsIgnoreCase(k, "content-type")) has_type = true;
       proxy::AppendField(text, k, v);
     }
+    proxy::AppendField(text, "X-Request-Id", ex.request_id);
+    return has_type;
+  }
+
+  // Writes one response of gatehouse's own: every header here is ours, so the head is written
+  // straight into one string and sent with the body in a single gather write.
+  template <class Stream>
+  net::awaitable<bool> Write(Stream& stream, ConnectionState& conn, const HttpResponse& r,
+                             Exchange& ex, bool keep_alive, bool head, bool no_store) {
+    std::string& text = conn.out;
+    bool has_type = StartHead(text, r, ex);
     if (!has_type && (!r.body.empty() || r.status >= 400)) {
       text += "Content-Type: application/json; charset=utf-8\r\n";
     }
-    proxy::AppendField(text, "X-Request-Id", ex.request_id);
     if (no_store) text += "Cache-Control: no-store\r\n";
     text += "X-Content-Type-Options: nosniff\r\nContent-Length: ";
     text += std::to_string(r.body.size());
@@ -485,17 +492,7 @@ class Server::Impl {
   net::awaitable<bool> WriteStreamed(Stream& stream, ConnectionState& conn, HttpResponse& r,
                                      Exchange& ex, bool keep_alive) {
     std::string& text = conn.out;
-    text.clear();
-    text += "HTTP/1.1 ";
-    text += std::to_string(r.status);
-    text += ' ';
-    text += ReasonPhrase(r.status);
-    text += "\r\n";
-    for (const auto& [k, v] : r.headers) {
-      if (!IsHttpToken(k) || v.find_first_of("\r\n") != std::string::npos) continue;
-      proxy::AppendField(text, k, v);
-    }
-    proxy::AppendField(text, "X-Request-Id", ex.request_id);
+    StartHead(text, r, ex);
     text +=
         "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
         "Transfer-Encoding: chunked\r\n";
