@@ -17,8 +17,12 @@ std::string DeriveCheckpointKey(std::string_view pepper) {
 constexpr int kPage = 1000;
 }  // namespace
 
-AuditService::AuditService(Store& store, const Clock& clock, std::string_view pepper)
-    : store_(store), clock_(clock), checkpoint_key_(DeriveCheckpointKey(pepper)) {}
+AuditService::AuditService(Store& store, const Clock& clock, std::string_view pepper,
+                           int system_retention_days)
+    : store_(store),
+      clock_(clock),
+      checkpoint_key_(DeriveCheckpointKey(pepper)),
+      system_retention_days_(system_retention_days) {}
 
 std::string AuditService::SignCheckpoint(std::string_view org_id,
                                          const AuditHead& checkpoint) const {
@@ -98,6 +102,7 @@ Result<std::int64_t> AuditService::ApplyRetention(const Org& org, const AuditSou
 Result<std::int64_t> AuditService::ApplyAllRetention() {
   auto orgs = store_.ListOrgs();
   if (!orgs) return tl::unexpected(orgs.error());
+  orgs->push_back(Org{"system", "system", 0, system_retention_days_});
   std::int64_t total = 0;
   for (const auto& org : *orgs) {
     auto n = ApplyRetention(org);

@@ -30,7 +30,10 @@ struct AuditVerifyReport {
 
 class AuditService {
  public:
-  AuditService(Store& store, const Clock& clock, std::string_view pepper);
+  // `system_retention_days`: how long the org-less "system" chain (refused credentials that
+  // name no org) keeps events; 0 forever. An attacker writes to it at will, so it needs a bound.
+  AuditService(Store& store, const Clock& clock, std::string_view pepper,
+               int system_retention_days = 30);
 
   Result<AuditPage> List(std::string_view org_id, const AuditQuery& query);
   Result<AuditVerifyReport> Verify(std::string_view org_id);
@@ -39,7 +42,7 @@ class AuditService {
                       const std::function<bool(const std::vector<AuditEvent>&)>& sink);
   // Applies the org's retention now; returns how many events went. 0 when retention is off.
   Result<std::int64_t> ApplyRetention(const Org& org, const AuditSource& source = {});
-  // Every org's retention (the server runs this periodically).
+  // Every org's retention, and the system chain's (the server runs this periodically).
   Result<std::int64_t> ApplyAllRetention();
 
   struct KeyUsageReport {
@@ -55,6 +58,7 @@ class AuditService {
   Store& store_;
   const Clock& clock_;
   HmacSha256Key checkpoint_key_;
+  int system_retention_days_;
 };
 
 }  // namespace gatehouse

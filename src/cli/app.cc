@@ -68,7 +68,8 @@ Result<std::unique_ptr<App>> App::Open(std::shared_ptr<const Config> config, boo
   vo.negative_ttl = config->keys.negative_cache_ttl.count() * 1000;
   app->verifier = std::make_unique<KeyVerifier>(
       KeyFormat(config->keys.prefix), HmacSha256Key(*pepper), *app->store, *app->clock, vo);
-  app->audit = std::make_unique<AuditService>(*app->store, *app->clock, *pepper);
+  app->audit = std::make_unique<AuditService>(*app->store, *app->clock, *pepper,
+                                              config->audit.system_retention_days);
   SecureZero(*pepper);
   app->keys = std::make_unique<KeyService>(*app->store, *app->verifier, *app->clock, config);
   app->orgs = std::make_unique<OrgService>(*app->store, *app->keys, *app->clock);

@@ -354,6 +354,7 @@ Result<Config> ParseConfig(std::string_view toml_text, std::string source) {
     if (c.audit.overflow != "reject" && c.audit.overflow != "drop") {
       return Bad(t.At("overflow"), "must be \"reject\" or \"drop\"");
     }
+    GH_TRY(t.Integer("system_retention_days", c.audit.system_retention_days, 0, 3650));
     return t.Duration("retention_interval", c.audit.retention_interval);
   }));
   GH_TRY(sub("demo", [&](TableReader& t) -> Result<void> {

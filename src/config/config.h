@@ -86,6 +86,7 @@ struct AuditConfig {
   std::string overflow = "reject";     // full queue: "reject" (503) or "drop" (counted)
   bool fsync = true;  // answer once events are on stable storage; false: once the OS has them
   Millis retention_interval{3'600'000};  // how often retention runs
+  int system_retention_days = 30;        // the org-less "system" chain; 0: forever
 };
 
 struct DemoConfig {

@@ -209,6 +209,21 @@ TEST_F(AuditLogTest, RetentionPrunesOldEventsAndTheRestStillVerifiesFromASignedC
   EXPECT_NE(forged->reason.find("signature"), std::string::npos) << forged->reason;
 }
 
+TEST_F(AuditLogTest, TheSystemChainIsBoundedToo) {
+  AppendMany("system", 10);  // refusals of unknown keys, which anyone can cause
+  clock_.Advance(std::chrono::hours(24 * 31));
+  AppendMany("system", 2);
+  AuditService audit(*store_, clock_, kPepper, 30);
+  auto removed = audit.ApplyAllRetention();
+  ASSERT_TRUE(removed) << removed.error().message;
+  EXPECT_EQ(*removed, 10);
+  auto r = audit.Verify("system");
+  EXPECT_TRUE(r->intact) << r->reason;
+  EXPECT_EQ(r->checkpoint_seq, 10);
+  AuditService forever(*store_, clock_, kPepper, 0);
+  EXPECT_EQ(*forever.ApplyAllRetention(), 0);
+}
+
 TEST_F(AuditLogTest, ListingFiltersAndPagesNewestFirst) {
   for (int i = 0; i < 30; ++i) {
     std::vector<AuditEvent> one{Event("org_a", i % 3 == 0 ? "key.create" : "auth.proxy",
