@@ -930,15 +930,17 @@ class Server::Impl {
       ex.slot = match.route->metrics_index;
       res = co_await Dispatch(*match.route, req);
     }
-    ex.principal = req.principal_id;
-    for (const auto& [k, v] : res.headers) {
-      if (k == "X-Gatehouse-Principal") ex.principal = v;  // forward-auth's verdict
-    }
     if (req.audit) {
       std::optional<Error> unrecorded =
           co_await RecordDecision(std::move(*req.audit), ex, h, res.status);
       if (unrecorded) res = ErrorResponse(*unrecorded, ex.request_id);
     }
+    // Views into the final response: set only once `res` can no longer be replaced.
+    ex.principal = req.principal_id;
+    for (const auto& [k, v] : res.headers) {
+      if (k == "X-Gatehouse-Principal") ex.principal = v;  // forward-auth's verdict
+    }
+
     bool keep = h.keep_alive && !draining_.load();
     bool ok = false;
     if (res.stream && h.method != "HEAD") {

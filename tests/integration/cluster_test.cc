@@ -90,7 +90,7 @@ TEST_F(ClusterTest, WithTheDatabaseDownNothingIsServedUnrecordedAndNothingIsA401
   // would be a guess (and listing keys needs the database anyway).
   auto r = Request(nodes_[2]->port(), "GET", "/v1/orgs/" + org_ + "/keys",
                    {{"Authorization", "Bearer " + owner_}}, "");
-  EXPECT_EQ(r.status, 503) << r.body << nodes_[2]->Output().substr(0, 4000);
+  EXPECT_EQ(r.status, 503) << r.body << nodes_[2]->Output().substr(0, 20000);
   EXPECT_NE(r.body.find("\"code\":\"unavailable\""), std::string::npos) << r.body;
 }
 
