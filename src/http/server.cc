@@ -52,6 +52,13 @@ struct AuditTicket {
   net::steady_timer timer;
   bool done = false;
   bool durable = false;
+
+  // On the worker's thread: records the writer's verdict and wakes the waiting request.
+  void Resolve(bool ok) {
+    done = true;
+    durable = ok;
+    timer.cancel();
+  }
 };
 
 // The audit writer's verdicts for one worker's requests. The writer thread appends here and
@@ -560,11 +567,7 @@ class Server::Impl {
       std::lock_guard lock(c.mu);
       c.draining.swap(c.ready);
     }
-    for (auto& [ticket, durable] : c.draining) {
-      ticket->done = true;
-      ticket->durable = durable;
-      ticket->timer.cancel();
-    }
+    for (auto& [ticket, durable] : c.draining) ticket->Resolve(durable);
     c.draining.clear();
   }
 
@@ -589,6 +592,10 @@ class Server::Impl {
     auto ticket = std::make_shared<AuditTicket>(co_await net::this_coro::executor);
     Worker* worker = current_worker_;
     auto admission = writer->Submit(std::move(event), [ticket, worker](bool durable) {
+      if (!worker) {  // not on a worker thread (never expected): answer through the timer's own
+        net::post(ticket->timer.get_executor(), [ticket, durable] { ticket->Resolve(durable); });
+        return;
+      }
       AuditCompletions& c = worker->audit_done;
       bool first = false;
       {
