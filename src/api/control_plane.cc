@@ -90,13 +90,8 @@ Result<Int> IntParam(const HttpRequest& req, std::string_view name, Int fallback
 // The decision to record for `req` (the server completes and writes it before answering).
 void RecordDecision(HttpRequest& req, std::string_view org, std::string_view actor,
                     std::string_view action, std::string resource, std::string_view reason) {
-  AuditEvent e;
-  e.org_id.assign(org.empty() ? "system" : org);
-  e.actor.assign(actor.empty() ? "anonymous" : actor);
-  e.action.assign(action);
-  e.resource = std::move(resource);
-  e.details = reason.empty() ? "{}" : DetailsOf({{"reason", reason}});
-  req.audit = std::move(e);
+  req.audit = DecisionEvent(org, actor, action, std::move(resource),
+                            reason.empty() ? "{}" : DetailsOf({{"reason", reason}}));
 }
 
 // The endpoint a decision was about. A refused request is recorded with the route's pattern
@@ -339,21 +334,20 @@ Result<HttpResponse> ListAudit(ControlPlaneDeps& d, HttpRequest& req, const Prin
 Result<HttpResponse> ExportAudit(ControlPlaneDeps& d, const Principal& p) {
   struct Cursor {
     AuditService* audit;
-    Store* store;
     std::string org;
     std::int64_t after = 0;
     bool done = false;
   };
-  auto cursor = std::make_shared<Cursor>(Cursor{&d.audit, &d.store, p.org_id});
+  auto cursor = std::make_shared<Cursor>(Cursor{&d.audit, p.org_id});
   HttpResponse r;
   r.status = 200;
   r.SetHeader("Content-Type", "application/x-ndjson");
   r.stream = [cursor](std::string& piece) -> Result<bool> {
     piece.clear();
     if (cursor->done) return false;
-    auto page = cursor->store->AuditChain(cursor->org, cursor->after, 1000);
+    auto page = cursor->audit->ChainPage(cursor->org, cursor->after);
     if (!page) return tl::unexpected(page.error());
-    if (page->size() < 1000) cursor->done = true;
+    if (static_cast<int>(page->size()) < AuditService::kChainPage) cursor->done = true;
     if (page->empty()) return false;
     for (const auto& e : *page) {
       piece += json::serialize(AuditEventJson(e));

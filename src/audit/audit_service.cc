@@ -14,7 +14,6 @@ std::string DeriveCheckpointKey(std::string_view pepper) {
   return HexEncode(k.Mac("gatehouse-audit-checkpoint-key-v1"));
 }
 
-constexpr int kPage = 1000;
 }  // namespace
 
 AuditService::AuditService(Store& store, const Clock& clock, std::string_view pepper,
@@ -58,10 +57,10 @@ Result<AuditVerifyReport> AuditService::Verify(std::string_view org_id) {
   AuditChainVerifier verifier(head->checkpoint_seq, head->checkpoint_hash);
   std::int64_t after = head->checkpoint_seq;
   for (;;) {
-    auto page = store_.AuditChain(org_id, after, kPage);
+    auto page = ChainPage(org_id, after);
     if (!page) return tl::unexpected(page.error());
     for (const auto& e : *page) verifier.Feed(e);
-    if (verifier.broken() || static_cast<int>(page->size()) < kPage) break;
+    if (verifier.broken() || static_cast<int>(page->size()) < kChainPage) break;
     after = page->back().seq;
   }
   verifier.CheckHead(head->seq, head->hash);
@@ -74,17 +73,9 @@ Result<AuditVerifyReport> AuditService::Verify(std::string_view org_id) {
   return report;
 }
 
-Result<void> AuditService::Export(std::string_view org_id,
-                                  const std::function<bool(const std::vector<AuditEvent>&)>& sink) {
-  std::int64_t after = 0;
-  for (;;) {
-    auto page = store_.AuditChain(org_id, after, kPage);
-    if (!page) return tl::unexpected(page.error());
-    if (page->empty()) return {};
-    if (!sink(*page)) return {};
-    if (static_cast<int>(page->size()) < kPage) return {};
-    after = page->back().seq;
-  }
+Result<std::vector<AuditEvent>> AuditService::ChainPage(std::string_view org_id,
+                                                        std::int64_t after_seq) {
+  return store_.AuditChain(org_id, after_seq, kChainPage);
 }
 
 Result<std::int64_t> AuditService::ApplyRetention(const Org& org, const AuditSource& source) {

@@ -7,7 +7,6 @@
 // start of a chain to hide deleted events.
 #pragma once
 
-#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -37,9 +36,10 @@ class AuditService {
 
   Result<AuditPage> List(std::string_view org_id, const AuditQuery& query);
   Result<AuditVerifyReport> Verify(std::string_view org_id);
-  // Calls `sink` with each event oldest first, in pages; stops early when `sink` returns false.
-  Result<void> Export(std::string_view org_id,
-                      const std::function<bool(const std::vector<AuditEvent>&)>& sink);
+  // The next page of the chain, oldest first, after `after_seq` (verify and export read it so);
+  // a page shorter than kChainPage is the last.
+  static constexpr int kChainPage = 1000;
+  Result<std::vector<AuditEvent>> ChainPage(std::string_view org_id, std::int64_t after_seq);
   // Applies the org's retention now; returns how many events went. 0 when retention is off.
   Result<std::int64_t> ApplyRetention(const Org& org, const AuditSource& source = {});
   // Every org's retention, and the system chain's (the server runs this periodically).

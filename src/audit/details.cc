@@ -38,6 +38,22 @@ AuditEvent AuditSource::Event(std::string_view org_id, std::string_view action,
   return e;
 }
 
+AuditEvent DecisionEvent(std::string_view org, std::string_view actor, std::string_view action,
+                         std::string resource, std::string details) {
+  AuditEvent e;
+  e.org_id.assign(org.empty() ? "system" : org);
+  e.actor.assign(actor.empty() ? "anonymous" : actor);
+  e.action.assign(action);
+  e.resource = std::move(resource);
+  e.details = std::move(details);
+  return e;
+}
+
+std::string_view ResultOfStatus(int status) {
+  if (status < 400) return "success";
+  return status == 401 || status == 403 ? "denied" : "failure";
+}
+
 std::string DetailsOf(const std::vector<std::pair<std::string_view, std::string_view>>& fields) {
   boost::json::object o;
   for (const auto& [name, value] : fields) o[name] = value;

@@ -28,6 +28,14 @@ struct AuditSource {
                    int http_status, UnixMicros at) const;
 };
 
+// An authentication decision's event before the server completes it: an empty org is the
+// operator's "system" chain (the credential named no org), an empty actor is "anonymous".
+AuditEvent DecisionEvent(std::string_view org, std::string_view actor, std::string_view action,
+                         std::string resource, std::string details = "{}");
+
+// "success" below 400, "denied" for 401 and 403, "failure" otherwise.
+std::string_view ResultOfStatus(int status);
+
 // A flat object of string fields, e.g. {"reason":"expired","route":"/api"}.
 std::string DetailsOf(const std::vector<std::pair<std::string_view, std::string_view>>& fields);
 

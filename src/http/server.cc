@@ -582,13 +582,10 @@ class Server::Impl {
                    std::chrono::system_clock::now().time_since_epoch())
                    .count();
     event.status = status;
-    event.result = status < 400                       ? "success"
-                   : (status == 401 || status == 403) ? "denied"
-                                                      : "failure";
+    event.result.assign(ResultOfStatus(status));
     event.client_ip.assign(ex.client_ip);
     event.user_agent.assign(head.Find("user-agent").value_or("").substr(0, 256));
     event.request_id.assign(ex.request_id);
-    if (event.details.empty()) event.details = "{}";
     auto ticket = std::make_shared<AuditTicket>(co_await net::this_coro::executor);
     Worker* worker = current_worker_;
     auto admission = writer->Submit(std::move(event), [ticket, worker](bool durable) {
@@ -618,16 +615,6 @@ class Server::Impl {
           ErrorCode::kUnavailable, "the audit log cannot be written; try again", {}, {}};
     }
     co_return std::nullopt;
-  }
-
-  static AuditEvent DecisionEvent(std::string_view org, std::string_view actor,
-                                  std::string_view action, std::string resource) {
-    AuditEvent e;
-    e.org_id.assign(org.empty() ? "system" : org);
-    e.actor.assign(actor.empty() ? "anonymous" : actor);
-    e.action.assign(action);
-    e.resource = std::move(resource);
-    return e;
   }
 
   // The proxy's wait: the event carries the upstream's status, and the client sees nothing

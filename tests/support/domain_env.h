@@ -59,7 +59,7 @@ struct DomainEnv {
       AuditEvent e = std::move(*req.audit);
       e.at = clock.Now();
       e.status = res.status;
-      e.result = res.status < 400 ? "success" : "denied";
+      e.result.assign(ResultOfStatus(res.status));
       e.client_ip = client_ip;
       e.request_id = req.request_id;
       std::vector<AuditEvent> batch{std::move(e)};
