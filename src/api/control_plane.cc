@@ -1,11 +1,12 @@
 #include "api/control_plane.h"
 
 #include <boost/json/parse.hpp>
+
+#include <algorithm>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
-#include <charconv>
-
+#include "api/guard.h"
 #include "audit/details.h"
 #include "core/cidr.h"
 #include "core/crypto.h"
@@ -64,92 +65,13 @@ json::object OrgJson(const Org& org) {
   return o;
 }
 
-HttpResponse Json(int status, const json::value& v) {
-  return JsonResponse(status, json::serialize(v));
-}
-
-// A whole-number query parameter in [min, max]; `fallback` when absent.
-template <typename Int>
-Result<Int> IntParam(const HttpRequest& req, std::string_view name, Int fallback, Int min,
-                     Int max) {
-  auto text = req.QueryParam(name);
-  if (!text) return fallback;
-  Int v = 0;
-  auto [ptr, ec] = std::from_chars(text->data(), text->data() + text->size(), v);
-  if (ec != std::errc() || ptr != text->data() + text->size() || v < min || v > max) {
-    return FailField(std::string(name), std::string(name) + " must be an integer " +
-                                            std::to_string(min) + "-" + std::to_string(max));
-  }
-  return v;
-}
-
-// Runs `body` for an authenticated principal of the addressed org holding `permission`. Handlers
-// then act on the principal's org, never on the org named in the path: the store scopes its
-// transaction (and so the database's row level security) to that org, so even a handler that
-// skipped this check could not reach another org's rows.
-// The decision to record for `req` (the server completes and writes it before answering).
-void RecordDecision(HttpRequest& req, std::string_view org, std::string_view actor,
-                    std::string_view action, std::string resource, std::string_view reason) {
-  req.audit = DecisionEvent(org, actor, action, std::move(resource),
-                            reason.empty() ? "{}" : DetailsOf({{"reason", reason}}));
-}
-
-// The endpoint a decision was about. A refused request is recorded with the route's pattern
-// ("/v1/orgs/{org}/keys/{id}"), never the ids it named: those may be another org's, and the
-// caller's org reads this record.
-std::string ApiResource(const HttpRequest& req, bool allowed) {
-  std::string path(req.path.substr(0, 256));
-  if (!allowed) {
-    for (const auto& [name, value] : req.path_params) {
-      if (value.empty()) continue;
-      auto at = path.find(value);
-      if (at != std::string::npos) path.replace(at, value.size(), "{" + std::string(name) + "}");
-    }
-  }
-  return "api:" + std::string(req.method) + " " + path;
-}
-
-// The source of the changes a request makes: its caller, address, agent and id.
-AuditSource SourceOf(const HttpRequest& req, const Principal& p) {
-  AuditSource s;
-  s.actor = p.id;
-  s.client_ip = req.client_ip;
-  s.user_agent = std::string(req.Header("user-agent").value_or("").substr(0, 256));
-  s.request_id = req.request_id;
-  s.http = true;
-  return s;
-}
-
-template <typename F>
-HttpResponse Guarded(ControlPlaneDeps& d, HttpRequest& req, std::string_view permission, F&& body) {
-  AuthSubject subject;
-  auto principal = d.auth.Authenticate(req, &subject);
-  if (!principal) {
-    RecordDecision(req, subject.org_id, subject.key_id, "auth.api", ApiResource(req, false),
-                   subject.reason);
-    return ErrorResponse(principal.error(), req.request_id);
-  }
-  req.principal_id = principal->id;
-  std::string_view org = req.PathParam("org");
-  if (!org.empty()) {
-    if (auto r = RequireOrg(*principal, org); !r) {
-      d.metrics.CountAuthFailure(Metrics::AuthFailure::kOrgMismatch);
-      // Recorded in the caller's own org: the addressed org learns nothing of it.
-      RecordDecision(req, principal->org_id, principal->id, "auth.api", ApiResource(req, false),
-                     "org_mismatch");
-      return ErrorResponse(r.error(), req.request_id);
-    }
-  }
-  if (auto r = RequireScopes(*principal, {std::string(permission)}); !r) {
-    d.metrics.CountAuthFailure(Metrics::AuthFailure::kForbidden);
-    RecordDecision(req, principal->org_id, principal->id, "auth.api", ApiResource(req, false),
-                   "forbidden");
-    return ErrorResponse(r.error(), req.request_id);
-  }
-  RecordDecision(req, principal->org_id, principal->id, "auth.api", ApiResource(req, true), "");
-  Result<HttpResponse> out = body(*principal);
-  if (!out) return ErrorResponse(out.error(), req.request_id);
-  return std::move(*out);
+// The org with its session policy (0: the deployment's default inactivity timeout).
+Result<HttpResponse> OrgResponse(ControlPlaneDeps& d, const Org& org) {
+  json::object o = OrgJson(org);
+  auto idle = d.people.IdleTimeout(org.id);
+  if (!idle) return tl::unexpected(idle.error());
+  o["session_idle_timeout_minutes"] = *idle ? **idle / (60 * kMicrosPerSecond) : 0;
+  return Json(200, o);
 }
 
 Result<HttpResponse> CreateKey(ControlPlaneDeps& d, HttpRequest& req, const Principal& p) {
@@ -174,7 +96,11 @@ Result<HttpResponse> CreateKey(ControlPlaneDeps& d, HttpRequest& req, const Prin
   params.expires_in = *expires_in;
   params.expires_at = *expires_at;
   params.ip_allowlist = allow->value_or(std::vector<std::string>{});
-  auto issued = d.keys.Create(p, p.org_id, params, SourceOf(req, p));
+  // A key with admin scope outlives the sign-in that made it: a recent password check first.
+  if (std::find(params.scopes.begin(), params.scopes.end(), "admin") != params.scopes.end()) {
+    if (auto r = RequireRecentSignIn(d, p); !r) return tl::unexpected(r.error());
+  }
+  auto issued = d.keys.Create(p, p.org_id, params, SourceOf(req, p.id));
   if (!issued) return tl::unexpected(issued.error());
   json::object o = KeyJson(d.keys, issued->record);
   o["key"] = issued->secret;  // the only time the key is ever shown
@@ -214,7 +140,7 @@ Result<HttpResponse> RotateKey(ControlPlaneDeps& d, HttpRequest& req, const Prin
       grace = *g;
     }
   }
-  auto issued = d.keys.Rotate(p, p.org_id, req.PathParam("id"), grace, SourceOf(req, p));
+  auto issued = d.keys.Rotate(p, p.org_id, req.PathParam("id"), grace, SourceOf(req, p.id));
   if (!issued) return tl::unexpected(issued.error());
   json::object o = KeyJson(d.keys, issued->record);
   o["key"] = issued->secret;
@@ -390,6 +316,7 @@ Result<HttpResponse> GetKeyUsage(ControlPlaneDeps& d, HttpRequest& req, const Pr
 
 void RegisterControlPlane(Router& router, ControlPlaneDeps deps) {
   auto d = std::make_shared<ControlPlaneDeps>(deps);
+  RegisterPeopleRoutes(router, d);
 
   router.Add("GET", "/healthz", HandlerKind::kInline,
              [](HttpRequest&) { return JsonResponse(200, R"({"status":"ok"})"); });
@@ -466,7 +393,7 @@ void RegisterControlPlane(Router& router, ControlPlaneDeps deps) {
     return Guarded(*d, req, kPermOrgsRead, [&](const Principal& p) -> Result<HttpResponse> {
       auto org = d->orgs.Get(p.org_id);
       if (!org) return tl::unexpected(org.error());
-      return Json(200, OrgJson(*org));
+      return OrgResponse(*d, *org);
     });
   });
   router.Add("PATCH", "/v1/orgs/{org}", HandlerKind::kBlocking, [d](HttpRequest& req) {
@@ -477,9 +404,31 @@ void RegisterControlPlane(Router& router, ControlPlaneDeps deps) {
       if (!name) return tl::unexpected(name.error());
       auto retention = in->OptInt("audit_retention_days");
       if (!retention) return tl::unexpected(retention.error());
+      auto idle = in->OptInt("session_idle_timeout_minutes");
+      if (!idle) return tl::unexpected(idle.error());
       if (auto r = in->RejectUnknownFields(); !r) return tl::unexpected(r.error());
-      if (!*name && !*retention) {
-        return FailField("name", "nothing to change: give name and/or audit_retention_days");
+      if (!*name && !*retention && !*idle) {
+        return FailField("name",
+                         "nothing to change: give name, audit_retention_days and/or "
+                         "session_idle_timeout_minutes");
+      }
+      if (*idle) {
+        if (**idle < 0 || **idle > 24 * 60) {
+          return FailField("session_idle_timeout_minutes",
+                           "session_idle_timeout_minutes must be 0 (the default) or 1-1440");
+        }
+        UnixMicros now = d->clock.Now();
+        AuditEvent e =
+            SourceOf(req, p.id).Event(p.org_id, "org.session_policy", "org:" + p.org_id, 200, now);
+        e.details = DetailsOf({{"session_idle_timeout_minutes", std::to_string(**idle)}});
+        if (auto r = d->people.SetIdleTimeout(p.org_id, **idle * 60 * kMicrosPerSecond, e); !r) {
+          return tl::unexpected(r.error());
+        }
+        if (!*name && !*retention) {
+          auto org = d->orgs.Get(p.org_id);
+          if (!org) return tl::unexpected(org.error());
+          return OrgResponse(*d, *org);
+        }
       }
       OrgUpdate update;
       update.name = *name;
@@ -490,9 +439,9 @@ void RegisterControlPlane(Router& router, ControlPlaneDeps deps) {
         }
         update.audit_retention_days = static_cast<int>(**retention);
       }
-      auto org = d->orgs.Update(p.org_id, update, SourceOf(req, p));
+      auto org = d->orgs.Update(p.org_id, update, SourceOf(req, p.id));
       if (!org) return tl::unexpected(org.error());
-      return Json(200, OrgJson(*org));
+      return OrgResponse(*d, *org);
     });
   });
 
@@ -513,7 +462,7 @@ void RegisterControlPlane(Router& router, ControlPlaneDeps deps) {
   });
   router.Add("DELETE", "/v1/orgs/{org}/keys/{id}", HandlerKind::kBlocking, [d](HttpRequest& req) {
     return Guarded(*d, req, kPermKeysWrite, [&](const Principal& p) -> Result<HttpResponse> {
-      auto k = d->keys.Revoke(p.org_id, req.PathParam("id"), SourceOf(req, p));
+      auto k = d->keys.Revoke(p.org_id, req.PathParam("id"), SourceOf(req, p.id));
       if (!k) return tl::unexpected(k.error());
       return Json(200, KeyJson(d->keys, *k));
     });

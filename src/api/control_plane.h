@@ -11,6 +11,7 @@
 #include "keys/key_service.h"
 #include "metrics/metrics.h"
 #include "orgs/org_service.h"
+#include "people/members.h"
 
 namespace gatehouse {
 
@@ -23,11 +24,17 @@ struct ControlPlaneDeps {
   Metrics& metrics;
   const Clock& clock;
   AuditService& audit;
+  AccountService& accounts;
+  SessionService& sessions;
+  MemberService& members;
+  PeopleRepository& people;
   // Required as a bearer token by /metrics when set; empty: /metrics serves loopback only.
   std::string metrics_token = {};
 };
 
 void RegisterControlPlane(Router& router, ControlPlaneDeps deps);
+// Sign-in, the caller's own account (/v1/auth, /v1/me), members, roles and invitations.
+void RegisterPeopleRoutes(Router& router, std::shared_ptr<ControlPlaneDeps> d);
 
 // The permission each control-plane route requires, for documentation and the RBAC tests.
 inline constexpr std::string_view kPermOrgsRead = "orgs:read";
@@ -36,5 +43,9 @@ inline constexpr std::string_view kPermKeysRead = "keys:read";
 inline constexpr std::string_view kPermKeysWrite = "keys:write";
 inline constexpr std::string_view kPermKeysVerify = "keys:verify";
 inline constexpr std::string_view kPermAuditRead = "audit:read";
+inline constexpr std::string_view kPermMembersRead = "members:read";
+inline constexpr std::string_view kPermMembersWrite = "members:write";
+inline constexpr std::string_view kPermRolesRead = "roles:read";
+inline constexpr std::string_view kPermRolesWrite = "roles:write";
 
 }  // namespace gatehouse

@@ -6,21 +6,12 @@
 
 namespace gatehouse {
 
-namespace {
-// A key for checkpoints only: the pepper itself keys API key hashes, and one key never serves
-// two purposes.
-std::string DeriveCheckpointKey(std::string_view pepper) {
-  HmacSha256Key k(pepper);
-  return HexEncode(k.Mac("gatehouse-audit-checkpoint-key-v1"));
-}
-
-}  // namespace
-
 AuditService::AuditService(Store& store, const Clock& clock, std::string_view pepper,
                            int system_retention_days)
     : store_(store),
       clock_(clock),
-      checkpoint_key_(DeriveCheckpointKey(pepper)),
+      // A key for checkpoints only: the pepper itself keys API key hashes.
+      checkpoint_key_(DeriveSubkey(pepper, "gatehouse-audit-checkpoint-key-v1")),
       system_retention_days_(system_retention_days) {}
 
 std::string AuditService::SignCheckpoint(std::string_view org_id,

@@ -70,6 +70,18 @@ Result<std::unique_ptr<App>> App::Open(std::shared_ptr<const Config> config, boo
       KeyFormat(config->keys.prefix), HmacSha256Key(*pepper), *app->store, *app->clock, vo);
   app->audit = std::make_unique<AuditService>(*app->store, *app->clock, *pepper,
                                               config->audit.system_retention_days);
+  auto policy = PasswordPolicy::Load(config->passwords);
+  if (!policy) return tl::unexpected(policy.error());
+  app->password_policy = std::make_unique<PasswordPolicy>(std::move(*policy));
+  app->people = std::make_unique<PeopleRepository>(*app->store);
+  app->hasher = std::make_unique<PasswordHasher>(config->passwords, *pepper);
+  app->login_guard = std::make_unique<LoginGuard>(config->login, *app->clock);
+  app->sessions = std::make_unique<SessionService>(*app->people, *app->clock, config, *pepper);
+  app->accounts = std::make_unique<AccountService>(*app->people, *app->sessions, *app->hasher,
+                                                   *app->password_policy, *app->login_guard,
+                                                   *app->clock, config, *pepper);
+  app->members = std::make_unique<MemberService>(*app->store, *app->people, *app->accounts,
+                                                 *app->clock, config, *pepper);
   SecureZero(*pepper);
   app->keys = std::make_unique<KeyService>(*app->store, *app->verifier, *app->clock, config);
   app->orgs = std::make_unique<OrgService>(*app->store, *app->keys, *app->clock);

@@ -9,6 +9,7 @@
 #include "keys/key_service.h"
 #include "keys/key_verifier.h"
 #include "orgs/org_service.h"
+#include "people/members.h"
 #include "store/store.h"
 
 namespace gatehouse {
@@ -21,6 +22,13 @@ struct App {
   std::unique_ptr<KeyService> keys;
   std::unique_ptr<OrgService> orgs;
   std::unique_ptr<AuditService> audit;
+  std::unique_ptr<PeopleRepository> people;
+  std::unique_ptr<PasswordPolicy> password_policy;
+  std::unique_ptr<PasswordHasher> hasher;
+  std::unique_ptr<LoginGuard> login_guard;
+  std::unique_ptr<SessionService> sessions;
+  std::unique_ptr<AccountService> accounts;
+  std::unique_ptr<MemberService> members;
 
   // With `create_pepper`, a missing pepper file is created (0600, 32 random bytes, hex): that is
   // what `gatehouse init` does. Otherwise a missing pepper is an error that says to run init.

@@ -13,6 +13,8 @@
 
 #include "api/control_plane.h"
 #include "cli/app.h"
+#include "core/crypto.h"
+#include "core/random.h"
 #include "core/time_format.h"
 #include "demo/echo.h"
 #include "http/server.h"
@@ -117,8 +119,13 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
   } else if (!config->metrics_token.file.empty()) {
     return Die(t.error().message);  // configured but unreadable: say so rather than ignore it
   }
-  gh::RegisterControlPlane(router, {auth, *a.keys, *a.orgs, *a.store, gateway, metrics, *a.clock,
-                                    *a.audit, std::move(metrics_token)});
+  gh::RegisterControlPlane(
+      router, {auth, *a.keys, *a.orgs, *a.store, gateway, metrics, *a.clock, *a.audit, *a.accounts,
+               *a.sessions, *a.members, *a.people, std::move(metrics_token)});
+  gh::PasswordHasher* hasher = a.hasher.get();
+  metrics.AddReading("gatehouse_password_hashes_rejected_total",
+                     "Sign-ins refused (503) because the password hashing queue was full.",
+                     "counter", [hasher] { return static_cast<double>(hasher->rejected()); });
   std::unique_ptr<gh::AuditWriter> audit_writer;
   if (config->audit.enabled) {
     gh::AuditWriterOptions ao;
@@ -296,6 +303,10 @@ int main(int argc, char** argv) {
   bool json = false;
   init->add_option("--org-name", org_name, "name of the first organization");
   init->add_flag("--json", json, "print {\"org_id\",\"api_key\"} as JSON");
+  std::string owner_email;
+  init->add_option("--owner-email", owner_email,
+                   "also create the owner user (password from GATEHOUSE_OWNER_PASSWORD, or "
+                   "generated and printed once)");
 
   auto* config_cmd = cli.add_subcommand("config", "configuration tools");
   config_cmd->require_subcommand(1);
@@ -360,6 +371,37 @@ int main(int argc, char** argv) {
       "prune", "apply every org's audit retention now (the server also does this hourly)");
   AddCommon(audit_prune, common);
 
+  auto* users = cli.add_subcommand("users", "manage people's accounts");
+  users->require_subcommand(1);
+  std::string email, user_name, member_role = "viewer";
+  bool password_stdin = false;
+  auto* uc = users->add_subcommand(
+      "create",
+      "create a user (password from GATEHOUSE_USER_PASSWORD, --password-stdin, or "
+      "generated and printed once)");
+  AddCommon(uc, common);
+  uc->add_option("email", email, "email address")->required();
+  uc->add_option("--name", user_name, "display name");
+  uc->add_option("--org", org, "also make the user a member of this org");
+  uc->add_option("--role", member_role, "their role there (default viewer)");
+  uc->add_flag("--password-stdin", password_stdin,
+               "read the password from the first line of stdin");
+  uc->add_flag("--json", json, "print JSON");
+  auto* ul = users->add_subcommand("list", "list users");
+  AddCommon(ul, common);
+  auto* up = users->add_subcommand(
+      "passwd", "set a user's password (ends their sessions and clears sign-in locks)");
+  AddCommon(up, common);
+  up->add_option("email", email, "email address")->required();
+  up->add_flag("--password-stdin", password_stdin,
+               "read the password from the first line of stdin");
+  auto* ud = users->add_subcommand("disable", "disable a user and end their sessions");
+  AddCommon(ud, common);
+  ud->add_option("email", email, "email address")->required();
+  auto* uu = users->add_subcommand("unlock", "clear a user's failed sign-in count and lock");
+  AddCommon(uu, common);
+  uu->add_option("email", email, "email address")->required();
+
   CLI11_PARSE(cli, argc, argv);
 
   if (check->parsed()) {
@@ -390,6 +432,18 @@ int main(int argc, char** argv) {
   if (!app) return Die(app.error().message);
   gh::App& a = **app;
 
+  // A password for a new account: from the environment, stdin, or made here and shown once.
+  auto obtain_password = [&](const char* env_name, bool& generated) -> std::string {
+    if (const char* p = std::getenv(env_name); p && *p) return p;
+    if (password_stdin) {
+      std::string line;
+      std::getline(std::cin, line);
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      return line;
+    }
+    generated = true;
+    return gh::RandomBase62(24);
+  };
   if (init->parsed()) {
     auto r = a.orgs->Bootstrap(org_name);
     if (!r) {
@@ -408,6 +462,85 @@ int main(int argc, char** argv) {
       return Die(r.error().message);
     }
     PrintIssued(*r, json);
+    if (!owner_email.empty()) {
+      bool generated = false;
+      std::string password = obtain_password("GATEHOUSE_OWNER_PASSWORD", generated);
+      auto user = a.accounts->CreateUser(owner_email, password, "", {}, {r->org.name});
+      if (!user) return Die("owner user: " + user.error().message);
+      if (auto m = a.members->AddMember(r->org.id, user->id, "owner", {}); !m) {
+        return Die("owner membership: " + m.error().message);
+      }
+      if (json) {
+        boost::json::object o{{"user_id", user->id}, {"email", user->email}};
+        if (generated) o["password"] = password;
+        std::cout << boost::json::serialize(o) << std::endl;
+      } else {
+        std::cout << "Owner user: " << user->email << " (" << user->id << ")\n";
+        if (generated) {
+          std::cout << "Owner password, shown once - store it now:\n\n  " << password << "\n"
+                    << std::endl;
+        }
+      }
+      gh::SecureZero(password);
+    }
+    return 0;
+  }
+  if (uc->parsed()) {
+    bool generated = false;
+    std::string password = obtain_password("GATEHOUSE_USER_PASSWORD", generated);
+    std::vector<std::string> context;
+    if (!org.empty()) {
+      auto o = a.orgs->Get(org);
+      if (!o) return Die("--org: " + o.error().message);
+      context.push_back(o->name);
+    }
+    auto user = a.accounts->CreateUser(email, password, user_name, {}, context);
+    if (!user) return Die(user.error().message);
+    if (!org.empty()) {
+      if (auto m = a.members->AddMember(org, user->id, member_role, {}); !m) {
+        return Die("membership: " + m.error().message);
+      }
+    }
+    if (json) {
+      boost::json::object o{{"user_id", user->id}, {"email", user->email}};
+      if (generated) o["password"] = password;
+      std::cout << boost::json::serialize(o) << std::endl;
+    } else {
+      std::cout << user->id << "\t" << user->email << "\n";
+      if (generated) std::cout << "password (shown once): " << password << "\n";
+    }
+    gh::SecureZero(password);
+    return 0;
+  }
+  if (ul->parsed()) {
+    auto list = a.accounts->List();
+    if (!list) return Die(list.error().message);
+    for (const auto& u : *list) {
+      std::cout << u.id << "\t" << u.email << "\t" << (u.disabled_at ? "disabled" : "active")
+                << "\t" << (u.last_login_at ? gh::FormatRfc3339(*u.last_login_at) : "never")
+                << "\n";
+    }
+    return 0;
+  }
+  if (up->parsed()) {
+    bool generated = false;
+    std::string password = obtain_password("GATEHOUSE_USER_PASSWORD", generated);
+    auto user = a.accounts->SetPassword(email, password, {});
+    if (!user) return Die(user.error().message);
+    std::cout << "password set for " << user->email << "; their sessions ended\n";
+    if (generated) std::cout << "password (shown once): " << password << "\n";
+    gh::SecureZero(password);
+    return 0;
+  }
+  if (ud->parsed()) {
+    auto user = a.accounts->Disable(email, {});
+    if (!user) return Die(user.error().message);
+    std::cout << "disabled " << user->email << "; their sessions ended\n";
+    return 0;
+  }
+  if (uu->parsed()) {
+    if (auto r = a.accounts->Unlock(email); !r) return Die(r.error().message);
+    std::cout << "unlocked " << email << "\n";
     return 0;
   }
   if (orgs_create->parsed()) {

@@ -189,8 +189,40 @@ Result<void> ReadRoutes(TableReader& root, Config& c) {
 }  // namespace
 
 const std::vector<std::string>& BuiltinPermissions() {
-  static const std::vector<std::string> kPermissions = {
-      "admin", "orgs:read", "orgs:write", "keys:read", "keys:write", "keys:verify", "audit:read"};
+  // gatehouse's own objects, then the categories our users' platforms name (issue 5).
+  static const std::vector<std::string> kPermissions = {"admin",
+                                                        "orgs:read",
+                                                        "orgs:write",
+                                                        "keys:read",
+                                                        "keys:write",
+                                                        "keys:verify",
+                                                        "audit:read",
+                                                        "members:read",
+                                                        "members:write",
+                                                        "roles:read",
+                                                        "roles:write",
+                                                        "vault:read",
+                                                        "vault:write",
+                                                        "webhooks:read",
+                                                        "webhooks:write",
+                                                        "dashboards:view",
+                                                        "dashboards:create",
+                                                        "dashboards:edit",
+                                                        "dashboards:delete",
+                                                        "workflows:view",
+                                                        "workflows:create",
+                                                        "workflows:execute",
+                                                        "workflows:manage",
+                                                        "integrations:connect",
+                                                        "integrations:configure",
+                                                        "integrations:remove",
+                                                        "ai:use",
+                                                        "ai:deploy_agents",
+                                                        "ai:manage_settings",
+                                                        "admin:users",
+                                                        "admin:roles",
+                                                        "admin:billing",
+                                                        "admin:settings"};
   return kPermissions;
 }
 
@@ -356,6 +388,41 @@ Result<Config> ParseConfig(std::string_view toml_text, std::string source) {
     }
     GH_TRY(t.Integer("system_retention_days", c.audit.system_retention_days, 0, 3650));
     return t.Duration("retention_interval", c.audit.retention_interval);
+  }));
+  GH_TRY(sub("passwords", [&](TableReader& t) -> Result<void> {
+    auto& p = c.passwords;
+    GH_TRY(t.Integer("min_length", p.min_length, 8, 64));
+    GH_TRY(t.Integer("max_bytes", p.max_bytes, 256, 4096));
+    GH_TRY(t.String("blocklist_file", p.blocklist_file));
+    GH_TRY(t.Integer("argon2_memory_kib", p.argon2_memory_kib, 19456, 4 * 1024 * 1024));
+    GH_TRY(t.Integer("argon2_iterations", p.argon2_iterations, 2, 64));
+    GH_TRY(t.Integer("hash_workers", p.hash_workers, 0, 256));
+    return t.Integer("hash_queue", p.hash_queue, 1, 100'000);
+  }));
+  GH_TRY(sub("sessions", [&](TableReader& t) -> Result<void> {
+    auto& s = c.sessions;
+    GH_TRY(t.Duration("idle_timeout", s.idle_timeout));
+    GH_TRY(t.Duration("absolute_lifetime", s.absolute_lifetime));
+    GH_TRY(t.Duration("refresh_after", s.refresh_after));
+    GH_TRY(t.Duration("reauth_window", s.reauth_window));
+    GH_TRY(t.Duration("touch_interval", s.touch_interval));
+    GH_TRY(t.Duration("invitation_ttl", s.invitation_ttl));
+    GH_TRY(t.StringArray("allowed_origins", s.allowed_origins));
+    if (s.idle_timeout.count() < 60'000 || s.absolute_lifetime < s.idle_timeout) {
+      return Bad(t.At("idle_timeout"),
+                 "idle_timeout must be at least 1m and at most absolute_lifetime");
+    }
+    return {};
+  }));
+  GH_TRY(sub("login", [&](TableReader& t) -> Result<void> {
+    auto& l = c.login;
+    GH_TRY(t.Integer("free_failures", l.free_failures, 1, 20));
+    GH_TRY(t.Duration("max_lock", l.max_lock));
+    GH_TRY(t.Integer("max_failures", l.max_failures, 10, 100));
+    GH_TRY(t.Integer("address_failures", l.address_failures, 5, 100'000));
+    GH_TRY(t.Integer("stuffing_accounts", l.stuffing_accounts, 2, 1000));
+    GH_TRY(t.Duration("window", l.window));
+    return t.Duration("address_lock", l.address_lock);
   }));
   GH_TRY(sub("demo", [&](TableReader& t) -> Result<void> {
     return t.String("echo_listen", c.demo.echo_listen);

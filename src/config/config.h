@@ -89,6 +89,39 @@ struct AuditConfig {
   int system_retention_days = 30;        // the org-less "system" chain; 0: forever
 };
 
+// Passwords (issue 5), after NIST SP 800-63B rev. 4 and OWASP's Argon2id guidance.
+struct PasswordConfig {
+  std::size_t min_length = 15;   // Unicode code points after NFC; never below 8
+  std::size_t max_bytes = 1024;  // UTF-8 bytes after NFC: the stated upper bound (≥ 64 chars)
+  // Common and breached passwords, one per line ('#!comment' lines skipped); empty: none.
+  std::string blocklist_file = "/usr/share/john/password.lst";
+  std::uint32_t argon2_memory_kib = 65536;  // 64 MiB; at least 19 MiB (OWASP)
+  std::uint32_t argon2_iterations = 3;      // at least 2
+  int hash_workers = 0;                     // concurrent hashes; 0: one per core
+  std::size_t hash_queue = 32;              // hashes waiting; more get 503
+};
+
+struct SessionConfig {
+  Millis idle_timeout{3'600'000};            // default inactivity limit; orgs may set theirs
+  Millis absolute_lifetime{12 * 3'600'000};  // from sign-in, across refreshes
+  Millis refresh_after{15 * 60'000};         // a token older than this should be refreshed
+  Millis reauth_window{15 * 60'000};         // sensitive operations need a sign-in this recent
+  Millis touch_interval{10'000};             // last-seen is written at most this often
+  Millis invitation_ttl{7 * 24 * 3'600'000};
+  // Origins whose cookie requests may change state; empty: the request's own Host.
+  std::vector<std::string> allowed_origins;
+};
+
+struct LoginConfig {
+  int free_failures = 5;         // consecutive failures before delays start
+  Millis max_lock{15 * 60'000};  // the longest an account is ever locked at a time
+  int max_failures = 100;        // then password sign-in stops until an operator resets
+  int address_failures = 30;     // per client address per window, then a lock
+  int stuffing_accounts = 5;     // distinct emails failing from one address per window
+  Millis window{10 * 60'000};
+  Millis address_lock{3'600'000};  // how long a stuffing address is blocked
+};
+
 struct DemoConfig {
   // Serves the built-in echo upstream on this address inside the same process; empty: off.
   std::string echo_listen;
@@ -113,6 +146,9 @@ struct Config {
   std::vector<RouteConfig> routes;
   LogConfig log;
   AuditConfig audit;
+  PasswordConfig passwords;
+  SessionConfig sessions;
+  LoginConfig login;
   DemoConfig demo;
 
   // storage is a postgres:// or postgresql:// URL (libpq's connection URI).

@@ -93,4 +93,8 @@ void SecureZero(std::string& secret) {
   secret.clear();
 }
 
+std::string DeriveSubkey(std::string_view secret, std::string_view purpose) {
+  return HexEncode(HmacSha256Key(secret).Mac(purpose));
+}
+
 }  // namespace gatehouse

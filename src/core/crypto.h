@@ -31,6 +31,10 @@ class HmacSha256Key {
   SHA256_CTX outer_;
 };
 
+// A key for one purpose, derived from a deployment secret (the pepper), so that one key never
+// serves two purposes: hex HMAC-SHA-256(secret, purpose).
+std::string DeriveSubkey(std::string_view secret, std::string_view purpose);
+
 // Compares in time that depends only on the lengths, never on where the inputs differ.
 bool ConstantTimeEquals(std::string_view a, std::string_view b);
 

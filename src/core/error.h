@@ -47,6 +47,9 @@ struct Error {
   std::string field;
   // For kPermissionDenied: the scopes or permissions that were missing.
   std::vector<std::string> required;
+  // For kResourceExhausted and kUnavailable: seconds until trying again makes sense (the
+  // Retry-After header); 0: not said.
+  long retry_after = 0;
 };
 
 template <typename T>
@@ -54,6 +57,11 @@ using Result = tl::expected<T, Error>;
 
 inline tl::unexpected<Error> Fail(ErrorCode code, std::string message) {
   return tl::unexpected<Error>(Error{code, std::move(message), {}, {}});
+}
+
+inline tl::unexpected<Error> FailRetryAfter(ErrorCode code, std::string message, long seconds) {
+  Error e{code, std::move(message), {}, {}, seconds};
+  return tl::unexpected<Error>(std::move(e));
 }
 
 inline tl::unexpected<Error> FailField(std::string field, std::string message) {

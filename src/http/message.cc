@@ -187,6 +187,7 @@ HttpResponse ErrorResponse(const Error& error, std::string_view request_id) {
   r.status = status;
   r.body = boost::json::serialize(root);
   if (status == 401) r.SetHeader("WWW-Authenticate", "Bearer realm=\"gatehouse\"");
+  if (error.retry_after > 0) r.SetHeader("Retry-After", std::to_string(error.retry_after));
   return r;
 }
 

@@ -121,4 +121,75 @@ struct KeyUsageDay {
   std::int64_t status_2xx = 0, status_3xx = 0, status_4xx = 0, status_5xx = 0;
 };
 
+// People (issue 5). A user is one person across orgs (one email, one user); memberships give
+// them a role in each org.
+struct UserRecord {
+  std::string id;
+  std::string email;  // normalised (see people/email.h); unique
+  std::string name;
+  std::string password_hash;  // a PHC string ($argon2id$v=19$m=…,t=…,p=1$salt$hash)
+  UnixMicros created_at = 0;
+  UnixMicros password_changed_at = 0;
+  std::optional<UnixMicros> disabled_at;
+  std::optional<UnixMicros> last_login_at;
+};
+
+struct Membership {
+  std::string org_id;
+  std::string user_id;
+  std::string role;
+  UnixMicros created_at = 0;
+  std::string email;                       // the user's, filled when listing an org's members
+  std::string org_name;                    // the org's, filled when listing a user's orgs
+  std::optional<UnixMicros> idle_timeout;  // the org's session policy, when listing a user's orgs
+};
+
+// An org's custom role; the built-in ones live in code (people/roles.h).
+struct RoleRecord {
+  std::string org_id;
+  std::string name;
+  std::string description;
+  std::vector<std::string> permissions;
+  UnixMicros created_at = 0;
+};
+
+struct Invitation {
+  std::string id;
+  std::string org_id;
+  std::string email;
+  std::string role;
+  std::string token_hash;  // hex HMAC of the token; the token itself is shown once
+  std::string invited_by;
+  UnixMicros created_at = 0;
+  UnixMicros expires_at = 0;
+  std::optional<UnixMicros> accepted_at;
+  std::string accepted_by;
+  std::optional<UnixMicros> revoked_at;
+};
+
+// One token of a sign-in. Refresh replaces the token (a new row of the same family) and marks the
+// old one rotated; presenting a rotated token again ends the family.
+struct SessionRecord {
+  std::string id;
+  std::string family_id;  // the sign-in; what "a session" means to users
+  std::string user_id;
+  std::string token_hash;
+  UnixMicros created_at = 0;         // of this token
+  UnixMicros family_created_at = 0;  // of the sign-in: the absolute lifetime counts from here
+  UnixMicros last_seen_at = 0;
+  UnixMicros auth_time = 0;  // last password check (sign-in or re-authentication)
+  UnixMicros idle_timeout = 0;
+  UnixMicros expires_at = 0;  // absolute
+  std::optional<UnixMicros> rotated_at;
+  std::optional<UnixMicros> revoked_at;
+  std::string client_ip;
+  std::string user_agent;
+};
+
+// Consecutive failed sign-ins for one email (known or not, so that the answer never says which).
+struct LoginThrottle {
+  int failures = 0;
+  UnixMicros locked_until = 0;
+};
+
 }  // namespace gatehouse

@@ -17,6 +17,7 @@
 
 #include "core/error.h"
 #include "store/records.h"
+#include "store/sql.h"
 
 namespace gatehouse {
 
@@ -91,6 +92,10 @@ class Store {
   virtual Result<std::vector<KeyUsageDay>> KeyUsageDays(std::string_view org_id,
                                                         std::string_view key_id,
                                                         std::string_view since_day) = 0;
+
+  // Runs `body` in one transaction of `org_id` (empty: global); see store/sql.h. Transient
+  // failures may run `body` again, so it must only talk to the database.
+  virtual Result<void> RunSql(std::string_view org_id, bool write, const SqlBody& body) = 0;
 
   // Pushes revocations and rotations made by other processes as they commit: blocks, calling
   // `on_invalidated(key_hash)` for each, until `stop` is set, reconnecting by itself. A store

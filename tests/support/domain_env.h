@@ -11,6 +11,7 @@
 #include "config/config.h"
 #include "keys/key_service.h"
 #include "orgs/org_service.h"
+#include "people/members.h"
 #include "store/sqlite/sqlite_store.h"
 
 namespace gatehouse::testing {
@@ -18,6 +19,12 @@ namespace gatehouse::testing {
 struct DomainEnv {
   explicit DomainEnv(Config c = DefaultConfig(),
                      std::string db = ":memory:", std::string metrics_token = "") {
+    // OWASP's minimum Argon2id cost keeps the many hashes of the tests quick; production
+    // defaults are tested where hashing itself is (tests/people).
+    if (c.passwords.argon2_memory_kib == PasswordConfig{}.argon2_memory_kib) {
+      c.passwords.argon2_memory_kib = 19456;
+      c.passwords.argon2_iterations = 2;
+    }
     config = std::make_shared<Config>(std::move(c));
     store = std::move(*SqliteStore::Open(db));
     verifier = std::make_unique<KeyVerifier>(
@@ -28,26 +35,49 @@ struct DomainEnv {
     gateway = std::make_unique<Gateway>(config);
     auth = std::make_unique<Authenticator>(*verifier, metrics, clock);
     audit = std::make_unique<AuditService>(*store, clock, "test-pepper-0123456789abcdef0123456789");
-    RegisterControlPlane(router, {*auth, *keys, *orgs, *store, *gateway, metrics, clock, *audit,
-                                  std::move(metrics_token)});
+    people = std::make_unique<PeopleRepository>(*store);
+    policy = std::make_unique<PasswordPolicy>(
+        config->passwords, std::unordered_set<std::string>{"password", "letmein", "qwerty",
+                                                           "correcthorsebatterystaple"});
+    hasher = std::make_unique<PasswordHasher>(config->passwords, kPepper);
+    login_guard = std::make_unique<LoginGuard>(config->login, clock);
+    sessions = std::make_unique<SessionService>(*people, clock, config, kPepper);
+    accounts = std::make_unique<AccountService>(*people, *sessions, *hasher, *policy, *login_guard,
+                                                clock, config, kPepper);
+    members = std::make_unique<MemberService>(*store, *people, *accounts, clock, config, kPepper);
+    RegisterControlPlane(router,
+                         {*auth, *keys, *orgs, *store, *gateway, metrics, clock, *audit, *accounts,
+                          *sessions, *members, *people, std::move(metrics_token)});
   }
+
+  static constexpr const char* kPepper = "test-pepper-0123456789abcdef0123456789";
 
   NewOrgResult NewOrg(const std::string& name) { return *orgs->Create(name); }
 
   // Sends a request through the router as the server would (without the fast path).
   HttpResponse Call(std::string method, std::string target, std::string key = "",
                     std::string body = "", std::string client_ip = "127.0.0.1") {
+    std::vector<std::pair<std::string, std::string>> headers;
+    if (!key.empty()) headers.emplace_back("Authorization", "Bearer " + key);
+    return CallWith(std::move(method), std::move(target), std::move(headers), std::move(body),
+                    std::move(client_ip));
+  }
+
+  // The same with any headers (cookies, Origin, X-CSRF-Token).
+  HttpResponse CallWith(std::string method, std::string target,
+                        std::vector<std::pair<std::string, std::string>> headers,
+                        std::string body = "", std::string client_ip = "127.0.0.1") {
     method_ = std::move(method);
     target_ = std::move(target);
     body_ = std::move(body);
-    auth_header_ = "Bearer " + key;
+    headers_ = std::move(headers);
     HttpRequest req;
     req.method = method_;
     req.target = target_;
     std::string_view t = target_;
     req.path = t.substr(0, t.find('?'));
     req.query = t.size() > req.path.size() ? t.substr(req.path.size() + 1) : std::string_view{};
-    if (!key.empty()) req.headers.emplace_back("Authorization", auth_header_);
+    for (const auto& [name, value] : headers_) req.headers.emplace_back(name, value);
     req.body = body_;
     req.client_ip = client_ip;
     req.request_id = "req_test";
@@ -83,10 +113,18 @@ struct DomainEnv {
   Metrics metrics;
   std::unique_ptr<Authenticator> auth;
   std::unique_ptr<AuditService> audit;
+  std::unique_ptr<PeopleRepository> people;
+  std::unique_ptr<PasswordPolicy> policy;
+  std::unique_ptr<PasswordHasher> hasher;
+  std::unique_ptr<LoginGuard> login_guard;
+  std::unique_ptr<SessionService> sessions;
+  std::unique_ptr<AccountService> accounts;
+  std::unique_ptr<MemberService> members;
   Router router;
 
  private:
-  std::string method_, target_, body_, auth_header_;
+  std::string method_, target_, body_;
+  std::vector<std::pair<std::string, std::string>> headers_;
 };
 
 }  // namespace gatehouse::testing

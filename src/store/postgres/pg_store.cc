@@ -191,6 +191,112 @@ BEGIN
   RETURN v_removed;
 END $$;
 )sql",
+    // People (issue 5). Users, sessions and sign-in throttling belong to no org: the
+    // application reads them directly. Memberships, custom roles, invitations and session policy
+    // are org-owned, behind row level security; the user's own list of orgs and the lookup of an
+    // invitation by its token cross orgs through SECURITY DEFINER functions.
+    R"sql(
+CREATE TABLE users (
+  id                  text PRIMARY KEY,
+  email               text NOT NULL UNIQUE,
+  name                text NOT NULL,
+  password_hash       text NOT NULL,
+  created_at          bigint NOT NULL,
+  password_changed_at bigint NOT NULL,
+  disabled_at         bigint,
+  last_login_at       bigint
+);
+CREATE TABLE login_failures (
+  subject      text PRIMARY KEY,
+  failures     integer NOT NULL,
+  locked_until bigint NOT NULL,
+  updated_at   bigint NOT NULL
+);
+CREATE TABLE sessions (
+  id                text PRIMARY KEY,
+  family_id         text NOT NULL,
+  user_id           text NOT NULL REFERENCES users(id),
+  token_hash        text NOT NULL UNIQUE,
+  created_at        bigint NOT NULL,
+  family_created_at bigint NOT NULL,
+  last_seen_at      bigint NOT NULL,
+  auth_time         bigint NOT NULL,
+  idle_timeout      bigint NOT NULL,
+  expires_at        bigint NOT NULL,
+  rotated_at        bigint,
+  revoked_at        bigint,
+  client_ip         text NOT NULL,
+  user_agent        text NOT NULL
+);
+CREATE INDEX sessions_by_user ON sessions (user_id, family_id);
+CREATE TABLE memberships (
+  org_id     text NOT NULL REFERENCES orgs(id),
+  user_id    text NOT NULL REFERENCES users(id),
+  role       text NOT NULL,
+  created_at bigint NOT NULL,
+  PRIMARY KEY (org_id, user_id)
+);
+CREATE INDEX memberships_by_user ON memberships (user_id);
+CREATE TABLE roles (
+  org_id      text NOT NULL REFERENCES orgs(id),
+  name        text NOT NULL,
+  description text NOT NULL,
+  permissions text NOT NULL,
+  created_at  bigint NOT NULL,
+  PRIMARY KEY (org_id, name)
+);
+CREATE TABLE invitations (
+  id          text PRIMARY KEY,
+  org_id      text NOT NULL REFERENCES orgs(id),
+  email       text NOT NULL,
+  role        text NOT NULL,
+  token_hash  text NOT NULL UNIQUE,
+  invited_by  text NOT NULL,
+  created_at  bigint NOT NULL,
+  expires_at  bigint NOT NULL,
+  accepted_at bigint,
+  accepted_by text NOT NULL,
+  revoked_at  bigint
+);
+CREATE INDEX invitations_by_org ON invitations (org_id, created_at);
+CREATE TABLE org_session_policy (
+  org_id       text PRIMARY KEY REFERENCES orgs(id),
+  idle_timeout bigint NOT NULL
+);
+ALTER TABLE memberships ENABLE ROW LEVEL SECURITY;
+ALTER TABLE memberships FORCE ROW LEVEL SECURITY;
+CREATE POLICY org_isolation ON memberships
+  USING (org_id = current_setting('gatehouse.org_id', true) OR current_user = 'gatehouse_definer')
+  WITH CHECK (org_id = current_setting('gatehouse.org_id', true));
+ALTER TABLE roles ENABLE ROW LEVEL SECURITY;
+ALTER TABLE roles FORCE ROW LEVEL SECURITY;
+CREATE POLICY org_isolation ON roles
+  USING (org_id = current_setting('gatehouse.org_id', true))
+  WITH CHECK (org_id = current_setting('gatehouse.org_id', true));
+ALTER TABLE invitations ENABLE ROW LEVEL SECURITY;
+ALTER TABLE invitations FORCE ROW LEVEL SECURITY;
+CREATE POLICY org_isolation ON invitations
+  USING (org_id = current_setting('gatehouse.org_id', true) OR current_user = 'gatehouse_definer')
+  WITH CHECK (org_id = current_setting('gatehouse.org_id', true));
+ALTER TABLE org_session_policy ENABLE ROW LEVEL SECURITY;
+ALTER TABLE org_session_policy FORCE ROW LEVEL SECURITY;
+CREATE POLICY org_isolation ON org_session_policy
+  USING (org_id = current_setting('gatehouse.org_id', true) OR current_user = 'gatehouse_definer')
+  WITH CHECK (org_id = current_setting('gatehouse.org_id', true));
+
+CREATE FUNCTION gh_orgs_of_user(p_user text)
+  RETURNS TABLE (org_id text, org_name text, role text, created_at bigint, idle_timeout bigint)
+  LANGUAGE sql STABLE SECURITY DEFINER SET search_path = gatehouse, pg_temp AS $$
+  SELECT m.org_id, o.name, m.role, m.created_at, p.idle_timeout
+  FROM memberships m JOIN orgs o ON o.id = m.org_id
+  LEFT JOIN org_session_policy p ON p.org_id = m.org_id
+  WHERE m.user_id = p_user ORDER BY m.created_at, m.org_id
+$$;
+CREATE FUNCTION gh_find_invitation(p_hash text) RETURNS SETOF invitations
+  LANGUAGE sql STABLE SECURITY DEFINER SET search_path = gatehouse, pg_temp AS $$
+  SELECT * FROM invitations WHERE token_hash = p_hash LIMIT 1
+$$;
+)sql",
 };
 
 // The test build that proves the database alone keeps orgs apart compiles the store without
@@ -284,6 +390,8 @@ class PgStore::Tx {
       return Int(row, col);
     }
     std::string CommandTuples() const { return PQcmdTuples(r_.get()); }
+    int columns() const { return PQnfields(r_.get()); }
+    bool IsNull(int row, int col) const { return PQgetisnull(r_.get(), row, col) != 0; }
 
    private:
     PgResultPtr r_;
@@ -652,6 +760,12 @@ Result<std::string> PgStore::Migrate(const std::string& owner_url, const std::st
       "ALTER FUNCTION gh_prune_audit(bigint, text, bigint, text) OWNER TO " +
       kDefinerRole +
       ";"
+      "ALTER FUNCTION gh_orgs_of_user(text) OWNER TO " +
+      kDefinerRole +
+      ";"
+      "ALTER FUNCTION gh_find_invitation(text) OWNER TO " +
+      kDefinerRole +
+      ";"
       "REVOKE CREATE ON SCHEMA gatehouse FROM " +
       kDefinerRole +
       ";"
@@ -670,6 +784,9 @@ Result<std::string> PgStore::Migrate(const std::string& owner_url, const std::st
       "GRANT SELECT, UPDATE ON audit_heads TO " +
       kDefinerRole +
       ";"
+      "GRANT SELECT ON memberships, org_session_policy, invitations TO " +
+      kDefinerRole +
+      ";"
       "REVOKE ALL ON ALL TABLES IN SCHEMA gatehouse FROM " +
       role +
       ";"
@@ -685,14 +802,23 @@ Result<std::string> PgStore::Migrate(const std::string& owner_url, const std::st
       "GRANT SELECT ON schema_migrations TO " +
       role +
       ";"
+      "GRANT SELECT, INSERT, UPDATE ON users, sessions, invitations TO " +
+      role +
+      ";"
+      "GRANT SELECT, INSERT, UPDATE, DELETE ON login_failures, memberships, roles, "
+      "org_session_policy TO " +
+      role +
+      ";"
       "GRANT USAGE ON SEQUENCE key_invalidations_seq_seq TO " +
       role +
       ";"
       "REVOKE ALL ON FUNCTION gh_find_key_by_hash(text), gh_record_key_usage(text, bigint, text),"
-      " gh_list_orgs(), gh_prune_audit(bigint, text, bigint, text) FROM PUBLIC;"
+      " gh_list_orgs(), gh_prune_audit(bigint, text, bigint, text), gh_orgs_of_user(text),"
+      " gh_find_invitation(text) FROM PUBLIC;"
       "GRANT EXECUTE ON FUNCTION gh_find_key_by_hash(text), "
       "gh_record_key_usage(text, bigint, text), gh_list_orgs(), "
-      "gh_prune_audit(bigint, text, bigint, text) TO " +
+      "gh_prune_audit(bigint, text, bigint, text), gh_orgs_of_user(text), "
+      "gh_find_invitation(text) TO " +
       role + ";";
   if (auto r = Run(c, grants, "grant the application role"); !r) return tl::unexpected(r.error());
   if (!app_password.empty()) {
@@ -1291,6 +1417,86 @@ Result<std::vector<KeyUsageDay>> PgStore::KeyUsageDays(std::string_view org_id,
           KeyUsageDay{r->Text(i, 0), r->Int(i, 1), r->Int(i, 2), r->Int(i, 3), r->Int(i, 4)});
     }
     return out;
+  });
+}
+
+namespace {
+
+// store/sql.h over one PostgreSQL transaction, whose org row level security enforces.
+class PgSqlTx final : public SqlTx {
+ public:
+  PgSqlTx(PgStore::Tx& tx, std::string_view org_id) : tx_(tx), org_(org_id), current_(org_id) {}
+
+  Dialect dialect() const override { return Dialect::kPostgres; }
+
+  Result<SqlRows> Query(const char* sql, const std::vector<SqlParam>& params) override {
+    if (auto r = SetOrg(org_); !r) return tl::unexpected(r.error());
+    std::vector<Param> values(params.begin(), params.end());
+    auto rows = tx_.Exec(Dialected(sql), values);
+    if (!rows) return tl::unexpected(rows.error());
+    SqlRows out;
+    int columns = rows->columns();
+    for (int i = 0; i < rows->size(); ++i) {
+      auto& row = out.rows.emplace_back();
+      row.reserve(columns);
+      for (int col = 0; col < columns; ++col) {
+        if (rows->IsNull(i, col)) {
+          row.emplace_back(std::nullopt);
+        } else {
+          row.emplace_back(rows->Text(i, col));
+        }
+      }
+    }
+    return out;
+  }
+
+  // A global transaction may record events of several orgs: each is appended with its own org
+  // set, so that row level security checks every one.
+  Result<void> Append(const AuditEvent& event) override {
+    if (auto r = SetOrg(event.org_id); !r) return r;
+    return AppendOneAuditIn(tx_, event.org_id, event);
+  }
+
+ private:
+  Result<void> SetOrg(const std::string& org) {
+    if (org == current_) return {};
+    auto r = tx_.Exec("SELECT set_config('gatehouse.org_id', $1, true)", {P(org)});
+    if (!r) return tl::unexpected(r.error());
+    current_ = org;
+    return {};
+  }
+
+  // The org-owned tables are named as themselves; row level security shows the org's rows.
+  static const char* Dialected(const char* sql) {
+    static std::mutex mu;
+    static std::map<const char*, std::string> cache;
+    std::lock_guard lock(mu);
+    auto it = cache.find(sql);
+    if (it == cache.end()) {
+      std::string text = sql;
+      for (auto at = text.find("tenant_"); at != std::string::npos; at = text.find("tenant_", at)) {
+        text.erase(at, 7);
+      }
+      for (auto at = text.find("{lock}"); at != std::string::npos; at = text.find("{lock}")) {
+        text.replace(at, 6, "FOR UPDATE");
+      }
+      it = cache.emplace(sql, std::move(text)).first;
+    }
+    return it->second.c_str();
+  }
+
+  PgStore::Tx& tx_;
+  std::string org_;
+  std::string current_;
+};
+
+}  // namespace
+
+Result<void> PgStore::RunSql(std::string_view org_id, bool write, const SqlBody& body) {
+  (void)write;  // row locks ({lock}) serialise writers where it matters
+  return InTransaction<void>(org_id, [&](Tx& tx) -> Result<void> {
+    PgSqlTx sql(tx, org_id);
+    return body(sql);
   });
 }
 

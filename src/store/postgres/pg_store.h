@@ -73,6 +73,7 @@ class PgStore final : public Store {
       const AuditEvent& audit) override;
   Result<std::vector<KeyUsageDay>> KeyUsageDays(std::string_view org_id, std::string_view key_id,
                                                 std::string_view since_day) override;
+  Result<void> RunSql(std::string_view org_id, bool write, const SqlBody& body) override;
   // LISTEN on the channel the invalidation trigger NOTIFYs, on a connection of its own.
   void WatchKeyInvalidations(const std::function<void(std::string_view)>& on_invalidated,
                              const std::atomic<bool>& stop) override;

@@ -183,6 +183,144 @@ BEGIN
     status_4xx = status_4xx + excluded.status_4xx, status_5xx = status_5xx + excluded.status_5xx;
 END;
 )sql",
+    // People (issue 5). Users, sessions and sign-in throttling belong to no org and are reached
+    // on the system path only; memberships, custom roles, invitations and session policy are
+    // org-owned, behind tenant views like keys.
+    R"sql(
+CREATE TABLE users (
+  id                  TEXT PRIMARY KEY,
+  email               TEXT NOT NULL UNIQUE,
+  name                TEXT NOT NULL,
+  password_hash       TEXT NOT NULL,
+  created_at          INTEGER NOT NULL,
+  password_changed_at INTEGER NOT NULL,
+  disabled_at         INTEGER,
+  last_login_at       INTEGER
+) STRICT;
+CREATE TABLE login_failures (
+  subject      TEXT PRIMARY KEY,
+  failures     INTEGER NOT NULL,
+  locked_until INTEGER NOT NULL,
+  updated_at   INTEGER NOT NULL
+) STRICT;
+CREATE TABLE sessions (
+  id                TEXT PRIMARY KEY,
+  family_id         TEXT NOT NULL,
+  user_id           TEXT NOT NULL REFERENCES users(id),
+  token_hash        TEXT NOT NULL UNIQUE,
+  created_at        INTEGER NOT NULL,
+  family_created_at INTEGER NOT NULL,
+  last_seen_at      INTEGER NOT NULL,
+  auth_time         INTEGER NOT NULL,
+  idle_timeout      INTEGER NOT NULL,
+  expires_at        INTEGER NOT NULL,
+  rotated_at        INTEGER,
+  revoked_at        INTEGER,
+  client_ip         TEXT NOT NULL,
+  user_agent        TEXT NOT NULL
+) STRICT;
+CREATE INDEX sessions_by_user ON sessions(user_id, family_id);
+CREATE TABLE memberships (
+  org_id     TEXT NOT NULL REFERENCES orgs(id),
+  user_id    TEXT NOT NULL REFERENCES users(id),
+  role       TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (org_id, user_id)
+) STRICT;
+CREATE INDEX memberships_by_user ON memberships(user_id);
+CREATE TABLE roles (
+  org_id      TEXT NOT NULL REFERENCES orgs(id),
+  name        TEXT NOT NULL,
+  description TEXT NOT NULL,
+  permissions TEXT NOT NULL,
+  created_at  INTEGER NOT NULL,
+  PRIMARY KEY (org_id, name)
+) STRICT;
+CREATE TABLE invitations (
+  id          TEXT PRIMARY KEY,
+  org_id      TEXT NOT NULL REFERENCES orgs(id),
+  email       TEXT NOT NULL,
+  role        TEXT NOT NULL,
+  token_hash  TEXT NOT NULL UNIQUE,
+  invited_by  TEXT NOT NULL,
+  created_at  INTEGER NOT NULL,
+  expires_at  INTEGER NOT NULL,
+  accepted_at INTEGER,
+  accepted_by TEXT NOT NULL,
+  revoked_at  INTEGER
+) STRICT;
+CREATE INDEX invitations_by_org ON invitations(org_id, created_at);
+CREATE TABLE org_session_policy (
+  org_id       TEXT PRIMARY KEY REFERENCES orgs(id),
+  idle_timeout INTEGER NOT NULL
+) STRICT;
+
+CREATE VIEW tenant_memberships AS
+  SELECT org_id, user_id, role, created_at FROM memberships WHERE org_id = gh_tenant();
+CREATE TRIGGER tenant_memberships_insert INSTEAD OF INSERT ON tenant_memberships
+BEGIN
+  SELECT RAISE(ABORT, 'tenant mismatch') WHERE NEW.org_id IS NOT gh_tenant();
+  INSERT INTO memberships (org_id, user_id, role, created_at)
+  VALUES (NEW.org_id, NEW.user_id, NEW.role, NEW.created_at);
+END;
+CREATE TRIGGER tenant_memberships_update INSTEAD OF UPDATE ON tenant_memberships
+BEGIN
+  SELECT RAISE(ABORT, 'tenant mismatch') WHERE NEW.org_id IS NOT OLD.org_id;
+  UPDATE memberships SET role = NEW.role WHERE org_id = OLD.org_id AND user_id = OLD.user_id;
+END;
+CREATE TRIGGER tenant_memberships_delete INSTEAD OF DELETE ON tenant_memberships
+BEGIN
+  DELETE FROM memberships WHERE org_id = OLD.org_id AND user_id = OLD.user_id;
+END;
+CREATE VIEW tenant_roles AS
+  SELECT org_id, name, description, permissions, created_at FROM roles WHERE org_id = gh_tenant();
+CREATE TRIGGER tenant_roles_insert INSTEAD OF INSERT ON tenant_roles
+BEGIN
+  SELECT RAISE(ABORT, 'tenant mismatch') WHERE NEW.org_id IS NOT gh_tenant();
+  INSERT INTO roles (org_id, name, description, permissions, created_at)
+  VALUES (NEW.org_id, NEW.name, NEW.description, NEW.permissions, NEW.created_at);
+END;
+CREATE TRIGGER tenant_roles_update INSTEAD OF UPDATE ON tenant_roles
+BEGIN
+  SELECT RAISE(ABORT, 'tenant mismatch') WHERE NEW.org_id IS NOT OLD.org_id;
+  UPDATE roles SET description = NEW.description, permissions = NEW.permissions
+  WHERE org_id = OLD.org_id AND name = OLD.name;
+END;
+CREATE TRIGGER tenant_roles_delete INSTEAD OF DELETE ON tenant_roles
+BEGIN
+  DELETE FROM roles WHERE org_id = OLD.org_id AND name = OLD.name;
+END;
+CREATE VIEW tenant_invitations AS
+  SELECT id, org_id, email, role, token_hash, invited_by, created_at, expires_at, accepted_at,
+         accepted_by, revoked_at
+  FROM invitations WHERE org_id = gh_tenant();
+CREATE TRIGGER tenant_invitations_insert INSTEAD OF INSERT ON tenant_invitations
+BEGIN
+  SELECT RAISE(ABORT, 'tenant mismatch') WHERE NEW.org_id IS NOT gh_tenant();
+  INSERT INTO invitations (id, org_id, email, role, token_hash, invited_by, created_at,
+                           expires_at, accepted_at, accepted_by, revoked_at)
+  VALUES (NEW.id, NEW.org_id, NEW.email, NEW.role, NEW.token_hash, NEW.invited_by,
+          NEW.created_at, NEW.expires_at, NEW.accepted_at, NEW.accepted_by, NEW.revoked_at);
+END;
+CREATE TRIGGER tenant_invitations_update INSTEAD OF UPDATE ON tenant_invitations
+BEGIN
+  SELECT RAISE(ABORT, 'tenant mismatch') WHERE NEW.org_id IS NOT OLD.org_id;
+  UPDATE invitations SET accepted_at = NEW.accepted_at, accepted_by = NEW.accepted_by,
+                         revoked_at = NEW.revoked_at
+  WHERE id = OLD.id;
+END;
+CREATE VIEW tenant_org_session_policy AS
+  SELECT org_id, idle_timeout FROM org_session_policy WHERE org_id = gh_tenant();
+CREATE TRIGGER tenant_org_session_policy_insert INSTEAD OF INSERT ON tenant_org_session_policy
+BEGIN
+  SELECT RAISE(ABORT, 'tenant mismatch') WHERE NEW.org_id IS NOT gh_tenant();
+  INSERT INTO org_session_policy (org_id, idle_timeout) VALUES (NEW.org_id, NEW.idle_timeout);
+END;
+CREATE TRIGGER tenant_org_session_policy_delete INSTEAD OF DELETE ON tenant_org_session_policy
+BEGIN
+  DELETE FROM org_session_policy WHERE org_id = OLD.org_id;
+END;
+)sql",
 };
 
 // The test build that proves the database alone keeps orgs apart compiles the store without
@@ -288,7 +426,9 @@ class SqliteStore::Connection {
       case SQLITE_DELETE: {
         std::string_view table = object ? object : "";
         bool org_owned = table == "orgs" || table == "api_keys" || table == "audit_events" ||
-                         table == "audit_heads" || table == "key_usage_daily";
+                         table == "audit_heads" || table == "key_usage_daily" ||
+                         table == "memberships" || table == "roles" || table == "invitations" ||
+                         table == "org_session_policy";
         return org_owned && inner == nullptr ? SQLITE_DENY : SQLITE_OK;
       }
       case SQLITE_SELECT:
@@ -1151,6 +1291,94 @@ Result<std::vector<KeyUsageDay>> SqliteStore::KeyUsageDays(std::string_view org_
                               sqlite3_column_int64(*s, 4)});
   }
   if (rc != SQLITE_DONE) return c->Failure(rc, "key usage");
+  return out;
+}
+
+namespace {
+
+// store/sql.h over one SQLite connection: a tenant connection for an org's transaction, the
+// system path for a global one.
+class SqliteSqlTx final : public SqlTx {
+ public:
+  SqliteSqlTx(SqliteStore::Connection& c, bool system) : c_(c), system_(system) {}
+
+  Dialect dialect() const override { return Dialect::kSqlite; }
+
+  Result<SqlRows> Query(const char* sql, const std::vector<SqlParam>& params) override {
+    auto s = c_.Prepare(Dialected(sql));
+    if (!s) return tl::unexpected(s.error());
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      std::string name = "$" + std::to_string(i + 1);
+      int index = sqlite3_bind_parameter_index(*s, name.c_str());
+      if (index == 0) continue;  // not used by this statement
+      if (params[i]) {
+        sqlite3_bind_text(*s, index, params[i]->data(), static_cast<int>(params[i]->size()),
+                          SQLITE_TRANSIENT);
+      } else {
+        sqlite3_bind_null(*s, index);
+      }
+    }
+    SqlRows out;
+    int columns = sqlite3_column_count(*s);
+    int rc;
+    while ((rc = sqlite3_step(*s)) == SQLITE_ROW) {
+      auto& row = out.rows.emplace_back();
+      row.reserve(columns);
+      for (int col = 0; col < columns; ++col) {
+        if (sqlite3_column_type(*s, col) == SQLITE_NULL) {
+          row.emplace_back(std::nullopt);
+        } else {
+          row.emplace_back(ColText(*s, col));
+        }
+      }
+    }
+    sqlite3_reset(*s);
+    if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) {
+      return Fail(ErrorCode::kNotFound, "a record it refers to does not exist");
+    }
+    if (rc == SQLITE_CONSTRAINT_TRIGGER) {
+      return Fail(ErrorCode::kOrgMismatch, "refused by the database: not this organization's");
+    }
+    if (rc != SQLITE_DONE) return c_.Failure(rc, "statement");
+    return out;
+  }
+
+  Result<void> Append(const AuditEvent& event) override {
+    AuditEvent e = event;
+    return AppendAuditOn(c_, &e, 1, system_);
+  }
+
+ private:
+  // SQLite has no row locks: a write transaction holds the database already.
+  static const char* Dialected(const char* sql) {
+    static std::mutex mu;
+    static std::map<const char*, std::string> cache;
+    std::lock_guard lock(mu);
+    auto it = cache.find(sql);
+    if (it == cache.end()) {
+      std::string text = sql;
+      for (auto at = text.find("{lock}"); at != std::string::npos; at = text.find("{lock}")) {
+        text.erase(at, 6);
+      }
+      it = cache.emplace(sql, std::move(text)).first;
+    }
+    return it->second.c_str();
+  }
+
+  SqliteStore::Connection& c_;
+  bool system_;
+};
+
+}  // namespace
+
+Result<void> SqliteStore::RunSql(std::string_view org_id, bool write, const SqlBody& body) {
+  bool system = org_id.empty();
+  auto c = system ? AcquireSystem() : AcquireTenant(org_id);
+  SqliteSqlTx tx(*c, system);
+  if (write) return InWriteTransaction<void>(*c, [&] { return body(tx); });
+  if (auto r = c->Exec("BEGIN"); !r) return r;
+  auto out = body(tx);
+  (void)c->Exec(out ? "COMMIT" : "ROLLBACK");
   return out;
 }
 

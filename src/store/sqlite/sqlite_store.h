@@ -64,6 +64,8 @@ class SqliteStore final : public Store {
   Result<std::vector<KeyUsageDay>> KeyUsageDays(std::string_view org_id, std::string_view key_id,
                                                 std::string_view since_day) override;
 
+  Result<void> RunSql(std::string_view org_id, bool write, const SqlBody& body) override;
+
   // Runs one statement as a call for `org_id` would run (an empty org sees no org's rows) and
   // returns the first column of each row as text. For tests and diagnostics: it shows what a
   // query that forgot its org condition, or named a table directly, would get.

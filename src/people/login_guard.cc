@@ -1,0 +1,68 @@
+#include "people/login_guard.h"
+
+#include <set>
+
+namespace gatehouse {
+
+namespace {
+UnixMicros Micros(Millis m) { return static_cast<UnixMicros>(m.count()) * 1000; }
+}  // namespace
+
+LoginGuard::LoginGuard(const LoginConfig& config, const Clock& clock)
+    : config_(config), clock_(clock) {}
+
+void LoginGuard::Forget(Entry& e, UnixMicros now) const {
+  UnixMicros oldest = now - Micros(config_.window);
+  while (!e.failures.empty() && e.failures.front().first <= oldest) e.failures.pop_front();
+}
+
+void LoginGuard::EvictStalest() {
+  // Rare (only with 100k addresses tracked): a linear pass is cheaper than keeping an index.
+  auto stalest = addresses_.begin();
+  UnixMicros now = clock_.Now();
+  for (auto it = addresses_.begin(); it != addresses_.end(); ++it) {
+    if (it->second.blocked_until > now) continue;  // an active block is never forgotten early
+    if (stalest->second.blocked_until > now || it->second.last_seen < stalest->second.last_seen) {
+      stalest = it;
+    }
+  }
+  addresses_.erase(stalest);
+}
+
+std::optional<LoginGuard::Block> LoginGuard::Blocked(std::string_view address) {
+  std::lock_guard lock(mu_);
+  auto it = addresses_.find(std::string(address));
+  if (it == addresses_.end()) return std::nullopt;
+  if (it->second.blocked_until > clock_.Now()) {
+    return Block{it->second.blocked_until, it->second.stuffing};
+  }
+  return std::nullopt;
+}
+
+std::optional<LoginGuard::Block> LoginGuard::Failure(std::string_view address,
+                                                     std::string_view subject) {
+  std::lock_guard lock(mu_);
+  UnixMicros now = clock_.Now();
+  auto it = addresses_.find(std::string(address));
+  if (it == addresses_.end()) {
+    if (addresses_.size() >= kMaxAddresses) EvictStalest();
+    it = addresses_.emplace(std::string(address), Entry{}).first;
+  }
+  Entry& e = it->second;
+  e.last_seen = now;
+  Forget(e, now);
+  e.failures.emplace_back(now, std::string(subject));
+  std::set<std::string_view> accounts;
+  for (const auto& f : e.failures) accounts.insert(f.second);
+  bool stuffing = static_cast<int>(accounts.size()) >= config_.stuffing_accounts;
+  bool flood = static_cast<int>(e.failures.size()) >= config_.address_failures;
+  if (stuffing || flood) {
+    e.blocked_until = now + Micros(config_.address_lock);
+    e.stuffing = stuffing;
+    e.failures.clear();
+    return Block{e.blocked_until, stuffing};
+  }
+  return std::nullopt;
+}
+
+}  // namespace gatehouse

@@ -1,0 +1,55 @@
+// Sign-in throttling by client address, in memory (one node's view; accounts are throttled in
+// the store, across nodes). Two rules, each ending in a temporary block of the address:
+//   - too many failures from one address in a window;
+//   - failures against many different accounts from one address in a window: credential
+//     stuffing, which per-account limits alone never notice.
+// Memory is bounded: at most kMaxAddresses addresses are tracked, the stalest forgotten first.
+//
+// Thread-safety: safe for concurrent use.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "config/config.h"
+#include "core/clock.h"
+
+namespace gatehouse {
+
+class LoginGuard {
+ public:
+  static constexpr std::size_t kMaxAddresses = 100'000;
+
+  LoginGuard(const LoginConfig& config, const Clock& clock);
+
+  struct Block {
+    UnixMicros until = 0;
+    bool stuffing = false;
+  };
+  // When the address may not try now.
+  std::optional<Block> Blocked(std::string_view address);
+  // A failed sign-in for `subject` (an email's keyed hash). Returns the block it started, if any.
+  std::optional<Block> Failure(std::string_view address, std::string_view subject);
+
+ private:
+  struct Entry {
+    std::deque<std::pair<UnixMicros, std::string>> failures;  // within the window
+    UnixMicros blocked_until = 0;
+    bool stuffing = false;
+    UnixMicros last_seen = 0;
+  };
+  void Forget(Entry& e, UnixMicros now) const;
+  void EvictStalest();
+
+  LoginConfig config_;
+  const Clock& clock_;
+  std::mutex mu_;
+  std::unordered_map<std::string, Entry> addresses_;
+};
+
+}  // namespace gatehouse
