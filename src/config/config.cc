@@ -406,6 +406,7 @@ Result<Config> ParseConfig(std::string_view toml_text, std::string source) {
     GH_TRY(t.Duration("refresh_after", s.refresh_after));
     GH_TRY(t.Duration("reauth_window", s.reauth_window));
     GH_TRY(t.Duration("touch_interval", s.touch_interval));
+    GH_TRY(t.Duration("reuse_grace", s.reuse_grace));
     GH_TRY(t.Duration("invitation_ttl", s.invitation_ttl));
     GH_TRY(t.StringArray("allowed_origins", s.allowed_origins));
     if (s.idle_timeout.count() < 60'000 || s.absolute_lifetime < s.idle_timeout) {

@@ -107,6 +107,9 @@ struct SessionConfig {
   Millis refresh_after{15 * 60'000};         // a token older than this should be refreshed
   Millis reauth_window{15 * 60'000};         // sensitive operations need a sign-in this recent
   Millis touch_interval{10'000};             // last-seen is written at most this often
+  // A replaced token presented this soon after its refresh is refused without ending the
+  // sign-in (a browser's requests in flight during a refresh); later, it ends the sign-in.
+  Millis reuse_grace{10'000};
   Millis invitation_ttl{7 * 24 * 3'600'000};
   // Origins whose cookie requests may change state; empty: the request's own Host.
   std::vector<std::string> allowed_origins;

@@ -140,10 +140,28 @@ Result<void> PasswordPolicy::Check(std::string_view password,
       }
     }
   }
-  for (const auto& w : words) {
-    if (w.size() >= 4 && lower.find(w) != std::string::npos && w.size() * 2 >= stem.size()) {
-      return refuse("is mostly a word from this context (\"" + w + "\")");
+  // Mostly made of those words: fewer than half its letters remain once they are taken out.
+  auto letters = [](std::string_view t) {
+    std::size_t n = 0;
+    for (char ch : t) {
+      unsigned char u = static_cast<unsigned char>(ch);
+      if (std::isalpha(u) || u >= 0x80) ++n;
     }
+    return n;
+  };
+  std::string rest = lower;
+  std::string first_found;
+  std::sort(words.begin(), words.end(),
+            [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
+  for (const auto& w : words) {
+    if (w.size() < 4) continue;
+    for (auto at = rest.find(w); at != std::string::npos; at = rest.find(w)) {
+      rest.erase(at, w.size());
+      if (first_found.empty()) first_found = w;
+    }
+  }
+  if (!first_found.empty() && letters(rest) * 2 < letters(lower)) {
+    return refuse("is mostly made of a word from this context (\"" + first_found + "\")");
   }
   return {};
 }

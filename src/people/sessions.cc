@@ -80,10 +80,12 @@ Result<SessionRecord> SessionService::Authenticate(std::string_view token,
   UnixMicros now = clock_.Now();
   if (s.revoked_at) return NotSignedIn();
   if (s.rotated_at) {
-    // Only a copy of the token can be presented after its replacement was issued: whoever holds
-    // the family now may be the thief, so it ends for everyone.
-    (void)people_.RevokeSessions({s.user_id, s.family_id, ""}, now,
-                                 {ReuseEvent(s, now, client_ip)});
+    // Only a copy of the token can be presented well after its replacement was issued: whoever
+    // holds the family now may be the thief, so it ends for everyone.
+    if (now - *s.rotated_at >= Micros(config_->sessions.reuse_grace)) {
+      (void)people_.RevokeSessions({s.user_id, s.family_id, ""}, now,
+                                   {ReuseEvent(s, now, client_ip)});
+    }
     return NotSignedIn();
   }
   if (now >= s.expires_at) {
@@ -120,9 +122,14 @@ Result<IssuedSession> SessionService::Rotate(const SessionRecord& current, bool 
   auto r = people_.RotateSession(current.id, issued.record, now, audit);
   if (!r) {
     if (r.error().code == ErrorCode::kAlreadyExists) {
-      // Two refreshes with one token: the second is a replay.
-      (void)people_.RevokeSessions({current.user_id, current.family_id, ""}, now,
-                                   {ReuseEvent(current, now, source.client_ip)});
+      // Two refreshes with one token: the second is a replay, unless they raced.
+      auto again = people_.FindSession(current.token_hash);
+      bool raced = again && *again && (*again)->rotated_at &&
+                   now - *(*again)->rotated_at < Micros(config_->sessions.reuse_grace);
+      if (!raced) {
+        (void)people_.RevokeSessions({current.user_id, current.family_id, ""}, now,
+                                     {ReuseEvent(current, now, source.client_ip)});
+      }
       return NotSignedIn();
     }
     return tl::unexpected(r.error());
