@@ -1,0 +1,166 @@
+// People through the real server: sign-in over HTTP with the session cookie and its CSRF
+// defence, force logout seen by a request running at the same time, and no secret in the logs.
+// Runs on SQLite and, in integration_postgres, on PostgreSQL.
+#include <boost/json.hpp>
+
+#include <atomic>
+#include <mutex>
+#include <thread>
+
+#include "integration/fixture.h"
+
+namespace gatehouse::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+class PeopleHttpTest : public GatewayFixture {
+ protected:
+  static constexpr const char* kPassword = "heron quartz lantern meadow";
+
+  // A member of the fixture's org with `role`, added with the operator's CLI.
+  std::string AddMember(const std::string& email, const std::string& role) {
+    std::vector<std::string> argv = {Binary(), "users", "create", email,  "--org",
+                                     org_,     "--role", role,   "--json"};
+    for (const auto& f : StorageFlags()) argv.push_back(f);
+    int status = 0;
+    std::string out = RunCommand(argv, &status, {{"GATEHOUSE_USER_PASSWORD", kPassword}});
+    EXPECT_EQ(status, 0) << out;
+    return std::string(boost::json::parse(out).at("user_id").as_string());
+  }
+  std::string Token(const std::string& email) {
+    auto r = Call("POST", "/v1/auth/login", "",
+                  R"({"email":")" + email + R"(","password":")" + kPassword + "\"}");
+    EXPECT_EQ(r.status, 200) << r.body;
+    return std::string(boost::json::parse(r.body).at("token").as_string());
+  }
+};
+
+TEST_F(PeopleHttpTest, BrowserSignInGetsAHostCookieAndCsrfHoldsOverHttp) {
+  AddMember("dev@example.com", "developer");
+  std::vector<std::pair<std::string, std::string>> browser = {{"Origin", "http://127.0.0.1"}};
+  auto login = Call("POST", "/v1/auth/login", "",
+                    R"({"email":"dev@example.com","password":")" + std::string(kPassword) + "\"}",
+                    browser);
+  ASSERT_EQ(login.status, 200) << login.body;
+  std::string cookie = login.Header("set-cookie");
+  ASSERT_TRUE(cookie.starts_with("__Host-gatehouse_session=ghs_")) << cookie;
+  EXPECT_NE(cookie.find("HttpOnly"), std::string::npos);
+  EXPECT_NE(cookie.find("Secure"), std::string::npos);
+  EXPECT_NE(cookie.find("SameSite=Lax"), std::string::npos);
+  EXPECT_EQ(login.body.find("ghs_"), std::string::npos);
+  EXPECT_EQ(login.Header("cache-control"), "no-store");
+  std::string pair = cookie.substr(0, cookie.find(';'));
+  std::string csrf(boost::json::parse(login.body).at("session").at("csrf_token").as_string());
+  auto me = Call("GET", "/v1/me", "", "", {{"Cookie", pair}});
+  ASSERT_EQ(me.status, 200) << me.body;
+  std::string body = R"({"label":"from the console","scopes":["read:findings"]})";
+  std::string keys = "/v1/orgs/" + org_ + "/keys";
+  EXPECT_EQ(Call("POST", keys, "", body, {{"Cookie", pair}}).status, 403);
+  EXPECT_EQ(Call("POST", keys, "", body,
+                 {{"Cookie", pair}, {"X-CSRF-Token", csrf}, {"Origin", "https://evil.example"}})
+                .status,
+            403);
+  auto created =
+      Call("POST", keys, "", body,
+           {{"Cookie", pair}, {"X-CSRF-Token", csrf}, {"Origin", "http://127.0.0.1"}});
+  EXPECT_EQ(created.status, 201) << created.body;
+  // The key created by a person works at the gateway like any other.
+  std::string secret(boost::json::parse(created.body).at("key").as_string());
+  EXPECT_EQ(Call("GET", "/api/v1/findings", secret).status, 200);
+}
+
+TEST_F(PeopleHttpTest, ForceLogoutIsSeenByARequestRunningAtTheSameTime) {
+  std::string dev_id = AddMember("dev@example.com", "developer");
+  std::string token = Token("dev@example.com");
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok_before{0};
+  std::mutex mu;
+  std::vector<std::pair<std::chrono::steady_clock::time_point, int>> seen;
+  std::thread client([&] {
+    while (!stop) {
+      auto started = std::chrono::steady_clock::now();
+      int status = Call("GET", "/v1/me", token).status;
+      if (status == 200) ++ok_before;
+      std::lock_guard lock(mu);
+      seen.emplace_back(started, status);
+    }
+  });
+  while (ok_before < 5) std::this_thread::sleep_for(5ms);
+  auto kill = Call("DELETE", "/v1/orgs/" + org_ + "/members/" + dev_id + "/sessions", key_);
+  auto killed_at = std::chrono::steady_clock::now();
+  ASSERT_EQ(kill.status, 200) << kill.body;
+  EXPECT_NE(kill.body.find("\"sessions_ended\":1"), std::string::npos);
+  // Give the client a few more requests, all started after the logout answered.
+  for (int i = 0; i < 200; ++i) {
+    {
+      std::lock_guard lock(mu);
+      int after = 0;
+      for (const auto& [t, s] : seen) after += t > killed_at;
+      if (after >= 5) break;
+    }
+    std::this_thread::sleep_for(5ms);
+  }
+  stop = true;
+  client.join();
+  int after = 0;
+  for (const auto& [t, status] : seen) {
+    if (t > killed_at) {
+      ++after;
+      EXPECT_EQ(status, 401) << "a request started after the force logout still passed";
+    }
+  }
+  EXPECT_GE(after, 5);
+}
+
+TEST_F(PeopleHttpTest, PasswordsAndTokensNeverReachTheLogs) {
+  AddMember("dev@example.com", "developer");
+  std::string token = Token("dev@example.com");
+  Call("POST", "/v1/auth/login", "", R"({"email":"dev@example.com","password":"wrong-pass-Xq9"})");
+  Call("POST", "/v1/me/password", token,
+       R"({"current_password":")" + std::string(kPassword) +
+           R"(","new_password":"amber willow signal harbor"})");
+  Call("GET", "/v1/me", token);
+  std::string logs = server_->Output();
+  for (const char* secret : {kPassword, "wrong-pass-Xq9", "amber willow signal harbor"}) {
+    EXPECT_EQ(logs.find(secret), std::string::npos) << secret;
+  }
+  EXPECT_EQ(logs.find(token), std::string::npos);
+  EXPECT_EQ(logs.find("ghs_"), std::string::npos);
+}
+
+TEST_F(PeopleHttpTest, TheOperatorManagesUsersFromTheCli) {
+  AddMember("ops@example.com", "viewer");
+  auto run = [&](std::vector<std::string> argv, std::map<std::string, std::string> env = {}) {
+    argv.insert(argv.begin(), Binary());
+    for (const auto& f : StorageFlags()) argv.push_back(f);
+    int status = 0;
+    std::string out = RunCommand(argv, &status, env);
+    return std::make_pair(status, out);
+  };
+  auto [listed, list_out] = run({"users", "list"});
+  EXPECT_EQ(listed, 0);
+  EXPECT_NE(list_out.find("ops@example.com"), std::string::npos);
+  std::string token = Token("ops@example.com");
+  auto [weak, weak_out] = run({"users", "passwd", "ops@example.com"},
+                              {{"GATEHOUSE_USER_PASSWORD", "Password1234567"}});
+  EXPECT_NE(weak, 0);
+  auto [set, set_out] = run({"users", "passwd", "ops@example.com"},
+                            {{"GATEHOUSE_USER_PASSWORD", "cobalt finch orchard rain"}});
+  EXPECT_EQ(set, 0) << set_out;
+  EXPECT_EQ(Call("GET", "/v1/me", token).status, 401);  // a reset ends their sessions
+  auto login = Call("POST", "/v1/auth/login", "",
+                    R"({"email":"ops@example.com","password":"cobalt finch orchard rain"})");
+  EXPECT_EQ(login.status, 200);
+  auto [disabled, disabled_out] = run({"users", "disable", "ops@example.com"});
+  EXPECT_EQ(disabled, 0) << disabled_out;
+  std::string again(boost::json::parse(login.body).at("token").as_string());
+  EXPECT_EQ(Call("GET", "/v1/me", again).status, 401);
+  EXPECT_EQ(Call("POST", "/v1/auth/login", "",
+                 R"({"email":"ops@example.com","password":"cobalt finch orchard rain"})")
+                .status,
+            401);
+}
+
+}  // namespace
+}  // namespace gatehouse::testing
