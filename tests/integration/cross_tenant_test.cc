@@ -55,9 +55,9 @@ const std::vector<Endpoint> kEndpoints = {
 // The caller's own account and sign-in: no org in the path; what they show is checked by
 // SessionsShowOnlyTheirOwnOrgs and InvitationsOfAnotherOrgCannotBeTaken below.
 const std::set<std::string> kCallersOwn = {
-    "POST /v1/auth/login",       "POST /v1/auth/refresh",       "POST /v1/auth/reauth",
-    "POST /v1/auth/logout",      "POST /v1/auth/logout-all",    "GET /v1/me",
-    "GET /v1/me/sessions",       "DELETE /v1/me/sessions/{id}", "POST /v1/me/password",
+    "POST /v1/auth/login",         "POST /v1/auth/refresh",       "POST /v1/auth/reauth",
+    "POST /v1/auth/logout",        "POST /v1/auth/logout-all",    "GET /v1/me",
+    "GET /v1/me/sessions",         "DELETE /v1/me/sessions/{id}", "POST /v1/me/password",
     "POST /v1/invitations/accept",
 };
 
@@ -80,9 +80,12 @@ struct PeopleIds {
 
 std::string Fill(std::string text, const std::string& org, const std::string& key,
                  const std::string& secret, const PeopleIds& people = {}) {
-  for (auto [from, to] :
-       {std::pair{std::string("{org}"), org}, {"{key}", key}, {"{secret}", secret},
-        {"{user}", people.user}, {"{inv}", people.inv}, {"{role}", people.role}}) {
+  for (auto [from, to] : {std::pair{std::string("{org}"), org},
+                          {"{key}", key},
+                          {"{secret}", secret},
+                          {"{user}", people.user},
+                          {"{inv}", people.inv},
+                          {"{role}", people.role}}) {
     for (auto at = text.find(from); at != std::string::npos; at = text.find(from))
       text.replace(at, from.size(), to);
   }
@@ -166,10 +169,9 @@ class CrossTenantTest : public GatewayFixture {
 
   // Everything that identifies B or its data.
   std::vector<std::string> Secrets() const {
-    return {b_org_,           "Org B Zq7",        b_key_id_,
-            b_secret_,        b_owner_,           "b-secret-label-Zq7",
-            b_people_.user,   b_people_.inv,      "b-role-zq7",
-            "b-member-zq7",   "b-pending-zq7",    pending_tokens_.at(b_org_)};
+    return {b_org_,       "Org B Zq7",          b_key_id_,       b_secret_,
+            b_owner_,     "b-secret-label-Zq7", b_people_.user,  b_people_.inv,
+            "b-role-zq7", "b-member-zq7",       "b-pending-zq7", pending_tokens_.at(b_org_)};
   }
 
   void ExpectRefusedWithoutLeak(const Response& r, const std::string& what) {
@@ -234,8 +236,7 @@ TEST_F(CrossTenantTest, SessionsShowOnlyTheirOwnOrgs) {
   // Ending a session of B's member through A's own list: not found.
   std::string b_session = SessionOf("b-member-zq7@example.com");
   auto b_list = Call("GET", "/v1/me/sessions", b_session);
-  std::string b_family(
-      boost::json::parse(b_list.body).at("sessions").at(0).at("id").as_string());
+  std::string b_family(boost::json::parse(b_list.body).at("sessions").at(0).at("id").as_string());
   EXPECT_EQ(Call("DELETE", "/v1/me/sessions/" + b_family, session).status, 404);
   EXPECT_EQ(Call("GET", "/v1/me", b_session).status, 200);
 }
@@ -267,8 +268,7 @@ TEST_F(CrossTenantTest, OrgBsIdsInBodiesAndQueriesChangeNothingAndShowNothing) {
   for (const auto& e : kEndpoints) {
     // Query: B's ids as every plausible parameter, on A's own path.
     std::string path = Fill(e.path, org_, a_key_id_, "", a_people_) + "?org=" + b_org_ +
-                       "&org_id=" + b_org_ +
-                       "&key_id=" + b_key_id_ + "&cursor=" + b_key_id_;
+                       "&org_id=" + b_org_ + "&key_id=" + b_key_id_ + "&cursor=" + b_key_id_;
     auto q = Call(e.method, path, key_, Fill(e.body, org_, b_key_id_, b_secret_));
     ExpectNoLeak(q, e.method + " " + path);
     // Body: B's ids as extra fields; a strict reader refuses them.

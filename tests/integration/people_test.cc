@@ -20,8 +20,8 @@ class PeopleHttpTest : public GatewayFixture {
 
   // A member of the fixture's org with `role`, added with the operator's CLI.
   std::string AddMember(const std::string& email, const std::string& role) {
-    std::vector<std::string> argv = {Binary(), "users", "create", email,  "--org",
-                                     org_,     "--role", role,   "--json"};
+    std::vector<std::string> argv = {Binary(), "users",  "create", email,   "--org",
+                                     org_,     "--role", role,     "--json"};
     for (const auto& f : StorageFlags()) argv.push_back(f);
     int status = 0;
     std::string out = RunCommand(argv, &status, {{"GATEHOUSE_USER_PASSWORD", kPassword}});
@@ -39,9 +39,9 @@ class PeopleHttpTest : public GatewayFixture {
 TEST_F(PeopleHttpTest, BrowserSignInGetsAHostCookieAndCsrfHoldsOverHttp) {
   AddMember("dev@example.com", "developer");
   std::vector<std::pair<std::string, std::string>> browser = {{"Origin", "http://127.0.0.1"}};
-  auto login = Call("POST", "/v1/auth/login", "",
-                    R"({"email":"dev@example.com","password":")" + std::string(kPassword) + "\"}",
-                    browser);
+  auto login =
+      Call("POST", "/v1/auth/login", "",
+           R"({"email":"dev@example.com","password":")" + std::string(kPassword) + "\"}", browser);
   ASSERT_EQ(login.status, 200) << login.body;
   std::string cookie = login.Header("set-cookie");
   ASSERT_TRUE(cookie.starts_with("__Host-gatehouse_session=ghs_")) << cookie;
@@ -61,9 +61,8 @@ TEST_F(PeopleHttpTest, BrowserSignInGetsAHostCookieAndCsrfHoldsOverHttp) {
                  {{"Cookie", pair}, {"X-CSRF-Token", csrf}, {"Origin", "https://evil.example"}})
                 .status,
             403);
-  auto created =
-      Call("POST", keys, "", body,
-           {{"Cookie", pair}, {"X-CSRF-Token", csrf}, {"Origin", "http://127.0.0.1"}});
+  auto created = Call("POST", keys, "", body,
+                      {{"Cookie", pair}, {"X-CSRF-Token", csrf}, {"Origin", "http://127.0.0.1"}});
   EXPECT_EQ(created.status, 201) << created.body;
   // The key created by a person works at the gateway like any other.
   std::string secret(boost::json::parse(created.body).at("key").as_string());
@@ -142,8 +141,8 @@ TEST_F(PeopleHttpTest, TheOperatorManagesUsersFromTheCli) {
   EXPECT_EQ(listed, 0);
   EXPECT_NE(list_out.find("ops@example.com"), std::string::npos);
   std::string token = Token("ops@example.com");
-  auto [weak, weak_out] = run({"users", "passwd", "ops@example.com"},
-                              {{"GATEHOUSE_USER_PASSWORD", "Password1234567"}});
+  auto [weak, weak_out] =
+      run({"users", "passwd", "ops@example.com"}, {{"GATEHOUSE_USER_PASSWORD", "Password1234567"}});
   EXPECT_NE(weak, 0);
   auto [set, set_out] = run({"users", "passwd", "ops@example.com"},
                             {{"GATEHOUSE_USER_PASSWORD", "cobalt finch orchard rain"}});

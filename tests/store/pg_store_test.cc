@@ -2,6 +2,7 @@
 // the refusal to serve with powers that row level security does not bind, the same behaviour as
 // the SQLite store, and tenancy that the database enforces whatever the SQL says.
 #include "store/postgres/pg_store.h"
+#include "store/people_repository.h"
 
 #include <gtest/gtest.h>
 
@@ -232,6 +233,62 @@ TEST_F(PgStoreTest, RowLevelSecurityHoldsWhateverTheSqlSays) {
   out = AsApp("DROP POLICY org_isolation ON gatehouse.api_keys", &ok);
   EXPECT_FALSE(ok);
   EXPECT_EQ(store_->GetKey("org_b", "key_b")->org_id, "org_b");
+}
+
+// People on PostgreSQL: the shared SQL (store/people_repository.cc) with row level security on
+// memberships, roles and invitations, and the two definer lookups that cross orgs.
+TEST_F(PgStoreTest, PeopleAreKeptApartByRowLevelSecurity) {
+  ASSERT_TRUE(
+      store_->CreateOrgWithKey({"org_a", "A", 1}, Key("org_a", "key_a", "ha"), false, Ev()));
+  ASSERT_TRUE(
+      store_->CreateOrgWithKey({"org_b", "B", 1}, Key("org_b", "key_b", "hb"), false, Ev()));
+  PeopleRepository people(*store_);
+  UserRecord u;
+  u.id = "usr_1";
+  u.email = "one@example.com";
+  u.password_hash = "$argon2id$v=19$m=19456,t=2,p=1$x$y";
+  ASSERT_TRUE(people.InsertUser(u, {}));
+  EXPECT_EQ(people.InsertUser(u, {}).error().code, ErrorCode::kAlreadyExists);
+  AuditSource op;
+  ASSERT_TRUE(people.AddMember({"org_a", "usr_1", "owner", 1, {}, {}, {}},
+                               op.Event("org_a", "member.add", "user:usr_1", 0, 1)));
+  ASSERT_TRUE(people.AddMember({"org_b", "usr_1", "viewer", 2, {}, {}, {}},
+                               op.Event("org_b", "member.add", "user:usr_1", 0, 2)));
+  ASSERT_TRUE(people.InsertRole({"org_b", "b-role", "", {"keys:read"}, 3},
+                                op.Event("org_b", "role.create", "role:b-role", 0, 3)));
+  // Each org sees its own membership only; the user's own list crosses orgs by design.
+  EXPECT_EQ(people.ListMembers("org_a")->size(), 1u);
+  EXPECT_EQ(people.ListMembers("org_a")->front().role, "owner");
+  EXPECT_EQ(people.OrgsOfUser("usr_1")->size(), 2u);
+  EXPECT_FALSE(*people.GetRole("org_a", "b-role"));
+  EXPECT_TRUE(*people.GetRole("org_b", "b-role"));
+  // The last owner rule holds in the database transaction.
+  EXPECT_EQ(
+      people
+          .SetRole("org_a", "usr_1", "viewer", op.Event("org_a", "member.role", "user:usr_1", 0, 4))
+          .error()
+          .code,
+      ErrorCode::kAlreadyExists);
+  bool ok = false;
+  EXPECT_EQ(AsApp("SELECT count(*) FROM gatehouse.memberships", &ok), "0");
+  EXPECT_EQ(AsApp("BEGIN; SET LOCAL gatehouse.org_id = 'org_a'; "
+                  "SELECT string_agg(org_id || ':' || role, ',') FROM gatehouse.memberships; "
+                  "COMMIT;",
+                  &ok),
+            "org_a:owner");
+  std::string out = AsApp(
+      "BEGIN; SET LOCAL gatehouse.org_id = 'org_a'; "
+      "INSERT INTO gatehouse.roles VALUES ('org_b', 'planted', '', 'admin', 1); COMMIT;",
+      &ok);
+  EXPECT_FALSE(ok);
+  EXPECT_NE(out.find("row-level security"), std::string::npos) << out;
+  out = AsApp(
+      "BEGIN; SET LOCAL gatehouse.org_id = 'org_a'; "
+      "UPDATE gatehouse.memberships SET org_id = 'org_b'; COMMIT;",
+      &ok);
+  EXPECT_FALSE(ok);
+  // The events went to their orgs' chains.
+  EXPECT_EQ(store_->ListAudit("org_b", {})->events.front().action, "role.create");
 }
 
 // The audit log on PostgreSQL: the same chain as on SQLite, append-only for the server's role,

@@ -6,6 +6,9 @@
 #include <filesystem>
 #include <thread>
 
+#include "audit/details.h"
+#include "store/people_repository.h"
+
 namespace gatehouse {
 namespace {
 
@@ -99,6 +102,43 @@ TEST_F(SqliteStoreTest, OrgOwnedLookupsNeverCrossOrgs) {
   EXPECT_EQ(store->RevokeKey("org_a", "key_b", 5, Ev()).error().code, ErrorCode::kNotFound);
   EXPECT_FALSE(store->GetKey("org_b", "key_b")->revoked_at);
   EXPECT_EQ(store->ListKeys("org_a", {})->keys.size(), 1u);
+}
+
+// People's org-owned rows (memberships, roles, invitations) behind the same tenant views.
+TEST_F(SqliteStoreTest, PeopleRowsAreKeptApartByTheDatabase) {
+  auto store = std::move(*SqliteStore::Open(path_));
+  ASSERT_TRUE(store->CreateOrgWithKey({"org_a", "A", 1}, Key("org_a", "key_a", "ha"), false, Ev()));
+  ASSERT_TRUE(store->CreateOrgWithKey({"org_b", "B", 1}, Key("org_b", "key_b", "hb"), false, Ev()));
+  PeopleRepository people(*store);
+  UserRecord u;
+  u.id = "usr_1";
+  u.email = "one@example.com";
+  u.password_hash = "$argon2id$v=19$m=19456,t=2,p=1$x$y";
+  ASSERT_TRUE(people.InsertUser(u, {}));
+  AuditSource op;
+  ASSERT_TRUE(people.AddMember({"org_a", "usr_1", "owner", 1, {}, {}, {}},
+                               op.Event("org_a", "member.add", "user:usr_1", 0, 1)));
+  ASSERT_TRUE(people.AddMember({"org_b", "usr_1", "viewer", 2, {}, {}, {}},
+                               op.Event("org_b", "member.add", "user:usr_1", 0, 2)));
+  EXPECT_EQ(people.ListMembers("org_a")->size(), 1u);
+  EXPECT_EQ(people.OrgsOfUser("usr_1")->size(), 2u);
+  using Rows = std::vector<std::string>;
+  EXPECT_EQ(*store->QueryAsTenant("org_a", "SELECT role FROM tenant_memberships"), Rows{"owner"});
+  for (const char* direct : {"SELECT role FROM memberships", "SELECT name FROM roles",
+                             "SELECT id FROM invitations", "DELETE FROM memberships"}) {
+    auto r = store->QueryAsTenant("org_a", direct);
+    ASSERT_FALSE(r) << direct;
+    EXPECT_EQ(r.error().code, ErrorCode::kPermissionDenied) << direct;
+  }
+  auto planted = store->QueryAsTenant(
+      "org_a", "INSERT INTO tenant_roles VALUES ('org_b', 'planted', '', 'admin', 1)");
+  EXPECT_EQ(planted.error().code, ErrorCode::kOrgMismatch);
+  EXPECT_EQ(
+      people
+          .SetRole("org_a", "usr_1", "viewer", op.Event("org_a", "member.role", "user:usr_1", 0, 3))
+          .error()
+          .code,
+      ErrorCode::kAlreadyExists);  // the last owner
 }
 
 // What the database does on its own, whatever the query says: a query that forgets its org
