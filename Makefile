@@ -4,6 +4,7 @@
 BUILD      ?= build
 FUZZ_BUILD ?= build-fuzz
 DATA_DIR   ?= ./gatehouse-data
+OWNER_EMAIL ?= owner@example.com
 GATEHOUSE  := $(BUILD)/src/gatehouse
 JOBS       ?= $(shell nproc)
 
@@ -19,7 +20,7 @@ build: deps $(BUILD)/build.ninja
 	cmake --build $(BUILD) -j $(JOBS)
 
 run: build
-	@$(GATEHOUSE) init --data-dir $(DATA_DIR)
+	@$(GATEHOUSE) init --data-dir $(DATA_DIR) --owner-email $(OWNER_EMAIL)
 	@scripts/tour $(DATA_DIR)
 	exec $(GATEHOUSE) serve --data-dir $(DATA_DIR)
 

@@ -50,6 +50,40 @@ class CliTest(unittest.TestCase):
             db += open(wal, "rb").read()
         self.assertNotIn(first["api_key"].encode(), db)
 
+    def test_init_creates_the_owner_user_who_can_sign_in(self):
+        # Generated and printed once when no password is given...
+        first = run(BINARY, "init", "--data-dir", self.data, "--owner-email", "Boss@Example.com",
+                    "--json").stdout.splitlines()
+        owner = json.loads(first[-1])
+        self.assertEqual(owner["email"], "boss@example.com")
+        self.assertGreaterEqual(len(owner["password"]), 15)
+        db = open(os.path.join(self.data, "gatehouse.db"), "rb").read()
+        wal = os.path.join(self.data, "gatehouse.db-wal")
+        if os.path.exists(wal):
+            db += open(wal, "rb").read()
+        self.assertNotIn(owner["password"].encode(), db)
+        self.assertIn(b"$argon2id$v=19$m=65536,t=3,p=1$", db)
+        # ...or taken from GATEHOUSE_OWNER_PASSWORD, and checked like any password.
+        other = os.path.join(self.dir, "other")
+        env = dict(os.environ, GATEHOUSE_OWNER_PASSWORD="Password1234567")
+        weak = run(BINARY, "init", "--data-dir", other, "--owner-email", "a@example.com",
+                   env=env, check=False)
+        self.assertNotEqual(weak.returncode, 0)
+        self.assertIn("common password", weak.stderr)
+        gh = Gatehouse(BINARY, data_dir=self.data)
+        gh.start()
+        try:
+            r = requests.post(f"http://127.0.0.1:{gh.port}/v1/auth/login",
+                              json={"email": "boss@example.com", "password": owner["password"]})
+            self.assertEqual(r.status_code, 200, r.text)
+            me = requests.get(f"http://127.0.0.1:{gh.port}/v1/me",
+                              headers={"Authorization": "Bearer " + r.json()["token"]}).json()
+            self.assertEqual(me["orgs"][0]["role"], "owner")
+        finally:
+            gh.stop()
+        users = run(BINARY, "users", "list", "--data-dir", self.data).stdout
+        self.assertIn("boss@example.com", users)
+
     def test_orgs_and_keys_commands(self):
         run(BINARY, "init", "--data-dir", self.data)
         org = json.loads(run(BINARY, "orgs", "create", "Beta Corp", "--data-dir", self.data,
