@@ -224,6 +224,13 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
             spdlog::warn("audit retention failed: {}", r.error().message);
           else if (*r > 0)
             spdlog::info("audit retention removed {} events", *r);
+          // Dead sessions and forgotten sign-in failures go on the same schedule.
+          constexpr gh::UnixMicros kForgetFailures = 30LL * 86400 * gh::kMicrosPerSecond;
+          if (auto p = a.people->PruneExpired(a.clock->Now(), kForgetFailures,
+                                              config->login.max_failures);
+              !p) {
+            spdlog::warn("session housekeeping failed: {}", p.error().message);
+          }
         }
         if (auto r = verifier->SyncInvalidations(); !r) {
           spdlog::warn("revocation sync failed: {}", r.error().message);

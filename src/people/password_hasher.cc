@@ -63,7 +63,8 @@ Result<void> PasswordHasher::RunBounded(const std::function<void()>& job) {
     std::lock_guard lock(mu_);
     if (jobs_.size() >= queue_capacity_) {
       ++rejected_;
-      return Fail(ErrorCode::kUnavailable, "too many sign-ins at once; try again shortly");
+      return FailRetryAfter(ErrorCode::kUnavailable, "too many sign-ins at once; try again shortly",
+                            1);
     }
     jobs_.emplace_back([&] {
       job();

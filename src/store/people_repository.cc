@@ -657,6 +657,29 @@ Result<void> PeopleRepository::AcceptInvitation(const Invitation& inv,
   });
 }
 
+// ---- housekeeping ----
+
+Result<std::int64_t> PeopleRepository::PruneExpired(UnixMicros now, UnixMicros forget_after,
+                                                    int keep_failures) {
+  return Run<std::int64_t>(store_, "", true, [&](SqlTx& tx) -> Result<std::int64_t> {
+    auto sessions = tx.Query("SELECT count(*) FROM sessions WHERE expires_at < $1", {SqlInt(now)});
+    if (!sessions) return tl::unexpected(sessions.error());
+    auto failures =
+        tx.Query("SELECT count(*) FROM login_failures WHERE updated_at < $1 AND failures < $2",
+                 {SqlInt(now - forget_after), SqlInt(keep_failures)});
+    if (!failures) return tl::unexpected(failures.error());
+    if (auto r = tx.Query("DELETE FROM sessions WHERE expires_at < $1", {SqlInt(now)}); !r) {
+      return tl::unexpected(r.error());
+    }
+    if (auto r = tx.Query("DELETE FROM login_failures WHERE updated_at < $1 AND failures < $2",
+                          {SqlInt(now - forget_after), SqlInt(keep_failures)});
+        !r) {
+      return tl::unexpected(r.error());
+    }
+    return sessions->Int(0, 0) + failures->Int(0, 0);
+  });
+}
+
 // ---- session policy ----
 
 Result<std::optional<UnixMicros>> PeopleRepository::IdleTimeout(std::string_view org_id) {

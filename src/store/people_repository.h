@@ -98,6 +98,11 @@ class PeopleRepository {
                                 const Membership& membership, UnixMicros at,
                                 const std::vector<AuditEvent>& audit);
 
+  // Housekeeping: removes tokens of sign-ins past their absolute lifetime (dead whatever
+  // happens) and failure counts untouched for `forget_after` that never reached `keep_failures`
+  // (a suspended account's count stays until an operator resets it). Returns rows removed.
+  Result<std::int64_t> PruneExpired(UnixMicros now, UnixMicros forget_after, int keep_failures);
+
   // The org's session inactivity timeout, when it set one.
   Result<std::optional<UnixMicros>> IdleTimeout(std::string_view org_id);
   Result<void> SetIdleTimeout(std::string_view org_id, UnixMicros timeout, const AuditEvent& audit);

@@ -283,6 +283,19 @@ TEST_F(SessionsTest, DisablingAUserEndsTheirSessionsAndSignIns) {
   EXPECT_EQ(Body(again).at("error").at("message"), "invalid email or password");
 }
 
+TEST_F(SessionsTest, HousekeepingRemovesDeadSessionsOnly) {
+  auto old_token = Login("owner@example.com", kOwnerPassword);
+  env_.Call("POST", "/v1/auth/refresh", old_token);
+  Advance(11h + 45min);
+  auto fresh = Login("owner@example.com", kOwnerPassword);
+  Advance(20min);  // the first sign-in (two rows) is past its absolute lifetime now
+  auto removed = env_.people->PruneExpired(env_.clock.Now(), 30LL * 86400 * kMicrosPerSecond, 100);
+  ASSERT_TRUE(removed);
+  EXPECT_EQ(*removed, 2);
+  EXPECT_EQ(env_.Call("GET", "/v1/me", fresh).status, 200);
+  EXPECT_EQ(env_.Call("GET", "/v1/me", old_token).status, 401);
+}
+
 TEST_F(SessionsTest, OldHashesAreUpgradedAtTheNextSignIn) {
   PasswordConfig weak;
   weak.argon2_memory_kib = 8192;

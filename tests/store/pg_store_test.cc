@@ -289,6 +289,16 @@ TEST_F(PgStoreTest, PeopleAreKeptApartByRowLevelSecurity) {
   EXPECT_FALSE(ok);
   // The events went to their orgs' chains.
   EXPECT_EQ(store_->ListAudit("org_b", {})->events.front().action, "role.create");
+  // Housekeeping runs as the application role too.
+  SessionRecord s;
+  s.id = "ses_1";
+  s.family_id = "sfam_1";
+  s.user_id = "usr_1";
+  s.token_hash = "th";
+  s.expires_at = 10;
+  ASSERT_TRUE(people.InsertSession(s, {}));
+  EXPECT_EQ(*people.PruneExpired(11, 1, 100), 1);
+  EXPECT_FALSE(*people.FindSession("th"));
 }
 
 // The audit log on PostgreSQL: the same chain as on SQLite, append-only for the server's role,

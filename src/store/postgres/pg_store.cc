@@ -802,10 +802,10 @@ Result<std::string> PgStore::Migrate(const std::string& owner_url, const std::st
       "GRANT SELECT ON schema_migrations TO " +
       role +
       ";"
-      "GRANT SELECT, INSERT, UPDATE ON users, sessions, invitations TO " +
+      "GRANT SELECT, INSERT, UPDATE ON users, invitations TO " +
       role +
       ";"
-      "GRANT SELECT, INSERT, UPDATE, DELETE ON login_failures, memberships, roles, "
+      "GRANT SELECT, INSERT, UPDATE, DELETE ON sessions, login_failures, memberships, roles, "
       "org_session_policy TO " +
       role +
       ";"
