@@ -1,5 +1,8 @@
 #include "people/login_guard.h"
 
+#include <arpa/inet.h>
+
+#include <functional>
 #include <set>
 
 namespace gatehouse {
@@ -10,6 +13,17 @@ UnixMicros Micros(Millis m) { return static_cast<UnixMicros>(m.count()) * 1000; 
 
 LoginGuard::LoginGuard(const LoginConfig& config, const Clock& clock)
     : config_(config), clock_(clock) {}
+
+std::string LoginGuard::KeyOf(std::string_view address) {
+  if (address.find(':') == std::string_view::npos) return std::string(address);
+  in6_addr a{};
+  std::string text(address);
+  if (inet_pton(AF_INET6, text.c_str(), &a) != 1) return text;
+  for (int i = 8; i < 16; ++i) a.s6_addr[i] = 0;
+  char out[INET6_ADDRSTRLEN];
+  if (!inet_ntop(AF_INET6, &a, out, sizeof(out))) return text;
+  return std::string(out) + "/64";
+}
 
 void LoginGuard::Forget(Entry& e, UnixMicros now) const {
   UnixMicros oldest = now - Micros(config_.window);
@@ -31,7 +45,7 @@ void LoginGuard::EvictStalest() {
 
 std::optional<LoginGuard::Block> LoginGuard::Blocked(std::string_view address) {
   std::lock_guard lock(mu_);
-  auto it = addresses_.find(std::string(address));
+  auto it = addresses_.find(KeyOf(address));
   if (it == addresses_.end()) return std::nullopt;
   if (it->second.blocked_until > clock_.Now()) {
     return Block{it->second.blocked_until, it->second.stuffing};
@@ -43,16 +57,17 @@ std::optional<LoginGuard::Block> LoginGuard::Failure(std::string_view address,
                                                      std::string_view subject) {
   std::lock_guard lock(mu_);
   UnixMicros now = clock_.Now();
-  auto it = addresses_.find(std::string(address));
+  std::string key = KeyOf(address);
+  auto it = addresses_.find(key);
   if (it == addresses_.end()) {
     if (addresses_.size() >= kMaxAddresses) EvictStalest();
-    it = addresses_.emplace(std::string(address), Entry{}).first;
+    it = addresses_.emplace(std::move(key), Entry{}).first;
   }
   Entry& e = it->second;
   e.last_seen = now;
   Forget(e, now);
-  e.failures.emplace_back(now, std::string(subject));
-  std::set<std::string_view> accounts;
+  e.failures.emplace_back(now, std::hash<std::string_view>{}(subject));
+  std::set<std::uint64_t> accounts;
   for (const auto& f : e.failures) accounts.insert(f.second);
   bool stuffing = static_cast<int>(accounts.size()) >= config_.stuffing_accounts;
   bool flood = static_cast<int>(e.failures.size()) >= config_.address_failures;

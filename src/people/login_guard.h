@@ -3,7 +3,9 @@
 //   - too many failures from one address in a window;
 //   - failures against many different accounts from one address in a window: credential
 //     stuffing, which per-account limits alone never notice.
-// Memory is bounded: at most kMaxAddresses addresses are tracked, the stalest forgotten first.
+// Memory is bounded: at most kMaxAddresses addresses are tracked, the stalest forgotten first,
+// each with at most `address_failures` entries of 16 bytes. IPv6 clients are tracked by their
+// /64, since one host can use any address in it.
 //
 // Thread-safety: safe for concurrent use.
 #pragma once
@@ -38,12 +40,13 @@ class LoginGuard {
 
  private:
   struct Entry {
-    std::deque<std::pair<UnixMicros, std::string>> failures;  // within the window
+    std::deque<std::pair<UnixMicros, std::uint64_t>> failures;  // within the window, by account
     UnixMicros blocked_until = 0;
     bool stuffing = false;
     UnixMicros last_seen = 0;
   };
   void Forget(Entry& e, UnixMicros now) const;
+  static std::string KeyOf(std::string_view address);
   void EvictStalest();
 
   LoginConfig config_;

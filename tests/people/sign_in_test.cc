@@ -122,6 +122,15 @@ TEST_F(SignInTest, ManyAccountsFromOneAddressIsCredentialStuffingAndBlocked) {
   Login("owner@example.com", kOwnerPassword, attacker);
 }
 
+TEST_F(SignInTest, AnIpv6HostIsTrackedByItsSlash64) {
+  for (int i = 0; i < 5; ++i) {
+    LoginCall("victim" + std::to_string(i) + "@example.com", "Summer2024!Summer",
+              "2001:db8:1:2::" + std::to_string(i + 1));
+  }
+  EXPECT_EQ(LoginCall("owner@example.com", kOwnerPassword, "2001:db8:1:2:ffff::9").status, 429);
+  Login("owner@example.com", kOwnerPassword, "2001:db8:1:3::1");
+}
+
 TEST_F(SignInTest, TooManyFailuresFromOneAddressInAWindowBlockIt) {
   std::string ip = "203.0.113.9";
   // 30 failures on three accounts inside ten minutes (each account's own lock waited out).
