@@ -324,7 +324,7 @@ Result<HttpResponse> RoleBody(ControlPlaneDeps& d, HttpRequest& req, const Princ
 }  // namespace
 
 void RegisterPeopleRoutes(Router& router, std::shared_ptr<ControlPlaneDeps> d) {
-  router.Add("POST", "/v1/auth/login", HandlerKind::kBlocking, [d](HttpRequest& req) {
+  router.Add("POST", "/v1/auth/login", HandlerKind::kCostly, [d](HttpRequest& req) {
     auto r = Login(*d, req);
     return r ? std::move(*r) : ErrorResponse(r.error(), req.request_id);
   });
@@ -337,7 +337,7 @@ void RegisterPeopleRoutes(Router& router, std::shared_ptr<ControlPlaneDeps> d) {
           return SessionResponse(*d, 200, json::object(), *issued, cookie);
         });
   });
-  router.Add("POST", "/v1/auth/reauth", HandlerKind::kBlocking, [d](HttpRequest& req) {
+  router.Add("POST", "/v1/auth/reauth", HandlerKind::kCostly, [d](HttpRequest& req) {
     return SessionGuarded(*d, req, [&](const SessionRecord& s, const Principal&, bool cookie) {
       return Reauth(*d, req, s, cookie);
     });
@@ -381,12 +381,12 @@ void RegisterPeopleRoutes(Router& router, std::shared_ptr<ControlPlaneDeps> d) {
           return out;
         });
   });
-  router.Add("POST", "/v1/me/password", HandlerKind::kBlocking, [d](HttpRequest& req) {
+  router.Add("POST", "/v1/me/password", HandlerKind::kCostly, [d](HttpRequest& req) {
     return SessionGuarded(*d, req, [&](const SessionRecord& s, const Principal& p, bool) {
       return ChangePassword(*d, req, s, p);
     });
   });
-  router.Add("POST", "/v1/invitations/accept", HandlerKind::kBlocking, [d](HttpRequest& req) {
+  router.Add("POST", "/v1/invitations/accept", HandlerKind::kCostly, [d](HttpRequest& req) {
     auto r = AcceptInvitation(*d, req);
     return r ? std::move(*r) : ErrorResponse(r.error(), req.request_id);
   });

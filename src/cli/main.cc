@@ -190,6 +190,12 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
   parts.listeners = config->listeners;
   parts.access_log = config->log.access_log;
   parts.blocking_threads = config->storage_connections;  // one store call per connection
+  // Sign-ins wait on the hashing pool: twice its workers keep it busy, and its queue bounds them.
+  int hash_workers = config->passwords.hash_workers > 0
+                         ? config->passwords.hash_workers
+                         : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  parts.costly_threads = 2 * hash_workers;
+  parts.max_costly_jobs = config->passwords.hash_queue + static_cast<std::size_t>(hash_workers);
   gh::Server server(parts);
   if (auto r = verifier->SyncInvalidations(); !r) return Die(r.error().message);
   if (auto r = server.Start(); !r) return Die(r.error().message);

@@ -12,8 +12,10 @@
 namespace gatehouse {
 
 // Where a handler may run. kInline handlers never block and run on the network thread;
-// kBlocking handlers touch the store and run on the blocking pool.
-enum class HandlerKind { kInline, kBlocking };
+// kBlocking handlers touch the store and run on the blocking pool; kCostly handlers do
+// deliberately slow work (password hashing) and run on a small pool of their own, so that a
+// flood of them is refused there (503) instead of holding every store call up.
+enum class HandlerKind { kInline, kBlocking, kCostly };
 
 using Handler = std::function<HttpResponse(HttpRequest&)>;
 // Tried on the network thread before `handler`; answers when it can without blocking (e.g. the

@@ -223,7 +223,8 @@ class Server::Impl {
   explicit Impl(Parts parts)
       : parts_(std::move(parts)),
         cfg_(*parts_.config),
-        blocking_(static_cast<std::size_t>(std::max(1, parts_.blocking_threads))) {
+        blocking_(static_cast<std::size_t>(std::max(1, parts_.blocking_threads))),
+        costly_(static_cast<std::size_t>(std::max(1, parts_.costly_threads))) {
     if (parts_.access_log) {
       access_ = spdlog::get("access");
       if (!access_) {
@@ -342,6 +343,7 @@ class Server::Impl {
       if (w->thread.joinable()) w->thread.join();
     }
     blocking_.join();
+    costly_.join();
     stopped_ = true;
   }
 
@@ -674,6 +676,27 @@ class Server::Impl {
       if (auto r = route.fast(req)) co_return std::move(*r);
     }
     if (route.kind == HandlerKind::kInline) co_return route.handler(req);
+    if (route.kind == HandlerKind::kCostly) {
+      auto& m = *parts_.metrics;
+      if (static_cast<std::size_t>(m.costly_jobs_queued.fetch_add(1)) >= parts_.max_costly_jobs) {
+        m.costly_jobs_queued.fetch_sub(1);
+        m.costly_jobs_rejected.fetch_add(1);
+        Error busy{
+            ErrorCode::kUnavailable, "too many sign-ins at once; try again shortly", {}, {}, 1};
+        co_return ErrorResponse(busy, req.request_id);
+      }
+      Result<HttpResponse> out = Fail(ErrorCode::kInternal, "internal error");
+      try {
+        out = co_await net::co_spawn(
+            costly_, [&]() -> net::awaitable<HttpResponse> { co_return route.handler(req); },
+            net::use_awaitable);
+      } catch (const std::exception& e) {
+        spdlog::error("request {} failed: {}", req.request_id, e.what());
+      }
+      m.costly_jobs_queued.fetch_sub(1);
+      if (!out) co_return ErrorResponse(out.error(), req.request_id);
+      co_return std::move(*out);
+    }
     Result<HttpResponse> r = co_await Offload([&] { return route.handler(req); }, req.request_id);
     if (!r) co_return ErrorResponse(r.error(), req.request_id);
     co_return std::move(*r);
@@ -1044,6 +1067,7 @@ class Server::Impl {
   const Config& cfg_;
   std::vector<std::unique_ptr<Worker>> workers_;
   net::thread_pool blocking_;
+  net::thread_pool costly_;
   std::shared_ptr<spdlog::logger> access_;
   std::size_t gateway_slot_base_ = 0;
   std::vector<std::uint16_t> ports_;

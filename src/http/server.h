@@ -37,6 +37,8 @@ class Server {
     std::vector<ListenerConfig> listeners;   // which addresses this server binds
     int threads = 0;                         // 0: config threads, else one per core
     int blocking_threads = 4;
+    int costly_threads = 2;            // kCostly handlers (sign-in) at once
+    std::size_t max_costly_jobs = 32;  // kCostly handlers waiting or running; more get 503
     bool access_log = true;
   };
 

@@ -91,6 +91,11 @@ std::string Metrics::Render() const {
           "gauge", blocking_jobs_queued.load());
   counter("gatehouse_blocking_jobs_rejected_total", "Requests refused with 503: pool full.",
           "counter", blocking_jobs_rejected.load());
+  counter("gatehouse_costly_jobs_queued", "Sign-ins and other password checks waiting or running.",
+          "gauge", costly_jobs_queued.load());
+  counter("gatehouse_costly_jobs_rejected_total",
+          "Sign-ins refused with 503: the password-checking pool was full.", "counter",
+          costly_jobs_rejected.load());
   counter("gatehouse_upstream_errors_total", "Proxied requests that failed upstream.", "counter",
           upstream_errors.load());
   for (const auto& g : gauges_) {

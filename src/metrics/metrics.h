@@ -42,6 +42,8 @@ class Metrics {
   std::atomic<std::uint64_t> connections_rejected{0};
   std::atomic<std::int64_t> blocking_jobs_queued{0};
   std::atomic<std::uint64_t> blocking_jobs_rejected{0};
+  std::atomic<std::int64_t> costly_jobs_queued{0};
+  std::atomic<std::uint64_t> costly_jobs_rejected{0};
   std::atomic<std::uint64_t> upstream_errors{0};
 
   // Values owned elsewhere (the verifier's cache counters), read at render time.

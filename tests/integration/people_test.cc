@@ -161,5 +161,43 @@ TEST_F(PeopleHttpTest, TheOperatorManagesUsersFromTheCli) {
             401);
 }
 
+// A flood of sign-ins fills the small pool that checks passwords and is refused there at once
+// (503 with Retry-After), while everything else keeps being served.
+class SignInFloodTest : public PeopleHttpTest {
+ protected:
+  std::string ExtraConfig() override { return "[passwords]\nhash_workers = 1\nhash_queue = 1\n"; }
+};
+
+TEST_F(SignInFloodTest, ExcessSignInsAreRefusedAndOtherRequestsStillServed) {
+  AddMember("dev@example.com", "developer");
+  std::atomic<int> ok{0}, busy{0}, other{0};
+  std::atomic<bool> retry_after_said{true};
+  std::vector<std::thread> flood;
+  for (int i = 0; i < 24; ++i) {
+    flood.emplace_back([&] {
+      auto r = Call("POST", "/v1/auth/login", "",
+                    R"({"email":"dev@example.com","password":")" + std::string(kPassword) + "\"}");
+      if (r.status == 200) {
+        ++ok;
+      } else if (r.status == 503) {
+        ++busy;
+        if (r.Header("retry-after") != "1") retry_after_said = false;
+      } else {
+        ++other;
+      }
+    });
+  }
+  // The store-bound control plane answers meanwhile.
+  auto keys = Call("GET", "/v1/orgs/" + org_ + "/keys", key_);
+  for (auto& t : flood) t.join();
+  EXPECT_EQ(keys.status, 200);
+  EXPECT_GT(ok.load(), 0);
+  EXPECT_GT(busy.load(), 0);
+  EXPECT_EQ(other.load(), 0);
+  EXPECT_TRUE(retry_after_said.load());
+  auto metrics = Call("GET", "/metrics", "");
+  EXPECT_NE(metrics.body.find("gatehouse_costly_jobs_rejected_total"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace gatehouse::testing
