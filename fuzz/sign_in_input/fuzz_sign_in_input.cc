@@ -12,7 +12,10 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   std::string_view input(reinterpret_cast<const char*>(data), size);
-  (void)gatehouse::CookieValue(input, "__Host-gatehouse_session");
+  (void)gatehouse::CookieValue(input, gatehouse::kSessionCookieName);
+  // What reaches an upstream never carries the session cookie.
+  std::string rest = gatehouse::WithoutCookie(input, gatehouse::kSessionCookieName);
+  if (gatehouse::CookieValue(rest, gatehouse::kSessionCookieName)) std::abort();
   if (auto e = gatehouse::NormalizeEmail(input)) {
     auto again = gatehouse::NormalizeEmail(*e);
     if (!again || *again != *e) std::abort();

@@ -18,6 +18,7 @@
 #include "audit/details.h"
 #include "config/config.h"
 #include "core/crypto.h"
+#include "http/cookies.h"
 #include "store/people_repository.h"
 
 namespace gatehouse {
@@ -30,7 +31,7 @@ struct IssuedSession {
 class SessionService {
  public:
   static constexpr std::string_view kTokenPrefix = "ghs_";
-  static constexpr std::string_view kCookieName = "__Host-gatehouse_session";
+  static constexpr std::string_view kCookieName = kSessionCookieName;
 
   SessionService(PeopleRepository& people, const Clock& clock, std::shared_ptr<const Config> config,
                  std::string_view pepper);

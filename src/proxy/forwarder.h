@@ -29,6 +29,7 @@
 #include "core/text.h"
 #include "gateway/gateway.h"
 #include "http/connection.h"
+#include "http/cookies.h"
 #include "http/h1.h"
 #include "http/message.h"
 
@@ -226,6 +227,14 @@ inline void BuildUpstreamHead(const h1::RequestHead& head, const ForwardContext&
     }
     if (!route.forward_credential &&
         (EqualsIgnoreCase(n, "authorization") || EqualsIgnoreCase(n, "x-api-key"))) {
+      continue;
+    }
+    // The console's session cookie is sent by browsers to every path of the host, proxied
+    // routes included; it is a credential for gatehouse alone.
+    if (!route.forward_credential && EqualsIgnoreCase(n, "cookie") &&
+        f.value.find(kSessionCookieName) != std::string_view::npos) {
+      std::string rest = WithoutCookie(f.value, kSessionCookieName);
+      if (!rest.empty()) AppendField(out, n, rest);
       continue;
     }
     bool replaced = false;

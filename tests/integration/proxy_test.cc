@@ -33,6 +33,18 @@ TEST_F(ProxyTest, ForwardsWithTrustworthyIdentityHeadersOnly) {
   EXPECT_NE(head.find("X-Forwarded-For: 127.0.0.1"), std::string::npos);
 }
 
+TEST_F(ProxyTest, TheConsoleSessionCookieNeverReachesAnUpstream) {
+  std::string reader = NewKey(R"(["read:findings"])");
+  auto r = Call("GET", "/api/v1/findings", reader, "",
+                {{"Cookie", "theme=dark; __Host-gatehouse_session=ghs_secretZq; lang=en"}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  std::string head = upstream_->last_head();
+  EXPECT_EQ(head.find("ghs_secretZq"), std::string::npos) << head;
+  EXPECT_NE(head.find("Cookie: theme=dark; lang=en"), std::string::npos) << head;
+  Call("GET", "/api/v1/findings", reader, "", {{"Cookie", "__Host-gatehouse_session=ghs_x"}});
+  EXPECT_EQ(upstream_->last_head().find("Cookie"), std::string::npos);
+}
+
 TEST_F(ProxyTest, AcceptsAllThreeCredentialForms) {
   std::string reader = NewKey(R"(["read:findings"])");
   EXPECT_EQ(
