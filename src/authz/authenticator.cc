@@ -88,6 +88,7 @@ std::optional<Result<Principal>> Authenticator::TryFast(const HttpRequest& reque
                                                         AuthSubject* subject) {
   auto credential = Credential(request, subject);
   if (!credential) return tl::unexpected(credential.error());
+  if (IsSession(*credential)) return std::nullopt;  // sessions live in the store
   auto verdict = verifier_.TryCached(*credential, request.client_ip);
   if (!verdict) return std::nullopt;
   return Decide(*verdict, request, subject);
@@ -96,6 +97,18 @@ std::optional<Result<Principal>> Authenticator::TryFast(const HttpRequest& reque
 Result<Principal> Authenticator::Authenticate(const HttpRequest& request, AuthSubject* subject) {
   auto credential = Credential(request, subject);
   if (!credential) return tl::unexpected(credential.error());
+  if (IsSession(*credential)) {
+    auto principal = sessions_(request, *credential, subject);
+    if (!principal) {
+      ErrorCode c = principal.error().code;
+      metrics_.CountAuthFailure(c == ErrorCode::kTokenExpired  ? Metrics::AuthFailure::kExpired
+                                : c == ErrorCode::kOrgMismatch ? Metrics::AuthFailure::kOrgMismatch
+                                : c == ErrorCode::kPermissionDenied
+                                    ? Metrics::AuthFailure::kForbidden
+                                    : Metrics::AuthFailure::kUnknown);
+    }
+    return principal;
+  }
   auto verdict = verifier_.Verify(*credential, request.client_ip);
   if (!verdict) {
     if (subject) subject->reason = "store_unavailable";

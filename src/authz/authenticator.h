@@ -3,6 +3,7 @@
 // the answer never says whether a key exists, has expired or was revoked.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string_view>
 
@@ -23,8 +24,15 @@ struct AuthSubject {
 
 class Authenticator {
  public:
+  // Turns a session token (ghs_…) into a principal; may block. See people/gateway_sessions.h.
+  using SessionResolver = std::function<Result<Principal>(
+      const HttpRequest& request, std::string_view token, AuthSubject* subject)>;
+
   Authenticator(KeyVerifier& verifier, Metrics& metrics, const Clock& clock)
       : verifier_(verifier), metrics_(metrics), clock_(clock) {}
+
+  // Without one, session tokens are refused like any malformed key.
+  void SetSessionResolver(SessionResolver resolver) { sessions_ = std::move(resolver); }
 
   // From `Authorization: Bearer <key>`, `Authorization: ApiKey <key>` or `X-API-Key: <key>`.
   // A credential in the query string is refused outright (it would end up in logs).
@@ -47,9 +55,14 @@ class Authenticator {
   Result<Principal> Decide(const KeyVerdict& verdict, const HttpRequest& request,
                            AuthSubject* subject);
 
+  bool IsSession(std::string_view credential) const {
+    return sessions_ && credential.starts_with("ghs_");
+  }
+
   KeyVerifier& verifier_;
   Metrics& metrics_;
   const Clock& clock_;
+  SessionResolver sessions_;
 };
 
 }  // namespace gatehouse

@@ -18,6 +18,7 @@
 #include "core/time_format.h"
 #include "demo/echo.h"
 #include "http/server.h"
+#include "people/gateway_sessions.h"
 #include "store/postgres/pg_store.h"
 
 namespace gh = gatehouse;
@@ -111,6 +112,7 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
   gh::Gateway gateway(config);
   gh::Metrics metrics;
   gh::Authenticator auth(*a.verifier, metrics, *a.clock);
+  auth.SetSessionResolver(gh::GatewaySessionResolver(*a.sessions, *a.members, *a.accounts));
   // The metrics token is optional: without it /metrics answers loopback clients only.
   std::string metrics_token;
   if (auto t = gh::ReadSecret(config->metrics_token, gh::ProcessEnv(), "the metrics token")) {

@@ -69,6 +69,22 @@ TEST_F(PeopleHttpTest, BrowserSignInGetsAHostCookieAndCsrfHoldsOverHttp) {
   EXPECT_EQ(Call("GET", "/api/v1/findings", secret).status, 200);
 }
 
+TEST_F(PeopleHttpTest, TheProxyTakesASessionTokenWithTheRolesPermissions) {
+  std::string user = AddMember("viewer@example.com", "viewer");
+  std::string token = Token("viewer@example.com");
+  auto r = Call("GET", "/api/v1/findings/3", token);
+  ASSERT_EQ(r.status, 200) << r.body;
+  std::string head = upstream_->last_head();
+  EXPECT_NE(head.find("X-Gatehouse-Principal: " + user), std::string::npos) << head;
+  EXPECT_NE(head.find("X-Gatehouse-Org: " + org_), std::string::npos) << head;
+  EXPECT_EQ(head.find(token), std::string::npos);
+  // A viewer reads; writing evidence needs a scope the role does not have.
+  EXPECT_EQ(Call("POST", "/api/v1/evidence/x", token, "{}").status, 403);
+  // Logged out, the token stops at the gateway too.
+  ASSERT_EQ(Call("POST", "/v1/auth/logout", token).status, 200);
+  EXPECT_EQ(Call("GET", "/api/v1/findings/3", token).status, 401);
+}
+
 TEST_F(PeopleHttpTest, ForceLogoutIsSeenByARequestRunningAtTheSameTime) {
   std::string dev_id = AddMember("dev@example.com", "developer");
   std::string token = Token("dev@example.com");

@@ -283,6 +283,44 @@ TEST_F(SessionsTest, DisablingAUserEndsTheirSessionsAndSignIns) {
   EXPECT_EQ(Body(again).at("error").at("message"), "invalid email or password");
 }
 
+// At the gateway a session token is a credential like a key, in one org at a time, with the
+// role's permissions as scopes (the console's cookie is not accepted there).
+TEST_F(SessionsTest, ForwardAuthTakesSessionTokensWithTheRolesPermissions) {
+  AddUser("dev@example.com", kPassword, "developer");
+  AddUser("auditor@example.com", kPassword, "auditor");
+  auto check = [&](const std::string& token, std::vector<std::pair<std::string, std::string>> h) {
+    h.emplace_back("Authorization", "Bearer " + token);
+    h.emplace_back("X-Original-URI", "/api/v1/findings/7");
+    h.emplace_back("X-Original-Method", "GET");
+    return env_.CallWith("GET", "/v1/authz/check", h);
+  };
+  auto dev = Login("dev@example.com", kPassword);
+  auto ok = check(dev, {});
+  ASSERT_EQ(ok.status, 200) << ok.body;
+  auto dev_id = env_.people->FindUserByEmail("dev@example.com")->value().id;
+  EXPECT_EQ(Header(ok, "x-gatehouse-principal"), dev_id);
+  EXPECT_EQ(Header(ok, "x-gatehouse-org"), Org());
+  EXPECT_EQ(check(Login("auditor@example.com", kPassword), {}).status, 403);  // no read:findings
+  // A member of two orgs names the one they act in.
+  auto other = env_.NewOrg("Contoso");
+  ASSERT_TRUE(env_.members->AddMember(other.org.id, dev_id, "viewer", {}));
+  auto unnamed = check(dev, {});
+  EXPECT_EQ(unnamed.status, 403);
+  EXPECT_NE(unnamed.body.find("X-Gatehouse-Org"), std::string::npos);
+  auto named = check(dev, {{"X-Gatehouse-Org", other.org.id}});
+  EXPECT_EQ(named.status, 200);
+  EXPECT_EQ(Header(named, "x-gatehouse-org"), other.org.id);
+  auto stranger = env_.NewOrg("Stranger");
+  EXPECT_EQ(Code(check(dev, {{"X-Gatehouse-Org", stranger.org.id}})), "org_mismatch");
+  // Ended or expired sessions are refused like revoked keys.
+  Advance(1h);
+  EXPECT_EQ(Code(check(dev, {{"X-Gatehouse-Org", Org()}})), "token_expired");
+  auto cookie_only = env_.CallWith(
+      "GET", "/v1/authz/check",
+      {{"Cookie", "__Host-gatehouse_session=" + dev}, {"X-Original-URI", "/api/v1/findings/7"}});
+  EXPECT_EQ(cookie_only.status, 401);
+}
+
 TEST_F(SessionsTest, HousekeepingRemovesDeadSessionsOnly) {
   auto old_token = Login("owner@example.com", kOwnerPassword);
   env_.Call("POST", "/v1/auth/refresh", old_token);

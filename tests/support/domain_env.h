@@ -11,6 +11,7 @@
 #include "config/config.h"
 #include "keys/key_service.h"
 #include "orgs/org_service.h"
+#include "people/gateway_sessions.h"
 #include "people/members.h"
 #include "store/sqlite/sqlite_store.h"
 
@@ -45,6 +46,7 @@ struct DomainEnv {
     accounts = std::make_unique<AccountService>(*people, *sessions, *hasher, *policy, *login_guard,
                                                 clock, config, kPepper);
     members = std::make_unique<MemberService>(*store, *people, *accounts, clock, config, kPepper);
+    auth->SetSessionResolver(GatewaySessionResolver(*sessions, *members, *accounts));
     RegisterControlPlane(router,
                          {*auth, *keys, *orgs, *store, *gateway, metrics, clock, *audit, *accounts,
                           *sessions, *members, *people, std::move(metrics_token)});
