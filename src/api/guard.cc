@@ -2,11 +2,23 @@
 
 #include "core/crypto.h"
 #include "core/text.h"
+#include "core/time_format.h"
 
 namespace gatehouse {
 
 HttpResponse Json(int status, const boost::json::value& v) {
   return JsonResponse(status, boost::json::serialize(v));
+}
+
+boost::json::value OptTime(const std::optional<UnixMicros>& t) {
+  if (!t) return nullptr;
+  return boost::json::value(FormatRfc3339(*t));
+}
+
+boost::json::array Strings(const std::vector<std::string>& v) {
+  boost::json::array a;
+  for (const auto& s : v) a.emplace_back(s);
+  return a;
 }
 
 void RecordDecision(HttpRequest& req, std::string_view org, std::string_view actor,

@@ -18,6 +18,9 @@
 namespace gatehouse {
 
 HttpResponse Json(int status, const boost::json::value& v);
+// An RFC 3339 time, or null.
+boost::json::value OptTime(const std::optional<UnixMicros>& t);
+boost::json::array Strings(const std::vector<std::string>& v);
 
 // A whole-number query parameter in [min, max]; `fallback` when absent.
 template <typename Int>

@@ -14,17 +14,6 @@ namespace {
 
 namespace json = boost::json;
 
-json::value OptTime(const std::optional<UnixMicros>& t) {
-  if (!t) return nullptr;
-  return json::value(FormatRfc3339(*t));
-}
-
-json::array Strings(const std::vector<std::string>& v) {
-  json::array a;
-  for (const auto& s : v) a.emplace_back(s);
-  return a;
-}
-
 json::object UserJson(const UserRecord& u) {
   json::object o;
   o["id"] = u.id;

@@ -62,6 +62,14 @@ class SqlTx {
   virtual Result<void> Append(const AuditEvent& event) = 0;
 };
 
+// The statement text a store runs for `sql`: `rewrite(sql)`, computed once per statement and
+// kept for the life of the process (statements are literals, and prepared statements are keyed
+// by the address this returns).
+const char* DialectText(const char* sql, std::string (*rewrite)(std::string_view));
+
+// `text` with every `from` replaced by `to`.
+std::string ReplaceAll(std::string text, std::string_view from, std::string_view to);
+
 // `org_id` empty: a global transaction. `write`: takes the write lock up front (SQLite).
 using SqlBody = std::function<Result<void>(SqlTx&)>;
 

@@ -1467,23 +1467,10 @@ class PgSqlTx final : public SqlTx {
   }
 
   // The org-owned tables are named as themselves; row level security shows the org's rows.
-  static const char* Dialected(const char* sql) {
-    static std::mutex mu;
-    static std::map<const char*, std::string> cache;
-    std::lock_guard lock(mu);
-    auto it = cache.find(sql);
-    if (it == cache.end()) {
-      std::string text = sql;
-      for (auto at = text.find("tenant_"); at != std::string::npos; at = text.find("tenant_", at)) {
-        text.erase(at, 7);
-      }
-      for (auto at = text.find("{lock}"); at != std::string::npos; at = text.find("{lock}")) {
-        text.replace(at, 6, "FOR UPDATE");
-      }
-      it = cache.emplace(sql, std::move(text)).first;
-    }
-    return it->second.c_str();
+  static std::string AsPostgres(std::string_view sql) {
+    return ReplaceAll(ReplaceAll(std::string(sql), "tenant_", ""), "{lock}", "FOR UPDATE");
   }
+  static const char* Dialected(const char* sql) { return DialectText(sql, &AsPostgres); }
 
   PgStore::Tx& tx_;
   std::string org_;

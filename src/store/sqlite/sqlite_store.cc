@@ -1350,20 +1350,10 @@ class SqliteSqlTx final : public SqlTx {
 
  private:
   // SQLite has no row locks: a write transaction holds the database already.
-  static const char* Dialected(const char* sql) {
-    static std::mutex mu;
-    static std::map<const char*, std::string> cache;
-    std::lock_guard lock(mu);
-    auto it = cache.find(sql);
-    if (it == cache.end()) {
-      std::string text = sql;
-      for (auto at = text.find("{lock}"); at != std::string::npos; at = text.find("{lock}")) {
-        text.erase(at, 6);
-      }
-      it = cache.emplace(sql, std::move(text)).first;
-    }
-    return it->second.c_str();
+  static std::string WithoutLocks(std::string_view sql) {
+    return ReplaceAll(std::string(sql), "{lock}", "");
   }
+  static const char* Dialected(const char* sql) { return DialectText(sql, &WithoutLocks); }
 
   SqliteStore::Connection& c_;
   bool system_;
