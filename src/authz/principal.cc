@@ -4,9 +4,24 @@
 
 namespace gatehouse {
 
+namespace {
+// The platform's administration permissions cover gatehouse's own objects of the same kind, so
+// that a role built from the platform's categories works on gatehouse's endpoints too.
+bool Implies(std::string_view held, std::string_view wanted) {
+  if (!held.starts_with("admin:")) return false;
+  std::string_view kind = held.substr(6);
+  std::string_view object = kind == "users"      ? "members:"
+                            : kind == "roles"    ? "roles:"
+                            : kind == "settings" ? "orgs:"
+                                                 : "";
+  return !object.empty() && wanted.starts_with(object) &&
+         (wanted.substr(object.size()) == "read" || wanted.substr(object.size()) == "write");
+}
+}  // namespace
+
 bool HasScope(const Principal& p, std::string_view scope) {
   for (const auto& s : p.scopes) {
-    if (s == scope || s == "admin") return true;
+    if (s == scope || s == "admin" || Implies(s, scope)) return true;
   }
   return false;
 }

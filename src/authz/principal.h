@@ -20,7 +20,9 @@ struct Principal {
   UnixMicros auth_time = 0;
 };
 
-// `admin` holds every permission within its own org, and nothing outside it.
+// `admin` holds every permission within its own org, and nothing outside it. The platform's
+// `admin:users`, `admin:roles` and `admin:settings` hold members:*, roles:* and orgs:* (read and
+// write) respectively.
 bool HasScope(const Principal& p, std::string_view scope);
 
 // kPermissionDenied naming every missing scope in Error::required.

@@ -211,6 +211,24 @@ TEST_F(MembersTest, CustomRolesAreBoundedByTheirAuthorsPermissions) {
   EXPECT_EQ(env_.Call("DELETE", OrgPath("/roles/owner"), admin).status, 409);
 }
 
+TEST_F(MembersTest, ThePlatformsAdminPermissionsCoverGatehousesOwnObjects) {
+  auto owner = Login("owner@example.com", kOwnerPassword);
+  ASSERT_EQ(env_.Call("POST", OrgPath("/roles"), owner,
+                      R"({"name":"people-admin","permissions":["admin:users"]})")
+                .status,
+            201);
+  auto inv = Invite(owner, "hr@example.com", "people-admin");
+  ASSERT_EQ(Accept(inv, kPassword).status, 201);
+  auto hr = Login("hr@example.com", kPassword);
+  EXPECT_EQ(env_.Call("GET", OrgPath("/members"), hr).status, 200);
+  EXPECT_EQ(env_.Call("POST", OrgPath("/invitations"), hr,
+                      R"({"email":"new@example.com","role":"people-admin"})")
+                .status,
+            201);
+  EXPECT_EQ(env_.Call("GET", OrgPath("/roles"), hr).status, 403);  // admin:roles is another
+  EXPECT_EQ(env_.Call("PATCH", OrgPath(), hr, R"({"name":"x"})").status, 403);
+}
+
 TEST_F(MembersTest, InvitationsAreSingleUseAndExpire) {
   auto owner = Login("owner@example.com", kOwnerPassword);
   auto token = Invite(owner, "New.Hire@Example.com", "developer");
