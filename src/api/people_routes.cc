@@ -140,6 +140,13 @@ Result<HttpResponse> Login(ControlPlaneDeps& d, HttpRequest& req) {
                  signed_in ? "" : std::string_view(attempt.reason), attempt.email);
   if (!signed_in) return tl::unexpected(signed_in.error());
   req.principal_id = signed_in->user.id;
+  // A session the client held before signing in ends now (ASVS 7.2.4): whatever a fixation or a
+  // shared browser left behind does not outlive the new sign-in.
+  if (auto before = SessionCredentialOf(req)) {
+    if (auto old = d.sessions.Authenticate(before->token, req.client_ip)) {
+      (void)d.accounts.Logout(*old, source);
+    }
+  }
   json::object body;
   body["user"] = UserJson(signed_in->user);
   auto orgs = OrgsJson(d, signed_in->orgs);

@@ -209,6 +209,17 @@ TEST_F(SessionsTest, BrowserSessionsUseAHostCookieAndStateChangesNeedCsrfDefence
   EXPECT_EQ(env_.CallWith("GET", "/v1/me", same_site).status, 401);
 }
 
+TEST_F(SessionsTest, TheSessionHeldBeforeASignInEndsWithIt) {
+  auto before = Login("owner@example.com", kOwnerPassword);
+  std::string body =
+      R"({"email":"owner@example.com","password":")" + std::string(kOwnerPassword) + "\"}";
+  auto after = env_.CallWith("POST", "/v1/auth/login",
+                             {{"Cookie", "__Host-gatehouse_session=" + before}}, body);
+  ASSERT_EQ(after.status, 200);
+  EXPECT_EQ(env_.Call("GET", "/v1/me", before).status, 401);
+  EXPECT_EQ(env_.Call("GET", "/v1/me", TokenOf(after)).status, 200);
+}
+
 TEST_F(SessionsTest, ASignInFromAnotherSiteIsRefused) {
   auto r = env_.CallWith(
       "POST", "/v1/auth/login",
