@@ -420,7 +420,12 @@ Result<Config> ParseConfig(std::string_view toml_text, std::string source) {
     GH_TRY(t.Integer("free_failures", l.free_failures, 1, 20));
     GH_TRY(t.Duration("max_lock", l.max_lock));
     GH_TRY(t.Integer("max_failures", l.max_failures, 10, 100));
+    GH_TRY(t.Integer("address_free_failures", l.address_free_failures, 1, 100'000));
+    GH_TRY(t.Duration("address_max_delay", l.address_max_delay));
     GH_TRY(t.Integer("address_failures", l.address_failures, 5, 100'000));
+    if (l.address_free_failures >= l.address_failures) {
+      return Bad(t.At("address_free_failures"), "must be less than address_failures");
+    }
     GH_TRY(t.Integer("stuffing_accounts", l.stuffing_accounts, 2, 1000));
     GH_TRY(t.Duration("window", l.window));
     return t.Duration("address_lock", l.address_lock);

@@ -116,11 +116,13 @@ struct SessionConfig {
 };
 
 struct LoginConfig {
-  int free_failures = 5;         // consecutive failures before delays start
-  Millis max_lock{15 * 60'000};  // the longest an account is ever locked at a time
-  int max_failures = 100;        // then password sign-in stops until an operator resets
-  int address_failures = 30;     // per client address per window, then a lock
-  int stuffing_accounts = 5;     // distinct emails failing from one address per window
+  int free_failures = 5;             // consecutive failures before delays start
+  Millis max_lock{15 * 60'000};      // the longest an account is ever locked at a time
+  int max_failures = 100;            // then password sign-in stops until an operator resets
+  int address_free_failures = 10;    // per client address per window, then growing delays
+  Millis address_max_delay{30'000};  // the longest of those delays
+  int address_failures = 30;         // per client address per window, then a lock
+  int stuffing_accounts = 5;         // distinct emails failing from one address per window
   Millis window{10 * 60'000};
   Millis address_lock{3'600'000};  // how long a stuffing address is blocked
 };

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <functional>
 #include <set>
 
@@ -76,6 +77,15 @@ std::optional<LoginGuard::Block> LoginGuard::Failure(std::string_view address,
     e.stuffing = stuffing;
     e.failures.clear();
     return Block{e.blocked_until, stuffing};
+  }
+  // Before the block, growing delays: each failure past the free ones makes the address wait
+  // twice as long as the last, up to address_max_delay.
+  int past_free = static_cast<int>(e.failures.size()) - config_.address_free_failures;
+  if (past_free > 0) {
+    UnixMicros delay = std::min(kMicrosPerSecond << std::min(past_free - 1, 30),
+                                Micros(config_.address_max_delay));
+    e.blocked_until = now + delay;
+    e.stuffing = false;
   }
   return std::nullopt;
 }

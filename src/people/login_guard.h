@@ -1,5 +1,7 @@
 // Sign-in throttling by client address, in memory (one node's view; accounts are throttled in
-// the store, across nodes). Two rules, each ending in a temporary block of the address:
+// the store, across nodes). Past `address_free_failures` in a window, each failure makes the
+// address wait longer (1 s, 2 s, 4 s… up to `address_max_delay`); then two rules end in a
+// temporary block of the address:
 //   - too many failures from one address in a window;
 //   - failures against many different accounts from one address in a window: credential
 //     stuffing, which per-account limits alone never notice.
