@@ -178,10 +178,16 @@ Result<UserRecord> AccountService::CheckPassword(std::string_view email_in,
     if (auto r = people_.ClearLoginFailures(subject); !r) return tl::unexpected(r.error());
   }
   // Hashes made with older parameters are upgraded now, while the password is at hand.
+  std::optional<std::string> rehashed;
   if (hasher_.NeedsRehash(user->password_hash)) {
-    if (auto h = hasher_.Hash(candidate)) user->password_hash = std::move(*h);
+    if (auto h = hasher_.Hash(candidate)) rehashed = std::move(*h);
   }
   SecureZero(candidate);
+  if (auto r = people_.RecordSignIn(user->id, now, rehashed, user->password_hash); !r) {
+    return tl::unexpected(r.error());
+  }
+  user->last_login_at = now;
+  if (rehashed) user->password_hash = std::move(*rehashed);
   return std::move(*user);
 }
 
@@ -191,8 +197,6 @@ Result<SignedIn> AccountService::Login(std::string_view email, std::string_view 
   if (!user) return tl::unexpected(user.error());
   auto orgs = people_.OrgsOfUser(user->id);
   if (!orgs) return tl::unexpected(orgs.error());
-  user->last_login_at = clock_.Now();
-  if (auto r = people_.UpdateUser(*user, {}); !r) return tl::unexpected(r.error());
   AuditSource as_user = source;
   as_user.actor = user->id;
   auto events = UserEvents(user->id, "session.create", "user:" + user->id, 200, as_user);
@@ -210,9 +214,6 @@ Result<IssuedSession> AccountService::Reauthenticate(const SessionRecord& sessio
   if (!user) return tl::unexpected(user.error());
   auto checked = CheckPassword(user->email, password, source, attempt);
   if (!checked) return tl::unexpected(checked.error());
-  if (checked->password_hash != user->password_hash) {
-    if (auto r = people_.UpdateUser(*checked, {}); !r) return tl::unexpected(r.error());
-  }
   auto orgs = people_.OrgsOfUser(user->id);
   if (!orgs) return tl::unexpected(orgs.error());
   auto events = UserEvents(user->id, "session.reauth", "session:" + session.family_id, 200, source);

@@ -97,7 +97,7 @@ class AccountService {
   UnixMicros LockFor(int failures) const;
   UnixMicros IdleTimeoutFor(const std::vector<Membership>& orgs) const;
   // Checks `password` for the account of `email` with every throttle applied. On success
-  // returns the user; fills `attempt`.
+  // records the sign-in (and a hash upgrade) and returns the user; fills `attempt`.
   Result<UserRecord> CheckPassword(std::string_view email, std::string_view password,
                                    const AuditSource& source, LoginAttempt& attempt);
 

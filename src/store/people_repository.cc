@@ -221,7 +221,7 @@ Result<void> PeopleRepository::UpdateUser(const UserRecord& u, const std::vector
     if (found->empty()) return Fail(ErrorCode::kNotFound, "user not found");
     auto r = tx.Query(
         "UPDATE users SET name = $2, password_hash = $3, password_changed_at = $4, "
-        "disabled_at = $5, last_login_at = $6 WHERE id = $1",
+        "disabled_at = COALESCE(disabled_at, $5), last_login_at = $6 WHERE id = $1",
         {SqlText(u.id), SqlText(u.name), SqlText(u.password_hash), SqlInt(u.password_changed_at),
          SqlOptInt(u.disabled_at), SqlOptInt(u.last_login_at)});
     if (!r) return tl::unexpected(r.error());
@@ -234,6 +234,22 @@ Result<void> PeopleRepository::UpdateUser(const UserRecord& u, const std::vector
       if (!s) return tl::unexpected(s.error());
     }
     return AppendAll(tx, audit);
+  });
+}
+
+Result<void> PeopleRepository::RecordSignIn(std::string_view user_id, UnixMicros at,
+                                            const std::optional<std::string>& rehashed,
+                                            std::string_view checked_hash) {
+  return RunVoid(store_, "", [&](SqlTx& tx) -> Result<void> {
+    auto r = tx.Query("UPDATE users SET last_login_at = $2 WHERE id = $1",
+                      {SqlText(user_id), SqlInt(at)});
+    if (!r) return tl::unexpected(r.error());
+    if (rehashed) {
+      auto h = tx.Query("UPDATE users SET password_hash = $2 WHERE id = $1 AND password_hash = $3",
+                        {SqlText(user_id), SqlText(*rehashed), SqlText(checked_hash)});
+      if (!h) return tl::unexpected(h.error());
+    }
+    return {};
   });
 }
 

@@ -37,11 +37,18 @@ class PeopleRepository {
   Result<UserRecord> GetUser(std::string_view user_id);
   Result<std::optional<UserRecord>> FindUserByEmail(std::string_view email);
   Result<std::vector<UserRecord>> ListUsers();
-  // Writes the mutable fields (name, password hash and time, disabled, last sign-in). With
+  // Writes the mutable fields (name, password hash and time, disabled, last sign-in); a
+  // disabled account stays disabled whatever a concurrent writer read. With
   // `end_sessions`, also revokes the user's sessions except `keep_family`, in the same
   // transaction (a password change or a disabled account).
   Result<void> UpdateUser(const UserRecord& user, const std::vector<AuditEvent>& audit,
                           bool end_sessions = false, std::string_view keep_family = {});
+
+  // A successful sign-in: sets last_login_at and, when `rehashed` is given, replaces the hash
+  // only if it is still `checked_hash` (a password changed meanwhile is never undone).
+  Result<void> RecordSignIn(std::string_view user_id, UnixMicros at,
+                            const std::optional<std::string>& rehashed,
+                            std::string_view checked_hash);
 
   // Sign-in throttling by subject (a keyed hash of the email).
   Result<LoginThrottle> GetThrottle(std::string_view subject);

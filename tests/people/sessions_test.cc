@@ -285,9 +285,12 @@ TEST_F(SessionsTest, ChangingThePasswordNeedsTheCurrentOneAndEndsOtherSessions) 
 }
 
 TEST_F(SessionsTest, DisablingAUserEndsTheirSessionsAndSignIns) {
-  AddUser("dev@example.com", kPassword, "developer");
+  auto stale = AddUser("dev@example.com", kPassword, "developer");
   auto dev = Login("dev@example.com", kPassword);
   ASSERT_TRUE(env_.accounts->Disable("dev@example.com", {}));
+  // A writer that read the user before the disable cannot undo it.
+  ASSERT_TRUE(env_.people->UpdateUser(stale, {}));
+  EXPECT_TRUE(env_.people->GetUser(stale.id)->disabled_at);
   EXPECT_EQ(env_.Call("GET", "/v1/me", dev).status, 401);
   auto again = LoginCall("dev@example.com", kPassword);
   EXPECT_EQ(again.status, 401);
