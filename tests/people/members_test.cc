@@ -298,6 +298,41 @@ TEST_F(MembersTest, AnAdminCannotOfferARoleAboveTheirOwn) {
   EXPECT_EQ(r.status, 403);
 }
 
+TEST_F(MembersTest, BadBodiesGetAJsonErrorAndChangeNothing) {
+  auto dev_user = AddUser("dev@example.com", kPassword, "developer");
+  auto owner = Login("owner@example.com", kOwnerPassword);
+  const std::vector<std::pair<std::string, std::string>> routes = {
+      {"POST", "/v1/auth/login"},
+      {"POST", "/v1/auth/reauth"},
+      {"POST", "/v1/me/password"},
+      {"POST", "/v1/invitations/accept"},
+      {"PATCH", OrgPath("/members/" + dev_user.id)},
+      {"POST", OrgPath("/invitations")},
+      {"POST", OrgPath("/roles")},
+      {"PATCH", OrgPath("/roles/analyst")},
+      {"PATCH", OrgPath()},
+  };
+  const std::vector<std::string> bodies = {"",
+                                           "not json",
+                                           "[]",
+                                           "{\"unknown\":1}",
+                                           "{\"email\":5,\"password\":[]}",
+                                           "{\"role\":{\"nested\":true}}",
+                                           "{\"permissions\":\"admin\"}",
+                                           "{\"session_idle_timeout_minutes\":-1}",
+                                           std::string(5000, '{')};
+  for (const auto& [method, path] : routes) {
+    for (const auto& body : bodies) {
+      auto r = env_.Call(method, path, owner, body);
+      EXPECT_EQ(r.status, 400) << method << " " << path << " " << body.substr(0, 40) << " -> "
+                               << r.body;
+      EXPECT_EQ(Code(r), "invalid_request") << method << " " << path;
+    }
+  }
+  EXPECT_EQ(RoleOf(dev_user.id), "developer");
+  EXPECT_EQ(env_.Call("GET", "/v1/me", owner).status, 200);
+}
+
 TEST_F(MembersTest, ChangesAreRecordedInTheOrgsAuditLog) {
   auto dev_user = AddUser("dev@example.com", kPassword, "developer");
   auto owner = Login("owner@example.com", kOwnerPassword);
