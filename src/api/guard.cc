@@ -54,20 +54,15 @@ AuditSource SourceOf(const HttpRequest& req, std::string_view actor) {
 }
 
 std::optional<SessionCredential> SessionCredentialOf(const HttpRequest& req) {
-  if (auto auth = req.Header("authorization")) {
-    std::string_view v = *auth;
-    while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
-    auto space = v.find(' ');
-    if (space == std::string_view::npos || !EqualsIgnoreCase(v.substr(0, space), "bearer")) {
-      return std::nullopt;
+  // A request with a key header is read the way keys are (schemes, query refusal); it is a
+  // session when what it presents is a session token.
+  if (req.Header("authorization") || req.Header("x-api-key")) {
+    auto presented = Authenticator::ExtractCredential(req);
+    if (presented && SessionService::IsSessionToken(*presented)) {
+      return SessionCredential{*presented, false};
     }
-    std::string_view token = v.substr(space + 1);
-    while (!token.empty() && token.front() == ' ') token.remove_prefix(1);
-    while (!token.empty() && token.back() == ' ') token.remove_suffix(1);
-    if (!SessionService::IsSessionToken(token)) return std::nullopt;
-    return SessionCredential{token, false};
+    return std::nullopt;
   }
-  if (req.Header("x-api-key")) return std::nullopt;
   if (auto cookie = req.Header("cookie")) {
     if (auto token = CookieValue(*cookie, SessionService::kCookieName)) {
       return SessionCredential{*token, true};
@@ -111,8 +106,7 @@ Result<void> CheckCsrf(const ControlPlaneDeps& d, const HttpRequest& req,
 
 Result<void> RequireRecentSignIn(const ControlPlaneDeps& d, const Principal& p) {
   if (p.kind != "user") return {};
-  UnixMicros window =
-      static_cast<UnixMicros>(d.sessions.config().sessions.reauth_window.count()) * 1000;
+  UnixMicros window = ToMicros(d.sessions.config().sessions.reauth_window);
   if (d.clock.Now() - p.auth_time <= window) return {};
   return Fail(ErrorCode::kReauthRequired,
               "this operation needs a recent sign-in: confirm your password with POST "

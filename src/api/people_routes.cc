@@ -64,8 +64,7 @@ json::object SessionInfo(const ControlPlaneDeps& d, const SessionRecord& s) {
   o["auth_time"] = FormatRfc3339(s.auth_time);
   o["expires_at"] = FormatRfc3339(s.expires_at);
   o["idle_expires_at"] = FormatRfc3339(std::min(s.expires_at, s.last_seen_at + s.idle_timeout));
-  o["refresh_after"] =
-      FormatRfc3339(s.created_at + static_cast<UnixMicros>(cfg.refresh_after.count()) * 1000);
+  o["refresh_after"] = FormatRfc3339(s.created_at + ToMicros(cfg.refresh_after));
   o["csrf_token"] = d.sessions.CsrfToken(s);
   return o;
 }

@@ -65,7 +65,7 @@ Result<std::unique_ptr<App>> App::Open(std::shared_ptr<const Config> config, boo
   }
   KeyVerifier::Options vo;
   vo.cache_capacity = config->keys.cache_capacity;
-  vo.negative_ttl = config->keys.negative_cache_ttl.count() * 1000;
+  vo.negative_ttl = ToMicros(config->keys.negative_cache_ttl);
   app->verifier = std::make_unique<KeyVerifier>(
       KeyFormat(config->keys.prefix), HmacSha256Key(*pepper), *app->store, *app->clock, vo);
   app->audit = std::make_unique<AuditService>(*app->store, *app->clock, *pepper,

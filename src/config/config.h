@@ -15,11 +15,15 @@
 #include <vector>
 
 #include "core/cidr.h"
+#include "core/clock.h"
 #include "core/error.h"
 
 namespace gatehouse {
 
 using Millis = std::chrono::milliseconds;
+
+// A configured duration in the unit the domain and the stores count time in.
+inline UnixMicros ToMicros(Millis m) { return static_cast<UnixMicros>(m.count()) * 1000; }
 
 struct ListenerConfig {
   std::string host = "127.0.0.1";

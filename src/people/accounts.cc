@@ -9,7 +9,6 @@
 namespace gatehouse {
 
 namespace {
-UnixMicros Micros(Millis m) { return static_cast<UnixMicros>(m.count()) * 1000; }
 
 long SecondsUntil(UnixMicros until, UnixMicros now) {
   return std::max<long>(1,
@@ -43,11 +42,11 @@ UnixMicros AccountService::LockFor(int failures) const {
   if (failures <= l.free_failures) return 0;
   int doublings = std::min(failures - l.free_failures - 1, 40);
   UnixMicros lock = kMicrosPerSecond << doublings;
-  return std::min(lock, Micros(l.max_lock));
+  return std::min(lock, ToMicros(l.max_lock));
 }
 
 UnixMicros AccountService::IdleTimeoutFor(const std::vector<Membership>& orgs) const {
-  UnixMicros idle = Micros(config_->sessions.idle_timeout);
+  UnixMicros idle = ToMicros(config_->sessions.idle_timeout);
   for (const auto& m : orgs) {
     if (m.idle_timeout && *m.idle_timeout > 0) idle = std::min(idle, *m.idle_timeout);
   }

@@ -8,9 +8,7 @@
 
 namespace gatehouse {
 
-namespace {
-UnixMicros Micros(Millis m) { return static_cast<UnixMicros>(m.count()) * 1000; }
-}  // namespace
+namespace {}  // namespace
 
 LoginGuard::LoginGuard(const LoginConfig& config, const Clock& clock)
     : config_(config), clock_(clock) {}
@@ -27,7 +25,7 @@ std::string LoginGuard::KeyOf(std::string_view address) {
 }
 
 void LoginGuard::Forget(Entry& e, UnixMicros now) const {
-  UnixMicros oldest = now - Micros(config_.window);
+  UnixMicros oldest = now - ToMicros(config_.window);
   while (!e.failures.empty() && e.failures.front().first <= oldest) e.failures.pop_front();
 }
 
@@ -73,7 +71,7 @@ std::optional<LoginGuard::Block> LoginGuard::Failure(std::string_view address,
   bool stuffing = static_cast<int>(accounts.size()) >= config_.stuffing_accounts;
   bool flood = static_cast<int>(e.failures.size()) >= config_.address_failures;
   if (stuffing || flood) {
-    e.blocked_until = now + Micros(config_.address_lock);
+    e.blocked_until = now + ToMicros(config_.address_lock);
     e.stuffing = stuffing;
     e.failures.clear();
     return Block{e.blocked_until, stuffing};
@@ -83,7 +81,7 @@ std::optional<LoginGuard::Block> LoginGuard::Failure(std::string_view address,
   int past_free = static_cast<int>(e.failures.size()) - config_.address_free_failures;
   if (past_free > 0) {
     UnixMicros delay = std::min(kMicrosPerSecond << std::min(past_free - 1, 30),
-                                Micros(config_.address_max_delay));
+                                ToMicros(config_.address_max_delay));
     e.blocked_until = now + delay;
     e.stuffing = false;
   }

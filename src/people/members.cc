@@ -10,7 +10,6 @@
 namespace gatehouse {
 
 namespace {
-UnixMicros Micros(Millis m) { return static_cast<UnixMicros>(m.count()) * 1000; }
 constexpr std::size_t kTokenRandomChars = 43;
 constexpr std::size_t kMaxPermissions = 128;
 }  // namespace
@@ -163,7 +162,7 @@ Result<IssuedInvitation> MemberService::Invite(const Principal& actor, std::stri
   v.token_hash = HexEncode(token_key_.Mac(out.token));
   v.invited_by = actor.id;
   v.created_at = now;
-  v.expires_at = now + Micros(config_->sessions.invitation_ttl);
+  v.expires_at = now + ToMicros(config_->sessions.invitation_ttl);
   AuditEvent e = source.Event(actor.org_id, "invitation.create", "invitation:" + v.id, 201, now);
   e.details = DetailsOf({{"email", v.email}, {"role", v.role}});
   if (auto r = people_.InsertInvitation(v, e); !r) return tl::unexpected(r.error());

@@ -6,7 +6,6 @@ namespace gatehouse {
 
 namespace {
 constexpr std::size_t kTokenRandomChars = 43;
-UnixMicros Micros(Millis m) { return static_cast<UnixMicros>(m.count()) * 1000; }
 
 tl::unexpected<Error> NotSignedIn() {
   return Fail(ErrorCode::kUnauthenticated, "missing or invalid session");
@@ -60,7 +59,7 @@ Result<IssuedSession> SessionService::Start(const UserRecord& user, UnixMicros i
   base.last_seen_at = now;
   base.auth_time = now;
   base.idle_timeout = idle_timeout;
-  base.expires_at = now + Micros(config_->sessions.absolute_lifetime);
+  base.expires_at = now + ToMicros(config_->sessions.absolute_lifetime);
   base.client_ip = source.client_ip;
   base.user_agent = source.user_agent.substr(0, 256);
   IssuedSession issued = NewToken(base);
@@ -82,7 +81,7 @@ Result<SessionRecord> SessionService::Authenticate(std::string_view token,
   if (s.rotated_at) {
     // Only a copy of the token can be presented well after its replacement was issued: whoever
     // holds the family now may be the thief, so it ends for everyone.
-    if (now - *s.rotated_at >= Micros(config_->sessions.reuse_grace)) {
+    if (now - *s.rotated_at >= ToMicros(config_->sessions.reuse_grace)) {
       (void)people_.RevokeSessions({s.user_id, s.family_id, ""}, now,
                                    {ReuseEvent(s, now, client_ip)});
     }
@@ -95,7 +94,7 @@ Result<SessionRecord> SessionService::Authenticate(std::string_view token,
   if (now >= s.last_seen_at + s.idle_timeout) {
     return Fail(ErrorCode::kTokenExpired, "the session expired after inactivity; sign in again");
   }
-  if (now - s.last_seen_at >= Micros(config_->sessions.touch_interval)) {
+  if (now - s.last_seen_at >= ToMicros(config_->sessions.touch_interval)) {
     if (auto r = people_.TouchSession(s.id, now, client_ip); !r) return tl::unexpected(r.error());
     s.last_seen_at = now;
     s.client_ip = std::string(client_ip);
@@ -125,7 +124,7 @@ Result<IssuedSession> SessionService::Rotate(const SessionRecord& current, bool 
       // Two refreshes with one token: the second is a replay, unless they raced.
       auto again = people_.FindSession(current.token_hash);
       bool raced = again && *again && (*again)->rotated_at &&
-                   now - *(*again)->rotated_at < Micros(config_->sessions.reuse_grace);
+                   now - *(*again)->rotated_at < ToMicros(config_->sessions.reuse_grace);
       if (!raced) {
         (void)people_.RevokeSessions({current.user_id, current.family_id, ""}, now,
                                      {ReuseEvent(current, now, source.client_ip)});
