@@ -29,7 +29,7 @@ const boost::json::value* JsonObjectReader::Find(std::string_view name) {
 Result<std::optional<std::string>> JsonObjectReader::OptString(std::string_view name) {
   const auto* v = Find(name);
   if (!v || v->is_null()) return std::optional<std::string>{};
-  if (!v->is_string()) return FailField(std::string(name), std::string(name) + " must be a string");
+  if (!v->is_string()) return FailField(Named(name), Named(name) + " must be a string");
   return std::optional<std::string>(std::string(v->as_string()));
 }
 
@@ -38,7 +38,7 @@ Result<std::optional<std::vector<std::string>>> JsonObjectReader::OptStringArray
   const auto* v = Find(name);
   if (!v || v->is_null()) return std::optional<std::vector<std::string>>{};
   auto bad = [&] {
-    return FailField(std::string(name), std::string(name) + " must be an array of strings");
+    return FailField(Named(name), Named(name) + " must be an array of strings");
   };
   if (!v->is_array()) return bad();
   std::vector<std::string> out;
@@ -56,14 +56,21 @@ Result<std::optional<std::int64_t>> JsonObjectReader::OptInt(std::string_view na
   if (v->is_uint64() && v->as_uint64() <= static_cast<std::uint64_t>(INT64_MAX)) {
     return std::optional<std::int64_t>(static_cast<std::int64_t>(v->as_uint64()));
   }
-  return FailField(std::string(name), std::string(name) + " must be an integer");
+  return FailField(Named(name), Named(name) + " must be an integer");
 }
 
 Result<std::optional<bool>> JsonObjectReader::OptBool(std::string_view name) {
   const auto* v = Find(name);
   if (!v || v->is_null()) return std::optional<bool>{};
-  if (!v->is_bool()) return FailField(std::string(name), std::string(name) + " must be a boolean");
+  if (!v->is_bool()) return FailField(Named(name), Named(name) + " must be a boolean");
   return std::optional<bool>(v->as_bool());
+}
+
+Result<std::optional<JsonObjectReader>> JsonObjectReader::OptObject(std::string_view name) {
+  const auto* v = Find(name);
+  if (!v || v->is_null()) return std::optional<JsonObjectReader>{};
+  if (!v->is_object()) return FailField(Named(name), Named(name) + " must be an object");
+  return std::optional<JsonObjectReader>(JsonObjectReader(*v, Named(name) + "."));
 }
 
 Result<void> JsonObjectReader::RejectUnknownFields() const {
@@ -71,6 +78,7 @@ Result<void> JsonObjectReader::RejectUnknownFields() const {
     if (!seen_.contains(std::string_view(kv.key()))) {
       std::string key(kv.key());
       if (!IsPrintableText(key, 64)) key = "(unprintable)";
+      key = prefix_ + key;
       return FailField(key, "unknown field " + key);
     }
   }

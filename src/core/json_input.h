@@ -26,15 +26,20 @@ class JsonObjectReader {
   Result<std::optional<std::vector<std::string>>> OptStringArray(std::string_view name);
   Result<std::optional<std::int64_t>> OptInt(std::string_view name);
   Result<std::optional<bool>> OptBool(std::string_view name);
+  // A nested object, read the same way; its fields are named "name.field" in messages.
+  Result<std::optional<JsonObjectReader>> OptObject(std::string_view name);
 
   // Fails naming the first field that no Opt* call asked for.
   Result<void> RejectUnknownFields() const;
 
  private:
-  explicit JsonObjectReader(boost::json::value v) : value_(std::move(v)) {}
+  explicit JsonObjectReader(boost::json::value v, std::string prefix = {})
+      : value_(std::move(v)), prefix_(std::move(prefix)) {}
   const boost::json::value* Find(std::string_view name);
+  std::string Named(std::string_view name) const { return prefix_ + std::string(name); }
 
   boost::json::value value_;
+  std::string prefix_;  // "outer." for a nested object
   std::set<std::string, std::less<>> seen_;
 };
 
