@@ -116,7 +116,10 @@ GcraTable::Slot* GcraTable::Locate(Shard& s, std::uint64_t subject, UnixMicros n
   // Never fuller than 3/4, so that a miss always ends at an empty slot soon.
   const bool may_fill = 4 * (s.used + 1) <= 3 * s.slots.size();
   Slot* first_empty = nullptr;
-  for (std::size_t probe = 0; probe < kMaxProbe; ++probe, i = (i + 1) & mask) {
+  // Below the size cap a subject always gets a slot of its own; at the cap, one of the next
+  // kMaxProbe slots.
+  const std::size_t probes = s.slots.size() < max_slots_per_shard_ ? s.slots.size() : kMaxProbe;
+  for (std::size_t probe = 0; probe < probes; ++probe, i = (i + 1) & mask) {
     Slot& slot = s.slots[i];
     if (slot.subject == 0) {
       if (!may_fill) {
