@@ -7,6 +7,7 @@
 #include <boost/json/value.hpp>
 
 #include "api/guard.h"
+#include "api/policies.h"
 #include "audit/details.h"
 #include "core/cidr.h"
 #include "core/crypto.h"
@@ -19,7 +20,8 @@ namespace {
 
 namespace json = boost::json;
 
-json::object KeyJson(const KeyService& keys, const ApiKeyRecord& r) {
+json::object KeyJson(const KeyService& keys, const ApiKeyRecord& r,
+                     const RatePolicy& rate_limit) {
   json::object o;
   o["id"] = r.id;
   o["org_id"] = r.org_id;
@@ -30,6 +32,7 @@ json::object KeyJson(const KeyService& keys, const ApiKeyRecord& r) {
   o["state"] = keys.State(r);
   o["expires_at"] = OptTime(r.expires_at);
   o["ip_allowlist"] = Strings(r.ip_allowlist);
+  o["rate_limit"] = RateLimitJson(rate_limit);
   o["created_by"] = r.created_by;
   o["created_at"] = FormatRfc3339(r.created_at);
   o["last_used_at"] = OptTime(r.last_used_at);
@@ -43,6 +46,12 @@ json::object KeyJson(const KeyService& keys, const ApiKeyRecord& r) {
   else
     o["rotated_from"] = r.rotated_from;
   return o;
+}
+
+Result<json::object> KeyObject(ControlPlaneDeps& d, const ApiKeyRecord& r) {
+  auto rate = KeyRateLimit(d, r.org_id, r.id);
+  if (!rate) return tl::unexpected(rate.error());
+  return KeyJson(d.keys, r, *rate);
 }
 
 json::object OrgJson(const Org& org) {
@@ -60,6 +69,7 @@ Result<HttpResponse> OrgResponse(ControlPlaneDeps& d, const Org& org) {
   auto idle = d.people.IdleTimeout(org.id);
   if (!idle) return tl::unexpected(idle.error());
   o["session_idle_timeout_minutes"] = *idle ? **idle / (60 * kMicrosPerSecond) : 0;
+  if (auto r = AddOrgPolicyJson(d, org.id, o); !r) return tl::unexpected(r.error());
   return Json(200, o);
 }
 
@@ -73,6 +83,8 @@ Result<HttpResponse> CreateKey(ControlPlaneDeps& d, HttpRequest& req, const Prin
   auto expires_in = in->OptString("expires_in");
   auto expires_at = in->OptString("expires_at");
   auto allow = in->OptStringArray("ip_allowlist");
+  auto rate = ReadRateLimitField(*in);
+  if (!rate) return tl::unexpected(rate.error());
   for (auto* r : {&label, &env, &expires_in, &expires_at}) {
     if (!*r) return tl::unexpected(r->error());
   }
@@ -91,7 +103,15 @@ Result<HttpResponse> CreateKey(ControlPlaneDeps& d, HttpRequest& req, const Prin
   }
   auto issued = d.keys.Create(p, p.org_id, params, SourceOf(req, p.id));
   if (!issued) return tl::unexpected(issued.error());
-  json::object o = KeyJson(d.keys, issued->record);
+  RatePolicy rate_limit = rate->value_or(RatePolicy{});
+  if (rate_limit.enabled()) {
+    if (auto r = SaveKeyRateLimit(d, req, p, issued->record, rate_limit); !r) {
+      // Never hand out a key without the limit it was asked with.
+      (void)d.keys.Revoke(p.org_id, issued->record.id, SourceOf(req, p.id));
+      return tl::unexpected(r.error());
+    }
+  }
+  json::object o = KeyJson(d.keys, issued->record, rate_limit);
   o["key"] = issued->secret;  // the only time the key is ever shown
   return Json(201, o);
 }
@@ -105,7 +125,11 @@ Result<HttpResponse> ListKeys(ControlPlaneDeps& d, HttpRequest& req, const Princ
   auto page = d.keys.List(p.org_id, q);
   if (!page) return tl::unexpected(page.error());
   json::array keys;
-  for (const auto& k : page->keys) keys.emplace_back(KeyJson(d.keys, k));
+  for (const auto& k : page->keys) {
+    auto o = KeyObject(d, k);
+    if (!o) return tl::unexpected(o.error());
+    keys.emplace_back(std::move(*o));
+  }
   json::object o;
   o["keys"] = std::move(keys);
   o["next_cursor"] =
@@ -129,9 +153,18 @@ Result<HttpResponse> RotateKey(ControlPlaneDeps& d, HttpRequest& req, const Prin
       grace = *g;
     }
   }
+  // The replacement keeps the old key's own rate limit.
+  auto rate_limit = KeyRateLimit(d, p.org_id, req.PathParam("id"));
+  if (!rate_limit) return tl::unexpected(rate_limit.error());
   auto issued = d.keys.Rotate(p, p.org_id, req.PathParam("id"), grace, SourceOf(req, p.id));
   if (!issued) return tl::unexpected(issued.error());
-  json::object o = KeyJson(d.keys, issued->record);
+  if (rate_limit->enabled()) {
+    if (auto r = SaveKeyRateLimit(d, req, p, issued->record, *rate_limit); !r) {
+      (void)d.keys.Revoke(p.org_id, issued->record.id, SourceOf(req, p.id));
+      return tl::unexpected(r.error());
+    }
+  }
+  json::object o = KeyJson(d.keys, issued->record, *rate_limit);
   o["key"] = issued->secret;
   return Json(201, o);
 }
@@ -158,10 +191,31 @@ Result<HttpResponse> VerifyKey(ControlPlaneDeps& d, HttpRequest& req, const Prin
   std::vector<std::string> missing;
   if (status == KeyStatus::kValid && *scopes) {
     Principal subject{verdict->facts->org_id, verdict->facts->key_id,      "api_key",
-                      verdict->facts->scopes, verdict->facts->environment, 0};
+                      verdict->facts->scopes, verdict->facts->environment, 0, {}, {}};
     if (auto r = RequireScopes(subject, **scopes); !r) {
       code = "forbidden";
       missing = r.error().required;
+    }
+  }
+  // A valid key is also held to its limits (its own, or the defaults, and its org's): the
+  // backend asking is serving the key's holder.
+  std::optional<RateVerdict> limited;
+  LimitChecks checks;
+  Principal holder;
+  if (code == "valid" && d.limits) {
+    const auto& f = *verdict->facts;
+    holder = Principal{f.org_id, f.key_id, "api_key", f.scopes, f.environment, 0, {}, {}};
+    holder.key_rate_limit = f.rate_limit;
+    if (d.org_policies) {
+      auto org_policy = d.org_policies->Load(f.org_id);
+      if (!org_policy) return tl::unexpected(org_policy.error());
+      holder.org_policy = *org_policy;
+    }
+    checks = d.limits->Collect(holder, nullptr);
+    if (!checks.empty()) {
+      limited = d.limits->Decide(checks.span());
+      d.limits->Count(*limited, checks.span());
+      if (!limited->allowed) code = "rate_limited";
     }
   }
   o["valid"] = code == "valid";
@@ -175,6 +229,17 @@ Result<HttpResponse> VerifyKey(ControlPlaneDeps& d, HttpRequest& req, const Prin
     o["expires_at"] = OptTime(f.expires_at);
   }
   if (!missing.empty()) o["missing_scopes"] = Strings(missing);
+  if (limited && limited->binding >= 0) {
+    const LimitCheck& c = checks.items[static_cast<std::size_t>(limited->binding)];
+    json::object rl;
+    rl["limit"] = c.policy.capacity();
+    rl["remaining"] = limited->binding_outcome.remaining;
+    rl["reset"] = CeilSeconds(limited->binding_outcome.reset);
+    rl["policy"] = RatePolicyJson(c.policy);
+    rl["dimension"] = c.dimension;
+    if (!limited->allowed) rl["retry_after"] = std::max(1L, CeilSeconds(limited->retry_after));
+    o["rate_limit"] = std::move(rl);
+  }
   return Json(200, o);
 }
 
@@ -303,9 +368,16 @@ Result<HttpResponse> GetKeyUsage(ControlPlaneDeps& d, HttpRequest& req, const Pr
 
 }  // namespace
 
+Result<HttpResponse> KeyResponse(ControlPlaneDeps& d, const ApiKeyRecord& key, int status) {
+  auto o = KeyObject(d, key);
+  if (!o) return tl::unexpected(o.error());
+  return Json(status, *o);
+}
+
 void RegisterControlPlane(Router& router, ControlPlaneDeps deps) {
   auto d = std::make_shared<ControlPlaneDeps>(deps);
   RegisterPeopleRoutes(router, d);
+  RegisterPolicyRoutes(router, d);
 
   router.Add("GET", "/healthz", HandlerKind::kInline,
              [](HttpRequest&) { return JsonResponse(200, R"({"status":"ok"})"); });
@@ -342,31 +414,57 @@ void RegisterControlPlane(Router& router, ControlPlaneDeps deps) {
   // Forward-auth: answered on the network thread when the key is cached. Each decision is
   // recorded, in the key's org when the key was found.
   auto record_authz = [](HttpRequest& req, const Result<Principal>& principal,
-                         const AuthSubject& subject) {
+                         const AuthSubject& subject, std::string_view reason) {
     auto original = Gateway::ReadOriginal(req, req.PathParam("rest"));
     std::string resource =
         "forward:" + (original ? original->method + " " + original->uri.substr(0, 256) : "?");
     if (principal) {
       RecordDecision(req, principal->org_id, principal->id, "auth.forward", std::move(resource),
-                     "");
+                     reason);
     } else {
       RecordDecision(
           req, subject.org_id, subject.key_id, "auth.forward", std::move(resource),
           subject.reason.empty() ? ErrorCodeName(principal.error().code) : subject.reason);
     }
   };
-  auto authz_fast = [d, record_authz](HttpRequest& req) -> std::optional<HttpResponse> {
+  // The decision, then the rate limits of an admitted request. On the network thread
+  // (`may_block` false) a decision that needs Redis is left to the blocking path (nullopt).
+  auto authz = [d, record_authz](HttpRequest& req, const Result<Principal>& principal,
+                                 const AuthSubject& subject,
+                                 bool may_block) -> std::optional<HttpResponse> {
+    HttpResponse res = d->gateway.AuthzDecision(req, req.PathParam("rest"), principal);
+    std::string_view reason;
+    if (res.status == 200 && d->limits) {
+      auto original = Gateway::ReadOriginal(req, req.PathParam("rest"));
+      std::string_view uri = original ? std::string_view(original->uri) : std::string_view();
+      int route = d->gateway.Match(uri.substr(0, uri.find('?')));
+      LimitChecks checks =
+          d->limits->Collect(*principal, route >= 0 ? &d->gateway.route(route) : nullptr);
+      if (!checks.empty()) {
+        if (!may_block && d->limits->shared()) return std::nullopt;
+        RateVerdict v = may_block ? d->limits->Decide(checks.span())
+                                  : d->limits->DecideHere(checks.span());
+        d->limits->Count(v, checks.span());
+        if (!v.allowed) {
+          res = ErrorResponse(RefusalError(v, checks.span()), req.request_id);
+          reason = "rate_limited";
+        }
+        AppendRateLimitHeaders(v, checks.span(), res.headers);
+      }
+    }
+    record_authz(req, principal, subject, reason);
+    return res;
+  };
+  auto authz_fast = [d, authz](HttpRequest& req) -> std::optional<HttpResponse> {
     AuthSubject subject;
     auto principal = d->auth.TryFast(req, &subject);
     if (!principal) return std::nullopt;
-    record_authz(req, *principal, subject);
-    return d->gateway.AuthzDecision(req, req.PathParam("rest"), *principal);
+    return authz(req, *principal, subject, false);
   };
-  auto authz_slow = [d, record_authz](HttpRequest& req) {
+  auto authz_slow = [d, authz](HttpRequest& req) {
     AuthSubject subject;
     auto principal = d->auth.Authenticate(req, &subject);
-    record_authz(req, principal, subject);
-    return d->gateway.AuthzDecision(req, req.PathParam("rest"), principal);
+    return *authz(req, principal, subject, true);
   };
   router.Add("GET", "/v1/authz/check", HandlerKind::kBlocking, authz_slow, authz_fast);
   router.Add("POST", "/v1/authz/check", HandlerKind::kBlocking, authz_slow, authz_fast);
@@ -395,11 +493,26 @@ void RegisterControlPlane(Router& router, ControlPlaneDeps deps) {
       if (!retention) return tl::unexpected(retention.error());
       auto idle = in->OptInt("session_idle_timeout_minutes");
       if (!idle) return tl::unexpected(idle.error());
+      auto policy_change = ReadOrgPolicyChange(*d, req, p, *in);
+      if (!policy_change) return tl::unexpected(policy_change.error());
       if (auto r = in->RejectUnknownFields(); !r) return tl::unexpected(r.error());
-      if (!*name && !*retention && !*idle) {
+      const bool policy_changed = policy_change->has_value();
+      // Stored first: a policy refused (reauth) changes nothing else.
+      if (policy_changed) {
+        if (auto r = ApplyOrgPolicyChange(*d, req, p, std::move(**policy_change)); !r) {
+          return tl::unexpected(r.error());
+        }
+      }
+      if (!*name && !*retention && !*idle && !policy_changed) {
         return FailField("name",
-                         "nothing to change: give name, audit_retention_days and/or "
-                         "session_idle_timeout_minutes");
+                         "nothing to change: give name, audit_retention_days, "
+                         "session_idle_timeout_minutes, rate_limit, ip_allowlist and/or "
+                         "ip_allowlist_mode");
+      }
+      if (!*name && !*retention && !*idle) {
+        auto org = d->orgs.Get(p.org_id);
+        if (!org) return tl::unexpected(org.error());
+        return OrgResponse(*d, *org);
       }
       if (*idle) {
         if (**idle < 0 || **idle > 24 * 60) {
@@ -446,14 +559,14 @@ void RegisterControlPlane(Router& router, ControlPlaneDeps deps) {
     return Guarded(*d, req, kPermKeysRead, [&](const Principal& p) -> Result<HttpResponse> {
       auto k = d->keys.Get(p.org_id, req.PathParam("id"));
       if (!k) return tl::unexpected(k.error());
-      return Json(200, KeyJson(d->keys, *k));
+      return KeyResponse(*d, *k, 200);
     });
   });
   router.Add("DELETE", "/v1/orgs/{org}/keys/{id}", HandlerKind::kBlocking, [d](HttpRequest& req) {
     return Guarded(*d, req, kPermKeysWrite, [&](const Principal& p) -> Result<HttpResponse> {
       auto k = d->keys.Revoke(p.org_id, req.PathParam("id"), SourceOf(req, p.id));
       if (!k) return tl::unexpected(k.error());
-      return Json(200, KeyJson(d->keys, *k));
+      return KeyResponse(*d, *k, 200);
     });
   });
   router.Add("POST", "/v1/orgs/{org}/keys/{id}/rotate", HandlerKind::kBlocking,

@@ -8,10 +8,13 @@
 #include "authz/authenticator.h"
 #include "gateway/gateway.h"
 #include "http/router.h"
+#include "limits/limit_service.h"
+#include "limits/org_policy_cache.h"
 #include "keys/key_service.h"
 #include "metrics/metrics.h"
 #include "orgs/org_service.h"
 #include "people/members.h"
+#include "store/policy_repository.h"
 
 namespace gatehouse {
 
@@ -30,9 +33,16 @@ struct ControlPlaneDeps {
   PeopleRepository& people;
   // Required as a bearer token by /metrics when set; empty: /metrics serves loopback only.
   std::string metrics_token = {};
+  // Abuse protection (issue 6); set by whoever assembles the server.
+  PolicyRepository* policies = nullptr;
+  OrgPolicyCache* org_policies = nullptr;
+  KeyVerifier* verifier = nullptr;
+  LimitService* limits = nullptr;
 };
 
 void RegisterControlPlane(Router& router, ControlPlaneDeps deps);
+// Org and key access policies: rate limits and org IP allowlists (issue 6).
+void RegisterPolicyRoutes(Router& router, std::shared_ptr<ControlPlaneDeps> d);
 // Sign-in, the caller's own account (/v1/auth, /v1/me), members, roles and invitations.
 void RegisterPeopleRoutes(Router& router, std::shared_ptr<ControlPlaneDeps> d);
 

@@ -134,7 +134,7 @@ Result<Principal> SessionPrincipal(ControlPlaneDeps& d, HttpRequest& req,
       return tl::unexpected(r.error());
     }
   }
-  Principal p{"", session->user_id, "user", {}, "live", session->auth_time};
+  Principal p{"", session->user_id, "user", {}, "live", session->auth_time, {}, {}};
   std::string_view org = req.PathParam("org");
   if (!org.empty()) {
     auto in_org = d.members.PrincipalFor(*session, org);

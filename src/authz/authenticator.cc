@@ -71,7 +71,40 @@ Result<Principal> Authenticator::Decide(const KeyVerdict& verdict, const HttpReq
     refuse(Metrics::AuthFailure::kIpDenied, "ip_not_allowed");
     return Fail(ErrorCode::kIpNotAllowed, "this key may not be used from your address");
   }
-  return Principal{f.org_id, f.key_id, "api_key", f.scopes, f.environment, clock_.Now()};
+  Principal p{f.org_id, f.key_id, "api_key", f.scopes, f.environment, clock_.Now(), {}, {}};
+  p.key_rate_limit = f.rate_limit;
+  return p;
+}
+
+Result<Principal> Authenticator::ApplyOrgPolicy(Result<Principal> p, AccessPolicyPtr policy,
+                                                const HttpRequest& request, AuthSubject* subject) {
+  if (!p || !policy) return p;
+  if (!AllowedBy(policy->ip_allowlist_cidrs, request.client_ip)) {
+    if (policy->allowlist_shadow) {
+      shadow_allowlist_refusals_.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      metrics_.CountAuthFailure(Metrics::AuthFailure::kIpDenied);
+      if (subject) {
+        subject->reason = "org_ip_not_allowed";
+        subject->org_id = p->org_id;
+        subject->key_id = p->id;
+      }
+      return Fail(ErrorCode::kIpNotAllowed, "your organization does not allow your address");
+    }
+  }
+  p->org_policy = std::move(policy);
+  return p;
+}
+
+Result<Principal> Authenticator::WithOrgPolicy(Result<Principal> p, const HttpRequest& request,
+                                               AuthSubject* subject) {
+  if (!p || !org_policies_) return p;
+  auto policy = org_policies_->Load(p->org_id);
+  if (!policy) {
+    if (subject) subject->reason = "store_unavailable";
+    return Fail(ErrorCode::kUnavailable, "credential store unavailable; try again");
+  }
+  return ApplyOrgPolicy(std::move(p), std::move(*policy), request, subject);
 }
 
 Result<std::string_view> Authenticator::Credential(const HttpRequest& request,
@@ -91,7 +124,11 @@ std::optional<Result<Principal>> Authenticator::TryFast(const HttpRequest& reque
   if (IsSession(*credential)) return std::nullopt;  // sessions live in the store
   auto verdict = verifier_.TryCached(*credential, request.client_ip);
   if (!verdict) return std::nullopt;
-  return Decide(*verdict, request, subject);
+  auto principal = Decide(*verdict, request, subject);
+  if (!principal || !org_policies_) return principal;
+  auto policy = org_policies_->TryGet(principal->org_id);
+  if (!policy) return std::nullopt;  // the slow path loads it
+  return ApplyOrgPolicy(std::move(principal), std::move(*policy), request, subject);
 }
 
 Result<Principal> Authenticator::Authenticate(const HttpRequest& request, AuthSubject* subject) {
@@ -107,14 +144,14 @@ Result<Principal> Authenticator::Authenticate(const HttpRequest& request, AuthSu
                                     ? Metrics::AuthFailure::kForbidden
                                     : Metrics::AuthFailure::kUnknown);
     }
-    return principal;
+    return WithOrgPolicy(std::move(principal), request, subject);
   }
   auto verdict = verifier_.Verify(*credential, request.client_ip);
   if (!verdict) {
     if (subject) subject->reason = "store_unavailable";
     return Fail(ErrorCode::kUnavailable, "credential store unavailable; try again");
   }
-  return Decide(*verdict, request, subject);
+  return WithOrgPolicy(Decide(*verdict, request, subject), request, subject);
 }
 
 Result<KeyVerdict> Authenticator::VerifyForCaller(std::string_view key,

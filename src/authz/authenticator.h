@@ -3,6 +3,7 @@
 // the answer never says whether a key exists, has expired or was revoked.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <optional>
 #include <string_view>
@@ -10,6 +11,7 @@
 #include "authz/principal.h"
 #include "http/message.h"
 #include "keys/key_verifier.h"
+#include "limits/org_policy_cache.h"
 #include "metrics/metrics.h"
 
 namespace gatehouse {
@@ -33,6 +35,13 @@ class Authenticator {
 
   // Without one, session tokens are refused like any malformed key.
   void SetSessionResolver(SessionResolver resolver) { sessions_ = std::move(resolver); }
+  // Orgs' own policies (IP allowlist, rate limit), applied to every principal; without it only
+  // keys' own allowlists apply.
+  void SetOrgPolicies(OrgPolicyCache* policies) { org_policies_ = policies; }
+  // Requests an org's shadow (dry-run) allowlist would have refused; they were admitted.
+  std::uint64_t shadow_allowlist_refusals() const {
+    return shadow_allowlist_refusals_.load(std::memory_order_relaxed);
+  }
 
   // From `Authorization: Bearer <key>`, `Authorization: ApiKey <key>` or `X-API-Key: <key>`.
   // A credential in the query string is refused outright (it would end up in logs).
@@ -55,6 +64,13 @@ class Authenticator {
   Result<Principal> Decide(const KeyVerdict& verdict, const HttpRequest& request,
                            AuthSubject* subject);
 
+  // The org's allowlist against the client's address, and the policy attached to `p`.
+  Result<Principal> ApplyOrgPolicy(Result<Principal> p, AccessPolicyPtr policy,
+                                   const HttpRequest& request, AuthSubject* subject);
+  // The org's policy for a principal established on the slow path (may block).
+  Result<Principal> WithOrgPolicy(Result<Principal> p, const HttpRequest& request,
+                                  AuthSubject* subject);
+
   bool IsSession(std::string_view credential) const {
     return sessions_ && credential.starts_with("ghs_");
   }
@@ -63,6 +79,8 @@ class Authenticator {
   Metrics& metrics_;
   const Clock& clock_;
   SessionResolver sessions_;
+  OrgPolicyCache* org_policies_ = nullptr;
+  std::atomic<std::uint64_t> shadow_allowlist_refusals_{0};
 };
 
 }  // namespace gatehouse

@@ -8,6 +8,7 @@
 
 #include "core/clock.h"
 #include "core/error.h"
+#include "limits/access_policy.h"
 
 namespace gatehouse {
 
@@ -18,6 +19,9 @@ struct Principal {
   std::vector<std::string> scopes;
   std::string environment;  // "live" or "test"
   UnixMicros auth_time = 0;
+  // Abuse protection: the org's own policy (null: none set) and the key's own rate limit.
+  AccessPolicyPtr org_policy = nullptr;
+  RatePolicy key_rate_limit = {};
 };
 
 // `admin` holds every permission within its own org, and nothing outside it. The platform's

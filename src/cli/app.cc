@@ -63,9 +63,22 @@ Result<std::unique_ptr<App>> App::Open(std::shared_ptr<const Config> config, boo
     if (!store) return tl::unexpected(store.error());
     app->store = std::move(*store);
   }
+  app->policies = std::make_unique<PolicyRepository>(*app->store);
+  PolicyRepository* policies = app->policies.get();
+  app->org_policies = std::make_unique<OrgPolicyCache>(
+      [policies](std::string_view org) { return policies->Get(org, ""); });
+  OrgPolicyCache* org_policies = app->org_policies.get();
   KeyVerifier::Options vo;
   vo.cache_capacity = config->keys.cache_capacity;
   vo.negative_ttl = ToMicros(config->keys.negative_cache_ttl);
+  vo.load_rate_limit = [policies](std::string_view org, std::string_view key) -> Result<RatePolicy> {
+    auto p = policies->Get(org, key);
+    if (!p) return tl::unexpected(p.error());
+    return *p ? (*p)->rate_limit : RatePolicy{};
+  };
+  vo.on_other_invalidation = [org_policies](std::string_view what) {
+    if (what.starts_with("org:")) org_policies->Invalidate(what.substr(4));
+  };
   app->verifier = std::make_unique<KeyVerifier>(
       KeyFormat(config->keys.prefix), HmacSha256Key(*pepper), *app->store, *app->clock, vo);
   app->audit = std::make_unique<AuditService>(*app->store, *app->clock, *pepper,

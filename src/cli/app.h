@@ -9,7 +9,9 @@
 #include "keys/key_service.h"
 #include "keys/key_verifier.h"
 #include "orgs/org_service.h"
+#include "limits/org_policy_cache.h"
 #include "people/members.h"
+#include "store/policy_repository.h"
 #include "store/store.h"
 
 namespace gatehouse {
@@ -29,6 +31,8 @@ struct App {
   std::unique_ptr<SessionService> sessions;
   std::unique_ptr<AccountService> accounts;
   std::unique_ptr<MemberService> members;
+  std::unique_ptr<PolicyRepository> policies;
+  std::unique_ptr<OrgPolicyCache> org_policies;
 
   // With `create_pepper`, a missing pepper file is created (0600, 32 random bytes, hex): that is
   // what `gatehouse init` does. Otherwise a missing pepper is an error that says to run init.

@@ -113,6 +113,13 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
   gh::Metrics metrics;
   gh::Authenticator auth(*a.verifier, metrics, *a.clock);
   auth.SetSessionResolver(gh::GatewaySessionResolver(*a.sessions, *a.members, *a.accounts));
+  auth.SetOrgPolicies(a.org_policies.get());
+  gh::LimitService limits(config->rate_limits, *a.clock);
+  limits.RegisterMetrics(metrics);
+  metrics.AddReading("gatehouse_allowlist_shadow_refusals_total",
+                     "Requests an org's shadow (dry-run) IP allowlist would have refused.",
+                     "counter",
+                     [&auth] { return static_cast<double>(auth.shadow_allowlist_refusals()); });
   // The metrics token is optional: without it /metrics answers loopback clients only.
   std::string metrics_token;
   if (auto t = gh::ReadSecret(config->metrics_token, gh::ProcessEnv(), "the metrics token")) {
@@ -121,9 +128,15 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
   } else if (!config->metrics_token.file.empty()) {
     return Die(t.error().message);  // configured but unreadable: say so rather than ignore it
   }
-  gh::RegisterControlPlane(
-      router, {auth, *a.keys, *a.orgs, *a.store, gateway, metrics, *a.clock, *a.audit, *a.accounts,
-               *a.sessions, *a.members, *a.people, std::move(metrics_token)});
+  gh::ControlPlaneDeps deps{auth,        *a.keys,     *a.orgs,    *a.store,
+                            gateway,     metrics,     *a.clock,   *a.audit,
+                            *a.accounts, *a.sessions, *a.members, *a.people,
+                            std::move(metrics_token)};
+  deps.policies = a.policies.get();
+  deps.org_policies = a.org_policies.get();
+  deps.verifier = a.verifier.get();
+  deps.limits = &limits;
+  gh::RegisterControlPlane(router, std::move(deps));
   gh::PasswordHasher* hasher = a.hasher.get();
   metrics.AddReading("gatehouse_password_hashes_rejected_total",
                      "Sign-ins refused (503) because the password hashing queue was full.",
@@ -187,6 +200,7 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
   parts.router = &router;
   parts.gateway = &gateway;
   parts.authenticator = &auth;
+  parts.limits = &limits;
   parts.metrics = &metrics;
   parts.audit = audit_writer.get();
   parts.listeners = config->listeners;
@@ -227,6 +241,7 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
       std::max<long>(1, static_cast<long>(config->audit.retention_interval.count() / 100));
   server.RunUntilSignalled(
       [&] {
+        if (ticks % 10 == 0) limits.Housekeep();  // once a second
         if (++ticks % retention_every == 0) {
           if (auto r = a.audit->ApplyAllRetention(); !r)
             spdlog::warn("audit retention failed: {}", r.error().message);

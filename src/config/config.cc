@@ -32,6 +32,11 @@ tl::unexpected<Error> Bad(const Site& at, std::string_view what) {
   return tl::unexpected<Error>(Error{ErrorCode::kInvalidArgument, std::move(msg), at.field, {}});
 }
 
+#define GH_TRY_IN_READER(expr)                                    \
+  do {                                                            \
+    if (auto _r = (expr); !_r) return tl::unexpected(_r.error()); \
+  } while (0)
+
 // Reads one TOML table, remembering which keys were consumed so that typos are errors.
 class TableReader {
  public:
@@ -97,6 +102,26 @@ class TableReader {
       if (!item.is_string()) return Bad(At(key), "must be an array of strings");
       out.push_back(item.as_string()->get());
     }
+    return {};
+  }
+  // { requests = 100, window = "1m", burst = 20, mode = "enforce" }
+  Result<void> Rate(std::string_view key, RatePolicy& out) {
+    const auto* n = Get(key);
+    if (!n) return {};
+    if (!n->is_table()) {
+      return Bad(At(key), "must be a table such as { requests = 100, window = \"1m\" }");
+    }
+    TableReader sub(*n->as_table(), source_, Field(key));
+    std::int64_t requests = 0, burst = 0;
+    std::string window, mode = "enforce";
+    GH_TRY_IN_READER(sub.Integer("requests", requests, 1, 1'000'000'000));
+    GH_TRY_IN_READER(sub.String("window", window));
+    GH_TRY_IN_READER(sub.Integer("burst", burst, 0, 1'000'000'000));
+    GH_TRY_IN_READER(sub.String("mode", mode));
+    GH_TRY_IN_READER(sub.RejectUnknown());
+    auto p = MakeRatePolicy(requests, window, burst, mode, Field(key));
+    if (!p) return Bad(At(key), p.error().message);
+    out = *p;
     return {};
   }
   Result<void> RejectUnknown() const {
@@ -170,6 +195,8 @@ Result<void> ReadRoutes(TableReader& root, Config& c) {
     GH_TRY(r.Duration("connect_timeout", route.connect_timeout));
     GH_TRY(r.Duration("response_timeout", route.response_timeout));
     GH_TRY(r.Duration("stream_idle_timeout", route.stream_idle_timeout));
+    GH_TRY(r.Rate("rate_limit", route.rate_limit));
+    GH_TRY(r.Rate("rate_limit_per_principal", route.rate_limit_per_principal));
     if (const auto* h = r.Get("add_headers")) {
       const auto* ht = h->as_table();
       if (!ht) return Bad(r.At("add_headers"), "must be a table of header = \"value\"");
@@ -312,6 +339,43 @@ Result<ListenerConfig> ParseListenAddress(std::string_view text) {
   return l;
 }
 
+Result<RedisAddress> ParseRedisUrl(std::string_view url) {
+  if (!url.starts_with("redis://")) {
+    return Fail(ErrorCode::kInvalidArgument, "must be a redis://host:port URL");
+  }
+  std::string_view rest = url.substr(8);
+  if (rest.ends_with('/')) rest.remove_suffix(1);
+  if (rest.find_first_of("@/?#") != std::string_view::npos) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "must be redis://host[:port] with no credentials, database or options");
+  }
+  RedisAddress a;
+  std::string_view host = rest, port;
+  if (rest.starts_with('[')) {
+    auto close = rest.find(']');
+    if (close == std::string_view::npos) return Fail(ErrorCode::kInvalidArgument, "bad IPv6 host");
+    host = rest.substr(1, close - 1);
+    if (close + 1 < rest.size()) {
+      if (rest[close + 1] != ':') return Fail(ErrorCode::kInvalidArgument, "bad port");
+      port = rest.substr(close + 2);
+    }
+  } else if (auto colon = rest.rfind(':'); colon != std::string_view::npos) {
+    host = rest.substr(0, colon);
+    port = rest.substr(colon + 1);
+  }
+  if (host.empty()) return Fail(ErrorCode::kInvalidArgument, "names no host");
+  if (!port.empty()) {
+    unsigned p = 0;
+    auto [ptr, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
+    if (ec != std::errc() || ptr != port.data() + port.size() || p == 0 || p > 65535) {
+      return Fail(ErrorCode::kInvalidArgument, "port must be 1-65535");
+    }
+    a.port = static_cast<std::uint16_t>(p);
+  }
+  a.host = std::string(host);
+  return a;
+}
+
 Result<Config> ParseConfig(std::string_view toml_text, std::string source) {
   Config c = DefaultConfig();
   c.source = std::move(source);
@@ -430,6 +494,25 @@ Result<Config> ParseConfig(std::string_view toml_text, std::string source) {
     GH_TRY(t.Duration("window", l.window));
     return t.Duration("address_lock", l.address_lock);
   }));
+  GH_TRY(sub("rate_limits", [&](TableReader& t) -> Result<void> {
+    auto& l = c.rate_limits;
+    GH_TRY(t.String("redis", l.redis));
+    GH_TRY(t.Duration("redis_timeout", l.redis_timeout));
+    GH_TRY(t.Integer("cluster_nodes", l.cluster_nodes, 0, 10'000));
+    GH_TRY(t.Integer("max_tracked", l.max_tracked, 1'000, 1'000'000'000));
+    GH_TRY(t.Rate("global", l.global));
+    GH_TRY(t.Rate("per_key", l.per_key));
+    GH_TRY(t.Rate("per_user", l.per_user));
+    GH_TRY(t.Rate("per_org", l.per_org));
+    if (!l.redis.empty()) {
+      auto addr = ParseRedisUrl(l.redis);
+      if (!addr) return Bad(t.At("redis"), addr.error().message);
+    }
+    if (l.redis_timeout.count() < 1 || l.redis_timeout.count() > 10'000) {
+      return Bad(t.At("redis_timeout"), "must be from 1ms to 10s");
+    }
+    return {};
+  }));
   GH_TRY(sub("demo", [&](TableReader& t) -> Result<void> {
     return t.String("echo_listen", c.demo.echo_listen);
   }));
@@ -464,6 +547,12 @@ Result<void> ApplyEnvironment(Config& c, const EnvLookup& env) {
   if (auto v = env("GATEHOUSE_LOG_LEVEL")) c.log.level = *v;
   if (auto v = env("GATEHOUSE_KEY_PREFIX")) c.keys.prefix = *v;
   if (auto v = env("GATEHOUSE_ACCESS_LOG")) c.log.access_log = *v != "0" && *v != "false";
+  if (auto v = env("GATEHOUSE_REDIS")) {
+    if (auto a = ParseRedisUrl(*v); !a && !v->empty()) {
+      return Bad(site("GATEHOUSE_REDIS"), a.error().message);
+    }
+    c.rate_limits.redis = *v;
+  }
   if (auto v = env("GATEHOUSE_THREADS")) {
     int t = -1;
     auto [p, ec] = std::from_chars(v->data(), v->data() + v->size(), t);

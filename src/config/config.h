@@ -17,6 +17,7 @@
 #include "core/cidr.h"
 #include "core/clock.h"
 #include "core/error.h"
+#include "limits/rate_policy.h"
 
 namespace gatehouse {
 
@@ -70,6 +71,8 @@ struct RouteConfig {
   Millis response_timeout{60'000};      // request sent -> response headers
   Millis stream_idle_timeout{300'000};  // between body bytes (long for SSE token streams)
   std::vector<std::pair<std::string, std::string>> add_headers;
+  RatePolicy rate_limit;                // all callers of the route together
+  RatePolicy rate_limit_per_principal;  // each key or user on this route
   std::uint32_t source_line = 0;  // where the route was written, for messages
 };
 
@@ -131,6 +134,26 @@ struct LoginConfig {
   Millis address_lock{3'600'000};  // how long a stuffing address is blocked
 };
 
+// Abuse protection (issue 6). A policy with requests = 0 does not apply.
+struct RateLimitsConfig {
+  std::string redis;          // redis://host:port: limits shared by every node; empty: per node
+  Millis redis_timeout{50};   // a decision waits this long for Redis, then falls back locally
+  int cluster_nodes = 0;      // nodes sharing the limits; 0: counted from Redis heartbeats
+  std::size_t max_tracked = 2'000'000;  // subjects this node keeps limiter state for
+  RatePolicy global;    // every request through gatehouse together
+  RatePolicy per_key;   // each API key without its own rate_limit
+  RatePolicy per_user;  // each signed-in user
+  RatePolicy per_org;   // each org without its own rate_limit
+};
+
+struct RedisAddress {
+  std::string host;
+  std::uint16_t port = 6379;
+};
+// redis://host[:port] (no credentials in the file: a protected Redis listens on loopback or a
+// private network).
+Result<RedisAddress> ParseRedisUrl(std::string_view url);
+
 struct DemoConfig {
   // Serves the built-in echo upstream on this address inside the same process; empty: off.
   std::string echo_listen;
@@ -158,6 +181,7 @@ struct Config {
   PasswordConfig passwords;
   SessionConfig sessions;
   LoginConfig login;
+  RateLimitsConfig rate_limits;
   DemoConfig demo;
 
   // storage is a postgres:// or postgresql:// URL (libpq's connection URI).
@@ -183,7 +207,7 @@ Result<Config> ParseConfig(std::string_view toml_text, std::string source);
 Result<Config> LoadConfigFile(const std::string& path);
 
 // GATEHOUSE_LISTEN, GATEHOUSE_DATA_DIR, GATEHOUSE_STORAGE, GATEHOUSE_THREADS,
-// GATEHOUSE_LOG_LEVEL, GATEHOUSE_KEY_PREFIX, GATEHOUSE_ACCESS_LOG.
+// GATEHOUSE_LOG_LEVEL, GATEHOUSE_KEY_PREFIX, GATEHOUSE_ACCESS_LOG, GATEHOUSE_REDIS.
 Result<void> ApplyEnvironment(Config& config, const EnvLookup& env);
 
 // Checks everything that crosses settings (route prefixes against the control plane, scopes

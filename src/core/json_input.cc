@@ -66,6 +66,11 @@ Result<std::optional<bool>> JsonObjectReader::OptBool(std::string_view name) {
   return std::optional<bool>(v->as_bool());
 }
 
+bool JsonObjectReader::IsNull(std::string_view name) const {
+  const auto* v = value_.as_object().if_contains(name);
+  return v && v->is_null();
+}
+
 Result<std::optional<JsonObjectReader>> JsonObjectReader::OptObject(std::string_view name) {
   const auto* v = Find(name);
   if (!v || v->is_null()) return std::optional<JsonObjectReader>{};

@@ -26,6 +26,8 @@ class JsonObjectReader {
   Result<std::optional<std::vector<std::string>>> OptStringArray(std::string_view name);
   Result<std::optional<std::int64_t>> OptInt(std::string_view name);
   Result<std::optional<bool>> OptBool(std::string_view name);
+  // The field is present with the value null (an explicit "remove"), as opposed to absent.
+  bool IsNull(std::string_view name) const;
   // A nested object, read the same way; its fields are named "name.field" in messages.
   Result<std::optional<JsonObjectReader>> OptObject(std::string_view name);
 

@@ -78,6 +78,14 @@ struct Worker {
   std::thread thread;
 };
 
+// A request waiting for the cluster's rate-limit decision.
+struct LimitTicket {
+  explicit LimitTicket(net::any_io_executor ex) : timer(ex) {}
+  net::steady_timer timer;
+  bool done = false;
+  RateVerdict verdict;
+};
+
 // What one request was, for the access log and metrics. Views point into the connection's
 // buffers and live until Finish().
 struct Exchange {
@@ -90,6 +98,8 @@ struct Exchange {
   std::size_t slot = 0;
   int status = 0;
   std::chrono::steady_clock::time_point start;
+  // Added to an error response (rate-limit headers with a 429); empty for almost every request.
+  std::vector<std::pair<std::string, std::string>> extra_headers;
 
   void MakeRequestId() {
     std::memcpy(request_id_storage.data(), "req_", 4);
@@ -109,6 +119,7 @@ struct ConnectionState {
   std::string head_copy;  // the head of a request with a body, which outlives `in`'s contents
   std::string body;
   std::string out;
+  std::string rate_headers;  // the admitted request's RateLimit-* lines, reused
   HttpRequest request;
 };
 
@@ -619,6 +630,24 @@ class Server::Impl {
     co_return std::nullopt;
   }
 
+  // Redis's verdict (or the local fallback's), waited for on this connection's thread.
+  net::awaitable<RateVerdict> DecideShared(const LimitChecks& checks) {
+    auto ticket = std::make_shared<LimitTicket>(co_await net::this_coro::executor);
+    auto executor = ticket->timer.get_executor();
+    parts_.limits->DecideShared(checks.span(), [ticket, executor](RateVerdict v) {
+      net::post(executor, [ticket, v] {
+        ticket->verdict = v;
+        ticket->done = true;
+        ticket->timer.cancel();
+      });
+    });
+    if (!ticket->done) {
+      ticket->timer.expires_after(std::chrono::hours(1));
+      co_await ticket->timer.async_wait(kNoThrow);
+    }
+    co_return ticket->verdict;
+  }
+
   // The proxy's wait: the event carries the upstream's status, and the client sees nothing
   // until it is durable.
   class ProxyGate final : public proxy::ResponseGate {
@@ -646,6 +675,7 @@ class Server::Impl {
                                  Exchange& ex, bool keep_alive, bool head = false) {
     if (ex.request_id.empty()) ex.MakeRequestId();
     HttpResponse r = ErrorResponse(error, ex.request_id);
+    for (auto& h : ex.extra_headers) r.headers.push_back(std::move(h));
     bool ok = co_await Write(stream, conn, r, ex, keep_alive, head, true);
     Finish(ex);
     co_return ok&& keep_alive;
@@ -1012,10 +1042,35 @@ class Server::Impl {
         ok = co_await RefuseRecorded(stream, conn, allowed.error(), ex, has_body, std::move(event));
       } else {
         ex.principal = (*principal)->id;
-        ProxyGate gate(*this, ex, h,
-                       DecisionEvent((*principal)->org_id, (*principal)->id, "auth.proxy",
-                                     std::move(resource)));
-        ok = co_await Forward(w, stream, conn, ex, **principal, groute, tls, gate);
+        LimitChecks checks;
+        RateVerdict verdict;
+        if (parts_.limits) {
+          checks = parts_.limits->Collect(**principal, &parts_.gateway->route(groute));
+          if (!checks.empty()) {
+            if (parts_.limits->shared()) {
+              verdict = co_await DecideShared(checks);
+            } else {
+              verdict = parts_.limits->DecideHere(checks.span());
+            }
+            parts_.limits->Count(verdict, checks.span());
+          }
+        }
+        if (!verdict.allowed) {
+          AuditEvent event =
+              DecisionEvent((*principal)->org_id, (*principal)->id, "auth.proxy", resource);
+          const LimitCheck& tripped = checks.items[static_cast<std::size_t>(verdict.refused_by)];
+          event.details = DetailsOf({{"reason", "rate_limited"}, {"limit", tripped.dimension}});
+          AppendRateLimitHeaders(verdict, checks.span(), ex.extra_headers);
+          Error refusal = RefusalError(verdict, checks.span());
+          ok = co_await RefuseRecorded(stream, conn, refusal, ex, has_body, std::move(event));
+        } else {
+          conn.rate_headers.clear();
+          AppendRateLimitLines(verdict, checks.span(), conn.rate_headers);
+          ProxyGate gate(*this, ex, h,
+                         DecisionEvent((*principal)->org_id, (*principal)->id, "auth.proxy",
+                                       std::move(resource)));
+          ok = co_await Forward(w, stream, conn, ex, **principal, groute, tls, gate);
+        }
       }
     }
     if (!has_body) conn.in.Consume(h.head_bytes);
@@ -1041,6 +1096,7 @@ class Server::Impl {
     ctx.peer_ip = conn.peer;
     ctx.client_tls = tls;
     ctx.limits = &cfg_.limits;
+    ctx.extra_response_headers = conn.rate_headers;
     proxy::ClientSide<Stream> client{stream, conn.in, conn.deadline, h, conn.out};
     proxy::ForwardResult fr = co_await proxy::Forward(client, ctx, w.upstreams, w.watches);
     conn.deadline.Disarm();

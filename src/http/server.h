@@ -21,6 +21,7 @@
 #include "config/config.h"
 #include "gateway/gateway.h"
 #include "http/router.h"
+#include "limits/limit_service.h"
 #include "metrics/metrics.h"
 
 namespace gatehouse {
@@ -32,6 +33,7 @@ class Server {
     Router* router = nullptr;                // required
     Gateway* gateway = nullptr;              // null: no proxy routes (the demo upstream)
     Authenticator* authenticator = nullptr;  // required with a gateway
+    LimitService* limits = nullptr;          // null: no rate limits
     Metrics* metrics = nullptr;              // required
     AuditWriter* audit = nullptr;            // null: decisions are not recorded (tests only)
     std::vector<ListenerConfig> listeners;   // which addresses this server binds

@@ -23,7 +23,7 @@ KeyService::KeyService(Store& store, KeyVerifier& verifier, const Clock& clock,
     : store_(store), verifier_(verifier), clock_(clock), config_(std::move(config)) {}
 
 Principal KeyService::Operator(std::string org_id) {
-  return Principal{std::move(org_id), "operator", "operator", {"admin"}, "live", 0};
+  return Principal{std::move(org_id), "operator", "operator", {"admin"}, "live", 0, {}, {}};
 }
 
 Result<IssuedKey> KeyService::Prepare(const Principal& creator, std::string_view org_id,

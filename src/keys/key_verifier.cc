@@ -120,7 +120,13 @@ Result<KeyVerdict> KeyVerifier::Verify(std::string_view key, std::string_view cl
   // The store matched on the hash; compare again in constant time so that a lookup that matched
   // by accident (collation, truncation in some backend) can never admit a key.
   if (!ConstantTimeEquals(record->key_hash, hash)) return KeyVerdict{KeyStatus::kNotFound, nullptr};
-  auto facts = FactsFromRecord(*record);
+  auto built = FactsFromRecord(*record);
+  if (options_.load_rate_limit) {
+    auto rate = options_.load_rate_limit(record->org_id, record->id);
+    if (!rate) return tl::unexpected(rate.error());
+    std::const_pointer_cast<KeyFacts>(built)->rate_limit = *rate;
+  }
+  std::shared_ptr<const KeyFacts> facts = std::move(built);
   KeyVerdict v = Judge(facts, now);
   Entry e{facts, 0, 0, {}};
   if (v.status == KeyStatus::kValid) {
@@ -132,7 +138,10 @@ Result<KeyVerdict> KeyVerifier::Verify(std::string_view key, std::string_view cl
 }
 
 void KeyVerifier::Invalidate(std::string_view key_hash_hex) {
-  if (key_hash_hex.size() != 64) return;
+  if (key_hash_hex.size() != 64) {
+    if (options_.on_other_invalidation) options_.on_other_invalidation(key_hash_hex);
+    return;
+  }
   Digest32 d{};
   for (std::size_t i = 0; i < 32; ++i) {
     auto nib = [](char c) -> int {

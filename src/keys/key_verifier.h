@@ -18,6 +18,7 @@
 #include <array>
 #include <atomic>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -30,6 +31,7 @@
 #include "core/crypto.h"
 #include "core/error.h"
 #include "keys/key_format.h"
+#include "limits/rate_policy.h"
 #include "store/store.h"
 
 namespace gatehouse {
@@ -43,6 +45,7 @@ struct KeyFacts {
   std::optional<UnixMicros> expires_at;
   std::optional<UnixMicros> revoked_at;
   std::vector<Cidr> ip_allowlist;
+  RatePolicy rate_limit;  // the key's own; requests 0: the configured default
 };
 
 enum class KeyStatus { kValid, kMalformed, kNotFound, kExpired, kRevoked };
@@ -58,6 +61,11 @@ class KeyVerifier {
   struct Options {
     std::size_t cache_capacity = 100'000;
     UnixMicros negative_ttl = 30 * kMicrosPerSecond;
+    // The key's own rate limit, read with the key on a cache miss; null: none.
+    std::function<Result<RatePolicy>(std::string_view org_id, std::string_view key_id)>
+        load_rate_limit = nullptr;
+    // Invalidations that are not keys' ("org:<id>": an org's policy changed).
+    std::function<void(std::string_view)> on_other_invalidation = nullptr;
   };
 
   KeyVerifier(KeyFormat format, HmacSha256Key pepper, Store& store, const Clock& clock,

@@ -22,23 +22,30 @@ const unsigned char* HashKey() {
 
 }  // namespace
 
-std::uint64_t SubjectHash(std::string_view dimension, std::string_view id) {
-  // dimension, a separator no dimension contains, then the id; long ids are hashed first.
-  unsigned char buf[160];
+std::uint64_t SubjectHash(std::string_view dimension, std::string_view scope,
+                          std::string_view id) {
+  // Each part's length goes first, so that no two different triples read the same.
+  unsigned char buf[256];
+  std::size_t n = 0;
+  auto put = [&](std::string_view part) {
+    std::uint64_t len = part.size();
+    if (part.size() > 64) {  // long parts are hashed first
+      crypto_shorthash(reinterpret_cast<unsigned char*>(&len),
+                       reinterpret_cast<const unsigned char*>(part.data()), part.size(),
+                       HashKey());
+      buf[n++] = 0xff;
+      std::memcpy(buf + n, &len, sizeof len);
+      n += sizeof len;
+      return;
+    }
+    buf[n++] = static_cast<unsigned char>(part.size());
+    std::memcpy(buf + n, part.data(), part.size());
+    n += part.size();
+  };
+  put(dimension);
+  put(scope);
+  put(id);
   std::uint64_t out = 0;
-  std::size_t n = std::min(dimension.size(), std::size_t{31});
-  std::memcpy(buf, dimension.data(), n);
-  buf[n++] = 0;
-  if (id.size() <= sizeof(buf) - n) {
-    std::memcpy(buf + n, id.data(), id.size());
-    n += id.size();
-  } else {
-    std::uint64_t inner = 0;
-    crypto_shorthash(reinterpret_cast<unsigned char*>(&inner),
-                     reinterpret_cast<const unsigned char*>(id.data()), id.size(), HashKey());
-    std::memcpy(buf + n, &inner, sizeof inner);
-    n += sizeof inner;
-  }
   crypto_shorthash(reinterpret_cast<unsigned char*>(&out), buf, n, HashKey());
   return out == 0 ? 1 : out;  // 0 marks an empty slot
 }

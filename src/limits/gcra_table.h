@@ -20,9 +20,14 @@
 
 namespace gatehouse {
 
-// A limited subject: the dimension ("key", "org", …) and its id, hashed with a per-process
-// secret key (SipHash), so that nobody can choose ids that collide.
-std::uint64_t SubjectHash(std::string_view dimension, std::string_view id);
+// A limited subject: the dimension ("key", "org", …), a scope within it (a route's name) and
+// its id, hashed with a per-process secret key (SipHash), so that nobody can choose ids that
+// collide.
+std::uint64_t SubjectHash(std::string_view dimension, std::string_view scope,
+                          std::string_view id);
+inline std::uint64_t SubjectHash(std::string_view dimension, std::string_view id) {
+  return SubjectHash(dimension, {}, id);
+}
 
 struct GcraOutcome {
   bool allowed = false;

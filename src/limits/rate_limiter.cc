@@ -20,7 +20,7 @@ RateVerdict DecideLocally(GcraTable& table, std::span<const LimitCheck> checks, 
   for (std::size_t i = 0; i < n; ++i) {
     const LimitCheck& c = checks[i];
     if (!c.policy.enabled()) continue;
-    subjects[i] = SubjectHash(c.dimension, c.id);
+    subjects[i] = SubjectHash(c.dimension, c.scope, c.id);
     policies[i] = c.policy.ScaledDown(nodes);
     GcraOutcome o = table.Take(subjects[i], policies[i], now, c.cost);
     taken[i] = o.allowed;
@@ -63,7 +63,7 @@ void EmitHeaders(const RateVerdict& v, std::span<const LimitCheck> checks, Emit 
   put("RateLimit-Limit", p.capacity());
   put("RateLimit-Remaining", o.remaining);
   put("RateLimit-Reset", CeilSeconds(o.reset));
-  auto end = p.burst > 0 ? fmt::format_to_n(buf, sizeof buf, "{};w={};burst={}", p.requests,
+  auto end = p.capacity() != p.requests ? fmt::format_to_n(buf, sizeof buf, "{};w={};burst={}", p.requests,
                                             p.window / kMicrosPerSecond, p.burst)
                                .out
                          : fmt::format_to_n(buf, sizeof buf, "{};w={}", p.requests,

@@ -43,7 +43,7 @@ Result<Principal> MemberService::PrincipalFor(const SessionRecord& session,
   // A member whose custom role was removed meanwhile holds nothing, rather than failing.
   std::vector<std::string> permissions = role ? role->permissions : std::vector<std::string>{};
   return Principal{std::string(org_id),    session.user_id, "user",
-                   std::move(permissions), "live",          session.auth_time};
+                   std::move(permissions), "live",          session.auth_time, {}, {}};
 }
 
 Result<void> MemberService::CanGrant(const Principal& actor,

@@ -157,6 +157,9 @@ struct ForwardContext {
   std::string_view peer_ip;
   bool client_tls = false;
   const LimitsConfig* limits = nullptr;
+  // Header lines ("Name: value\r\n") for the client's response head: the rate-limit state.
+  // Replaces the upstream's own RateLimit-* fields when set.
+  std::string_view extra_response_headers;
 };
 
 struct ForwardResult {
@@ -263,7 +266,7 @@ inline void BuildUpstreamHead(const h1::RequestHead& head, const ForwardContext&
 // The response head the client receives: the upstream's, minus hop-by-hop fields, with
 // gatehouse's request id.
 inline void BuildClientHead(const h1::ResponseHead& res, std::string_view request_id, bool close,
-                            std::string& out) {
+                            std::string& out, std::string_view extra = {}) {
   const bool has_connection = res.Find("connection").has_value();
   out.clear();
   out += "HTTP/1.1 ";
@@ -276,8 +279,12 @@ inline void BuildClientHead(const h1::ResponseHead& res, std::string_view reques
         EqualsIgnoreCase(f.name, "x-request-id")) {
       continue;
     }
+    if (!extra.empty() && f.name.size() > 10 && EqualsIgnoreCase(f.name.substr(0, 10), "ratelimit-")) {
+      continue;
+    }
     AppendField(out, f.name, f.value);
   }
+  out += extra;
   AppendField(out, "X-Request-Id", request_id);
   if (close) out += "Connection: close\r\n";
   out += "\r\n";
@@ -485,7 +492,7 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
       if (h1::ParseResponse(up.in.data(), limits, is_head, res) != h1::Status::kComplete) {
         co_return Failure(ErrorCode::kUpstreamUnavailable, "upstream sent no valid response");
       }
-      BuildClientHead(res, ctx.request_id, close_client, out);
+      BuildClientHead(res, ctx.request_id, close_client, out, ctx.extra_response_headers);
       result.response_started = true;
       client.deadline.Arm(route.stream_idle_timeout);
       std::array<net::const_buffer, 2> whole{
@@ -499,7 +506,7 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
     }
 
     // Everything else is relayed piece by piece as it arrives.
-    BuildClientHead(res, ctx.request_id, close_client, out);
+    BuildClientHead(res, ctx.request_id, close_client, out, ctx.extra_response_headers);
     up.in.Consume(head_bytes);
     std::size_t n = body.Take(up.in.data());
     result.response_started = true;

@@ -10,7 +10,7 @@ namespace {
 using testing::DomainEnv;
 
 Principal WithScopes(const std::string& org, std::vector<std::string> scopes) {
-  return Principal{org, "key_creator", "api_key", std::move(scopes), "live", 0};
+  return Principal{org, "key_creator", "api_key", std::move(scopes), "live", 0, {}, {}};
 }
 
 TEST(KeyService, StoresOnlyAPepperedHash) {

@@ -104,9 +104,9 @@ TEST(Gcra, CostCountsAsSeveralRequests) {
 TEST(RateLimiter, StrictestWinsAndARefusalConsumesNothing) {
   GcraTable table;
   std::vector<LimitCheck> checks = {
-      {"global", "", Policy(1000, "1s"), 1},
-      {"org", "org_a", Policy(100, "1s"), 1},
-      {"key", "key_1", Policy(3, "1m"), 1},
+      {"global", "", "", Policy(1000, "1s"), 1},
+      {"org", "", "org_a", Policy(100, "1s"), 1},
+      {"key", "", "key_1", Policy(3, "1m"), 1},
   };
   for (int i = 0; i < 3; ++i) {
     auto v = DecideLocally(table, checks, kT0);
@@ -124,14 +124,14 @@ TEST(RateLimiter, StrictestWinsAndARefusalConsumesNothing) {
   EXPECT_NE(e.message.find("key limit of 3 requests per 60 s"), std::string::npos) << e.message;
 
   // The org saw three admitted requests, not four: another key of the org still has 97.
-  std::vector<LimitCheck> other = {{"org", "org_a", Policy(100, "1s"), 1}};
+  std::vector<LimitCheck> other = {{"org", "", "org_a", Policy(100, "1s"), 1}};
   auto o = DecideLocally(table, other, kT0);
   EXPECT_EQ(o.binding_outcome.remaining, 96u);
 }
 
 TEST(RateLimiter, ShadowPoliciesCountButNeverRefuse) {
   GcraTable table;
-  std::vector<LimitCheck> checks = {{"key", "k", Policy(2, "1m", 0, "shadow"), 1}};
+  std::vector<LimitCheck> checks = {{"key", "", "k", Policy(2, "1m", 0, "shadow"), 1}};
   for (int i = 0; i < 2; ++i) {
     auto v = DecideLocally(table, checks, kT0);
     EXPECT_TRUE(v.allowed);
@@ -145,7 +145,7 @@ TEST(RateLimiter, ShadowPoliciesCountButNeverRefuse) {
 
 TEST(RateLimiter, FallbackScalesEveryPolicyToTheNodesShare) {
   GcraTable table;
-  std::vector<LimitCheck> checks = {{"key", "k", Policy(30, "1m"), 1}};
+  std::vector<LimitCheck> checks = {{"key", "", "k", Policy(30, "1m"), 1}};
   int admitted = 0;
   for (int i = 0; i < 30; ++i) admitted += DecideLocally(table, checks, kT0, 3).allowed;
   EXPECT_EQ(admitted, 10);
@@ -153,7 +153,7 @@ TEST(RateLimiter, FallbackScalesEveryPolicyToTheNodesShare) {
 
 TEST(RateLimiter, HeadersDescribeTheBindingLimit) {
   GcraTable table;
-  std::vector<LimitCheck> checks = {{"key", "k", Policy(100, "1m", 20), 1}};
+  std::vector<LimitCheck> checks = {{"key", "", "k", Policy(100, "1m", 20), 1}};
   auto v = DecideLocally(table, checks, kT0);
   std::vector<std::pair<std::string, std::string>> h;
   AppendRateLimitHeaders(v, checks, h);

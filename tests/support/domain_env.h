@@ -30,7 +30,16 @@ struct DomainEnv {
     store = std::move(*SqliteStore::Open(db));
     verifier = std::make_unique<KeyVerifier>(
         KeyFormat(config->keys.prefix), HmacSha256Key("test-pepper-0123456789abcdef0123456789"),
-        *store, clock, KeyVerifier::Options{1000, 30 * kMicrosPerSecond});
+        *store, clock,
+        KeyVerifier::Options{1000, 30 * kMicrosPerSecond,
+                             [this](std::string_view org, std::string_view key) -> Result<RatePolicy> {
+                               auto p = policies->Get(org, key);
+                               if (!p) return tl::unexpected(p.error());
+                               return *p ? (*p)->rate_limit : RatePolicy{};
+                             },
+                             [this](std::string_view what) {
+                               if (what.starts_with("org:")) org_policies->Invalidate(what.substr(4));
+                             }});
     keys = std::make_unique<KeyService>(*store, *verifier, clock, config);
     orgs = std::make_unique<OrgService>(*store, *keys, clock);
     gateway = std::make_unique<Gateway>(config);
@@ -47,9 +56,19 @@ struct DomainEnv {
                                                 clock, config, kPepper);
     members = std::make_unique<MemberService>(*store, *people, *accounts, clock, config, kPepper);
     auth->SetSessionResolver(GatewaySessionResolver(*sessions, *members, *accounts));
-    RegisterControlPlane(router,
-                         {*auth, *keys, *orgs, *store, *gateway, metrics, clock, *audit, *accounts,
-                          *sessions, *members, *people, std::move(metrics_token)});
+    policies = std::make_unique<PolicyRepository>(*store);
+    org_policies = std::make_unique<OrgPolicyCache>(
+        [this](std::string_view org) { return policies->Get(org, ""); });
+    auth->SetOrgPolicies(org_policies.get());
+    limits = std::make_unique<LimitService>(config->rate_limits, clock);
+    ControlPlaneDeps deps{*auth,     *keys,     *orgs,    *store,   *gateway,
+                          metrics,   clock,     *audit,   *accounts, *sessions,
+                          *members,  *people,   std::move(metrics_token)};
+    deps.policies = policies.get();
+    deps.org_policies = org_policies.get();
+    deps.verifier = verifier.get();
+    deps.limits = limits.get();
+    RegisterControlPlane(router, std::move(deps));
   }
 
   static constexpr const char* kPepper = "test-pepper-0123456789abcdef0123456789";
@@ -122,6 +141,9 @@ struct DomainEnv {
   std::unique_ptr<SessionService> sessions;
   std::unique_ptr<AccountService> accounts;
   std::unique_ptr<MemberService> members;
+  std::unique_ptr<PolicyRepository> policies;
+  std::unique_ptr<OrgPolicyCache> org_policies;
+  std::unique_ptr<LimitService> limits;
   Router router;
 
  private:

@@ -19,8 +19,17 @@ std::string Response::Header(const std::string& name) const {
   return it == headers.end() ? "" : it->second;
 }
 
-Connection::Connection(int port) {
+Connection::Connection(int port, const char* source) {
   fd_ = socket(AF_INET, SOCK_STREAM, 0);
+  if (source) {
+    sockaddr_in local{};
+    local.sin_family = AF_INET;
+    inet_pton(AF_INET, source, &local.sin_addr);
+    if (bind(fd_, reinterpret_cast<sockaddr*>(&local), sizeof(local)) != 0) {
+      close(fd_);
+      throw std::runtime_error(std::string("cannot bind to ") + source);
+    }
+  }
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
@@ -167,6 +176,15 @@ Response Request(int port, const std::string& method, const std::string& target,
                  const std::vector<std::pair<std::string, std::string>>& headers,
                  const std::string& body) {
   Connection c(port);
+  c.Send(BuildRequest(method, target, headers, body));
+  return c.Read();
+}
+
+Response RequestFrom(const char* source, int port, const std::string& method,
+                     const std::string& target,
+                     const std::vector<std::pair<std::string, std::string>>& headers,
+                     const std::string& body) {
+  Connection c(port, source);
   c.Send(BuildRequest(method, target, headers, body));
   return c.Read();
 }

@@ -19,7 +19,8 @@ struct Response {
 
 class Connection {
  public:
-  explicit Connection(int port);
+  // `source`: the local address to connect from (any 127.0.0.0/8 address works on loopback).
+  explicit Connection(int port, const char* source = nullptr);
   ~Connection();
   Connection(const Connection&) = delete;
 
@@ -41,6 +42,12 @@ class Connection {
 Response Request(int port, const std::string& method, const std::string& target,
                  const std::vector<std::pair<std::string, std::string>>& headers = {},
                  const std::string& body = "");
+
+// The same from another loopback address (a "different client").
+Response RequestFrom(const char* source, int port, const std::string& method,
+                     const std::string& target,
+                     const std::vector<std::pair<std::string, std::string>>& headers = {},
+                     const std::string& body = "");
 
 std::string BuildRequest(const std::string& method, const std::string& target,
                          const std::vector<std::pair<std::string, std::string>>& headers,

@@ -297,6 +297,44 @@ CREATE FUNCTION gh_find_invitation(p_hash text) RETURNS SETOF invitations
   SELECT * FROM invitations WHERE token_hash = p_hash LIMIT 1
 $$;
 )sql",
+    // Abuse protection (issue 6): an org's own rate limit and IP allowlist (subject ''), and a
+    // key's rate limit (subject = key id), announced on the key invalidation log.
+    R"sql(
+CREATE TABLE access_policies (
+  org_id       text NOT NULL REFERENCES orgs(id),
+  subject      text NOT NULL,
+  rate_limit   text NOT NULL DEFAULT '',
+  ip_allowlist text NOT NULL DEFAULT '[]',
+  allowlist_mode text NOT NULL DEFAULT 'enforce',
+  updated_at   bigint NOT NULL,
+  PRIMARY KEY (org_id, subject)
+);
+ALTER TABLE access_policies ENABLE ROW LEVEL SECURITY;
+ALTER TABLE access_policies FORCE ROW LEVEL SECURITY;
+CREATE POLICY org_isolation ON access_policies
+  USING (org_id = current_setting('gatehouse.org_id', true))
+  WITH CHECK (org_id = current_setting('gatehouse.org_id', true) AND
+              (subject = '' OR EXISTS (SELECT 1 FROM api_keys k
+                                       WHERE k.id = access_policies.subject AND
+                                             k.org_id = access_policies.org_id)));
+CREATE FUNCTION gh_log_policy_invalidation() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+  h text;
+BEGIN
+  IF NEW.subject = '' THEN
+    h := 'org:' || NEW.org_id;
+  ELSE
+    SELECT key_hash INTO h FROM api_keys WHERE id = NEW.subject;
+  END IF;
+  PERFORM pg_advisory_xact_lock(7120001);
+  INSERT INTO key_invalidations (key_hash, created_at)
+  VALUES (h, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint);
+  PERFORM pg_notify('gatehouse_key_invalidations', h);
+  RETURN NEW;
+END $$;
+CREATE TRIGGER access_policies_invalidate AFTER INSERT OR UPDATE ON access_policies
+  FOR EACH ROW EXECUTE FUNCTION gh_log_policy_invalidation();
+)sql",
 };
 
 // The test build that proves the database alone keeps orgs apart compiles the store without
@@ -806,7 +844,7 @@ Result<std::string> PgStore::Migrate(const std::string& owner_url, const std::st
       role +
       ";"
       "GRANT SELECT, INSERT, UPDATE, DELETE ON sessions, login_failures, memberships, roles, "
-      "org_session_policy TO " +
+      "org_session_policy, access_policies TO " +
       role +
       ";"
       "GRANT USAGE ON SEQUENCE key_invalidations_seq_seq TO " +

@@ -321,6 +321,50 @@ BEGIN
   DELETE FROM org_session_policy WHERE org_id = OLD.org_id;
 END;
 )sql",
+    // Abuse protection (issue 6): an org's own rate limit and IP allowlist (subject ''), and a
+    // key's rate limit (subject = key id). A change reaches every process's caches through the
+    // key invalidation log: the key's hash, or "org:<id>" for the org's policy.
+    R"sql(
+CREATE TABLE access_policies (
+  org_id       TEXT NOT NULL REFERENCES orgs(id),
+  subject      TEXT NOT NULL,
+  rate_limit   TEXT NOT NULL DEFAULT '',
+  ip_allowlist TEXT NOT NULL DEFAULT '[]',
+  allowlist_mode TEXT NOT NULL DEFAULT 'enforce',
+  updated_at   INTEGER NOT NULL,
+  PRIMARY KEY (org_id, subject)
+) STRICT;
+CREATE TRIGGER access_policies_invalidate_insert AFTER INSERT ON access_policies
+BEGIN
+  INSERT INTO key_invalidations (key_hash, created_at)
+  SELECT CASE WHEN NEW.subject = '' THEN 'org:' || NEW.org_id
+              ELSE (SELECT key_hash FROM api_keys WHERE id = NEW.subject) END,
+         unixepoch() * 1000000;
+END;
+CREATE TRIGGER access_policies_invalidate_update AFTER UPDATE ON access_policies
+BEGIN
+  INSERT INTO key_invalidations (key_hash, created_at)
+  SELECT CASE WHEN NEW.subject = '' THEN 'org:' || NEW.org_id
+              ELSE (SELECT key_hash FROM api_keys WHERE id = NEW.subject) END,
+         unixepoch() * 1000000;
+END;
+CREATE VIEW tenant_access_policies AS
+  SELECT org_id, subject, rate_limit, ip_allowlist, allowlist_mode, updated_at
+  FROM access_policies WHERE org_id = gh_tenant();
+CREATE TRIGGER tenant_access_policies_insert INSTEAD OF INSERT ON tenant_access_policies
+BEGIN
+  SELECT RAISE(ABORT, 'tenant mismatch') WHERE NEW.org_id IS NOT gh_tenant();
+  SELECT RAISE(ABORT, 'tenant mismatch') WHERE NEW.subject <> '' AND NOT EXISTS
+    (SELECT 1 FROM api_keys WHERE id = NEW.subject AND org_id = NEW.org_id);
+  INSERT INTO access_policies (org_id, subject, rate_limit, ip_allowlist, allowlist_mode,
+                               updated_at)
+  VALUES (NEW.org_id, NEW.subject, NEW.rate_limit, NEW.ip_allowlist, NEW.allowlist_mode,
+          NEW.updated_at)
+  ON CONFLICT (org_id, subject) DO UPDATE SET rate_limit = excluded.rate_limit,
+    ip_allowlist = excluded.ip_allowlist, allowlist_mode = excluded.allowlist_mode,
+    updated_at = excluded.updated_at;
+END;
+)sql",
 };
 
 // The test build that proves the database alone keeps orgs apart compiles the store without
@@ -428,7 +472,7 @@ class SqliteStore::Connection {
         bool org_owned = table == "orgs" || table == "api_keys" || table == "audit_events" ||
                          table == "audit_heads" || table == "key_usage_daily" ||
                          table == "memberships" || table == "roles" || table == "invitations" ||
-                         table == "org_session_policy";
+                         table == "org_session_policy" || table == "access_policies";
         return org_owned && inner == nullptr ? SQLITE_DENY : SQLITE_OK;
       }
       case SQLITE_SELECT:

@@ -1,0 +1,146 @@
+#include <boost/json/serialize.hpp>
+
+#include "api/guard.h"
+#include "api/policies.h"
+#include "audit/details.h"
+#include "limits/org_policy_cache.h"
+#include "store/policy_repository.h"
+
+namespace gatehouse {
+
+namespace json = boost::json;
+
+Result<std::optional<RatePolicy>> ReadRateLimitField(JsonObjectReader& in) {
+  if (in.IsNull("rate_limit")) {
+    (void)in.OptObject("rate_limit");  // marks it read
+    return std::optional<RatePolicy>(RatePolicy{});
+  }
+  auto o = in.OptObject("rate_limit");
+  if (!o) return tl::unexpected(o.error());
+  if (!*o) return std::optional<RatePolicy>();
+  auto p = ReadRatePolicy(**o, "rate_limit");
+  if (!p) return tl::unexpected(p.error());
+  return std::optional<RatePolicy>(*p);
+}
+
+json::value RateLimitJson(const RatePolicy& p) {
+  if (!p.enabled()) return nullptr;
+  return RatePolicyJson(p);
+}
+
+Result<RatePolicy> KeyRateLimit(ControlPlaneDeps& d, std::string_view org_id,
+                                std::string_view key_id) {
+  if (!d.policies) return RatePolicy{};
+  auto p = d.policies->Get(org_id, key_id);
+  if (!p) return tl::unexpected(p.error());
+  return *p ? (*p)->rate_limit : RatePolicy{};
+}
+
+Result<void> SaveKeyRateLimit(ControlPlaneDeps& d, const HttpRequest& req, const Principal& p,
+                              const ApiKeyRecord& key, const RatePolicy& rate_limit) {
+  if (!d.policies) return Fail(ErrorCode::kInternal, "access policies are not configured");
+  AccessPolicy policy;
+  policy.rate_limit = rate_limit;
+  policy.updated_at = d.clock.Now();
+  AuditEvent e = SourceOf(req, p.id).Event(p.org_id, "key.rate_limit", "key:" + key.id, 200,
+                                           policy.updated_at);
+  e.details = DetailsOf({{"rate_limit", rate_limit.enabled() ? StoreRatePolicy(rate_limit)
+                                                             : std::string("default")}});
+  if (auto r = d.policies->Put(p.org_id, key.id, policy, e); !r) return r;
+  if (d.verifier) d.verifier->Invalidate(key.key_hash);
+  return {};
+}
+
+Result<void> AddOrgPolicyJson(ControlPlaneDeps& d, std::string_view org_id, json::object& out) {
+  if (!d.policies) return {};
+  auto p = d.policies->Get(org_id, "");
+  if (!p) return tl::unexpected(p.error());
+  AccessPolicy policy = p->value_or(AccessPolicy{});
+  out["rate_limit"] = RateLimitJson(policy.rate_limit);
+  out["ip_allowlist"] = Strings(policy.ip_allowlist);
+  out["ip_allowlist_mode"] = policy.allowlist_shadow ? "shadow" : "enforce";
+  return {};
+}
+
+Result<std::optional<AccessPolicy>> ReadOrgPolicyChange(ControlPlaneDeps& d,
+                                                        const HttpRequest& req, const Principal& p,
+                                                        JsonObjectReader& in) {
+  auto rate = ReadRateLimitField(in);
+  if (!rate) return tl::unexpected(rate.error());
+  auto allow = in.OptStringArray("ip_allowlist");
+  if (!allow) return tl::unexpected(allow.error());
+  auto mode = in.OptString("ip_allowlist_mode");
+  if (!mode) return tl::unexpected(mode.error());
+  if (!*rate && !*allow && !*mode) return std::optional<AccessPolicy>();
+  if (!d.policies) return Fail(ErrorCode::kInternal, "access policies are not configured");
+  auto current = d.policies->Get(p.org_id, "");
+  if (!current) return tl::unexpected(current.error());
+  AccessPolicy policy = current->value_or(AccessPolicy{});
+  if (*rate) policy.rate_limit = **rate;
+  if (*mode) {
+    if (**mode != "enforce" && **mode != "shadow") {
+      return FailField("ip_allowlist_mode", "ip_allowlist_mode must be \"enforce\" or \"shadow\"");
+    }
+    policy.allowlist_shadow = **mode == "shadow";
+  }
+  if (*allow) {
+    if ((*allow)->size() > 1000) {
+      return FailField("ip_allowlist", "ip_allowlist holds at most 1000 entries");
+    }
+    policy.ip_allowlist.clear();
+    policy.ip_allowlist_cidrs.clear();
+    for (std::size_t i = 0; i < (*allow)->size(); ++i) {
+      auto cidr = Cidr::Parse((**allow)[i]);
+      if (!cidr) {
+        std::string field = "ip_allowlist[" + std::to_string(i) + "]";
+        return FailField(field, field + ": " + cidr.error().message);
+      }
+      policy.ip_allowlist.push_back(cidr->text());
+      policy.ip_allowlist_cidrs.push_back(*cidr);
+    }
+  }
+  // An enforced allowlist that leaves out the caller would lock the admin out with the change.
+  if (!policy.allowlist_shadow && !AllowedBy(policy.ip_allowlist_cidrs, req.client_ip)) {
+    return FailField("ip_allowlist",
+                     "ip_allowlist does not include your own address; add it, or try the list "
+                     "with \"ip_allowlist_mode\":\"shadow\" first");
+  }
+  return std::optional<AccessPolicy>(std::move(policy));
+}
+
+Result<void> ApplyOrgPolicyChange(ControlPlaneDeps& d, const HttpRequest& req, const Principal& p,
+                                  AccessPolicy policy) {
+  if (auto r = RequireRecentSignIn(d, p); !r) return tl::unexpected(r.error());
+  policy.updated_at = d.clock.Now();
+  AuditEvent e = SourceOf(req, p.id).Event(p.org_id, "org.access_policy", "org:" + p.org_id, 200,
+                                           policy.updated_at);
+  e.details = DetailsOf(
+      {{"rate_limit",
+        policy.rate_limit.enabled() ? StoreRatePolicy(policy.rate_limit) : std::string("default")},
+       {"ip_allowlist", json::serialize(Strings(policy.ip_allowlist))},
+       {"ip_allowlist_mode", policy.allowlist_shadow ? "shadow" : "enforce"}});
+  if (auto r = d.policies->Put(p.org_id, "", policy, e); !r) return tl::unexpected(r.error());
+  if (d.org_policies) d.org_policies->Invalidate(p.org_id);
+  return {};
+}
+
+void RegisterPolicyRoutes(Router& router, std::shared_ptr<ControlPlaneDeps> d) {
+  router.Add("PATCH", "/v1/orgs/{org}/keys/{id}", HandlerKind::kBlocking, [d](HttpRequest& req) {
+    return Guarded(*d, req, kPermKeysWrite, [&](const Principal& p) -> Result<HttpResponse> {
+      auto in = JsonObjectReader::Parse(req.body);
+      if (!in) return tl::unexpected(in.error());
+      auto rate = ReadRateLimitField(*in);
+      if (!rate) return tl::unexpected(rate.error());
+      if (auto r = in->RejectUnknownFields(); !r) return tl::unexpected(r.error());
+      if (!*rate) return FailField("rate_limit", "nothing to change: give rate_limit");
+      auto key = d->keys.Get(p.org_id, req.PathParam("id"));
+      if (!key) return tl::unexpected(key.error());
+      if (auto r = SaveKeyRateLimit(*d, req, p, *key, **rate); !r) {
+        return tl::unexpected(r.error());
+      }
+      return KeyResponse(*d, *key, 200);
+    });
+  });
+}
+
+}  // namespace gatehouse

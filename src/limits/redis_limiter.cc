@@ -1,0 +1,310 @@
+#include "limits/redis_limiter.h"
+
+#include <hiredis/hiredis.h>
+#include <spdlog/spdlog.h>
+
+#include <future>
+
+namespace gatehouse {
+
+namespace {
+
+// KEYS: one per limit. ARGV: per limit 4 values: interval, interval + tolerance (both µs),
+// cost, shadow (1/0). Returns {refused (1-based, 0: admitted), retry_after µs, shadow bits,
+// then remaining and reset µs per limit}. Nothing is written unless every enforced limit admits.
+constexpr const char* kGcraScript = R"lua(
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local n = #KEYS
+local next_tat = {}
+local out = {0, 0, 0}
+local shadow_bits = 0
+for i = 1, n do
+  local b = (i - 1) * 4
+  local interval = tonumber(ARGV[b + 1])
+  local limit = tonumber(ARGV[b + 2])
+  local cost = tonumber(ARGV[b + 3])
+  local shadow = ARGV[b + 4] == '1'
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if tat < now then tat = now end
+  local nxt = tat + interval * cost
+  if nxt - now > limit then
+    out[3 + 2 * i - 1] = 0
+    out[3 + 2 * i] = tat - now
+    if shadow then
+      shadow_bits = shadow_bits + 2 ^ (i - 1)
+    else
+      out[1] = i
+      out[2] = nxt - now - limit
+      out[3] = shadow_bits
+      return out
+    end
+  else
+    next_tat[i] = nxt
+    out[3 + 2 * i - 1] = math.floor((limit - (nxt - now)) / interval)
+    out[3 + 2 * i] = nxt - now
+  end
+end
+for i, v in pairs(next_tat) do
+  redis.call('SET', KEYS[i], string.format('%d', v), 'PX', math.floor((v - now) / 1000) + 1)
+end
+out[3] = shadow_bits
+return out
+)lua";
+
+redisContext* Ctx(void* p) { return static_cast<redisContext*>(p); }
+
+std::string SubjectKey(const LimitCheck& c) {
+  std::string k = "gh:rl:";
+  k += c.dimension;
+  k += ':';
+  k += c.scope;
+  k += ':';
+  k += c.id;
+  return k;
+}
+
+}  // namespace
+
+RateVerdict RedisLimiter::VerdictFromReply(const void* raw, const Job& job) {
+  const auto* r = static_cast<const redisReply*>(raw);
+  RateVerdict v;
+  auto at = [&](std::size_t i) -> long long {
+    if (i >= r->elements || r->element[i]->type != REDIS_REPLY_INTEGER) return 0;
+    return r->element[i]->integer;
+  };
+  const long long refused = at(0);
+  const auto script_shadow = static_cast<std::uint32_t>(at(2));
+  for (std::size_t k = 0; k < job.keys; ++k) {
+    const int i = job.index[k];
+    if (job.shadow[k]) {
+      if (script_shadow & (1U << k)) v.shadow_refusals |= 1U << i;
+      continue;
+    }
+    GcraOutcome o;
+    o.remaining = static_cast<std::uint32_t>(std::max(0LL, at(3 + 2 * k)));
+    o.reset = at(4 + 2 * k);
+    if (refused == static_cast<long long>(k + 1)) {
+      o.retry_after = at(1);
+      v.allowed = false;
+      v.refused_by = i;
+      v.retry_after = o.retry_after;
+      v.binding = i;
+      v.binding_outcome = o;
+      return v;
+    }
+    o.allowed = true;
+    if (v.binding < 0 || o.remaining < v.binding_outcome.remaining) {
+      v.binding = i;
+      v.binding_outcome = o;
+    }
+  }
+  return v;
+}
+
+void RedisLimiter::Submit(Job job) {
+  if (!up_.load(std::memory_order_relaxed) && connected_once_.load()) {
+    // Known down: answer at once rather than queue behind a reconnect.
+    failures_.fetch_add(1, std::memory_order_relaxed);
+    if (job.done) job.done(std::nullopt);
+    if (job.raw) job.raw(nullptr);
+    return;
+  }
+  {
+    std::lock_guard lock(mu_);
+    queue_.push_back(std::move(job));
+  }
+  cv_.notify_one();
+}
+
+void RedisLimiter::Decide(std::span<const LimitCheck> checks,
+                          std::function<void(SharedVerdict)> done) {
+  Job job;
+  job.argv.reserve(3 + 5 * checks.size());
+  job.argv.emplace_back("EVALSHA");
+  job.argv.emplace_back();  // the sha, filled in when sent
+  job.argv.emplace_back();  // numkeys
+  std::vector<std::string> args;
+  for (std::size_t i = 0; i < checks.size() && i < kMaxLimitChecks; ++i) {
+    const LimitCheck& c = checks[i];
+    if (!c.policy.enabled()) continue;
+    job.index[job.keys] = static_cast<int>(i);
+    job.shadow[job.keys] = c.policy.shadow;
+    ++job.keys;
+    job.argv.push_back(SubjectKey(c));
+    args.push_back(std::to_string(c.policy.interval()));
+    args.push_back(std::to_string(c.policy.tolerance() + c.policy.interval()));
+    args.push_back(std::to_string(c.cost));
+    args.emplace_back(c.policy.shadow ? "1" : "0");
+  }
+  if (job.keys == 0) {
+    done(RateVerdict{});
+    return;
+  }
+  job.argv[2] = std::to_string(job.keys);
+  for (auto& a : args) job.argv.push_back(std::move(a));
+  job.done = std::move(done);
+  Submit(std::move(job));
+}
+
+SharedVerdict RedisLimiter::DecideBlocking(std::span<const LimitCheck> checks) {
+  std::promise<SharedVerdict> p;
+  auto f = p.get_future();
+  Decide(checks, [&p](SharedVerdict v) { p.set_value(std::move(v)); });
+  return f.get();
+}
+
+std::optional<std::uint32_t> RedisLimiter::Heartbeat(std::string_view node_id) {
+  const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  std::promise<std::optional<std::uint32_t>> p;
+  auto f = p.get_future();
+  auto send = [&](std::vector<std::string> argv, bool last) {
+    Job j;
+    j.argv = std::move(argv);
+    if (last) {
+      j.raw = [&p](void* raw) {
+        auto* r = static_cast<redisReply*>(raw);
+        if (r && r->type == REDIS_REPLY_INTEGER)
+          p.set_value(static_cast<std::uint32_t>(r->integer));
+        else
+          p.set_value(std::nullopt);
+      };
+    } else {
+      j.raw = [](void*) {};
+    }
+    Submit(std::move(j));
+  };
+  send({"ZADD", "gh:nodes", std::to_string(now_ms), std::string(node_id)}, false);
+  send({"ZREMRANGEBYSCORE", "gh:nodes", "-inf", std::to_string(now_ms - 10'000)}, false);
+  send({"ZCARD", "gh:nodes"}, true);
+  return f.get();
+}
+
+RedisLimiter::RedisLimiter(RedisAddress address, Millis timeout)
+    : address_(std::move(address)), timeout_(timeout) {
+  thread_ = std::thread([this] { Run(); });
+}
+
+RedisLimiter::~RedisLimiter() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+  if (ctx_) redisFree(Ctx(ctx_));
+}
+
+bool RedisLimiter::Connect() {
+  if (ctx_) {
+    redisFree(Ctx(ctx_));
+    ctx_ = nullptr;
+  }
+  struct timeval tv;
+  tv.tv_sec = timeout_.count() / 1000;
+  tv.tv_usec = static_cast<suseconds_t>((timeout_.count() % 1000) * 1000);
+  redisContext* c = redisConnectWithTimeout(address_.host.c_str(), address_.port, tv);
+  if (!c || c->err) {
+    if (c) redisFree(c);
+    return false;
+  }
+  redisSetTimeout(c, tv);
+  auto* reply = static_cast<redisReply*>(redisCommand(c, "SCRIPT LOAD %s", kGcraScript));
+  if (!reply || reply->type != REDIS_REPLY_STRING) {
+    if (reply) freeReplyObject(reply);
+    redisFree(c);
+    return false;
+  }
+  sha_.assign(reply->str, reply->len);
+  freeReplyObject(reply);
+  ctx_ = c;
+  return true;
+}
+
+void RedisLimiter::FailAll(std::deque<Job>& jobs) {
+  for (auto& j : jobs) {
+    if (j.done) j.done(std::nullopt);
+    if (j.raw) j.raw(nullptr);
+  }
+  jobs.clear();
+}
+
+void RedisLimiter::Run() {
+  auto next_attempt = std::chrono::steady_clock::now();
+  std::deque<Job> batch;
+  for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait_for(lock, std::chrono::milliseconds(200), [&] { return stop_ || !queue_.empty(); });
+      if (stop_) {
+        batch.swap(queue_);
+        lock.unlock();
+        FailAll(batch);
+        return;
+      }
+      batch.swap(queue_);
+    }
+    if (!ctx_ && std::chrono::steady_clock::now() >= next_attempt) {
+      bool was_up = up_.load();
+      connected_once_.store(true);
+      if (Connect()) {
+        up_.store(true);
+        spdlog::info("rate limits: shared through Redis at {}:{}", address_.host, address_.port);
+      } else {
+        up_.store(false);
+        if (was_up) spdlog::warn("rate limits: Redis unreachable; limiting locally");
+        next_attempt = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+      }
+    }
+    if (batch.empty()) continue;
+    if (!ctx_) {
+      failures_.fetch_add(batch.size(), std::memory_order_relaxed);
+      FailAll(batch);
+      continue;
+    }
+    redisContext* c = Ctx(ctx_);
+    for (auto& j : batch) {
+      if (j.done) j.argv[1] = sha_;
+      std::vector<const char*> argv;
+      std::vector<std::size_t> lens;
+      for (const auto& a : j.argv) {
+        argv.push_back(a.c_str());
+        lens.push_back(a.size());
+      }
+      redisAppendCommandArgv(c, static_cast<int>(argv.size()), argv.data(), lens.data());
+    }
+    bool broken = false;
+    for (auto& j : batch) {
+      void* raw = nullptr;
+      if (broken || redisGetReply(c, &raw) != REDIS_OK || !raw) {
+        broken = true;
+        failures_.fetch_add(1, std::memory_order_relaxed);
+        if (j.done) j.done(std::nullopt);
+        if (j.raw) j.raw(nullptr);
+        continue;
+      }
+      auto* reply = static_cast<redisReply*>(raw);
+      if (j.done) {
+        if (reply->type == REDIS_REPLY_ARRAY) {
+          j.done(VerdictFromReply(reply, j));
+        } else {
+          failures_.fetch_add(1, std::memory_order_relaxed);
+          j.done(std::nullopt);
+        }
+      }
+      if (j.raw) j.raw(reply);
+      freeReplyObject(reply);
+    }
+    batch.clear();
+    if (broken) {
+      // A timed-out or dropped connection is in an unknown state: start over.
+      redisFree(c);
+      ctx_ = nullptr;
+      if (up_.exchange(false)) spdlog::warn("rate limits: Redis unreachable; limiting locally");
+    }
+  }
+}
+
+}  // namespace gatehouse

@@ -1,0 +1,82 @@
+// Rate limits shared by every node through Redis (7.x, standalone): one Lua script decides all
+// of a request's limits atomically in one round trip, on Redis's own clock, so nodes with
+// skewed clocks still agree.
+//
+// One thread owns the connection and pipelines: it takes every decision waiting, sends them
+// together and answers each from its reply, so a node needs one connection whatever its load.
+// Failures never wait: when Redis is down (or a reply is later than the timeout) each pending
+// decision is answered "unavailable" at once and the caller decides locally; the thread
+// reconnects in the background.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "config/config.h"
+#include "limits/rate_limiter.h"
+
+namespace gatehouse {
+
+// The script's verdict for one request, or nullopt when Redis could not answer.
+using SharedVerdict = std::optional<RateVerdict>;
+
+class RedisLimiter {
+ public:
+  RedisLimiter(RedisAddress address, Millis timeout);
+  ~RedisLimiter();
+  RedisLimiter(const RedisLimiter&) = delete;
+  RedisLimiter& operator=(const RedisLimiter&) = delete;
+
+  // `done` runs on the Redis thread (or at once on this one when Redis is known to be down).
+  void Decide(std::span<const LimitCheck> checks, std::function<void(SharedVerdict)> done);
+  // The same, waiting for the answer (for callers already off the network threads).
+  SharedVerdict DecideBlocking(std::span<const LimitCheck> checks);
+
+  // Registers this node and counts the nodes seen in the last 10 s; nullopt when Redis is down.
+  std::optional<std::uint32_t> Heartbeat(std::string_view node_id);
+
+  bool up() const { return up_.load(std::memory_order_relaxed); }
+  std::uint64_t failures() const { return failures_.load(std::memory_order_relaxed); }
+
+ private:
+  struct Job {
+    // A decision: EVALSHA <sha, filled in when sent> numkeys keys… args…. Otherwise any command.
+    std::vector<std::string> argv;
+    std::function<void(SharedVerdict)> done;  // set for decisions
+    std::function<void(void*)> raw;           // set for other commands: gets the redisReply*
+    // Decisions: which check each script key stands for, and whether it is a shadow one.
+    std::array<int, kMaxLimitChecks> index{};
+    std::array<bool, kMaxLimitChecks> shadow{};
+    std::size_t keys = 0;
+  };
+  static RateVerdict VerdictFromReply(const void* reply, const Job& job);
+  void Submit(Job job);
+  void Run();
+  bool Connect();
+  void FailAll(std::deque<Job>& jobs);
+
+  RedisAddress address_;
+  Millis timeout_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Job> queue_;  // guarded by mu_
+  bool stop_ = false;      // guarded by mu_
+  std::atomic<bool> up_{false};
+  std::atomic<bool> connected_once_{false};  // a first connection was attempted
+  std::atomic<std::uint64_t> failures_{0};
+  void* ctx_ = nullptr;  // redisContext*, owned by the thread
+  std::string sha_;
+  std::thread thread_;
+};
+
+}  // namespace gatehouse

@@ -1,0 +1,177 @@
+// Abuse protection over real HTTP (issue 6): rate limits on the proxy, forward-auth and
+// /v1/keys/verify; per-key and per-org policies through the API; org IP allowlists.
+#include <gtest/gtest.h>
+
+#include "integration/fixture.h"
+
+namespace gatehouse::testing {
+namespace {
+
+std::string Field(const std::string& body, const std::string& name) {
+  auto at = body.find("\"" + name + "\":\"");
+  if (at == std::string::npos) return "";
+  at += name.size() + 4;
+  return body.substr(at, body.find('"', at) - at);
+}
+
+class RateLimitTest : public GatewayFixture {
+ protected:
+  std::string ExtraConfig() override {
+    return "[[routes]]\nname = \"chat\"\npath_prefix = \"/api/v1/chat\"\n"
+           "upstream = \"http://127.0.0.1:" +
+           std::to_string(upstream_->port()) +
+           "\"\nscopes = [\"read:findings\"]\n"
+           "rate_limit = { requests = 5, window = \"1h\" }\n";
+  }
+
+  // A key with its own limit, created through the API.
+  std::pair<std::string, std::string> LimitedKey(const std::string& rate_limit_json) {
+    auto r = Call("POST", "/v1/orgs/" + org_ + "/keys", key_,
+                  R"({"label":"limited","scopes":["read:findings"],"rate_limit":)" +
+                      rate_limit_json + "}");
+    EXPECT_EQ(r.status, 201) << r.body;
+    return {Field(r.body, "key"), Field(r.body, "id")};
+  }
+};
+
+TEST_F(RateLimitTest, AKeysOwnLimitRefusesWith429AndSaysWhichLimitTripped) {
+  auto [secret, id] = LimitedKey(R"({"requests":3,"window":"1m"})");
+  for (int i = 0; i < 3; ++i) {
+    auto r = Call("GET", "/api/v1/findings/1", secret);
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.Header("ratelimit-limit"), "3");
+    EXPECT_EQ(r.Header("ratelimit-remaining"), std::to_string(2 - i));
+    EXPECT_EQ(r.Header("ratelimit-policy"), "3;w=60");
+  }
+  auto refused = Call("GET", "/api/v1/findings/1", secret);
+  EXPECT_EQ(refused.status, 429);
+  EXPECT_NE(refused.body.find("\"code\":\"rate_limit_exceeded\""), std::string::npos);
+  EXPECT_NE(refused.body.find("key limit"), std::string::npos) << refused.body;
+  EXPECT_EQ(refused.Header("retry-after"), "20");
+  EXPECT_EQ(refused.Header("ratelimit-remaining"), "0");
+  // The refusal is in the audit log, with the limit that tripped.
+  auto audit = Call("GET", "/v1/orgs/" + org_ + "/audit?action=auth.proxy&actor=" + id, key_);
+  EXPECT_NE(audit.body.find("rate_limited"), std::string::npos) << audit.body;
+  // Other keys are not affected.
+  std::string other = NewKey(R"(["read:findings"])");
+  EXPECT_EQ(Call("GET", "/api/v1/findings/1", other).status, 200);
+
+  // Lifting the limit takes effect at once (the cached key is dropped).
+  auto patched = Call("PATCH", "/v1/orgs/" + org_ + "/keys/" + id, key_, R"({"rate_limit":null})");
+  ASSERT_EQ(patched.status, 200) << patched.body;
+  EXPECT_NE(patched.body.find("\"rate_limit\":null"), std::string::npos);
+  EXPECT_EQ(Call("GET", "/api/v1/findings/1", secret).status, 200);
+  // And setting one again, too.
+  patched = Call("PATCH", "/v1/orgs/" + org_ + "/keys/" + id, key_,
+                 R"({"rate_limit":{"requests":1,"window":"1h","burst":1}})");
+  ASSERT_EQ(patched.status, 200) << patched.body;
+  EXPECT_NE(patched.body.find("\"window\":\"1h\""), std::string::npos) << patched.body;
+  auto after = Call("GET", "/api/v1/findings/1", secret);
+  EXPECT_EQ(Call("GET", "/api/v1/findings/1", secret).status, 429) << after.status;
+}
+
+TEST_F(RateLimitTest, BadPoliciesAreRefusedNamingTheField) {
+  for (auto [body, field] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"rate_limit":{"requests":0,"window":"1m"}})", "rate_limit.requests"},
+           {R"({"rate_limit":{"requests":5}})", "rate_limit.window"},
+           {R"({"rate_limit":{"requests":5,"window":"1m","extra":1}})", "rate_limit.extra"},
+           {R"({"rate_limit":"lots"})", "rate_limit"},
+       }) {
+    auto r = Call("POST", "/v1/orgs/" + org_ + "/keys", key_,
+                  R"({"label":"x","scopes":["read:findings"],)" + body.substr(1));
+    EXPECT_EQ(r.status, 400) << body << r.body;
+    EXPECT_NE(r.body.find(field), std::string::npos) << body << r.body;
+  }
+  // Nothing was created by the refused requests.
+  auto list = Call("GET", "/v1/orgs/" + org_ + "/keys", key_);
+  EXPECT_EQ(list.body.find("\"label\":\"x\""), std::string::npos);
+}
+
+TEST_F(RateLimitTest, RouteLimitsAreSharedByEveryCallerOfTheRoute) {
+  std::string a = NewKey(R"(["read:findings"])");
+  std::string b = NewKey(R"(["read:findings"])");
+  int admitted = 0;
+  for (int i = 0; i < 8; ++i) {
+    admitted += Call("GET", "/api/v1/chat/completions", i % 2 ? a : b).status == 200;
+  }
+  EXPECT_EQ(admitted, 5);
+  auto r = Call("GET", "/api/v1/chat/completions", a);
+  EXPECT_EQ(r.status, 429);
+  EXPECT_NE(r.body.find("route limit"), std::string::npos) << r.body;
+  // Other routes are not affected.
+  EXPECT_EQ(Call("GET", "/api/v1/findings/1", a).status, 200);
+}
+
+TEST_F(RateLimitTest, OrgLimitCoversEveryKeyOfTheOrg) {
+  auto r = Call("PATCH", "/v1/orgs/" + org_, key_, R"({"rate_limit":{"requests":4,"window":"1h"}})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_NE(r.body.find("\"rate_limit\":{\"requests\":4"), std::string::npos) << r.body;
+  std::string a = NewKey(R"(["read:findings"])");
+  std::string b = NewKey(R"(["read:findings"])");
+  int admitted = 0;
+  for (int i = 0; i < 6; ++i) admitted += Call("GET", "/api/v1/findings/1", i % 2 ? a : b).status == 200;
+  EXPECT_EQ(admitted, 4);
+  // Forward-auth counts against the same limit.
+  auto check = Call("GET", "/v1/authz/check", a, "", {{"X-Original-URI", "/api/v1/findings/2"}});
+  EXPECT_EQ(check.status, 429);
+  EXPECT_NE(check.body.find("org limit"), std::string::npos);
+  EXPECT_FALSE(check.Header("retry-after").empty());
+}
+
+TEST_F(RateLimitTest, VerifyEndpointReportsRateLimitedKeys) {
+  auto [secret, id] = LimitedKey(R"({"requests":2,"window":"1h"})");
+  std::string backend = NewKey(R"(["keys:verify"])");
+  std::string body = R"({"key":")" + secret + R"("})";
+  for (int i = 0; i < 2; ++i) {
+    auto r = Call("POST", "/v1/keys/verify", backend, body);
+    ASSERT_EQ(r.status, 200);
+    EXPECT_NE(r.body.find("\"code\":\"valid\""), std::string::npos) << r.body;
+    EXPECT_NE(r.body.find("\"remaining\":" + std::to_string(1 - i)), std::string::npos) << r.body;
+  }
+  auto r = Call("POST", "/v1/keys/verify", backend, body);
+  EXPECT_NE(r.body.find("\"code\":\"rate_limited\""), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("\"valid\":false"), std::string::npos);
+  EXPECT_NE(r.body.find("\"retry_after\":"), std::string::npos);
+}
+
+TEST_F(RateLimitTest, OrgAllowlistRefusesOtherAddressesAndCannotLockOutTheAdmin) {
+  std::string k = NewKey(R"(["read:findings"])");
+  // The admin calls from 127.0.0.1: a list without it is refused.
+  auto lockout = Call("PATCH", "/v1/orgs/" + org_, key_, R"({"ip_allowlist":["10.0.0.0/8"]})");
+  EXPECT_EQ(lockout.status, 400) << lockout.body;
+  EXPECT_NE(lockout.body.find("ip_allowlist"), std::string::npos);
+  auto bad = Call("PATCH", "/v1/orgs/" + org_, key_, R"({"ip_allowlist":["10.0.0.1/8"]})");
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_NE(bad.body.find("ip_allowlist[0]"), std::string::npos) << bad.body;
+
+  // Shadow first: nothing is refused, the would-be refusals are counted.
+  auto shadow = Call("PATCH", "/v1/orgs/" + org_, key_,
+                     R"({"ip_allowlist":["127.0.0.1/32"],"ip_allowlist_mode":"shadow"})");
+  ASSERT_EQ(shadow.status, 200) << shadow.body;
+  // 127.0.0.2 is a trusted proxy: the client is the address it forwards for.
+  auto from_elsewhere = RequestFrom("127.0.0.2", server_->port(), "GET", "/api/v1/findings/1",
+                                    {{"Authorization", "Bearer " + k},
+                                     {"X-Forwarded-For", "203.0.113.9"}});
+  EXPECT_EQ(from_elsewhere.status, 200) << from_elsewhere.body;
+  auto metrics = Call("GET", "/metrics", "");
+  EXPECT_NE(metrics.body.find("gatehouse_allowlist_shadow_refusals_total 1"), std::string::npos);
+
+  auto enforce = Call("PATCH", "/v1/orgs/" + org_, key_, R"({"ip_allowlist_mode":"enforce"})");
+  ASSERT_EQ(enforce.status, 200) << enforce.body;
+  from_elsewhere = RequestFrom("127.0.0.2", server_->port(), "GET", "/api/v1/findings/1",
+                               {{"Authorization", "Bearer " + k},
+                                {"X-Forwarded-For", "203.0.113.9"}});
+  EXPECT_EQ(from_elsewhere.status, 403);
+  EXPECT_NE(from_elsewhere.body.find("ip_not_allowed"), std::string::npos);
+  // The control plane too, for every key of the org.
+  auto cp = RequestFrom("127.0.0.2", server_->port(), "GET", "/v1/orgs/" + org_,
+                        {{"Authorization", "Bearer " + key_}, {"X-Forwarded-For", "203.0.113.9"}});
+  EXPECT_EQ(cp.status, 403);
+  // From the allowed address all is well.
+  EXPECT_EQ(Call("GET", "/api/v1/findings/1", k).status, 200);
+  auto org = Call("GET", "/v1/orgs/" + org_, key_);
+  EXPECT_NE(org.body.find("\"ip_allowlist\":[\"127.0.0.1/32\"]"), std::string::npos) << org.body;
+}
+
+}  // namespace
+}  // namespace gatehouse::testing
