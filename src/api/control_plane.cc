@@ -386,7 +386,11 @@ void RegisterControlPlane(Router& router, ControlPlaneDeps deps) {
       return ErrorResponse(Error{ErrorCode::kUnavailable, "storage is not reachable", {}, {}},
                            req.request_id);
     }
-    return JsonResponse(200, R"({"status":"ready","checks":{"storage":"ok"}})");
+    // Rate limits degrade rather than fail: a node whose Redis is down still limits, locally
+    // at its share, and says so here.
+    std::string limits = d->limits ? std::string(d->limits->mode()) : "off";
+    return JsonResponse(200, R"({"status":"ready","checks":{"storage":"ok","rate_limits":")" +
+                                 limits + "\"}}");
   });
   router.Add("GET", "/metrics", HandlerKind::kInline, [d](HttpRequest& req) {
     // Metrics describe traffic and failures: a token, or the machine itself.

@@ -145,7 +145,7 @@ TEST_F(ServerTest, AMetricsTokenTooShortToBeSafeStopsTheServerFromStarting) {
   std::string out = RunCommand({Binary(), "serve", "--config", config_, "--listen", "127.0.0.1:0"},
                                &status, {{"GATEHOUSE_METRICS_TOKEN", "short"}});
   EXPECT_EQ(status, 2);
-  // A config file of its own, so that its log (config + ".log") is its own too.
+  // A config file of its own, for a server of its own.
   std::string config = dir_.path() + "/guarded.toml";
   std::filesystem::copy_file(config_, config);
   ServerProcess guarded(config, {{"GATEHOUSE_METRICS_TOKEN", "scrape-token-0123456789abcdef"}});

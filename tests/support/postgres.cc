@@ -31,24 +31,6 @@ std::string FindServerBinaries() {
   return best;
 }
 
-// A port nothing listens on right now. Another process could take it before the cluster does;
-// the caller retries then.
-int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  socklen_t len = sizeof(a);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    ::close(fd);
-    throw std::runtime_error("cannot find a free port");
-  }
-  int port = ntohs(a.sin_port);
-  ::close(fd);
-  return port;
-}
 
 }  // namespace
 

@@ -1,11 +1,15 @@
 #include "support/process.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <boost/json/parse.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -66,7 +70,10 @@ TempDir::~TempDir() { RunCommand({"/bin/rm", "-rf", path_}); }
 
 ServerProcess::ServerProcess(const std::string& config_file,
                              const std::map<std::string, std::string>& env) {
-  log_path_ = config_file + ".log";
+  // One log per process: several nodes may share a config file (the cluster tests), and a
+  // shared log would hand every node the first node's port.
+  static std::atomic<int> started{0};
+  log_path_ = config_file + "." + std::to_string(started.fetch_add(1)) + ".log";
   pid_ = fork();
   if (pid_ == 0) {
     FILE* f = fopen(log_path_.c_str(), "w");
@@ -141,6 +148,25 @@ std::pair<std::string, std::string> InitDataDir(const std::string& data_dir,
   if (status != 0) throw std::runtime_error("init failed: " + out);
   auto v = boost::json::parse(out);
   return {std::string(v.at("org_id").as_string()), std::string(v.at("api_key").as_string())};
+}
+
+// A port nothing listens on right now. Another process could take it before the cluster does;
+// the caller retries then.
+int FreePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  socklen_t len = sizeof(a);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    ::close(fd);
+    throw std::runtime_error("cannot find a free port");
+  }
+  int port = ntohs(a.sin_port);
+  ::close(fd);
+  return port;
 }
 
 }  // namespace gatehouse::testing

@@ -18,6 +18,10 @@ std::string Binary();
 std::string RunCommand(const std::vector<std::string>& argv, int* status = nullptr,
                        const std::map<std::string, std::string>& env = {});
 
+// A loopback port nothing listens on right now. Another process could take it before the
+// caller binds it; callers retry then.
+int FreePort();
+
 class TempDir {
  public:
   TempDir();

@@ -1,0 +1,131 @@
+// Rate limits shared by a cluster through Redis (issue 6): three gatehouse processes, one Redis
+// started by the test. Together the nodes admit what the policy allows, not three times it; with
+// Redis gone each node limits locally at its share, and says so.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <fstream>
+#include <thread>
+
+#include "support/http_client.h"
+#include "support/process.h"
+#include "support/redis.h"
+#include "support/test_upstream.h"
+
+namespace gatehouse::testing {
+namespace {
+
+class SharedLimitsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    upstream_ = std::make_unique<TestUpstream>([](int fd, const std::string&, const std::string&) {
+      TestUpstream::WriteAll(fd, TestUpstream::Ok("{}"));
+      return true;
+    });
+    auto [org, key] = InitDataDir(dir_.path() + "/data");
+    org_ = org;
+    owner_ = key;
+    std::string config = dir_.path() + "/gatehouse.toml";
+    std::ofstream c(config);
+    c << "data_dir = \"" << dir_.path() << "/data\"\nscopes = [\"read:findings\"]\n"
+      << "[[listeners]]\naddress = \"127.0.0.1:0\"\n"
+      << "[log]\naccess_log = false\n"
+      << "[rate_limits]\nredis = \"" << redis_.Url() << "\"\nredis_timeout = \"200ms\"\n"
+      << "[[routes]]\nname = \"findings\"\npath_prefix = \"/api/v1/findings\"\n"
+      << "upstream = \"http://127.0.0.1:" << upstream_->port() << "\"\n"
+      << "scopes = [\"read:findings\"]\n";
+    c.close();
+    for (int i = 0; i < 3; ++i) nodes_.push_back(std::make_unique<ServerProcess>(config));
+    // Each node counts the cluster from Redis heartbeats, once a second.
+    std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  }
+
+  std::string NewKey(const std::string& rate_limit) {
+    auto r = Request(nodes_[0]->port(), "POST", "/v1/orgs/" + org_ + "/keys",
+                     {{"Authorization", "Bearer " + owner_}},
+                     R"({"label":"k","scopes":["read:findings"],"rate_limit":)" + rate_limit + "}");
+    EXPECT_EQ(r.status, 201) << r.body;
+    auto at = r.body.find("\"key\":\"");
+    return r.body.substr(at + 7, r.body.find('"', at + 7) - at - 7);
+  }
+
+  // Two clients per node, alternating the proxy and forward-auth; returns how many were admitted.
+  int Hammer(const std::string& key, int per_client) {
+    std::atomic<int> admitted{0}, other{0};
+    std::vector<std::thread> clients;
+    for (int n = 0; n < 3; ++n) {
+      for (int t = 0; t < 2; ++t) {
+        clients.emplace_back([&, n, t] {
+          int port = nodes_[static_cast<std::size_t>(n)]->port();
+          for (int i = 0; i < per_client; ++i) {
+            Response r = (i + t) % 2
+                             ? Request(port, "GET", "/api/v1/findings/1",
+                                       {{"Authorization", "Bearer " + key}})
+                             : Request(port, "GET", "/v1/authz/check",
+                                       {{"Authorization", "Bearer " + key},
+                                        {"X-Original-URI", "/api/v1/findings/1"}});
+            if (r.status == 200)
+              ++admitted;
+            else if (r.status != 429)
+              ++other;
+          }
+        });
+      }
+    }
+    for (auto& c : clients) c.join();
+    EXPECT_EQ(other.load(), 0);
+    return admitted.load();
+  }
+
+  std::string Metrics(int node) {
+    return Request(nodes_[static_cast<std::size_t>(node)]->port(), "GET", "/metrics").body;
+  }
+
+  RedisServer redis_;
+  TempDir dir_;
+  std::unique_ptr<TestUpstream> upstream_;
+  std::string org_, owner_;
+  std::vector<std::unique_ptr<ServerProcess>> nodes_;
+};
+
+TEST_F(SharedLimitsTest, ThreeNodesTogetherAdmitWhatThePolicyAllows) {
+  // 300 per hour: nothing refills during the test, so exactly 300 may pass.
+  std::string key = NewKey(R"({"requests":300,"window":"1h"})");
+  int admitted = Hammer(key, 100);  // 600 attempts
+  EXPECT_GE(admitted, 294);
+  EXPECT_LE(admitted, 306);
+  for (int n = 0; n < 3; ++n) {
+    std::string m = Metrics(n);
+    EXPECT_NE(m.find("gatehouse_ratelimit_shared_up 1"), std::string::npos) << m;
+    EXPECT_NE(m.find("gatehouse_ratelimit_fallback_decisions_total 0"), std::string::npos);
+    EXPECT_NE(m.find("gatehouse_ratelimit_cluster_nodes 3"), std::string::npos);
+  }
+  auto ready = Request(nodes_[1]->port(), "GET", "/readyz");
+  EXPECT_NE(ready.body.find("\"rate_limits\":\"shared\""), std::string::npos) << ready.body;
+}
+
+TEST_F(SharedLimitsTest, WithRedisDownEachNodeLimitsAtItsShareAndSaysSo) {
+  redis_.Stop();
+  std::string key = NewKey(R"({"requests":60,"window":"1h"})");
+  int admitted = Hammer(key, 30);  // 180 attempts; each node may admit 60 / 3
+  EXPECT_EQ(admitted, 60) << Metrics(0) << Metrics(1);
+  for (int n = 0; n < 3; ++n) {
+    std::string m = Metrics(n);
+    EXPECT_NE(m.find("gatehouse_ratelimit_shared_up 0"), std::string::npos) << m;
+    EXPECT_EQ(m.find("gatehouse_ratelimit_fallback_decisions_total 0"), std::string::npos);
+    auto ready = Request(nodes_[static_cast<std::size_t>(n)]->port(), "GET", "/readyz");
+    EXPECT_EQ(ready.status, 200);
+    EXPECT_NE(ready.body.find("\"rate_limits\":\"local-fallback\""), std::string::npos);
+    EXPECT_NE(nodes_[static_cast<std::size_t>(n)]->Output().find("Redis unreachable"),
+              std::string::npos);
+  }
+  // Back up: the nodes share again.
+  redis_.Start();
+  std::this_thread::sleep_for(std::chrono::milliseconds(2000));
+  (void)Hammer(NewKey(R"({"requests":10,"window":"1h"})"), 2);
+  EXPECT_NE(Metrics(0).find("gatehouse_ratelimit_shared_up 1"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace gatehouse::testing

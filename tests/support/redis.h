@@ -1,0 +1,33 @@
+// A throwaway Redis for tests: Debian's redis-server on 127.0.0.1 at a free port, without
+// persistence, in a temporary directory; stopped with the object.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+
+#include "support/process.h"
+
+namespace gatehouse::testing {
+
+class RedisServer {
+ public:
+  // Throws std::runtime_error when redis-server is missing or does not start.
+  RedisServer();
+  ~RedisServer();
+  RedisServer(const RedisServer&) = delete;
+  RedisServer& operator=(const RedisServer&) = delete;
+
+  int port() const { return port_; }
+  std::string Url() const { return "redis://127.0.0.1:" + std::to_string(port_); }
+  // An outage: the server is killed and stays down until Start().
+  void Stop();
+  void Start();
+
+ private:
+  TempDir dir_;
+  int port_ = 0;
+  pid_t pid_ = -1;
+};
+
+}  // namespace gatehouse::testing
