@@ -23,7 +23,7 @@ if [ "$(id -u)" -eq 0 ]; then
   AS_PG=(/usr/sbin/runuser -u postgres --)
 fi
 cleanup() {
-  for pid in ${GH_PID:-} ${GH_PG_PID:-} ${GH_NOAUDIT_PID:-} ${GH_NOFSYNC_PID:-}; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; done
+  for pid in ${GH_PID:-} ${GH_PG_PID:-} ${GH_NOAUDIT_PID:-} ${GH_NOFSYNC_PID:-} ${GH_LIMITS_PID:-}; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; done
   "$PEERS/peers.sh" stop "$D" || true
   [ -d "$PGD/data" ] && "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$PGD/data" -m immediate -w stop >/dev/null 2>&1 || true
   rm -rf "$D" "$PGD"
@@ -85,6 +85,14 @@ printf '[audit]\nfsync = false\n' >>"$D/gatehouse-nofsync.toml"
 GH_NOFSYNC_PID=$!
 for _ in $(seq 100); do grep -q listening "$D/gatehouse-nofsync.log" && break; sleep 0.05; done
 
+# And with rate limits on (issue 6): every request decided against global, org and key limits
+# set high enough never to refuse, against nginx-keyauth's limit_req per key.
+sed -e "s|127.0.0.1:18010|127.0.0.1:18014|" "$D/gatehouse.toml" >"$D/gatehouse-limits.toml"
+printf '[rate_limits]\nglobal = { requests = 1000000000, window = "1s" }\nper_org = { requests = 100000000, window = "1s" }\nper_key = { requests = 1000000, window = "1s" }\n' >>"$D/gatehouse-limits.toml"
+"$GH" serve --config "$D/gatehouse-limits.toml" >"$D/gatehouse-limits.log" 2>&1 &
+GH_LIMITS_PID=$!
+for _ in $(seq 100); do grep -q listening "$D/gatehouse-limits.log" && break; sleep 0.05; done
+
 echo "bench: starting PostgreSQL and a gatehouse on it"
 "${AS_PG[@]}" "$PGBIN/initdb" -D "$PGD/data" -U gatehouse_admin --auth=trust --locale=C >/dev/null
 "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$PGD/data" -l "$PGD/server.log" -w \
@@ -136,6 +144,14 @@ OUT="$D/results.txt"
       gatehouse=http://127.0.0.1:18010/api/echo
     echo '```'
     echo
+    echo "### Proxy path with rate limits (global + org + key) vs nginx limit_req per key, wrk -t1 -c$c"
+    echo '```'
+    compare "$c" \
+      nginx-keyauth=http://127.0.0.1:18004/api/echo \
+      gatehouse-limits=http://127.0.0.1:18014/api/echo \
+      gatehouse=http://127.0.0.1:18010/api/echo
+    echo '```'
+    echo
     echo "### Proxy path, audit log on (every request durable before its answer) vs off, wrk -t1 -c$c"
     echo '```'
     compare "$c" \
@@ -174,6 +190,12 @@ OUT="$D/results.txt"
   echo "The /postgres rows use a PgStore on the same local PostgreSQL; a cache hit never touches it."
   echo '```'
   GATEHOUSE_BENCH_POSTGRES="$PG_APP" "$ROOT/$BUILD/bench/bench_verify" --benchmark_min_time=1 2>/dev/null
+  echo '```'
+  echo
+  echo "### Rate limiter alone (Google Benchmark, $BUILD/bench/bench_limiter, one core)"
+  echo "Target (issue 6): >= 10M decisions/s; memory with 1M distinct live subjects."
+  echo '```'
+  "$ROOT/$BUILD/bench/bench_limiter" --benchmark_min_time=1 2>/dev/null
   echo '```'
 } | tee "$OUT"
 

@@ -97,7 +97,10 @@ boost::json::object RatePolicyJson(const RatePolicy& p) {
 
 std::string StoreRatePolicy(const RatePolicy& p) {
   if (!p.enabled()) return {};
-  return boost::json::serialize(RatePolicyJson(p));
+  boost::json::object o = RatePolicyJson(p);
+  // As given: "burst": 0 means "requests at once" and stays so if requests change later.
+  o["burst"] = p.burst;
+  return boost::json::serialize(o);
 }
 
 Result<RatePolicy> ParseStoredRatePolicy(std::string_view text) {
