@@ -33,6 +33,7 @@ const std::vector<Endpoint> kEndpoints = {
     {"POST", "/v1/orgs/{org}/keys", R"({"label":"planted by A","scopes":["read:findings"]})"},
     {"GET", "/v1/orgs/{org}/keys/{key}", ""},
     {"DELETE", "/v1/orgs/{org}/keys/{key}", ""},
+    {"PATCH", "/v1/orgs/{org}/keys/{key}", R"({"rate_limit":{"requests":1,"window":"1h"}})"},
     {"POST", "/v1/orgs/{org}/keys/{key}/rotate", R"({"grace_period":"1h"})"},
     {"GET", "/v1/orgs/{org}/keys/{key}/usage", ""},
     {"GET", "/v1/orgs/{org}/audit", ""},
