@@ -275,7 +275,10 @@ json::object VerifyReportJson(const AuditVerifyReport& r) {
   return o;
 }
 
-Result<HttpResponse> ListAudit(ControlPlaneDeps& d, HttpRequest& req, const Principal& p) {
+// `only_actions`: a fixed action filter ("security.*" for the security events); the caller's
+// `action` then narrows within it ("security.new_network").
+Result<HttpResponse> ListAudit(ControlPlaneDeps& d, HttpRequest& req, const Principal& p,
+                               std::string_view only_actions = {}) {
   AuditQuery q;
   auto limit = IntParam(req, "limit", 50, 1, 500);
   if (!limit) return tl::unexpected(limit.error());
@@ -293,6 +296,13 @@ Result<HttpResponse> ListAudit(ControlPlaneDeps& d, HttpRequest& req, const Prin
       if (!t) return FailField(name, std::string(name) + " must be an RFC 3339 time");
       *field = *t;
     }
+  }
+  if (!only_actions.empty()) {
+    std::string prefix(only_actions.substr(0, only_actions.size() - 1));  // "security."
+    if (q.action && !q.action->starts_with(prefix)) {
+      return FailField("action", "action must start with " + prefix);
+    }
+    if (!q.action) q.action = std::string(only_actions);
   }
   if (req.QueryParam("cursor")) {
     auto seq = IntParam<std::int64_t>(req, "cursor", 0, 1, INT64_MAX);
@@ -456,6 +466,9 @@ void RegisterControlPlane(Router& router, ControlPlaneDeps deps) {
         AppendRateLimitHeaders(v, checks.span(), res.headers);
       }
     }
+    if (res.status == 200 && d->threats && principal->kind == "api_key") {
+      d->threats->KeyUsed(principal->id, principal->org_id, req.client_ip);
+    }
     record_authz(req, principal, subject, reason);
     return res;
   };
@@ -588,6 +601,14 @@ void RegisterControlPlane(Router& router, ControlPlaneDeps deps) {
     return Guarded(*d, req, kPermAuditRead,
                    [&](const Principal& p) { return ListAudit(*d, req, p); });
   });
+  // What threat detection recorded about the org's keys (issue 6): audit events named
+  // security.*, until webhooks deliver them.
+  router.Add("GET", "/v1/orgs/{org}/security-events", HandlerKind::kBlocking,
+             [d](HttpRequest& req) {
+               return Guarded(*d, req, kPermAuditRead, [&](const Principal& p) {
+                 return ListAudit(*d, req, p, "security.*");
+               });
+             });
   router.Add("GET", "/v1/orgs/{org}/audit/export", HandlerKind::kBlocking, [d](HttpRequest& req) {
     return Guarded(*d, req, kPermAuditRead, [&](const Principal& p) { return ExportAudit(*d, p); });
   });

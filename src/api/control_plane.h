@@ -10,6 +10,7 @@
 #include "http/router.h"
 #include "limits/limit_service.h"
 #include "limits/org_policy_cache.h"
+#include "limits/threat_detector.h"
 #include "keys/key_service.h"
 #include "metrics/metrics.h"
 #include "orgs/org_service.h"
@@ -38,6 +39,7 @@ struct ControlPlaneDeps {
   OrgPolicyCache* org_policies = nullptr;
   KeyVerifier* verifier = nullptr;
   LimitService* limits = nullptr;
+  ThreatDetector* threats = nullptr;
 };
 
 void RegisterControlPlane(Router& router, ControlPlaneDeps deps);

@@ -128,6 +128,23 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
   } else if (!config->metrics_token.file.empty()) {
     return Die(t.error().message);  // configured but unreadable: say so rather than ignore it
   }
+  // Security events go through the audit writer without holding up the request that caused
+  // them; with the audit log off they are logged only.
+  gh::AuditWriter* event_writer = nullptr;  // set once the writer exists, before serving
+  gh::ThreatDetector threats(config->threats, *a.clock, [&event_writer](gh::AuditEvent e) {
+    if (event_writer) (void)event_writer->Submit(std::move(e), [](bool) {});
+  });
+  metrics.AddReading("gatehouse_security_events_total", "Security events threat detection raised.",
+                     "counter", [&threats] { return static_cast<double>(threats.events()); });
+  metrics.AddReading("gatehouse_security_blocks_total", "Addresses blocked for abuse.", "counter",
+                     [&threats] { return static_cast<double>(threats.blocks()); });
+  metrics.AddReading("gatehouse_security_shadow_actions_total",
+                     "What shadow (dry-run) detection rules would have done.", "counter",
+                     [&threats] { return static_cast<double>(threats.shadow_actions()); });
+  metrics.AddReading("gatehouse_security_blocked_requests_total",
+                     "Requests refused because their address was blocked.", "counter",
+                     [&threats] { return static_cast<double>(threats.blocked_requests()); });
+
   gh::ControlPlaneDeps deps{auth,        *a.keys,     *a.orgs,    *a.store,
                             gateway,     metrics,     *a.clock,   *a.audit,
                             *a.accounts, *a.sessions, *a.members, *a.people,
@@ -136,6 +153,7 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
   deps.org_policies = a.org_policies.get();
   deps.verifier = a.verifier.get();
   deps.limits = &limits;
+  deps.threats = &threats;
   gh::RegisterControlPlane(router, std::move(deps));
   gh::PasswordHasher* hasher = a.hasher.get();
   metrics.AddReading("gatehouse_password_hashes_rejected_total",
@@ -178,6 +196,8 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
   metrics.AddReading("gatehouse_key_cache_entries", "Keys held in the verification cache.", "gauge",
                      [verifier] { return static_cast<double>(verifier->cache_size()); });
 
+  event_writer = audit_writer.get();
+
   std::unique_ptr<gh::Server> demo;
   gh::Router demo_router;
   gh::Metrics demo_metrics;
@@ -201,6 +221,7 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
   parts.gateway = &gateway;
   parts.authenticator = &auth;
   parts.limits = &limits;
+  parts.threats = &threats;
   parts.metrics = &metrics;
   parts.audit = audit_writer.get();
   parts.listeners = config->listeners;
@@ -241,7 +262,10 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
       std::max<long>(1, static_cast<long>(config->audit.retention_interval.count() / 100));
   server.RunUntilSignalled(
       [&] {
-        if (ticks % 10 == 0) limits.Housekeep();  // once a second
+        if (ticks % 10 == 0) {  // once a second
+          limits.Housekeep();
+          threats.Sweep();
+        }
         if (++ticks % retention_every == 0) {
           if (auto r = a.audit->ApplyAllRetention(); !r)
             spdlog::warn("audit retention failed: {}", r.error().message);

@@ -124,6 +124,28 @@ class TableReader {
     out = *p;
     return {};
   }
+  // { threshold = 20, reaction = "block", mode = "enforce" }
+  Result<void> Threat(std::string_view key, ThreatRule& out) {
+    const auto* n = Get(key);
+    if (!n) return {};
+    if (!n->is_table()) {
+      return Bad(At(key), "must be a table such as { threshold = 20, reaction = \"block\" }");
+    }
+    TableReader sub(*n->as_table(), source_, Field(key));
+    std::string mode = out.shadow ? "shadow" : "enforce";
+    GH_TRY_IN_READER(sub.Integer("threshold", out.threshold, 0, 1'000'000'000));
+    GH_TRY_IN_READER(sub.String("reaction", out.reaction));
+    GH_TRY_IN_READER(sub.String("mode", mode));
+    GH_TRY_IN_READER(sub.RejectUnknown());
+    if (out.reaction != "record" && out.reaction != "notify" && out.reaction != "block") {
+      return Bad(sub.At("reaction"), "must be \"record\", \"notify\" or \"block\"");
+    }
+    if (mode != "enforce" && mode != "shadow") {
+      return Bad(sub.At("mode"), "must be \"enforce\" or \"shadow\"");
+    }
+    out.shadow = mode == "shadow";
+    return {};
+  }
   Result<void> RejectUnknown() const {
     for (const auto& [k, v] : t_) {
       if (!used_.contains(k.str())) {
@@ -511,6 +533,22 @@ Result<Config> ParseConfig(std::string_view toml_text, std::string source) {
     if (l.redis_timeout.count() < 1 || l.redis_timeout.count() > 10'000) {
       return Bad(t.At("redis_timeout"), "must be from 1ms to 10s");
     }
+    return {};
+  }));
+  GH_TRY(sub("threats", [&](TableReader& t) -> Result<void> {
+    auto& th = c.threats;
+    GH_TRY(t.Duration("window", th.window));
+    GH_TRY(t.Duration("block_duration", th.block_duration));
+    GH_TRY(t.Integer("blocked_status", th.blocked_status, 403, 429));
+    if (th.blocked_status != 403 && th.blocked_status != 429) {
+      return Bad(t.At("blocked_status"), "must be 403 or 429");
+    }
+    GH_TRY(t.Integer("max_tracked", th.max_tracked, 100, 100'000'000));
+    GH_TRY(t.Threat("invalid_keys", th.invalid_keys));
+    GH_TRY(t.Threat("address_failures", th.address_failures));
+    GH_TRY(t.Threat("key_failures", th.key_failures));
+    GH_TRY(t.Threat("new_network", th.new_network));
+    if (th.window.count() < 1000) return Bad(t.At("window"), "must be at least 1s");
     return {};
   }));
   GH_TRY(sub("demo", [&](TableReader& t) -> Result<void> {

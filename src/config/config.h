@@ -146,6 +146,29 @@ struct RateLimitsConfig {
   RatePolicy per_org;   // each org without its own rate_limit
 };
 
+// One threat-detection rule: what it reacts to, how, and whether only as a dry run.
+struct ThreatRule {
+  int threshold = 0;             // events from one subject within the window; 0: rule off
+  std::string reaction = "record";  // "record" a security event, "notify" (recorded for
+                                    // delivery), or "block" the address (and record)
+  bool shadow = false;           // dry run: record what it would have done, do nothing else
+};
+
+// Threat detection (issue 6). Counts are per node, in fixed windows.
+struct ThreatsConfig {
+  Millis window{60'000};
+  Millis block_duration{15 * 60'000};  // how long a "block" keeps an address out
+  int blocked_status = 429;            // what a blocked address gets: 429 or 403
+  // Refused credentials (401) from one address: key enumeration and guessing.
+  ThreatRule invalid_keys{20, "block", false};
+  // 401/403/429 answers to one address, and to one key.
+  ThreatRule address_failures{200, "record", false};
+  ThreatRule key_failures{200, "record", false};
+  // A key used from a network (IPv4 /24, IPv6 /48) it was not seen on before (threshold 1).
+  ThreatRule new_network{1, "record", false};
+  std::size_t max_tracked = 200'000;  // addresses and keys followed per node
+};
+
 struct RedisAddress {
   std::string host;
   std::uint16_t port = 6379;
@@ -182,6 +205,7 @@ struct Config {
   SessionConfig sessions;
   LoginConfig login;
   RateLimitsConfig rate_limits;
+  ThreatsConfig threats;
   DemoConfig demo;
 
   // storage is a postgres:// or postgresql:// URL (libpq's connection URI).

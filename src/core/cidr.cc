@@ -2,6 +2,8 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
+
 #include <charconv>
 #include <cstring>
 
@@ -87,6 +89,34 @@ bool IsLoopback(std::string_view ip) {
     if (c.Contains(*bytes)) return true;
   }
   return false;
+}
+
+std::optional<IpBytes> NetworkOf(std::string_view ip, int v4_bits, int v6_bits, bool* is_v4) {
+  auto parsed = ParseIp(ip);
+  if (!parsed) return std::nullopt;
+  IpBytes b = *parsed;
+  static constexpr unsigned char kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  const bool v4 = std::equal(b.begin(), b.begin() + 12, kMapped);
+  if (is_v4) *is_v4 = v4;
+  const int bits = v4 ? 96 + std::min(v4_bits, 32) : std::min(v6_bits, 128);
+  for (int i = 0; i < 16; ++i) {
+    int keep = std::clamp(bits - 8 * i, 0, 8);
+    b[static_cast<std::size_t>(i)] &= static_cast<unsigned char>(0xff00 >> keep);
+  }
+  return b;
+}
+
+std::string AddressBucket(std::string_view ip, int v4_bits, int v6_bits) {
+  bool v4 = false;
+  auto b = NetworkOf(ip, v4_bits, v6_bits, &v4);
+  if (!b || (v4 && v4_bits >= 32) || (!v4 && v6_bits >= 128)) return std::string(ip);
+  char out[INET6_ADDRSTRLEN];
+  if (v4) {
+    if (!inet_ntop(AF_INET, b->data() + 12, out, sizeof out)) return std::string(ip);
+    return std::string(out) + "/" + std::to_string(v4_bits);
+  }
+  if (!inet_ntop(AF_INET6, b->data(), out, sizeof out)) return std::string(ip);
+  return std::string(out) + "/" + std::to_string(v6_bits);
 }
 
 }  // namespace gatehouse

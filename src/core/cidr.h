@@ -33,6 +33,16 @@ class Cidr {
 // True when the list is empty (no restriction) or one block contains the address.
 bool AllowedBy(const std::vector<Cidr>& list, std::string_view ip);
 
+// The network an address belongs to (IPv4 /v4_bits, IPv6 /v6_bits) in the mapped 16-byte form;
+// `is_v4` says which family it was. nullopt for a malformed address.
+std::optional<IpBytes> NetworkOf(std::string_view ip, int v4_bits, int v6_bits,
+                                 bool* is_v4 = nullptr);
+
+// The same as text: "192.0.2.0/24" for (v4_bits 24), "2001:db8::/48"
+// for (v6_bits 48); a full-length prefix gives the address itself. A malformed address is
+// returned as it is (it is still one distinct client).
+std::string AddressBucket(std::string_view ip, int v4_bits, int v6_bits);
+
 // 127.0.0.0/8 or ::1 (a malformed address is not loopback).
 bool IsLoopback(std::string_view ip);
 

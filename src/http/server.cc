@@ -95,6 +95,7 @@ struct Exchange {
   std::string_view path;
   std::string_view client_ip;
   std::string_view principal;  // lives as long as the exchange
+  std::string_view org;        // the principal's (or the refused key's) org, when known
   std::size_t slot = 0;
   int status = 0;
   std::chrono::steady_clock::time_point start;
@@ -554,6 +555,7 @@ class Server::Impl {
     double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - ex.start).count();
     parts_.metrics->ObserveRequest(ex.slot, ex.status, seconds);
+    if (parts_.threats) parts_.threats->Observe(ex.client_ip, ex.status, ex.principal, ex.org);
     if (!access_) return;
     // Attacker-controlled fields are JSON-escaped by the serializer; the query string, which may
     // carry secrets, is never logged.
@@ -944,6 +946,19 @@ class Server::Impl {
       early = Error{ErrorCode::kMethodNotAllowed, "method not allowed", {}, {}};
     }
     if (early) co_return co_await SendError(stream, conn, *early, ex, false);
+    // An address blocked for abuse gets the cheapest answer there is: before any route,
+    // credential or body, and the connection closes.
+    if (parts_.threats) {
+      if (long blocked = parts_.threats->BlockedFor(ex.client_ip); blocked > 0) {
+        Error e = cfg_.threats.blocked_status == 403
+                      ? Error{ErrorCode::kIpNotAllowed,
+                              "this address is blocked for a while after repeated abuse", {}, {}}
+                      : Error{ErrorCode::kResourceExhausted,
+                              "this address is blocked for a while after repeated abuse", {}, {},
+                              blocked};
+        co_return co_await SendError(stream, conn, e, ex, false);
+      }
+    }
 
     // Gateway routes: stream to the upstream.
     int groute = parts_.gateway ? parts_.gateway->Match(ex.path) : -1;
@@ -977,13 +992,16 @@ class Server::Impl {
       ex.slot = match.route->metrics_index;
       res = co_await Dispatch(*match.route, req);
     }
+    std::string decision_org;  // for threat detection, which sees the exchange at Finish
     if (req.audit) {
+      decision_org = req.audit->org_id;
       std::optional<Error> unrecorded =
           co_await RecordDecision(std::move(*req.audit), ex, h, res.status);
       if (unrecorded) res = ErrorResponse(*unrecorded, ex.request_id);
     }
     // Views into the final response: set only once `res` can no longer be replaced.
     ex.principal = req.principal_id;
+    ex.org = decision_org;
     for (const auto& [k, v] : res.headers) {
       if (k == "X-Gatehouse-Principal") ex.principal = v;  // forward-auth's verdict
     }
@@ -1027,6 +1045,7 @@ class Server::Impl {
           principal = Result<Principal>(tl::unexpected(slow.error()));
       }
       std::string resource = "route:" + parts_.gateway->route(groute).path_prefix;
+      ex.org = *principal ? std::string_view((*principal)->org_id) : std::string_view(subject.org_id);
       if (!*principal) {
         const Error& denied = principal->error();
         AuditEvent event = DecisionEvent(subject.org_id, subject.key_id, "auth.proxy", resource);
@@ -1064,6 +1083,9 @@ class Server::Impl {
           Error refusal = RefusalError(verdict, checks.span());
           ok = co_await RefuseRecorded(stream, conn, refusal, ex, has_body, std::move(event));
         } else {
+          if (parts_.threats && (*principal)->kind == "api_key") {
+            parts_.threats->KeyUsed((*principal)->id, (*principal)->org_id, ex.client_ip);
+          }
           conn.rate_headers.clear();
           AppendRateLimitLines(verdict, checks.span(), conn.rate_headers);
           ProxyGate gate(*this, ex, h,

@@ -22,6 +22,7 @@
 #include "gateway/gateway.h"
 #include "http/router.h"
 #include "limits/limit_service.h"
+#include "limits/threat_detector.h"
 #include "metrics/metrics.h"
 
 namespace gatehouse {
@@ -34,6 +35,7 @@ class Server {
     Gateway* gateway = nullptr;              // null: no proxy routes (the demo upstream)
     Authenticator* authenticator = nullptr;  // required with a gateway
     LimitService* limits = nullptr;          // null: no rate limits
+    ThreatDetector* threats = nullptr;       // null: no threat detection
     Metrics* metrics = nullptr;              // required
     AuditWriter* audit = nullptr;            // null: decisions are not recorded (tests only)
     std::vector<ListenerConfig> listeners;   // which addresses this server binds

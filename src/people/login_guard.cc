@@ -1,6 +1,6 @@
 #include "people/login_guard.h"
 
-#include <arpa/inet.h>
+#include "core/cidr.h"
 
 #include <algorithm>
 #include <functional>
@@ -14,14 +14,7 @@ LoginGuard::LoginGuard(const LoginConfig& config, const Clock& clock)
     : config_(config), clock_(clock) {}
 
 std::string LoginGuard::KeyOf(std::string_view address) {
-  if (address.find(':') == std::string_view::npos) return std::string(address);
-  in6_addr a{};
-  std::string text(address);
-  if (inet_pton(AF_INET6, text.c_str(), &a) != 1) return text;
-  for (int i = 8; i < 16; ++i) a.s6_addr[i] = 0;
-  char out[INET6_ADDRSTRLEN];
-  if (!inet_ntop(AF_INET6, &a, out, sizeof(out))) return text;
-  return std::string(out) + "/64";
+  return AddressBucket(address, 32, 64);
 }
 
 void LoginGuard::Forget(Entry& e, UnixMicros now) const {

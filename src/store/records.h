@@ -84,6 +84,7 @@ struct AuditEvent {
 };
 
 struct AuditQuery {
+  // action "security.*" (a trailing ".*") matches every action with that prefix.
   std::optional<std::string> actor, action, resource, result;
   std::optional<UnixMicros> since, until;  // at >= since, at < until
   std::optional<std::int64_t> before_seq;  // the cursor: newest first, strictly older than this

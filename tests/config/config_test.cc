@@ -130,3 +130,46 @@ TEST(Config, SecretsComeFromEnvThenFile) {
 
 }  // namespace
 }  // namespace gatehouse
+
+namespace gatehouse {
+namespace {
+
+TEST(ConfigAbuse, RateLimitsAndThreatRulesAreReadAndCheckedWithTheirLines) {
+  auto c = ParseConfig(R"(
+[rate_limits]
+redis = "redis://127.0.0.1:6390"
+per_key = { requests = 100, window = "1m", burst = 20 }
+global = { requests = 5000, window = "1s", mode = "shadow" }
+[threats]
+invalid_keys = { threshold = 7, reaction = "notify", mode = "shadow" }
+[[routes]]
+name = "r"
+path_prefix = "/api"
+upstream = "http://127.0.0.1:9000"
+rate_limit_per_principal = { requests = 60, window = "1m" }
+)",
+                       "t.toml");
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->rate_limits.per_key.requests, 100u);
+  EXPECT_EQ(c->rate_limits.per_key.capacity(), 20u);
+  EXPECT_TRUE(c->rate_limits.global.shadow);
+  EXPECT_EQ(c->threats.invalid_keys.threshold, 7);
+  EXPECT_TRUE(c->threats.invalid_keys.shadow);
+  EXPECT_EQ(c->routes[0].rate_limit_per_principal.requests, 60u);
+
+  for (auto [text, where] : std::vector<std::pair<std::string, std::string>>{
+           {"[rate_limits]\nper_key = { requests = 0, window = \"1m\" }\n", "t.toml:2: rate_limits.per_key"},
+           {"[rate_limits]\nper_key = { requests = 5, window = \"1m\", oops = 1 }\n", "per_key.oops"},
+           {"[rate_limits]\nredis = \"http://x\"\n", "t.toml:2: rate_limits.redis"},
+           {"[rate_limits]\nredis = \"redis://:pw@host\"\n", "rate_limits.redis"},
+           {"[threats]\ninvalid_keys = { threshold = 5, reaction = \"ban\" }\n", "invalid_keys.reaction"},
+           {"[threats]\nblocked_status = 404\n", "threats.blocked_status"},
+       }) {
+    auto bad = ParseConfig(text, "t.toml");
+    ASSERT_FALSE(bad) << text;
+    EXPECT_NE(bad.error().message.find(where), std::string::npos) << bad.error().message;
+  }
+}
+
+}  // namespace
+}  // namespace gatehouse

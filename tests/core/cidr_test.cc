@@ -40,3 +40,19 @@ TEST(Cidr, RefusesMalformedBlocks) {
 
 }  // namespace
 }  // namespace gatehouse
+
+namespace gatehouse {
+namespace {
+
+TEST(AddressBucket, GroupsAddressesByNetwork) {
+  EXPECT_EQ(AddressBucket("192.0.2.77", 24, 48), "192.0.2.0/24");
+  EXPECT_EQ(AddressBucket("192.0.2.77", 32, 64), "192.0.2.77");
+  EXPECT_EQ(AddressBucket("10.1.2.3", 8, 48), "10.0.0.0/8");
+  EXPECT_EQ(AddressBucket("2001:db8:1:2:3:4:5:6", 24, 64), "2001:db8:1:2::/64");
+  EXPECT_EQ(AddressBucket("2001:db8:1:2:3:4:5:6", 24, 48), "2001:db8:1::/48");
+  EXPECT_EQ(AddressBucket("::1", 24, 128), "::1");
+  EXPECT_EQ(AddressBucket("not an address", 24, 48), "not an address");
+}
+
+}  // namespace
+}  // namespace gatehouse

@@ -175,3 +175,89 @@ TEST_F(RateLimitTest, OrgAllowlistRefusesOtherAddressesAndCannotLockOutTheAdmin)
 
 }  // namespace
 }  // namespace gatehouse::testing
+
+namespace gatehouse::testing {
+namespace {
+
+class ThreatTest : public GatewayFixture {
+ protected:
+  std::string ExtraConfig() override {
+    return "[threats]\nwindow = \"30s\"\nblock_duration = \"2s\"\n"
+           "invalid_keys = { threshold = 5, reaction = \"block\" }\n"
+           "key_failures = { threshold = 4, reaction = \"notify\" }\n"
+           "address_failures = { threshold = 3, reaction = \"block\", mode = \"shadow\" }\n";
+  }
+  std::string Metric(const std::string& name) {
+    auto m = Call("GET", "/metrics", "").body;
+    auto at = m.find("\n" + name + " ");
+    if (at == std::string::npos) return "";
+    at += name.size() + 2;
+    return m.substr(at, m.find('\n', at) - at);
+  }
+};
+
+TEST_F(ThreatTest, KeyEnumerationFromOneAddressBlocksThatAddressForAWhile) {
+  std::string good = NewKey(R"(["read:findings"])");
+  const std::string garbage = "sk_live_" + std::string(32, 'A') + "AAAAAA";
+  for (int i = 0; i < 5; ++i) {
+    auto r = RequestFrom("127.0.0.3", server_->port(), "GET", "/api/v1/findings/1",
+                         {{"Authorization", "Bearer " + garbage}});
+    EXPECT_EQ(r.status, 401);
+  }
+  // Now even a good key from that address is turned away, cheaply and with a reason.
+  auto blocked = RequestFrom("127.0.0.3", server_->port(), "GET", "/api/v1/findings/1",
+                             {{"Authorization", "Bearer " + good}});
+  EXPECT_EQ(blocked.status, 429);
+  EXPECT_NE(blocked.body.find("blocked"), std::string::npos) << blocked.body;
+  EXPECT_FALSE(blocked.Header("retry-after").empty());
+  // Other addresses are not.
+  EXPECT_EQ(Call("GET", "/api/v1/findings/1", good).status, 200);
+  EXPECT_EQ(Metric("gatehouse_security_blocks_total"), "1");
+  EXPECT_EQ(Metric("gatehouse_security_blocked_requests_total"), "1");
+  // The shadow rule (3 failures from an address) would have blocked first: it only counted.
+  EXPECT_EQ(Metric("gatehouse_security_shadow_actions_total"), "1");
+  EXPECT_NE(server_->Output().find("security: invalid_keys from 127.0.0.3"), std::string::npos);
+  // The block ends by itself.
+  std::this_thread::sleep_for(std::chrono::milliseconds(2300));
+  auto after = RequestFrom("127.0.0.3", server_->port(), "GET", "/api/v1/findings/1",
+                           {{"Authorization", "Bearer " + good}});
+  EXPECT_EQ(after.status, 200);
+}
+
+TEST_F(ThreatTest, AKeyFromANewNetworkAndAKeyThatKeepsFailingAreSecurityEventsOfItsOrg) {
+  std::string k = NewKey(R"(["read:findings"])");
+  EXPECT_EQ(Call("GET", "/api/v1/findings/1", k).status, 200);  // learned: 127.0.0.0/24
+  // Through the trusted proxy, from somewhere else.
+  auto r = RequestFrom("127.0.0.2", server_->port(), "GET", "/api/v1/findings/1",
+                       {{"Authorization", "Bearer " + k}, {"X-Forwarded-For", "198.51.100.7"}});
+  EXPECT_EQ(r.status, 200);
+  // A key without the route's scope, four times.
+  std::string narrow = NewKey(R"(["write:evidence"])");
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(Call("GET", "/api/v1/findings/1", narrow).status, 403);
+
+  std::string events;
+  for (int i = 0; i < 50; ++i) {  // written by the audit writer, a moment later
+    events = Call("GET", "/v1/orgs/" + org_ + "/security-events", key_).body;
+    if (events.find("security.key_failures") != std::string::npos &&
+        events.find("security.new_network") != std::string::npos) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_NE(events.find("security.new_network"), std::string::npos) << events;
+  EXPECT_NE(events.find("198.51.100.0/24"), std::string::npos) << events;
+  EXPECT_NE(events.find("security.key_failures"), std::string::npos) << events;
+  EXPECT_NE(events.find(R"("notify":"pending")"), std::string::npos) << events;
+  // Only security events, and filters narrow within them.
+  EXPECT_EQ(events.find("\"action\":\"key.create\""), std::string::npos);
+  auto only = Call("GET", "/v1/orgs/" + org_ + "/security-events?action=security.new_network", key_);
+  EXPECT_EQ(only.body.find("security.key_failures"), std::string::npos) << only.body;
+  auto bad = Call("GET", "/v1/orgs/" + org_ + "/security-events?action=key.create", key_);
+  EXPECT_EQ(bad.status, 400);
+  // The audit API takes the same prefix form.
+  auto audit = Call("GET", "/v1/orgs/" + org_ + "/audit?action=security.*", key_);
+  EXPECT_NE(audit.body.find("security.new_network"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace gatehouse::testing

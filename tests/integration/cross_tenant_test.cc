@@ -38,6 +38,7 @@ const std::vector<Endpoint> kEndpoints = {
     {"GET", "/v1/orgs/{org}/keys/{key}/usage", ""},
     {"GET", "/v1/orgs/{org}/audit", ""},
     {"GET", "/v1/orgs/{org}/audit/export", ""},
+    {"GET", "/v1/orgs/{org}/security-events", ""},
     {"POST", "/v1/orgs/{org}/audit/verify", ""},
     {"POST", "/v1/keys/verify", R"({"key":"{secret}"})"},
     {"GET", "/v1/orgs/{org}/members", ""},

@@ -1332,7 +1332,8 @@ Result<AuditPage> PgStore::ListAudit(std::string_view org_id, const AuditQuery& 
   static const std::string sql =
       std::string("SELECT ") + kAuditColumns +
       " FROM audit_events WHERE ($1::text IS NULL OR actor = $1) AND ($2::text IS NULL OR action "
-      "= $2) AND ($3::text IS NULL OR resource = $3) AND ($4::text IS NULL OR result = $4)"
+      "= $2 OR (right($2, 2) = '.*' AND left(action, length($2) - 1) = left($2, length($2) - 1)))"
+      " AND ($3::text IS NULL OR resource = $3) AND ($4::text IS NULL OR result = $4)"
       " AND ($5::bigint IS NULL OR at >= $5) AND ($6::bigint IS NULL OR at < $6)"
       " AND ($7::bigint IS NULL OR seq < $7)" GH_ORG_FILTER(
           " AND org_id = $9") " ORDER BY seq DESC LIMIT $8";

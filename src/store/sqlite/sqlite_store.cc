@@ -1195,7 +1195,9 @@ Result<void> SqliteStore::AppendAudit(std::vector<AuditEvent>& events,
 Result<AuditPage> SqliteStore::ListAudit(std::string_view org_id, const AuditQuery& query) {
   static const std::string sql =
       std::string("SELECT ") + kAuditColumns +
-      " FROM tenant_audit_events WHERE (?1 IS NULL OR actor = ?1) AND (?2 IS NULL OR action = ?2)"
+      " FROM tenant_audit_events WHERE (?1 IS NULL OR actor = ?1) AND (?2 IS NULL OR action = ?2"
+      " OR (substr(?2, -2) = '.*' AND substr(action, 1, length(?2) - 1) = "
+      "substr(?2, 1, length(?2) - 1)))"
       " AND (?3 IS NULL OR resource = ?3) AND (?4 IS NULL OR result = ?4)"
       " AND (?5 IS NULL OR at >= ?5) AND (?6 IS NULL OR at < ?6) AND (?7 IS NULL OR seq < "
       "?7) " GH_ORG_FILTER("AND org_id = ?9 ") "ORDER BY seq DESC LIMIT ?8";
