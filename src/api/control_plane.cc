@@ -20,8 +20,7 @@ namespace {
 
 namespace json = boost::json;
 
-json::object KeyJson(const KeyService& keys, const ApiKeyRecord& r,
-                     const RatePolicy& rate_limit) {
+json::object KeyJson(const KeyService& keys, const ApiKeyRecord& r, const AccessPolicy& policy) {
   json::object o;
   o["id"] = r.id;
   o["org_id"] = r.org_id;
@@ -32,7 +31,8 @@ json::object KeyJson(const KeyService& keys, const ApiKeyRecord& r,
   o["state"] = keys.State(r);
   o["expires_at"] = OptTime(r.expires_at);
   o["ip_allowlist"] = Strings(r.ip_allowlist);
-  o["rate_limit"] = RateLimitJson(rate_limit);
+  o["rate_limit"] = RateLimitJson(policy.rate_limit);
+  o["quota"] = QuotaJson(policy.quota);
   o["created_by"] = r.created_by;
   o["created_at"] = FormatRfc3339(r.created_at);
   o["last_used_at"] = OptTime(r.last_used_at);
@@ -49,9 +49,9 @@ json::object KeyJson(const KeyService& keys, const ApiKeyRecord& r,
 }
 
 Result<json::object> KeyObject(ControlPlaneDeps& d, const ApiKeyRecord& r) {
-  auto rate = KeyRateLimit(d, r.org_id, r.id);
-  if (!rate) return tl::unexpected(rate.error());
-  return KeyJson(d.keys, r, *rate);
+  auto policy = KeyPolicy(d, r.org_id, r.id);
+  if (!policy) return tl::unexpected(policy.error());
+  return KeyJson(d.keys, r, *policy);
 }
 
 json::object OrgJson(const Org& org) {
@@ -85,6 +85,8 @@ Result<HttpResponse> CreateKey(ControlPlaneDeps& d, HttpRequest& req, const Prin
   auto allow = in->OptStringArray("ip_allowlist");
   auto rate = ReadRateLimitField(*in);
   if (!rate) return tl::unexpected(rate.error());
+  auto quota = ReadQuotaField(*in);
+  if (!quota) return tl::unexpected(quota.error());
   for (auto* r : {&label, &env, &expires_in, &expires_at}) {
     if (!*r) return tl::unexpected(r->error());
   }
@@ -103,15 +105,17 @@ Result<HttpResponse> CreateKey(ControlPlaneDeps& d, HttpRequest& req, const Prin
   }
   auto issued = d.keys.Create(p, p.org_id, params, SourceOf(req, p.id));
   if (!issued) return tl::unexpected(issued.error());
-  RatePolicy rate_limit = rate->value_or(RatePolicy{});
-  if (rate_limit.enabled()) {
-    if (auto r = SaveKeyRateLimit(d, req, p, issued->record, rate_limit); !r) {
-      // Never hand out a key without the limit it was asked with.
+  AccessPolicy policy;
+  policy.rate_limit = rate->value_or(RatePolicy{});
+  policy.quota = quota->value_or(UsageQuota{});
+  if (policy.rate_limit.enabled() || policy.quota.enabled()) {
+    if (auto r = SaveKeyPolicy(d, req, p, issued->record, policy); !r) {
+      // Never hand out a key without the limits it was asked with.
       (void)d.keys.Revoke(p.org_id, issued->record.id, SourceOf(req, p.id));
       return tl::unexpected(r.error());
     }
   }
-  json::object o = KeyJson(d.keys, issued->record, rate_limit);
+  json::object o = KeyJson(d.keys, issued->record, policy);
   o["key"] = issued->secret;  // the only time the key is ever shown
   return Json(201, o);
 }
@@ -153,18 +157,19 @@ Result<HttpResponse> RotateKey(ControlPlaneDeps& d, HttpRequest& req, const Prin
       grace = *g;
     }
   }
-  // The replacement keeps the old key's own rate limit.
-  auto rate_limit = KeyRateLimit(d, p.org_id, req.PathParam("id"));
-  if (!rate_limit) return tl::unexpected(rate_limit.error());
+  // The replacement keeps the old key's own rate limit and quota (its credits start afresh:
+  // spending is counted per key).
+  auto policy = KeyPolicy(d, p.org_id, req.PathParam("id"));
+  if (!policy) return tl::unexpected(policy.error());
   auto issued = d.keys.Rotate(p, p.org_id, req.PathParam("id"), grace, SourceOf(req, p.id));
   if (!issued) return tl::unexpected(issued.error());
-  if (rate_limit->enabled()) {
-    if (auto r = SaveKeyRateLimit(d, req, p, issued->record, *rate_limit); !r) {
+  if (policy->rate_limit.enabled() || policy->quota.enabled()) {
+    if (auto r = SaveKeyPolicy(d, req, p, issued->record, *policy); !r) {
       (void)d.keys.Revoke(p.org_id, issued->record.id, SourceOf(req, p.id));
       return tl::unexpected(r.error());
     }
   }
-  json::object o = KeyJson(d.keys, issued->record, *rate_limit);
+  json::object o = KeyJson(d.keys, issued->record, *policy);
   o["key"] = issued->secret;
   return Json(201, o);
 }
@@ -218,6 +223,14 @@ Result<HttpResponse> VerifyKey(ControlPlaneDeps& d, HttpRequest& req, const Prin
       if (!limited->allowed) code = "rate_limited";
     }
   }
+  // And its credits: a verification is one use of the key.
+  std::optional<QuotaOutcome> spent;
+  if (code == "valid" && d.quotas && verdict->facts->quota.enabled()) {
+    const auto& f = *verdict->facts;
+    spent = d.quotas->Spend(f.key_id, f.org_id, f.quota, f.credits_used, f.credits_period, 1,
+                            req.client_ip);
+    if (!spent->allowed) code = "usage_exceeded";
+  }
   o["valid"] = code == "valid";
   o["code"] = code;
   if (status != KeyStatus::kNotFound && verdict->facts) {
@@ -239,6 +252,14 @@ Result<HttpResponse> VerifyKey(ControlPlaneDeps& d, HttpRequest& req, const Prin
     rl["dimension"] = c.dimension;
     if (!limited->allowed) rl["retry_after"] = std::max(1L, CeilSeconds(limited->retry_after));
     o["rate_limit"] = std::move(rl);
+  }
+  if (spent) {
+    json::object c;
+    c["credits"] = spent->credits;
+    c["remaining"] = spent->remaining;
+    c["refill"] = verdict->facts->quota.refill;
+    c["refills_at"] = spent->refill_at ? json::value(FormatRfc3339(spent->refill_at)) : nullptr;
+    o["quota"] = std::move(c);
   }
   return Json(200, o);
 }
@@ -464,6 +485,17 @@ void RegisterControlPlane(Router& router, ControlPlaneDeps deps) {
           reason = "rate_limited";
         }
         AppendRateLimitHeaders(v, checks.span(), res.headers);
+      }
+      if (res.status == 200 && d->quotas && principal->key_quota.enabled()) {
+        QuotaOutcome spent = d->quotas->Spend(
+            principal->id, principal->org_id, principal->key_quota, principal->credits_used,
+            principal->credits_period, route >= 0 ? d->gateway.route(route).cost : 1,
+            req.client_ip);
+        if (!spent.allowed) {
+          res = ErrorResponse(QuotaService::RefusalError(spent, principal->key_quota),
+                              req.request_id);
+          reason = "usage_exceeded";
+        }
       }
     }
     if (res.status == 200 && d->threats && principal->kind == "api_key") {

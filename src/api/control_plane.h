@@ -10,6 +10,7 @@
 #include "http/router.h"
 #include "limits/limit_service.h"
 #include "limits/org_policy_cache.h"
+#include "limits/quota_service.h"
 #include "limits/threat_detector.h"
 #include "keys/key_service.h"
 #include "metrics/metrics.h"
@@ -40,6 +41,7 @@ struct ControlPlaneDeps {
   KeyVerifier* verifier = nullptr;
   LimitService* limits = nullptr;
   ThreatDetector* threats = nullptr;
+  QuotaService* quotas = nullptr;
 };
 
 void RegisterControlPlane(Router& router, ControlPlaneDeps deps);

@@ -16,18 +16,22 @@ namespace gatehouse {
 // {"requests":…,"window":…,"burst":…,"mode":…}.
 Result<std::optional<RatePolicy>> ReadRateLimitField(JsonObjectReader& in);
 
-// The key's own rate limit (requests 0 when none).
-Result<RatePolicy> KeyRateLimit(ControlPlaneDeps& d, std::string_view org_id,
-                                std::string_view key_id);
-// Stores it with a "key.rate_limit" event, and drops the key from this process's cache at once.
-Result<void> SaveKeyRateLimit(ControlPlaneDeps& d, const HttpRequest& req, const Principal& p,
-                              const ApiKeyRecord& key, const RatePolicy& rate_limit);
+// `quota`: absent, null (none), or {"credits":…,"refill":…,"mode":…}.
+Result<std::optional<UsageQuota>> ReadQuotaField(JsonObjectReader& in);
+
+// The key's own policy (rate limit and quota; empty when none).
+Result<AccessPolicy> KeyPolicy(ControlPlaneDeps& d, std::string_view org_id,
+                               std::string_view key_id);
+// Stores it with a "key.policy" event, and drops the key from this process's cache at once.
+Result<void> SaveKeyPolicy(ControlPlaneDeps& d, const HttpRequest& req, const Principal& p,
+                           const ApiKeyRecord& key, const AccessPolicy& policy);
 
 // The key as the API shows it, with its own rate limit.
 Result<HttpResponse> KeyResponse(ControlPlaneDeps& d, const ApiKeyRecord& key, int status);
 
 // null when the policy does not apply (requests 0).
 boost::json::value RateLimitJson(const RatePolicy& p);
+boost::json::value QuotaJson(const UsageQuota& q);
 
 // The org's rate limit and allowlist as GET/PATCH /v1/orgs/{org} show them.
 Result<void> AddOrgPolicyJson(ControlPlaneDeps& d, std::string_view org_id,

@@ -28,24 +28,43 @@ json::value RateLimitJson(const RatePolicy& p) {
   return RatePolicyJson(p);
 }
 
-Result<RatePolicy> KeyRateLimit(ControlPlaneDeps& d, std::string_view org_id,
-                                std::string_view key_id) {
-  if (!d.policies) return RatePolicy{};
-  auto p = d.policies->Get(org_id, key_id);
-  if (!p) return tl::unexpected(p.error());
-  return *p ? (*p)->rate_limit : RatePolicy{};
+Result<std::optional<UsageQuota>> ReadQuotaField(JsonObjectReader& in) {
+  if (in.IsNull("quota")) {
+    (void)in.OptObject("quota");
+    return std::optional<UsageQuota>(UsageQuota{});
+  }
+  auto o = in.OptObject("quota");
+  if (!o) return tl::unexpected(o.error());
+  if (!*o) return std::optional<UsageQuota>();
+  auto q = ReadUsageQuota(**o, "quota");
+  if (!q) return tl::unexpected(q.error());
+  return std::optional<UsageQuota>(*q);
 }
 
-Result<void> SaveKeyRateLimit(ControlPlaneDeps& d, const HttpRequest& req, const Principal& p,
-                              const ApiKeyRecord& key, const RatePolicy& rate_limit) {
+json::value QuotaJson(const UsageQuota& q) {
+  if (!q.enabled()) return nullptr;
+  return UsageQuotaJson(q);
+}
+
+Result<AccessPolicy> KeyPolicy(ControlPlaneDeps& d, std::string_view org_id,
+                               std::string_view key_id) {
+  if (!d.policies) return AccessPolicy{};
+  auto p = d.policies->Get(org_id, key_id);
+  if (!p) return tl::unexpected(p.error());
+  return p->value_or(AccessPolicy{});
+}
+
+Result<void> SaveKeyPolicy(ControlPlaneDeps& d, const HttpRequest& req, const Principal& p,
+                           const ApiKeyRecord& key, const AccessPolicy& given) {
   if (!d.policies) return Fail(ErrorCode::kInternal, "access policies are not configured");
-  AccessPolicy policy;
-  policy.rate_limit = rate_limit;
+  AccessPolicy policy = given;
   policy.updated_at = d.clock.Now();
-  AuditEvent e = SourceOf(req, p.id).Event(p.org_id, "key.rate_limit", "key:" + key.id, 200,
+  AuditEvent e = SourceOf(req, p.id).Event(p.org_id, "key.policy", "key:" + key.id, 200,
                                            policy.updated_at);
-  e.details = DetailsOf({{"rate_limit", rate_limit.enabled() ? StoreRatePolicy(rate_limit)
-                                                             : std::string("default")}});
+  e.details = DetailsOf(
+      {{"rate_limit", policy.rate_limit.enabled() ? StoreRatePolicy(policy.rate_limit)
+                                                  : std::string("default")},
+       {"quota", policy.quota.enabled() ? StoreUsageQuota(policy.quota) : std::string("none")}});
   if (auto r = d.policies->Put(p.org_id, key.id, policy, e); !r) return r;
   if (d.verifier) d.verifier->Invalidate(key.key_hash);
   return {};
@@ -131,11 +150,19 @@ void RegisterPolicyRoutes(Router& router, std::shared_ptr<ControlPlaneDeps> d) {
       if (!in) return tl::unexpected(in.error());
       auto rate = ReadRateLimitField(*in);
       if (!rate) return tl::unexpected(rate.error());
+      auto quota = ReadQuotaField(*in);
+      if (!quota) return tl::unexpected(quota.error());
       if (auto r = in->RejectUnknownFields(); !r) return tl::unexpected(r.error());
-      if (!*rate) return FailField("rate_limit", "nothing to change: give rate_limit");
+      if (!*rate && !*quota) {
+        return FailField("rate_limit", "nothing to change: give rate_limit and/or quota");
+      }
       auto key = d->keys.Get(p.org_id, req.PathParam("id"));
       if (!key) return tl::unexpected(key.error());
-      if (auto r = SaveKeyRateLimit(*d, req, p, *key, **rate); !r) {
+      auto policy = KeyPolicy(*d, p.org_id, key->id);
+      if (!policy) return tl::unexpected(policy.error());
+      if (*rate) policy->rate_limit = **rate;
+      if (*quota) policy->quota = **quota;
+      if (auto r = SaveKeyPolicy(*d, req, p, *key, *policy); !r) {
         return tl::unexpected(r.error());
       }
       return KeyResponse(*d, *key, 200);

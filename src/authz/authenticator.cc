@@ -73,6 +73,9 @@ Result<Principal> Authenticator::Decide(const KeyVerdict& verdict, const HttpReq
   }
   Principal p{f.org_id, f.key_id, "api_key", f.scopes, f.environment, clock_.Now(), {}, {}};
   p.key_rate_limit = f.rate_limit;
+  p.key_quota = f.quota;
+  p.credits_used = f.credits_used;
+  p.credits_period = f.credits_period;
   return p;
 }
 

@@ -71,10 +71,9 @@ Result<std::unique_ptr<App>> App::Open(std::shared_ptr<const Config> config, boo
   KeyVerifier::Options vo;
   vo.cache_capacity = config->keys.cache_capacity;
   vo.negative_ttl = ToMicros(config->keys.negative_cache_ttl);
-  vo.load_rate_limit = [policies](std::string_view org, std::string_view key) -> Result<RatePolicy> {
-    auto p = policies->Get(org, key);
-    if (!p) return tl::unexpected(p.error());
-    return *p ? (*p)->rate_limit : RatePolicy{};
+  const Clock* clock = app->clock.get();
+  vo.load_policy = [policies, clock](std::string_view org, std::string_view key) {
+    return policies->LoadForKey(org, key, clock->Now());
   };
   vo.on_other_invalidation = [org_policies](std::string_view what) {
     if (what.starts_with("org:")) org_policies->Invalidate(what.substr(4));

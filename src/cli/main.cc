@@ -134,6 +134,9 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
   gh::ThreatDetector threats(config->threats, *a.clock, [&event_writer](gh::AuditEvent e) {
     if (event_writer) (void)event_writer->Submit(std::move(e), [](bool) {});
   });
+  gh::QuotaService quotas(*a.clock, [&event_writer](gh::AuditEvent e) {
+    if (event_writer) (void)event_writer->Submit(std::move(e), [](bool) {});
+  });
   metrics.AddReading("gatehouse_security_events_total", "Security events threat detection raised.",
                      "counter", [&threats] { return static_cast<double>(threats.events()); });
   metrics.AddReading("gatehouse_security_blocks_total", "Addresses blocked for abuse.", "counter",
@@ -154,6 +157,7 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
   deps.verifier = a.verifier.get();
   deps.limits = &limits;
   deps.threats = &threats;
+  deps.quotas = &quotas;
   gh::RegisterControlPlane(router, std::move(deps));
   gh::PasswordHasher* hasher = a.hasher.get();
   metrics.AddReading("gatehouse_password_hashes_rejected_total",
@@ -222,6 +226,7 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
   parts.authenticator = &auth;
   parts.limits = &limits;
   parts.threats = &threats;
+  parts.quotas = &quotas;
   parts.metrics = &metrics;
   parts.audit = audit_writer.get();
   parts.listeners = config->listeners;
@@ -265,6 +270,9 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
         if (ticks % 10 == 0) {  // once a second
           limits.Housekeep();
           threats.Sweep();
+          if (auto r = quotas.Flush(*a.policies); !r) {
+            spdlog::warn("usage quota flush failed: {}", r.error().message);
+          }
         }
         if (++ticks % retention_every == 0) {
           if (auto r = a.audit->ApplyAllRetention(); !r)
@@ -292,6 +300,7 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
   watcher.join();
   if (audit_writer) audit_writer->Stop();  // after the server: in-flight requests wait on it
   (void)verifier->FlushUsage();
+  (void)quotas.Flush(*a.policies);
   if (demo) demo->Shutdown();
   spdlog::info("gatehouse stopped");
   return 0;

@@ -219,6 +219,7 @@ Result<void> ReadRoutes(TableReader& root, Config& c) {
     GH_TRY(r.Duration("stream_idle_timeout", route.stream_idle_timeout));
     GH_TRY(r.Rate("rate_limit", route.rate_limit));
     GH_TRY(r.Rate("rate_limit_per_principal", route.rate_limit_per_principal));
+    GH_TRY(r.Integer("cost", route.cost, 0, 1'000'000));
     if (const auto* h = r.Get("add_headers")) {
       const auto* ht = h->as_table();
       if (!ht) return Bad(r.At("add_headers"), "must be a table of header = \"value\"");

@@ -73,6 +73,7 @@ struct RouteConfig {
   std::vector<std::pair<std::string, std::string>> add_headers;
   RatePolicy rate_limit;                // all callers of the route together
   RatePolicy rate_limit_per_principal;  // each key or user on this route
+  std::uint32_t cost = 1;               // credits a request spends of a key's usage quota
   std::uint32_t source_line = 0;  // where the route was written, for messages
 };
 

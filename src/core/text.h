@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <string_view>
 
 namespace gatehouse {
@@ -13,5 +14,12 @@ bool IsHttpToken(std::string_view text);
 bool IsSafeRequestId(std::string_view text);
 
 bool EqualsIgnoreCase(std::string_view a, std::string_view b);
+
+// A hash that lets unordered maps keyed by std::string be searched with a string_view, without
+// building a string per lookup: std::unordered_map<std::string, V, StringHash, std::equal_to<>>.
+struct StringHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
 
 }  // namespace gatehouse

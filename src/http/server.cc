@@ -1074,13 +1074,25 @@ class Server::Impl {
             parts_.limits->Count(verdict, checks.span());
           }
         }
+        // Then the key's credits: spent only by a request every limit admitted.
+        QuotaOutcome spent;
+        const Principal& who = **principal;
+        if (verdict.allowed && parts_.quotas && who.key_quota.enabled()) {
+          spent = parts_.quotas->Spend(who.id, who.org_id, who.key_quota, who.credits_used,
+                                       who.credits_period, parts_.gateway->route(groute).cost,
+                                       ex.client_ip);
+        }
         if (!verdict.allowed) {
-          AuditEvent event =
-              DecisionEvent((*principal)->org_id, (*principal)->id, "auth.proxy", resource);
+          AuditEvent event = DecisionEvent(who.org_id, who.id, "auth.proxy", resource);
           const LimitCheck& tripped = checks.items[static_cast<std::size_t>(verdict.refused_by)];
           event.details = DetailsOf({{"reason", "rate_limited"}, {"limit", tripped.dimension}});
           AppendRateLimitHeaders(verdict, checks.span(), ex.extra_headers);
           Error refusal = RefusalError(verdict, checks.span());
+          ok = co_await RefuseRecorded(stream, conn, refusal, ex, has_body, std::move(event));
+        } else if (!spent.allowed) {
+          AuditEvent event = DecisionEvent(who.org_id, who.id, "auth.proxy", resource);
+          event.details = DetailsOf({{"reason", "usage_exceeded"}});
+          Error refusal = QuotaService::RefusalError(spent, who.key_quota);
           ok = co_await RefuseRecorded(stream, conn, refusal, ex, has_body, std::move(event));
         } else {
           if (parts_.threats && (*principal)->kind == "api_key") {

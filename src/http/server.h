@@ -22,6 +22,7 @@
 #include "gateway/gateway.h"
 #include "http/router.h"
 #include "limits/limit_service.h"
+#include "limits/quota_service.h"
 #include "limits/threat_detector.h"
 #include "metrics/metrics.h"
 
@@ -36,6 +37,7 @@ class Server {
     Authenticator* authenticator = nullptr;  // required with a gateway
     LimitService* limits = nullptr;          // null: no rate limits
     ThreatDetector* threats = nullptr;       // null: no threat detection
+    QuotaService* quotas = nullptr;          // null: usage quotas are not spent
     Metrics* metrics = nullptr;              // required
     AuditWriter* audit = nullptr;            // null: decisions are not recorded (tests only)
     std::vector<ListenerConfig> listeners;   // which addresses this server binds

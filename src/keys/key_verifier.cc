@@ -121,10 +121,14 @@ Result<KeyVerdict> KeyVerifier::Verify(std::string_view key, std::string_view cl
   // by accident (collation, truncation in some backend) can never admit a key.
   if (!ConstantTimeEquals(record->key_hash, hash)) return KeyVerdict{KeyStatus::kNotFound, nullptr};
   auto built = FactsFromRecord(*record);
-  if (options_.load_rate_limit) {
-    auto rate = options_.load_rate_limit(record->org_id, record->id);
-    if (!rate) return tl::unexpected(rate.error());
-    std::const_pointer_cast<KeyFacts>(built)->rate_limit = *rate;
+  if (options_.load_policy) {
+    auto policy = options_.load_policy(record->org_id, record->id);
+    if (!policy) return tl::unexpected(policy.error());
+    auto& f = *std::const_pointer_cast<KeyFacts>(built);
+    f.rate_limit = policy->rate_limit;
+    f.quota = policy->quota;
+    f.credits_used = policy->credits_used;
+    f.credits_period = policy->credits_period;
   }
   std::shared_ptr<const KeyFacts> facts = std::move(built);
   KeyVerdict v = Judge(facts, now);

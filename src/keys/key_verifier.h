@@ -32,6 +32,7 @@
 #include "core/error.h"
 #include "keys/key_format.h"
 #include "limits/rate_policy.h"
+#include "limits/usage_quota.h"
 #include "store/store.h"
 
 namespace gatehouse {
@@ -46,6 +47,17 @@ struct KeyFacts {
   std::optional<UnixMicros> revoked_at;
   std::vector<Cidr> ip_allowlist;
   RatePolicy rate_limit;  // the key's own; requests 0: the configured default
+  UsageQuota quota;       // credits per period; credits 0: none
+  std::int64_t credits_used = 0;    // in credits_period, as the store knew when this was built
+  std::int64_t credits_period = 0;
+};
+
+// What the verifier reads with a key on a cache miss, besides the key itself.
+struct KeyPolicyLoad {
+  RatePolicy rate_limit;
+  UsageQuota quota;
+  std::int64_t credits_used = 0;
+  std::int64_t credits_period = 0;
 };
 
 enum class KeyStatus { kValid, kMalformed, kNotFound, kExpired, kRevoked };
@@ -61,9 +73,9 @@ class KeyVerifier {
   struct Options {
     std::size_t cache_capacity = 100'000;
     UnixMicros negative_ttl = 30 * kMicrosPerSecond;
-    // The key's own rate limit, read with the key on a cache miss; null: none.
-    std::function<Result<RatePolicy>(std::string_view org_id, std::string_view key_id)>
-        load_rate_limit = nullptr;
+    // The key's own rate limit and quota, read with the key on a cache miss; null: none.
+    std::function<Result<KeyPolicyLoad>(std::string_view org_id, std::string_view key_id)>
+        load_policy = nullptr;
     // Invalidations that are not keys' ("org:<id>": an org's policy changed).
     std::function<void(std::string_view)> on_other_invalidation = nullptr;
   };

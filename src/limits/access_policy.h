@@ -8,6 +8,7 @@
 
 #include "core/cidr.h"
 #include "limits/rate_policy.h"
+#include "limits/usage_quota.h"
 
 namespace gatehouse {
 
@@ -16,6 +17,7 @@ struct AccessPolicy {
   std::vector<std::string> ip_allowlist;  // CIDR texts as given; empty: any address
   std::vector<Cidr> ip_allowlist_cidrs;   // parsed
   bool allowlist_shadow = false;          // count and record refusals, refuse nothing
+  UsageQuota quota;                       // keys only: credits per period
   UnixMicros updated_at = 0;
 };
 

@@ -12,6 +12,7 @@
 #include <unordered_map>
 
 #include "core/error.h"
+#include "core/text.h"
 #include "limits/access_policy.h"
 
 namespace gatehouse {
@@ -30,14 +31,10 @@ class OrgPolicyCache {
   void Invalidate(std::string_view org_id);
 
  private:
-  struct Hash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-  };
   Loader loader_;
   std::size_t capacity_;
   mutable std::shared_mutex mu_;
-  std::unordered_map<std::string, AccessPolicyPtr, Hash, std::equal_to<>> map_;
+  std::unordered_map<std::string, AccessPolicyPtr, StringHash, std::equal_to<>> map_;
   std::uint64_t generation_ = 0;  // guarded by mu_; a load that raced an invalidation is dropped
 };
 

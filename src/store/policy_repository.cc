@@ -34,7 +34,10 @@ Result<AccessPolicy> ReadPolicy(const SqlRows& r) {
     p.ip_allowlist.push_back(std::move(text));
   }
   p.allowlist_shadow = r.Text(0, 2) == "shadow";
-  p.updated_at = r.Int(0, 3);
+  auto quota = ParseStoredUsageQuota(r.Text(0, 3));
+  if (!quota) return tl::unexpected(quota.error());
+  p.quota = *quota;
+  p.updated_at = r.Int(0, 4);
   return p;
 }
 
@@ -45,7 +48,7 @@ Result<std::optional<AccessPolicy>> PolicyRepository::Get(std::string_view org_i
   return Run<std::optional<AccessPolicy>>(
       store_, org_id, false, [&](SqlTx& tx) -> Result<std::optional<AccessPolicy>> {
         auto r = tx.Query(
-            "SELECT rate_limit, ip_allowlist, allowlist_mode, updated_at "
+            "SELECT rate_limit, ip_allowlist, allowlist_mode, quota, updated_at "
             "FROM tenant_access_policies WHERE " GH_ORG_AND("org_id = $1") "subject = $2",
             OrgParams(org_id, {SqlText(key_id)}));
         if (!r) return tl::unexpected(r.error());
@@ -64,24 +67,75 @@ Result<void> PolicyRepository::Put(std::string_view org_id, std::string_view key
                                     SqlText(StoreRatePolicy(policy.rate_limit)),
                                     SqlText(ListJson(policy.ip_allowlist)),
                                     SqlText(policy.allowlist_shadow ? "shadow" : "enforce"),
+                                    SqlText(StoreUsageQuota(policy.quota)),
                                     SqlInt(policy.updated_at)};
     // SQLite's tenant view upserts in its INSTEAD OF trigger (a view cannot take ON CONFLICT).
     auto r = tx.dialect() == SqlTx::Dialect::kSqlite
                  ? tx.Query("INSERT INTO tenant_access_policies (org_id, subject, rate_limit, "
-                            "ip_allowlist, allowlist_mode, updated_at) "
-                            "VALUES ($1, $2, $3, $4, $5, $6)",
+                            "ip_allowlist, allowlist_mode, quota, updated_at) "
+                            "VALUES ($1, $2, $3, $4, $5, $6, $7)",
                             params)
                  : tx.Query("INSERT INTO tenant_access_policies (org_id, subject, rate_limit, "
-                            "ip_allowlist, allowlist_mode, updated_at) "
-                            "VALUES ($1, $2, $3, $4, $5, $6) "
+                            "ip_allowlist, allowlist_mode, quota, updated_at) "
+                            "VALUES ($1, $2, $3, $4, $5, $6, $7) "
                             "ON CONFLICT (org_id, subject) DO UPDATE SET "
                             "rate_limit = excluded.rate_limit, "
                             "ip_allowlist = excluded.ip_allowlist, "
                             "allowlist_mode = excluded.allowlist_mode, "
+                            "quota = excluded.quota, "
                             "updated_at = excluded.updated_at",
                             params);
     if (!r) return tl::unexpected(r.error());
     return tx.Append(audit);
+  });
+}
+
+Result<KeyPolicyLoad> PolicyRepository::LoadForKey(std::string_view org_id,
+                                                  std::string_view key_id, UnixMicros now) {
+  auto p = Get(org_id, key_id);
+  if (!p) return tl::unexpected(p.error());
+  KeyPolicyLoad out;
+  if (!*p) return out;
+  out.rate_limit = (*p)->rate_limit;
+  out.quota = (*p)->quota;
+  if (out.quota.enabled()) {
+    out.credits_period = QuotaPeriod(out.quota, now);
+    auto used = CreditsUsed(org_id, key_id, out.credits_period);
+    if (!used) return tl::unexpected(used.error());
+    out.credits_used = *used;
+  }
+  return out;
+}
+
+Result<std::int64_t> PolicyRepository::CreditsUsed(std::string_view org_id, std::string_view key_id,
+                                                  std::int64_t period) {
+  return Run<std::int64_t>(store_, org_id, false, [&](SqlTx& tx) -> Result<std::int64_t> {
+    auto r = tx.Query("SELECT used FROM tenant_key_credits WHERE " GH_ORG_AND(
+                          "org_id = $1") "key_id = $2 AND period = $3",
+                      OrgParams(org_id, {SqlText(key_id), SqlText(std::to_string(period))}));
+    if (!r) return tl::unexpected(r.error());
+    return r->empty() ? 0 : r->Int(0, 0);
+  });
+}
+
+Result<void> PolicyRepository::AddCreditsUsed(std::string_view org_id,
+                                              const std::vector<CreditsDelta>& deltas) {
+  return RunVoid(store_, org_id, [&](SqlTx& tx) -> Result<void> {
+    for (const auto& d : deltas) {
+      std::vector<SqlParam> params = {SqlText(org_id), SqlText(d.key_id),
+                                      SqlText(std::to_string(d.period)), SqlInt(d.used)};
+      // SQLite's tenant view adds in its INSTEAD OF trigger (a view cannot take ON CONFLICT).
+      auto r = tx.dialect() == SqlTx::Dialect::kSqlite
+                   ? tx.Query("INSERT INTO tenant_key_credits (org_id, key_id, period, used) "
+                              "VALUES ($1, $2, $3, $4)",
+                              params)
+                   : tx.Query("INSERT INTO tenant_key_credits (org_id, key_id, period, used) "
+                              "VALUES ($1, $2, $3, $4) ON CONFLICT (key_id, period) DO UPDATE "
+                              "SET used = key_credits.used + excluded.used",
+                              params);
+      if (!r) return tl::unexpected(r.error());
+    }
+    return {};
   });
 }
 

@@ -5,12 +5,22 @@
 #pragma once
 
 #include <optional>
+#include <string>
+#include <vector>
 #include <string_view>
 
+#include "keys/key_verifier.h"
 #include "limits/access_policy.h"
 #include "store/store.h"
 
 namespace gatehouse {
+
+// Credits a key used in a quota period, not yet in the store.
+struct CreditsDelta {
+  std::string key_id;
+  std::int64_t period = 0;
+  std::int64_t used = 0;
+};
 
 class PolicyRepository {
  public:
@@ -21,6 +31,17 @@ class PolicyRepository {
   // Replaces it, with its audit event, in one transaction.
   Result<void> Put(std::string_view org_id, std::string_view key_id, const AccessPolicy& policy,
                    const AuditEvent& audit);
+
+  // A key's own policy as the key verifier caches it, with the credits used in the quota's
+  // current period.
+  Result<KeyPolicyLoad> LoadForKey(std::string_view org_id, std::string_view key_id,
+                                   UnixMicros now);
+
+  // Credits a key has used in `period` (QuotaPeriod), as flushed by every node so far.
+  Result<std::int64_t> CreditsUsed(std::string_view org_id, std::string_view key_id,
+                                   std::int64_t period);
+  // Adds what this node used since its last flush, in one transaction.
+  Result<void> AddCreditsUsed(std::string_view org_id, const std::vector<CreditsDelta>& deltas);
 
  private:
   Store& store_;

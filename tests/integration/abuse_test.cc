@@ -21,7 +21,7 @@ class RateLimitTest : public GatewayFixture {
            "upstream = \"http://127.0.0.1:" +
            std::to_string(upstream_->port()) +
            "\"\nscopes = [\"read:findings\"]\n"
-           "rate_limit = { requests = 5, window = \"1h\" }\n";
+           "rate_limit = { requests = 5, window = \"1h\" }\ncost = 2\n";
   }
 
   // A key with its own limit, created through the API.
@@ -70,12 +70,69 @@ TEST_F(RateLimitTest, AKeysOwnLimitRefusesWith429AndSaysWhichLimitTripped) {
   EXPECT_EQ(Call("GET", "/api/v1/findings/1", secret).status, 429) << after.status;
 }
 
+TEST_F(RateLimitTest, AKeysCreditsRunOutWithUsageExceededAndSurviveARestart) {
+  auto r = Call("POST", "/v1/orgs/" + org_ + "/keys", key_,
+                R"({"label":"metered","scopes":["read:findings"],)"
+                R"("quota":{"credits":10,"refill":"monthly"}})");
+  ASSERT_EQ(r.status, 201) << r.body;
+  EXPECT_NE(r.body.find(R"("quota":{"credits":10,"refill":"monthly","mode":"enforce"})"),
+            std::string::npos)
+      << r.body;
+  std::string secret = Field(r.body, "key");
+  std::string id = Field(r.body, "id");
+  for (int i = 0; i < 10; ++i) ASSERT_EQ(Call("GET", "/api/v1/findings/1", secret).status, 200) << i;
+  auto out = Call("GET", "/api/v1/findings/1", secret);
+  EXPECT_EQ(out.status, 429);
+  EXPECT_NE(out.body.find("\"code\":\"usage_exceeded\""), std::string::npos) << out.body;
+  EXPECT_NE(out.body.find("10 credits per month, renewed at"), std::string::npos) << out.body;
+  EXPECT_FALSE(out.Header("retry-after").empty());
+  // A warning came before (at a tenth left), as a security event of the org.
+  std::string events;
+  for (int i = 0; i < 50 && events.find("security.usage_low") == std::string::npos; ++i) {
+    events = Call("GET", "/v1/orgs/" + org_ + "/security-events", key_).body;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_NE(events.find("security.usage_low"), std::string::npos) << events;
+  // Backends verifying the key hear the same.
+  std::string backend = NewKey(R"(["keys:verify"])");
+  auto v = Call("POST", "/v1/keys/verify", backend, R"({"key":")" + secret + R"("})");
+  EXPECT_NE(v.body.find("\"code\":\"usage_exceeded\""), std::string::npos) << v.body;
+  EXPECT_NE(v.body.find("\"remaining\":0"), std::string::npos) << v.body;
+
+  // The spending is in the store (flushed every second): a restart does not refill the key.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  server_.reset();
+  server_ = std::make_unique<ServerProcess>(config_);
+  EXPECT_EQ(Call("GET", "/api/v1/findings/1", secret).status, 429);
+
+  // Lifting the quota lets it through at once.
+  auto lifted = Call("PATCH", "/v1/orgs/" + org_ + "/keys/" + id, key_, R"({"quota":null})");
+  ASSERT_EQ(lifted.status, 200) << lifted.body;
+  EXPECT_NE(lifted.body.find("\"quota\":null"), std::string::npos);
+  EXPECT_EQ(Call("GET", "/api/v1/findings/1", secret).status, 200);
+}
+
+TEST_F(RateLimitTest, ARoutesCostIsWhatEachRequestSpends) {
+  auto r = Call("POST", "/v1/orgs/" + org_ + "/keys", key_,
+                R"({"label":"m","scopes":["read:findings"],"quota":{"credits":3}})");
+  ASSERT_EQ(r.status, 201) << r.body;
+  std::string secret = Field(r.body, "key");
+  EXPECT_EQ(Call("GET", "/api/v1/chat/x", secret).status, 200);  // 2 of 3
+  auto refused = Call("GET", "/api/v1/chat/x", secret);          // needs 2, 1 left
+  EXPECT_EQ(refused.status, 429);
+  EXPECT_NE(refused.body.find("all 3 credits are spent"), std::string::npos) << refused.body;
+  EXPECT_TRUE(refused.Header("retry-after").empty());  // refill "none": never
+  EXPECT_EQ(Call("GET", "/api/v1/findings/1", secret).status, 200);  // costs 1
+}
+
 TEST_F(RateLimitTest, BadPoliciesAreRefusedNamingTheField) {
   for (auto [body, field] : std::vector<std::pair<std::string, std::string>>{
            {R"({"rate_limit":{"requests":0,"window":"1m"}})", "rate_limit.requests"},
            {R"({"rate_limit":{"requests":5}})", "rate_limit.window"},
            {R"({"rate_limit":{"requests":5,"window":"1m","extra":1}})", "rate_limit.extra"},
            {R"({"rate_limit":"lots"})", "rate_limit"},
+           {R"({"quota":{"credits":0}})", "quota.credits"},
+           {R"({"quota":{"credits":5,"refill":"weekly"}})", "quota.refill"},
        }) {
     auto r = Call("POST", "/v1/orgs/" + org_ + "/keys", key_,
                   R"({"label":"x","scopes":["read:findings"],)" + body.substr(1));

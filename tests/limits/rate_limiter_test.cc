@@ -6,6 +6,8 @@
 #include <thread>
 
 #include "core/json_input.h"
+#include "core/time_format.h"
+#include "limits/quota_service.h"
 
 namespace gatehouse {
 namespace {
@@ -214,6 +216,55 @@ TEST(Gcra, ManyLiveSubjectsBelowTheCapKeepTheirState) {
   }
   EXPECT_EQ(refused, 50'000);
   EXPECT_EQ(table.evictions(), 0u);
+}
+
+}  // namespace
+}  // namespace gatehouse
+
+namespace gatehouse {
+namespace {
+
+TEST(UsageQuota, PeriodsAndRefillsFollowTheUtcCalendar) {
+  UsageQuota monthly{1000, "monthly", false};
+  UsageQuota daily{10, "daily", false};
+  UsageQuota once{5, "none", false};
+  auto t = ParseRfc3339("2026-12-31T23:59:59Z");
+  ASSERT_TRUE(t);
+  EXPECT_EQ(QuotaPeriod(monthly, *t), 202612);
+  EXPECT_EQ(QuotaPeriod(daily, *t), 20261231);
+  EXPECT_EQ(QuotaPeriod(once, *t), 0);
+  EXPECT_EQ(FormatRfc3339(QuotaRefillAt(monthly, *t)), "2027-01-01T00:00:00Z");
+  EXPECT_EQ(FormatRfc3339(QuotaRefillAt(daily, *t)), "2027-01-01T00:00:00Z");
+  EXPECT_EQ(QuotaRefillAt(once, *t), 0);
+  auto feb = ParseRfc3339("2028-02-29T12:00:00Z");
+  EXPECT_EQ(FormatRfc3339(QuotaRefillAt(monthly, *feb)), "2028-03-01T00:00:00Z");
+  EXPECT_EQ(FormatRfc3339(QuotaRefillAt(daily, *feb)), "2028-03-01T00:00:00Z");
+}
+
+TEST(UsageQuota, SpendingStopsAtTheCreditsAndRefillsWithThePeriod) {
+  FakeClock clock(*ParseRfc3339("2026-11-30T23:00:00Z"));
+  std::vector<AuditEvent> warnings;
+  QuotaService quotas(clock, [&](AuditEvent e) { warnings.push_back(std::move(e)); });
+  UsageQuota q{10, "daily", false};
+  const std::int64_t loaded = QuotaPeriod(q, clock.Now());
+  // The store said 4 were spent already in this period.
+  int admitted = 0;
+  for (int i = 0; i < 10; ++i) admitted += quotas.Spend("key_a", "org_a", q, 4, loaded, 1, "").allowed;
+  EXPECT_EQ(admitted, 6);
+  ASSERT_EQ(warnings.size(), 1u);  // once, at a tenth left
+  EXPECT_EQ(warnings[0].action, "security.usage_low");
+  auto refused = quotas.Spend("key_a", "org_a", q, 4, loaded, 1, "");
+  EXPECT_FALSE(refused.allowed);
+  EXPECT_EQ(QuotaService::RefusalError(refused, q).code, ErrorCode::kUsageExceeded);
+  // A new day: full credits again (the facts' count is from yesterday and no longer applies).
+  clock.Advance(std::chrono::hours(2));
+  auto next = quotas.Spend("key_a", "org_a", q, 4, loaded, 3, "");
+  EXPECT_TRUE(next.allowed);
+  EXPECT_EQ(next.remaining, 7);
+  // Shadow quotas count and warn, and never refuse.
+  UsageQuota shadow{1, "none", true};
+  EXPECT_TRUE(quotas.Spend("key_b", "org_a", shadow, 0, 0, 1, "").allowed);
+  EXPECT_TRUE(quotas.Spend("key_b", "org_a", shadow, 0, 0, 1, "").allowed);
 }
 
 }  // namespace

@@ -32,10 +32,8 @@ struct DomainEnv {
         KeyFormat(config->keys.prefix), HmacSha256Key("test-pepper-0123456789abcdef0123456789"),
         *store, clock,
         KeyVerifier::Options{1000, 30 * kMicrosPerSecond,
-                             [this](std::string_view org, std::string_view key) -> Result<RatePolicy> {
-                               auto p = policies->Get(org, key);
-                               if (!p) return tl::unexpected(p.error());
-                               return *p ? (*p)->rate_limit : RatePolicy{};
+                             [this](std::string_view org, std::string_view key) {
+                               return policies->LoadForKey(org, key, clock.Now());
                              },
                              [this](std::string_view what) {
                                if (what.starts_with("org:")) org_policies->Invalidate(what.substr(4));

@@ -306,9 +306,22 @@ CREATE TABLE access_policies (
   rate_limit   text NOT NULL DEFAULT '',
   ip_allowlist text NOT NULL DEFAULT '[]',
   allowlist_mode text NOT NULL DEFAULT 'enforce',
+  quota        text NOT NULL DEFAULT '',
   updated_at   bigint NOT NULL,
   PRIMARY KEY (org_id, subject)
 );
+CREATE TABLE key_credits (
+  org_id text NOT NULL REFERENCES orgs(id),
+  key_id text NOT NULL,
+  period text NOT NULL,
+  used   bigint NOT NULL,
+  PRIMARY KEY (key_id, period)
+);
+ALTER TABLE key_credits ENABLE ROW LEVEL SECURITY;
+ALTER TABLE key_credits FORCE ROW LEVEL SECURITY;
+CREATE POLICY org_isolation ON key_credits
+  USING (org_id = current_setting('gatehouse.org_id', true))
+  WITH CHECK (org_id = current_setting('gatehouse.org_id', true));
 ALTER TABLE access_policies ENABLE ROW LEVEL SECURITY;
 ALTER TABLE access_policies FORCE ROW LEVEL SECURITY;
 CREATE POLICY org_isolation ON access_policies
@@ -844,7 +857,7 @@ Result<std::string> PgStore::Migrate(const std::string& owner_url, const std::st
       role +
       ";"
       "GRANT SELECT, INSERT, UPDATE, DELETE ON sessions, login_failures, memberships, roles, "
-      "org_session_policy, access_policies TO " +
+      "org_session_policy, access_policies, key_credits TO " +
       role +
       ";"
       "GRANT USAGE ON SEQUENCE key_invalidations_seq_seq TO " +

@@ -331,9 +331,28 @@ CREATE TABLE access_policies (
   rate_limit   TEXT NOT NULL DEFAULT '',
   ip_allowlist TEXT NOT NULL DEFAULT '[]',
   allowlist_mode TEXT NOT NULL DEFAULT 'enforce',
+  quota        TEXT NOT NULL DEFAULT '',
   updated_at   INTEGER NOT NULL,
   PRIMARY KEY (org_id, subject)
 ) STRICT;
+-- Credits a key has used in its quota's current period ('2026-11-23' or '2026-11'), added to by
+-- each node's periodic flush.
+CREATE TABLE key_credits (
+  org_id TEXT NOT NULL REFERENCES orgs(id),
+  key_id TEXT NOT NULL,
+  period TEXT NOT NULL,
+  used   INTEGER NOT NULL,
+  PRIMARY KEY (key_id, period)
+) STRICT;
+CREATE VIEW tenant_key_credits AS
+  SELECT org_id, key_id, period, used FROM key_credits WHERE org_id = gh_tenant();
+CREATE TRIGGER tenant_key_credits_insert INSTEAD OF INSERT ON tenant_key_credits
+BEGIN
+  SELECT RAISE(ABORT, 'tenant mismatch') WHERE NEW.org_id IS NOT gh_tenant();
+  INSERT INTO key_credits (org_id, key_id, period, used)
+  VALUES (NEW.org_id, NEW.key_id, NEW.period, NEW.used)
+  ON CONFLICT (key_id, period) DO UPDATE SET used = key_credits.used + excluded.used;
+END;
 CREATE TRIGGER access_policies_invalidate_insert AFTER INSERT ON access_policies
 BEGIN
   INSERT INTO key_invalidations (key_hash, created_at)
@@ -349,7 +368,7 @@ BEGIN
          unixepoch() * 1000000;
 END;
 CREATE VIEW tenant_access_policies AS
-  SELECT org_id, subject, rate_limit, ip_allowlist, allowlist_mode, updated_at
+  SELECT org_id, subject, rate_limit, ip_allowlist, allowlist_mode, quota, updated_at
   FROM access_policies WHERE org_id = gh_tenant();
 CREATE TRIGGER tenant_access_policies_insert INSTEAD OF INSERT ON tenant_access_policies
 BEGIN
@@ -357,12 +376,12 @@ BEGIN
   SELECT RAISE(ABORT, 'tenant mismatch') WHERE NEW.subject <> '' AND NOT EXISTS
     (SELECT 1 FROM api_keys WHERE id = NEW.subject AND org_id = NEW.org_id);
   INSERT INTO access_policies (org_id, subject, rate_limit, ip_allowlist, allowlist_mode,
-                               updated_at)
+                               quota, updated_at)
   VALUES (NEW.org_id, NEW.subject, NEW.rate_limit, NEW.ip_allowlist, NEW.allowlist_mode,
-          NEW.updated_at)
+          NEW.quota, NEW.updated_at)
   ON CONFLICT (org_id, subject) DO UPDATE SET rate_limit = excluded.rate_limit,
     ip_allowlist = excluded.ip_allowlist, allowlist_mode = excluded.allowlist_mode,
-    updated_at = excluded.updated_at;
+    quota = excluded.quota, updated_at = excluded.updated_at;
 END;
 )sql",
 };
@@ -472,7 +491,8 @@ class SqliteStore::Connection {
         bool org_owned = table == "orgs" || table == "api_keys" || table == "audit_events" ||
                          table == "audit_heads" || table == "key_usage_daily" ||
                          table == "memberships" || table == "roles" || table == "invitations" ||
-                         table == "org_session_policy" || table == "access_policies";
+                         table == "org_session_policy" || table == "access_policies" ||
+                         table == "key_credits";
         return org_owned && inner == nullptr ? SQLITE_DENY : SQLITE_OK;
       }
       case SQLITE_SELECT:

@@ -1,0 +1,151 @@
+#include "limits/quota_service.h"
+
+#include <map>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "audit/details.h"
+#include "core/time_format.h"
+#include "limits/rate_limiter.h"
+#include "store/policy_repository.h"
+
+namespace gatehouse {
+
+QuotaOutcome QuotaService::Spend(std::string_view key_id, std::string_view org_id,
+                                 const UsageQuota& quota, std::int64_t used_at_load,
+                                 std::int64_t loaded_period, std::uint32_t cost,
+                                 std::string_view client_ip) {
+  QuotaOutcome out;
+  if (!quota.enabled()) return out;
+  out.applies = true;
+  out.credits = quota.credits;
+  const UnixMicros now = clock_.Now();
+  const std::int64_t period = QuotaPeriod(quota, now);
+  out.refill_at = QuotaRefillAt(quota, now);
+  bool warn = false;
+  {
+    std::lock_guard lock(mu_);
+    auto it = entries_.find(key_id);
+    if (it == entries_.end()) {
+      Entry e;
+      e.org_id.assign(org_id);
+      e.period = period;
+      e.base = loaded_period == period ? used_at_load : 0;
+      it = entries_.emplace(std::string(key_id), std::move(e)).first;
+    }
+    Entry& e = it->second;
+    if (e.period != period) {  // refilled: the old period's spend still goes to the store
+      if (e.pending > 0) retired_.push_back({e.org_id, std::string(key_id), e.period, e.pending});
+      e.period = period;
+      e.base = 0;
+      e.pending = 0;
+      e.warned = false;
+    }
+    const std::int64_t spent = e.base + e.pending;
+    if (spent + cost > quota.credits && !quota.shadow) {
+      out.allowed = false;
+      out.remaining = std::max<std::int64_t>(0, quota.credits - spent);
+      return out;
+    }
+    e.pending += cost;
+    out.remaining = std::max<std::int64_t>(0, quota.credits - spent - cost);
+    if (!e.warned && out.remaining * 10 <= quota.credits) {
+      e.warned = true;
+      warn = true;
+    }
+  }
+  if (warn && warnings_) {
+    std::string remaining = std::to_string(out.remaining);
+    std::string credits = std::to_string(quota.credits);
+    std::string refill = out.refill_at ? FormatRfc3339(out.refill_at) : "never";
+    AuditEvent e = DecisionEvent(org_id, key_id, "security.usage_low", "key:" + std::string(key_id),
+                                 DetailsOf({{"remaining", remaining},
+                                            {"credits", credits},
+                                            {"refill", quota.refill},
+                                            {"refills_at", refill},
+                                            {"mode", quota.shadow ? "shadow" : "enforce"}}));
+    e.at = now;
+    e.client_ip.assign(client_ip);
+    e.result = "detected";
+    spdlog::warn("security: key {} has {} of {} credits left", key_id, remaining, credits);
+    warnings_(std::move(e));
+  }
+  return out;
+}
+
+Result<void> QuotaService::Flush(PolicyRepository& repository) {
+  struct Pending {
+    std::string key_id;
+    std::int64_t period, used;
+  };
+  std::map<std::string, std::vector<CreditsDelta>> by_org;
+  std::vector<std::pair<std::string, std::string>> active;  // (org, key) to read back
+  {
+    std::lock_guard lock(mu_);
+    for (auto& r : retired_) by_org[r.org_id].push_back({r.key_id, r.period, r.used});
+    retired_.clear();
+    for (auto& [key, e] : entries_) {
+      if (e.pending == 0) continue;
+      by_org[e.org_id].push_back({key, e.period, e.pending});
+      active.emplace_back(e.org_id, key);
+      e.base += e.pending;  // optimistic: the write below makes it so
+      e.pending = 0;
+    }
+  }
+  Result<void> result;
+  for (auto& [org, deltas] : by_org) {
+    if (auto r = repository.AddCreditsUsed(org, deltas); !r) {
+      // Not lost: spent again as pending, to be written next time.
+      std::lock_guard lock(mu_);
+      for (auto& d : deltas) {
+        auto it = entries_.find(d.key_id);
+        if (it != entries_.end() && it->second.period == d.period) {
+          it->second.base -= d.used;
+          it->second.pending += d.used;
+        } else {
+          retired_.push_back({org, d.key_id, d.period, d.used});
+        }
+      }
+      result = r;
+    }
+  }
+  // What every node has spent: the store's total replaces this node's view.
+  for (auto& [org, key] : active) {
+    std::int64_t period;
+    {
+      std::lock_guard lock(mu_);
+      auto it = entries_.find(key);
+      if (it == entries_.end()) continue;
+      period = it->second.period;
+    }
+    auto used = repository.CreditsUsed(org, key, period);
+    if (!used) continue;
+    std::lock_guard lock(mu_);
+    auto it = entries_.find(key);
+    if (it != entries_.end() && it->second.period == period) {
+      it->second.base = std::max(it->second.base, *used);
+    }
+  }
+  return result;
+}
+
+Error QuotaService::RefusalError(const QuotaOutcome& outcome, const UsageQuota& quota) {
+  Error e{ErrorCode::kUsageExceeded,
+          outcome.refill_at
+              ? fmt::format("usage quota exhausted: {} credits per {}, renewed at {}",
+                            quota.credits, quota.refill == "daily" ? "day" : "month",
+                            FormatRfc3339(outcome.refill_at))
+              : fmt::format("usage quota exhausted: all {} credits are spent", quota.credits),
+          {},
+          {}};
+  if (outcome.refill_at > 0) {
+    // Seconds until the refill; the clock the outcome was computed with is not at hand, so the
+    // system clock (the refill is at a wall-clock boundary anyway).
+    const UnixMicros now = SystemClock().Now();
+    e.retry_after = std::max(1L, CeilSeconds(outcome.refill_at - now));
+  }
+  return e;
+}
+
+}  // namespace gatehouse
