@@ -220,6 +220,14 @@ Result<void> ReadRoutes(TableReader& root, Config& c) {
     GH_TRY(r.Rate("rate_limit", route.rate_limit));
     GH_TRY(r.Rate("rate_limit_per_principal", route.rate_limit_per_principal));
     GH_TRY(r.Integer("cost", route.cost, 0, 1'000'000));
+    GH_TRY(r.StringArray("content_types", route.content_types));
+    for (auto& t : route.content_types) {
+      if (t.empty() || t.find(';') != std::string::npos || t.find('/') == std::string::npos) {
+        return Bad(r.At("content_types"), "entries are media types such as \"application/json\"");
+      }
+      for (auto& ch : t) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    }
+    GH_TRY(r.Integer("max_body_bytes", route.max_body_bytes, 0, std::int64_t{1} << 40));
     if (const auto* h = r.Get("add_headers")) {
       const auto* ht = h->as_table();
       if (!ht) return Bad(r.At("add_headers"), "must be a table of header = \"value\"");

@@ -74,6 +74,10 @@ struct RouteConfig {
   RatePolicy rate_limit;                // all callers of the route together
   RatePolicy rate_limit_per_principal;  // each key or user on this route
   std::uint32_t cost = 1;               // credits a request spends of a key's usage quota
+  // Input validation at the edge: a request body needs one of these media types (415 otherwise;
+  // empty: any), and may be at most this large (413; 0: limits.max_proxy_body_bytes).
+  std::vector<std::string> content_types;
+  std::size_t max_body_bytes = 0;
   std::uint32_t source_line = 0;  // where the route was written, for messages
 };
 

@@ -69,6 +69,34 @@ Result<void> Gateway::Authorize(int index, std::string_view method,
   return RequireScopes(principal, r.scopes);
 }
 
+Result<void> Gateway::CheckBody(int index, const HttpRequest& request, bool has_body,
+                               std::optional<std::uint64_t> content_length) const {
+  const RouteConfig& r = route(index);
+  if (!has_body) return {};
+  if (!r.content_types.empty()) {
+    std::string_view type = request.Header("content-type").value_or("");
+    type = type.substr(0, type.find(';'));
+    while (!type.empty() && (type.back() == ' ' || type.back() == '\t')) type.remove_suffix(1);
+    while (!type.empty() && (type.front() == ' ' || type.front() == '\t')) type.remove_prefix(1);
+    bool ok = false;
+    for (const auto& t : r.content_types) ok = ok || EqualsIgnoreCase(type, t);
+    if (!ok) {
+      std::string list;
+      for (const auto& t : r.content_types) list += (list.empty() ? "" : ", ") + t;
+      return Fail(ErrorCode::kUnsupportedMedia, "this route takes request bodies of type " + list);
+    }
+  }
+  const std::uint64_t max = r.max_body_bytes > 0 && r.max_body_bytes < config_->limits.max_proxy_body_bytes
+                                ? r.max_body_bytes
+                                : config_->limits.max_proxy_body_bytes;
+  if (content_length && *content_length > max) {
+    return Fail(ErrorCode::kPayloadTooLarge,
+                "request body is too large for this route (at most " + std::to_string(max) +
+                    " bytes)");
+  }
+  return {};
+}
+
 std::vector<std::pair<std::string, std::string>> Gateway::IdentityHeaders(const Principal& p) {
   return {{"X-Gatehouse-Org", p.org_id},
           {"X-Gatehouse-Principal", p.id},

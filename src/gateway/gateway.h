@@ -4,6 +4,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -39,6 +40,11 @@ class Gateway {
 
   // Method allowed by the route, and every scope it requires held by the principal.
   Result<void> Authorize(int route, std::string_view method, const Principal& principal) const;
+
+  // The route's edge checks on a request with a body: its media type (415) and, when the
+  // length is known up front, its size (413). Chunked bodies are held to the size as they pass.
+  Result<void> CheckBody(int route, const HttpRequest& request, bool has_body,
+                         std::optional<std::uint64_t> content_length) const;
 
   // X-Gatehouse-Org, -Principal, -Scopes, -Env (request id is added by the caller).
   static std::vector<std::pair<std::string, std::string>> IdentityHeaders(const Principal& p);

@@ -1059,6 +1059,18 @@ class Server::Impl {
             DecisionEvent((*principal)->org_id, (*principal)->id, "auth.proxy", resource);
         event.details = DetailsOf({{"reason", ErrorCodeName(allowed.error().code)}});
         ok = co_await RefuseRecorded(stream, conn, allowed.error(), ex, has_body, std::move(event));
+      } else if (auto body_ok = parts_.gateway->CheckBody(
+                     groute, req, has_body,
+                     h.framing == h1::Framing::kLength
+                         ? std::optional<std::uint64_t>(h.content_length)
+                         : std::nullopt);
+                 !body_ok) {
+        // Input validation at the edge: refused before any limit is spent or byte forwarded.
+        ex.principal = (*principal)->id;
+        AuditEvent event =
+            DecisionEvent((*principal)->org_id, (*principal)->id, "auth.proxy", resource);
+        event.details = DetailsOf({{"reason", ErrorCodeName(body_ok.error().code)}});
+        ok = co_await RefuseRecorded(stream, conn, body_ok.error(), ex, has_body, std::move(event));
       } else {
         ex.principal = (*principal)->id;
         LimitChecks checks;

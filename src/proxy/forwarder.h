@@ -162,6 +162,13 @@ struct ForwardContext {
   std::string_view extra_response_headers;
 };
 
+// The route's own body limit, or the deployment's.
+inline std::uint64_t MaxBody(const ForwardContext& ctx) {
+  const std::uint64_t global = ctx.limits->max_proxy_body_bytes;
+  const std::uint64_t route = ctx.route->max_body_bytes;
+  return route > 0 && route < global ? route : global;
+}
+
 struct ForwardResult {
   int status = 0;                 // what the client got (or would have got)
   bool response_started = false;  // false: the caller must send `error`
@@ -347,7 +354,7 @@ net::awaitable<std::optional<ForwardResult>> RelayRequestBody(ClientSide<Stream>
                                                               UpstreamConnection& up,
                                                               io::Deadline& up_deadline,
                                                               const ForwardContext& ctx) {
-  const std::uint64_t max = ctx.limits->max_proxy_body_bytes;
+  const std::uint64_t max = MaxBody(ctx);
   const Millis idle = ctx.route->stream_idle_timeout;
   while (!body.done()) {
     auto space = client.in.Prepare(kRelayPiece, kRelayPiece * 2);
@@ -381,8 +388,7 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
   const bool is_head = head.method == "HEAD";
   const bool has_body = head.framing != h1::Framing::kNone;
   const bool client_keep_alive = head.keep_alive;
-  if (head.framing == h1::Framing::kLength &&
-      head.content_length > ctx.limits->max_proxy_body_bytes) {
+  if (head.framing == h1::Framing::kLength && head.content_length > MaxBody(ctx)) {
     co_return Failure(ErrorCode::kPayloadTooLarge, "request body is too large");
   }
   std::string& out = client.scratch;
@@ -407,6 +413,9 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
     std::size_t first = request_body.Take(client.in.data());
     if (request_body.failed())
       co_return Failure(ErrorCode::kInvalidArgument, "malformed chunked body");
+    // A chunked body that arrived with its head is held to the limit before any of it leaves.
+    if (request_body.bytes_seen(head.content_length) > MaxBody(ctx))
+      co_return Failure(ErrorCode::kPayloadTooLarge, "request body is too large");
     up_deadline.Arm(route.response_timeout);
     std::array<net::const_buffer, 2> head_and_body{net::buffer(out),
                                                    net::buffer(client.in.data().data(), first)};

@@ -21,7 +21,8 @@ class RateLimitTest : public GatewayFixture {
            "upstream = \"http://127.0.0.1:" +
            std::to_string(upstream_->port()) +
            "\"\nscopes = [\"read:findings\"]\n"
-           "rate_limit = { requests = 5, window = \"1h\" }\ncost = 2\n";
+           "rate_limit = { requests = 5, window = \"1h\" }\ncost = 2\n"
+           "content_types = [\"application/json\"]\nmax_body_bytes = 64\n";
   }
 
   // A key with its own limit, created through the API.
@@ -123,6 +124,31 @@ TEST_F(RateLimitTest, ARoutesCostIsWhatEachRequestSpends) {
   EXPECT_NE(refused.body.find("all 3 credits are spent"), std::string::npos) << refused.body;
   EXPECT_TRUE(refused.Header("retry-after").empty());  // refill "none": never
   EXPECT_EQ(Call("GET", "/api/v1/findings/1", secret).status, 200);  // costs 1
+}
+
+TEST_F(RateLimitTest, ARouteCanRequireAContentTypeAndABodySize) {
+  std::string k = NewKey(R"(["read:findings"])");
+  auto ok = Call("POST", "/api/v1/chat/completions", k, R"({"model":"m"})",
+                 {{"Content-Type", "application/json; charset=utf-8"}});
+  EXPECT_EQ(ok.status, 200) << ok.body;
+  auto wrong = Call("POST", "/api/v1/chat/completions", k, "model=m",
+                    {{"Content-Type", "application/x-www-form-urlencoded"}});
+  EXPECT_EQ(wrong.status, 415);
+  EXPECT_NE(wrong.body.find("application/json"), std::string::npos) << wrong.body;
+  auto none = Call("POST", "/api/v1/chat/completions", k, "{}");
+  EXPECT_EQ(none.status, 415);
+  auto big = Call("POST", "/api/v1/chat/completions", k, std::string(100, ' '),
+                  {{"Content-Type", "application/json"}});
+  EXPECT_EQ(big.status, 413);
+  EXPECT_NE(big.body.find("at most 64 bytes"), std::string::npos) << big.body;
+  // Chunked bodies are held to the same size as they pass.
+  Connection c(server_->port());
+  c.Send("POST /api/v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + k +
+         "\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+         "50\r\n" + std::string(80, ' ') + "\r\n0\r\n\r\n");
+  EXPECT_EQ(c.Read().status, 413);
+  // Other routes keep the deployment's limits.
+  EXPECT_EQ(Call("POST", "/api/v1/findings/1", k, std::string(100, ' ')).status, 200);
 }
 
 TEST_F(RateLimitTest, BadPoliciesAreRefusedNamingTheField) {
