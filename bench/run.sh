@@ -88,10 +88,12 @@ for _ in $(seq 100); do grep -q listening "$D/gatehouse-nofsync.log" && break; s
 # And with rate limits on (issue 6): every request decided against global, org and key limits
 # set high enough never to refuse, against nginx-keyauth's limit_req per key.
 sed -e "s|127.0.0.1:18010|127.0.0.1:18014|" "$D/gatehouse.toml" >"$D/gatehouse-limits.toml"
-printf '[rate_limits]\nglobal = { requests = 1000000000, window = "1s" }\nper_org = { requests = 100000000, window = "1s" }\nper_key = { requests = 1000000, window = "1s" }\n' >>"$D/gatehouse-limits.toml"
+# (A policy admits at most one request per microsecond: 1M/s, the most any of them can say.)
+printf '[rate_limits]\nglobal = { requests = 1000000000, window = "1000s" }\nper_org = { requests = 1000000000, window = "1000s" }\nper_key = { requests = 1000000, window = "1s" }\n' >>"$D/gatehouse-limits.toml"
 "$GH" serve --config "$D/gatehouse-limits.toml" >"$D/gatehouse-limits.log" 2>&1 &
 GH_LIMITS_PID=$!
 for _ in $(seq 100); do grep -q listening "$D/gatehouse-limits.log" && break; sleep 0.05; done
+grep -q listening "$D/gatehouse-limits.log" || { cat "$D/gatehouse-limits.log"; exit 1; }
 
 echo "bench: starting PostgreSQL and a gatehouse on it"
 "${AS_PG[@]}" "$PGBIN/initdb" -D "$PGD/data" -U gatehouse_admin --auth=trust --locale=C >/dev/null
