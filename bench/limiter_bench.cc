@@ -41,10 +41,10 @@ void BM_DecideRequest(benchmark::State& state) {
   gh::GcraTable table;
   std::vector<std::string> ids;
   for (int i = 0; i < 1000; ++i) ids.push_back("key_" + std::to_string(i) + "abcdefghij");
-  std::vector<gh::LimitCheck> checks = {{"global", "", "", Policy(1'000'000'000, "1s"), 1},
-                                        {"org", "", "org_4QxZb8m1Yw2N0kLpA7sT",
-                                         Policy(100'000'000, "1s"), 1},
-                                        {"key", "", "", Policy(1'000'000, "1s"), 1}};
+  std::vector<gh::LimitCheck> checks = {
+      {"global", "", "", Policy(1'000'000'000, "1s"), 1},
+      {"org", "", "org_4QxZb8m1Yw2N0kLpA7sT", Policy(100'000'000, "1s"), 1},
+      {"key", "", "", Policy(1'000'000, "1s"), 1}};
   std::size_t i = 0;
   gh::UnixMicros now = kT0;
   for (auto _ : state) {

@@ -195,8 +195,14 @@ Result<HttpResponse> VerifyKey(ControlPlaneDeps& d, HttpRequest& req, const Prin
   std::string code(KeyStatusName(status));
   std::vector<std::string> missing;
   if (status == KeyStatus::kValid && *scopes) {
-    Principal subject{verdict->facts->org_id, verdict->facts->key_id,      "api_key",
-                      verdict->facts->scopes, verdict->facts->environment, 0, {}, {}};
+    Principal subject{verdict->facts->org_id,
+                      verdict->facts->key_id,
+                      "api_key",
+                      verdict->facts->scopes,
+                      verdict->facts->environment,
+                      0,
+                      {},
+                      {}};
     if (auto r = RequireScopes(subject, **scopes); !r) {
       code = "forbidden";
       missing = r.error().required;
@@ -420,8 +426,8 @@ void RegisterControlPlane(Router& router, ControlPlaneDeps deps) {
     // Rate limits degrade rather than fail: a node whose Redis is down still limits, locally
     // at its share, and says so here.
     std::string limits = d->limits ? std::string(d->limits->mode()) : "off";
-    return JsonResponse(200, R"({"status":"ready","checks":{"storage":"ok","rate_limits":")" +
-                                 limits + "\"}}");
+    return JsonResponse(
+        200, R"({"status":"ready","checks":{"storage":"ok","rate_limits":")" + limits + "\"}}");
   });
   router.Add("GET", "/metrics", HandlerKind::kInline, [d](HttpRequest& req) {
     // Metrics describe traffic and failures: a token, or the machine itself.
@@ -477,8 +483,8 @@ void RegisterControlPlane(Router& router, ControlPlaneDeps deps) {
           d->limits->Collect(*principal, route >= 0 ? &d->gateway.route(route) : nullptr);
       if (!checks.empty()) {
         if (!may_block && d->limits->shared()) return std::nullopt;
-        RateVerdict v = may_block ? d->limits->Decide(checks.span())
-                                  : d->limits->DecideHere(checks.span());
+        RateVerdict v =
+            may_block ? d->limits->Decide(checks.span()) : d->limits->DecideHere(checks.span());
         d->limits->Count(v, checks.span());
         if (!v.allowed) {
           res = ErrorResponse(RefusalError(v, checks.span()), req.request_id);
@@ -487,10 +493,10 @@ void RegisterControlPlane(Router& router, ControlPlaneDeps deps) {
         AppendRateLimitHeaders(v, checks.span(), res.headers);
       }
       if (res.status == 200 && d->quotas && principal->key_quota.enabled()) {
-        QuotaOutcome spent = d->quotas->Spend(
-            principal->id, principal->org_id, principal->key_quota, principal->credits_used,
-            principal->credits_period, route >= 0 ? d->gateway.route(route).cost : 1,
-            req.client_ip);
+        QuotaOutcome spent =
+            d->quotas->Spend(principal->id, principal->org_id, principal->key_quota,
+                             principal->credits_used, principal->credits_period,
+                             route >= 0 ? d->gateway.route(route).cost : 1, req.client_ip);
         if (!spent.allowed) {
           res = ErrorResponse(QuotaService::RefusalError(spent, principal->key_quota),
                               req.request_id);
@@ -635,12 +641,11 @@ void RegisterControlPlane(Router& router, ControlPlaneDeps deps) {
   });
   // What threat detection recorded about the org's keys (issue 6): audit events named
   // security.*, until webhooks deliver them.
-  router.Add("GET", "/v1/orgs/{org}/security-events", HandlerKind::kBlocking,
-             [d](HttpRequest& req) {
-               return Guarded(*d, req, kPermAuditRead, [&](const Principal& p) {
-                 return ListAudit(*d, req, p, "security.*");
-               });
-             });
+  router.Add(
+      "GET", "/v1/orgs/{org}/security-events", HandlerKind::kBlocking, [d](HttpRequest& req) {
+        return Guarded(*d, req, kPermAuditRead,
+                       [&](const Principal& p) { return ListAudit(*d, req, p, "security.*"); });
+      });
   router.Add("GET", "/v1/orgs/{org}/audit/export", HandlerKind::kBlocking, [d](HttpRequest& req) {
     return Guarded(*d, req, kPermAuditRead, [&](const Principal& p) { return ExportAudit(*d, p); });
   });

@@ -38,9 +38,8 @@ Result<void> AddOrgPolicyJson(ControlPlaneDeps& d, std::string_view org_id,
                               boost::json::object& out);
 // Reads rate_limit, ip_allowlist and ip_allowlist_mode from a PATCH body and validates them
 // against the current policy: the policy to store, or nullopt when none was given.
-Result<std::optional<AccessPolicy>> ReadOrgPolicyChange(ControlPlaneDeps& d,
-                                                        const HttpRequest& req, const Principal& p,
-                                                        JsonObjectReader& in);
+Result<std::optional<AccessPolicy>> ReadOrgPolicyChange(ControlPlaneDeps& d, const HttpRequest& req,
+                                                        const Principal& p, JsonObjectReader& in);
 // Stores it with an "org.access_policy" event (needs a recent sign-in for sessions).
 Result<void> ApplyOrgPolicyChange(ControlPlaneDeps& d, const HttpRequest& req, const Principal& p,
                                   AccessPolicy policy);

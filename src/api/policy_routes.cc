@@ -59,11 +59,11 @@ Result<void> SaveKeyPolicy(ControlPlaneDeps& d, const HttpRequest& req, const Pr
   if (!d.policies) return Fail(ErrorCode::kInternal, "access policies are not configured");
   AccessPolicy policy = given;
   policy.updated_at = d.clock.Now();
-  AuditEvent e = SourceOf(req, p.id).Event(p.org_id, "key.policy", "key:" + key.id, 200,
-                                           policy.updated_at);
+  AuditEvent e =
+      SourceOf(req, p.id).Event(p.org_id, "key.policy", "key:" + key.id, 200, policy.updated_at);
   e.details = DetailsOf(
-      {{"rate_limit", policy.rate_limit.enabled() ? StoreRatePolicy(policy.rate_limit)
-                                                  : std::string("default")},
+      {{"rate_limit",
+        policy.rate_limit.enabled() ? StoreRatePolicy(policy.rate_limit) : std::string("default")},
        {"quota", policy.quota.enabled() ? StoreUsageQuota(policy.quota) : std::string("none")}});
   if (auto r = d.policies->Put(p.org_id, key.id, policy, e); !r) return r;
   if (d.verifier) d.verifier->Invalidate(key.key_hash);
@@ -81,9 +81,8 @@ Result<void> AddOrgPolicyJson(ControlPlaneDeps& d, std::string_view org_id, json
   return {};
 }
 
-Result<std::optional<AccessPolicy>> ReadOrgPolicyChange(ControlPlaneDeps& d,
-                                                        const HttpRequest& req, const Principal& p,
-                                                        JsonObjectReader& in) {
+Result<std::optional<AccessPolicy>> ReadOrgPolicyChange(ControlPlaneDeps& d, const HttpRequest& req,
+                                                        const Principal& p, JsonObjectReader& in) {
   auto rate = ReadRateLimitField(in);
   if (!rate) return tl::unexpected(rate.error());
   auto allow = in.OptStringArray("ip_allowlist");
@@ -133,11 +132,11 @@ Result<void> ApplyOrgPolicyChange(ControlPlaneDeps& d, const HttpRequest& req, c
   policy.updated_at = d.clock.Now();
   AuditEvent e = SourceOf(req, p.id).Event(p.org_id, "org.access_policy", "org:" + p.org_id, 200,
                                            policy.updated_at);
-  e.details = DetailsOf(
-      {{"rate_limit",
-        policy.rate_limit.enabled() ? StoreRatePolicy(policy.rate_limit) : std::string("default")},
-       {"ip_allowlist", json::serialize(Strings(policy.ip_allowlist))},
-       {"ip_allowlist_mode", policy.allowlist_shadow ? "shadow" : "enforce"}});
+  e.details =
+      DetailsOf({{"rate_limit", policy.rate_limit.enabled() ? StoreRatePolicy(policy.rate_limit)
+                                                            : std::string("default")},
+                 {"ip_allowlist", json::serialize(Strings(policy.ip_allowlist))},
+                 {"ip_allowlist_mode", policy.allowlist_shadow ? "shadow" : "enforce"}});
   if (auto r = d.policies->Put(p.org_id, "", policy, e); !r) return tl::unexpected(r.error());
   if (d.org_policies) d.org_policies->Invalidate(p.org_id);
   return {};

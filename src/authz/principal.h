@@ -22,8 +22,8 @@ struct Principal {
   // Abuse protection: the org's own policy (null: none set) and the key's own rate limit.
   AccessPolicyPtr org_policy = nullptr;
   RatePolicy key_rate_limit = {};
-  UsageQuota key_quota = {};           // the key's credits per period (credits 0: none)
-  std::int64_t credits_used = 0;       // as loaded with the key (see QuotaService)
+  UsageQuota key_quota = {};      // the key's credits per period (credits 0: none)
+  std::int64_t credits_used = 0;  // as loaded with the key (see QuotaService)
   std::int64_t credits_period = 0;
 };
 

@@ -148,9 +148,18 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
                      "Requests refused because their address was blocked.", "counter",
                      [&threats] { return static_cast<double>(threats.blocked_requests()); });
 
-  gh::ControlPlaneDeps deps{auth,        *a.keys,     *a.orgs,    *a.store,
-                            gateway,     metrics,     *a.clock,   *a.audit,
-                            *a.accounts, *a.sessions, *a.members, *a.people,
+  gh::ControlPlaneDeps deps{auth,
+                            *a.keys,
+                            *a.orgs,
+                            *a.store,
+                            gateway,
+                            metrics,
+                            *a.clock,
+                            *a.audit,
+                            *a.accounts,
+                            *a.sessions,
+                            *a.members,
+                            *a.people,
                             std::move(metrics_token)};
   deps.policies = a.policies.get();
   deps.org_policies = a.org_policies.get();

@@ -141,22 +141,22 @@ struct LoginConfig {
 
 // Abuse protection (issue 6). A policy with requests = 0 does not apply.
 struct RateLimitsConfig {
-  std::string redis;          // redis://host:port: limits shared by every node; empty: per node
-  Millis redis_timeout{50};   // a decision waits this long for Redis, then falls back locally
-  int cluster_nodes = 0;      // nodes sharing the limits; 0: counted from Redis heartbeats
+  std::string redis;         // redis://host:port: limits shared by every node; empty: per node
+  Millis redis_timeout{50};  // a decision waits this long for Redis, then falls back locally
+  int cluster_nodes = 0;     // nodes sharing the limits; 0: counted from Redis heartbeats
   std::size_t max_tracked = 2'000'000;  // subjects this node keeps limiter state for
-  RatePolicy global;    // every request through gatehouse together
-  RatePolicy per_key;   // each API key without its own rate_limit
-  RatePolicy per_user;  // each signed-in user
-  RatePolicy per_org;   // each org without its own rate_limit
+  RatePolicy global;                    // every request through gatehouse together
+  RatePolicy per_key;                   // each API key without its own rate_limit
+  RatePolicy per_user;                  // each signed-in user
+  RatePolicy per_org;                   // each org without its own rate_limit
 };
 
 // One threat-detection rule: what it reacts to, how, and whether only as a dry run.
 struct ThreatRule {
-  int threshold = 0;             // events from one subject within the window; 0: rule off
+  int threshold = 0;                // events from one subject within the window; 0: rule off
   std::string reaction = "record";  // "record" a security event, "notify" (recorded for
                                     // delivery), or "block" the address (and record)
-  bool shadow = false;           // dry run: record what it would have done, do nothing else
+  bool shadow = false;              // dry run: record what it would have done, do nothing else
 };
 
 // Threat detection (issue 6). Counts are per node, in fixed windows.

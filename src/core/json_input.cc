@@ -37,9 +37,7 @@ Result<std::optional<std::vector<std::string>>> JsonObjectReader::OptStringArray
     std::string_view name) {
   const auto* v = Find(name);
   if (!v || v->is_null()) return std::optional<std::vector<std::string>>{};
-  auto bad = [&] {
-    return FailField(Named(name), Named(name) + " must be an array of strings");
-  };
+  auto bad = [&] { return FailField(Named(name), Named(name) + " must be an array of strings"); };
   if (!v->is_array()) return bad();
   std::vector<std::string> out;
   for (const auto& item : v->as_array()) {

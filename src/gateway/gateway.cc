@@ -70,7 +70,7 @@ Result<void> Gateway::Authorize(int index, std::string_view method,
 }
 
 Result<void> Gateway::CheckBody(int index, const HttpRequest& request, bool has_body,
-                               std::optional<std::uint64_t> content_length) const {
+                                std::optional<std::uint64_t> content_length) const {
   const RouteConfig& r = route(index);
   if (!has_body) return {};
   if (!r.content_types.empty()) {
@@ -86,13 +86,13 @@ Result<void> Gateway::CheckBody(int index, const HttpRequest& request, bool has_
       return Fail(ErrorCode::kUnsupportedMedia, "this route takes request bodies of type " + list);
     }
   }
-  const std::uint64_t max = r.max_body_bytes > 0 && r.max_body_bytes < config_->limits.max_proxy_body_bytes
-                                ? r.max_body_bytes
-                                : config_->limits.max_proxy_body_bytes;
+  const std::uint64_t max =
+      r.max_body_bytes > 0 && r.max_body_bytes < config_->limits.max_proxy_body_bytes
+          ? r.max_body_bytes
+          : config_->limits.max_proxy_body_bytes;
   if (content_length && *content_length > max) {
-    return Fail(ErrorCode::kPayloadTooLarge,
-                "request body is too large for this route (at most " + std::to_string(max) +
-                    " bytes)");
+    return Fail(ErrorCode::kPayloadTooLarge, "request body is too large for this route (at most " +
+                                                 std::to_string(max) + " bytes)");
   }
   return {};
 }

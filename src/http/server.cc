@@ -952,9 +952,13 @@ class Server::Impl {
       if (long blocked = parts_.threats->BlockedFor(ex.client_ip); blocked > 0) {
         Error e = cfg_.threats.blocked_status == 403
                       ? Error{ErrorCode::kIpNotAllowed,
-                              "this address is blocked for a while after repeated abuse", {}, {}}
+                              "this address is blocked for a while after repeated abuse",
+                              {},
+                              {}}
                       : Error{ErrorCode::kResourceExhausted,
-                              "this address is blocked for a while after repeated abuse", {}, {},
+                              "this address is blocked for a while after repeated abuse",
+                              {},
+                              {},
                               blocked};
         co_return co_await SendError(stream, conn, e, ex, false);
       }
@@ -1045,7 +1049,8 @@ class Server::Impl {
           principal = Result<Principal>(tl::unexpected(slow.error()));
       }
       std::string resource = "route:" + parts_.gateway->route(groute).path_prefix;
-      ex.org = *principal ? std::string_view((*principal)->org_id) : std::string_view(subject.org_id);
+      ex.org =
+          *principal ? std::string_view((*principal)->org_id) : std::string_view(subject.org_id);
       if (!*principal) {
         const Error& denied = principal->error();
         AuditEvent event = DecisionEvent(subject.org_id, subject.key_id, "auth.proxy", resource);
@@ -1059,11 +1064,11 @@ class Server::Impl {
             DecisionEvent((*principal)->org_id, (*principal)->id, "auth.proxy", resource);
         event.details = DetailsOf({{"reason", ErrorCodeName(allowed.error().code)}});
         ok = co_await RefuseRecorded(stream, conn, allowed.error(), ex, has_body, std::move(event));
-      } else if (auto body_ok = parts_.gateway->CheckBody(
-                     groute, req, has_body,
-                     h.framing == h1::Framing::kLength
-                         ? std::optional<std::uint64_t>(h.content_length)
-                         : std::nullopt);
+      } else if (auto body_ok =
+                     parts_.gateway->CheckBody(groute, req, has_body,
+                                               h.framing == h1::Framing::kLength
+                                                   ? std::optional<std::uint64_t>(h.content_length)
+                                                   : std::nullopt);
                  !body_ok) {
         // Input validation at the edge: refused before any limit is spent or byte forwarded.
         ex.principal = (*principal)->id;

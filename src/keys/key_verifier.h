@@ -46,9 +46,9 @@ struct KeyFacts {
   std::optional<UnixMicros> expires_at;
   std::optional<UnixMicros> revoked_at;
   std::vector<Cidr> ip_allowlist;
-  RatePolicy rate_limit;  // the key's own; requests 0: the configured default
-  UsageQuota quota;       // credits per period; credits 0: none
-  std::int64_t credits_used = 0;    // in credits_period, as the store knew when this was built
+  RatePolicy rate_limit;          // the key's own; requests 0: the configured default
+  UsageQuota quota;               // credits per period; credits 0: none
+  std::int64_t credits_used = 0;  // in credits_period, as the store knew when this was built
   std::int64_t credits_period = 0;
 };
 

@@ -22,8 +22,7 @@ const unsigned char* HashKey() {
 
 }  // namespace
 
-std::uint64_t SubjectHash(std::string_view dimension, std::string_view scope,
-                          std::string_view id) {
+std::uint64_t SubjectHash(std::string_view dimension, std::string_view scope, std::string_view id) {
   // Each part's length goes first, so that no two different triples read the same.
   unsigned char buf[256];
   std::size_t n = 0;
@@ -31,8 +30,7 @@ std::uint64_t SubjectHash(std::string_view dimension, std::string_view scope,
     std::uint64_t len = part.size();
     if (part.size() > 64) {  // long parts are hashed first
       crypto_shorthash(reinterpret_cast<unsigned char*>(&len),
-                       reinterpret_cast<const unsigned char*>(part.data()), part.size(),
-                       HashKey());
+                       reinterpret_cast<const unsigned char*>(part.data()), part.size(), HashKey());
       buf[n++] = 0xff;
       std::memcpy(buf + n, &len, sizeof len);
       n += sizeof len;

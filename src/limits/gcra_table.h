@@ -23,8 +23,7 @@ namespace gatehouse {
 // A limited subject: the dimension ("key", "org", …), a scope within it (a route's name) and
 // its id, hashed with a per-process secret key (SipHash), so that nobody can choose ids that
 // collide.
-std::uint64_t SubjectHash(std::string_view dimension, std::string_view scope,
-                          std::string_view id);
+std::uint64_t SubjectHash(std::string_view dimension, std::string_view scope, std::string_view id);
 inline std::uint64_t SubjectHash(std::string_view dimension, std::string_view id) {
   return SubjectHash(dimension, {}, id);
 }
@@ -37,8 +36,7 @@ struct GcraOutcome {
 };
 
 // The GCRA step on one TAT, shared by the local table and the tests of the Redis script.
-GcraOutcome GcraStep(UnixMicros& tat, const RatePolicy& policy, UnixMicros now,
-                     std::uint32_t cost);
+GcraOutcome GcraStep(UnixMicros& tat, const RatePolicy& policy, UnixMicros now, std::uint32_t cost);
 
 class GcraTable {
  public:

@@ -97,7 +97,8 @@ void LimitService::Count(const RateVerdict& v, std::span<const LimitCheck> check
   } else {
     refused_.fetch_add(1, std::memory_order_relaxed);
     if (v.refused_by >= 0 && static_cast<std::size_t>(v.refused_by) < checks.size()) {
-      refused_by_dimension_[DimensionIndex(checks[static_cast<std::size_t>(v.refused_by)].dimension)]
+      refused_by_dimension_[DimensionIndex(
+                                checks[static_cast<std::size_t>(v.refused_by)].dimension)]
           .fetch_add(1, std::memory_order_relaxed);
     }
   }
@@ -117,8 +118,8 @@ std::string_view LimitService::mode() const {
 }
 
 void LimitService::RegisterMetrics(Metrics& m) {
-  m.AddReading("gatehouse_ratelimit_allowed_total", "Requests the rate limits admitted.",
-               "counter", [this] { return static_cast<double>(allowed_.load()); });
+  m.AddReading("gatehouse_ratelimit_allowed_total", "Requests the rate limits admitted.", "counter",
+               [this] { return static_cast<double>(allowed_.load()); });
   m.AddReading("gatehouse_ratelimit_refused_total", "Requests refused with 429 by a rate limit.",
                "counter", [this] { return static_cast<double>(refused_.load()); });
   for (std::size_t i = 0; i < kDimensions.size(); ++i) {
@@ -138,8 +139,8 @@ void LimitService::RegisterMetrics(Metrics& m) {
                [this] { return static_cast<double>(table_.evictions()); });
   if (redis_) {
     m.AddReading("gatehouse_ratelimit_shared_up",
-                 "1 when Redis decides the cluster's limits, 0 when this node falls back.",
-                 "gauge", [this] { return redis_->up() ? 1.0 : 0.0; });
+                 "1 when Redis decides the cluster's limits, 0 when this node falls back.", "gauge",
+                 [this] { return redis_->up() ? 1.0 : 0.0; });
     m.AddReading("gatehouse_ratelimit_fallback_decisions_total",
                  "Decisions made locally (scaled to this node's share) because Redis could not "
                  "answer.",

@@ -131,14 +131,14 @@ Result<void> QuotaService::Flush(PolicyRepository& repository) {
 }
 
 Error QuotaService::RefusalError(const QuotaOutcome& outcome, const UsageQuota& quota) {
-  Error e{ErrorCode::kUsageExceeded,
-          outcome.refill_at
-              ? fmt::format("usage quota exhausted: {} credits per {}, renewed at {}",
-                            quota.credits, quota.refill == "daily" ? "day" : "month",
-                            FormatRfc3339(outcome.refill_at))
-              : fmt::format("usage quota exhausted: all {} credits are spent", quota.credits),
-          {},
-          {}};
+  Error e{
+      ErrorCode::kUsageExceeded,
+      outcome.refill_at
+          ? fmt::format("usage quota exhausted: {} credits per {}, renewed at {}", quota.credits,
+                        quota.refill == "daily" ? "day" : "month", FormatRfc3339(outcome.refill_at))
+          : fmt::format("usage quota exhausted: all {} credits are spent", quota.credits),
+      {},
+      {}};
   if (outcome.refill_at > 0) {
     // Seconds until the refill; the clock the outcome was computed with is not at hand, so the
     // system clock (the refill is at a wall-clock boundary anyway).

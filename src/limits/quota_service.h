@@ -64,8 +64,9 @@ class QuotaService {
   const Clock& clock_;
   Sink warnings_;
   std::mutex mu_;
-  std::unordered_map<std::string, Entry, StringHash, std::equal_to<>> entries_;  // by key id; guarded by mu_
-  std::vector<Retired> retired_;                    // guarded by mu_
+  std::unordered_map<std::string, Entry, StringHash, std::equal_to<>>
+      entries_;                   // by key id; guarded by mu_
+  std::vector<Retired> retired_;  // guarded by mu_
 };
 
 }  // namespace gatehouse

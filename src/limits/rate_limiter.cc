@@ -63,12 +63,13 @@ void EmitHeaders(const RateVerdict& v, std::span<const LimitCheck> checks, Emit 
   put("RateLimit-Limit", p.capacity());
   put("RateLimit-Remaining", o.remaining);
   put("RateLimit-Reset", CeilSeconds(o.reset));
-  auto end = p.capacity() != p.requests ? fmt::format_to_n(buf, sizeof buf, "{};w={};burst={}", p.requests,
-                                            p.window / kMicrosPerSecond, p.burst)
-                               .out
-                         : fmt::format_to_n(buf, sizeof buf, "{};w={}", p.requests,
-                                            p.window / kMicrosPerSecond)
-                               .out;
+  auto end =
+      p.capacity() != p.requests
+          ? fmt::format_to_n(buf, sizeof buf, "{};w={};burst={}", p.requests,
+                             p.window / kMicrosPerSecond, p.burst)
+                .out
+          : fmt::format_to_n(buf, sizeof buf, "{};w={}", p.requests, p.window / kMicrosPerSecond)
+                .out;
   emit("RateLimit-Policy", std::string_view(buf, static_cast<std::size_t>(end - buf)));
 }
 

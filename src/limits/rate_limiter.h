@@ -29,10 +29,10 @@ inline constexpr std::size_t kMaxLimitChecks = 8;
 
 struct RateVerdict {
   bool allowed = true;
-  int refused_by = -1;          // the enforced check that refused
-  UnixMicros retry_after = 0;   // refused: until the request would pass
-  int binding = -1;             // the enforced check with the fewest requests left (headers)
-  GcraOutcome binding_outcome;  // its numbers
+  int refused_by = -1;                // the enforced check that refused
+  UnixMicros retry_after = 0;         // refused: until the request would pass
+  int binding = -1;                   // the enforced check with the fewest requests left (headers)
+  GcraOutcome binding_outcome;        // its numbers
   std::uint32_t shadow_refusals = 0;  // bit i: shadow check i would have refused
   bool fallback = false;  // decided by this node alone: the shared limiter was unreachable
 };

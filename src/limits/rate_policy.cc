@@ -56,7 +56,8 @@ Result<RatePolicy> MakeRatePolicy(std::int64_t requests, std::string_view window
   if (*w < kMinWindow || *w > kMaxWindow) return bad("window", "must be from 1s to 366d");
   if (*w / requests < 1) return bad("requests", "is more than one per microsecond");
   if (burst < 0 || burst > kMaxCount) return bad("burst", "must be 1 to 1000000000");
-  if (mode != "enforce" && mode != "shadow") return bad("mode", "must be \"enforce\" or \"shadow\"");
+  if (mode != "enforce" && mode != "shadow")
+    return bad("mode", "must be \"enforce\" or \"shadow\"");
   RatePolicy p;
   p.requests = static_cast<std::uint32_t>(requests);
   p.window = *w;

@@ -13,9 +13,7 @@ namespace {}  // namespace
 LoginGuard::LoginGuard(const LoginConfig& config, const Clock& clock)
     : config_(config), clock_(clock) {}
 
-std::string LoginGuard::KeyOf(std::string_view address) {
-  return AddressBucket(address, 32, 64);
-}
+std::string LoginGuard::KeyOf(std::string_view address) { return AddressBucket(address, 32, 64); }
 
 void LoginGuard::Forget(Entry& e, UnixMicros now) const {
   UnixMicros oldest = now - ToMicros(config_.window);

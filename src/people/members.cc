@@ -42,8 +42,14 @@ Result<Principal> MemberService::PrincipalFor(const SessionRecord& session,
   auto role = ResolveRole(org_id, (*m)->role);
   // A member whose custom role was removed meanwhile holds nothing, rather than failing.
   std::vector<std::string> permissions = role ? role->permissions : std::vector<std::string>{};
-  return Principal{std::string(org_id),    session.user_id, "user",
-                   std::move(permissions), "live",          session.auth_time, {}, {}};
+  return Principal{std::string(org_id),
+                   session.user_id,
+                   "user",
+                   std::move(permissions),
+                   "live",
+                   session.auth_time,
+                   {},
+                   {}};
 }
 
 Result<void> MemberService::CanGrant(const Principal& actor,

@@ -286,7 +286,8 @@ inline void BuildClientHead(const h1::ResponseHead& res, std::string_view reques
         EqualsIgnoreCase(f.name, "x-request-id")) {
       continue;
     }
-    if (!extra.empty() && f.name.size() > 10 && EqualsIgnoreCase(f.name.substr(0, 10), "ratelimit-")) {
+    if (!extra.empty() && f.name.size() > 10 &&
+        EqualsIgnoreCase(f.name.substr(0, 10), "ratelimit-")) {
       continue;
     }
     AppendField(out, f.name, f.value);

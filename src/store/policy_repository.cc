@@ -71,27 +71,29 @@ Result<void> PolicyRepository::Put(std::string_view org_id, std::string_view key
                                     SqlInt(policy.updated_at)};
     // SQLite's tenant view upserts in its INSTEAD OF trigger (a view cannot take ON CONFLICT).
     auto r = tx.dialect() == SqlTx::Dialect::kSqlite
-                 ? tx.Query("INSERT INTO tenant_access_policies (org_id, subject, rate_limit, "
-                            "ip_allowlist, allowlist_mode, quota, updated_at) "
-                            "VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                            params)
-                 : tx.Query("INSERT INTO tenant_access_policies (org_id, subject, rate_limit, "
-                            "ip_allowlist, allowlist_mode, quota, updated_at) "
-                            "VALUES ($1, $2, $3, $4, $5, $6, $7) "
-                            "ON CONFLICT (org_id, subject) DO UPDATE SET "
-                            "rate_limit = excluded.rate_limit, "
-                            "ip_allowlist = excluded.ip_allowlist, "
-                            "allowlist_mode = excluded.allowlist_mode, "
-                            "quota = excluded.quota, "
-                            "updated_at = excluded.updated_at",
-                            params);
+                 ? tx.Query(
+                       "INSERT INTO tenant_access_policies (org_id, subject, rate_limit, "
+                       "ip_allowlist, allowlist_mode, quota, updated_at) "
+                       "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                       params)
+                 : tx.Query(
+                       "INSERT INTO tenant_access_policies (org_id, subject, rate_limit, "
+                       "ip_allowlist, allowlist_mode, quota, updated_at) "
+                       "VALUES ($1, $2, $3, $4, $5, $6, $7) "
+                       "ON CONFLICT (org_id, subject) DO UPDATE SET "
+                       "rate_limit = excluded.rate_limit, "
+                       "ip_allowlist = excluded.ip_allowlist, "
+                       "allowlist_mode = excluded.allowlist_mode, "
+                       "quota = excluded.quota, "
+                       "updated_at = excluded.updated_at",
+                       params);
     if (!r) return tl::unexpected(r.error());
     return tx.Append(audit);
   });
 }
 
-Result<KeyPolicyLoad> PolicyRepository::LoadForKey(std::string_view org_id,
-                                                  std::string_view key_id, UnixMicros now) {
+Result<KeyPolicyLoad> PolicyRepository::LoadForKey(std::string_view org_id, std::string_view key_id,
+                                                   UnixMicros now) {
   auto p = Get(org_id, key_id);
   if (!p) return tl::unexpected(p.error());
   KeyPolicyLoad out;
@@ -108,7 +110,7 @@ Result<KeyPolicyLoad> PolicyRepository::LoadForKey(std::string_view org_id,
 }
 
 Result<std::int64_t> PolicyRepository::CreditsUsed(std::string_view org_id, std::string_view key_id,
-                                                  std::int64_t period) {
+                                                   std::int64_t period) {
   return Run<std::int64_t>(store_, org_id, false, [&](SqlTx& tx) -> Result<std::int64_t> {
     auto r = tx.Query("SELECT used FROM tenant_key_credits WHERE " GH_ORG_AND(
                           "org_id = $1") "key_id = $2 AND period = $3",
@@ -126,13 +128,15 @@ Result<void> PolicyRepository::AddCreditsUsed(std::string_view org_id,
                                       SqlText(std::to_string(d.period)), SqlInt(d.used)};
       // SQLite's tenant view adds in its INSTEAD OF trigger (a view cannot take ON CONFLICT).
       auto r = tx.dialect() == SqlTx::Dialect::kSqlite
-                   ? tx.Query("INSERT INTO tenant_key_credits (org_id, key_id, period, used) "
-                              "VALUES ($1, $2, $3, $4)",
-                              params)
-                   : tx.Query("INSERT INTO tenant_key_credits (org_id, key_id, period, used) "
-                              "VALUES ($1, $2, $3, $4) ON CONFLICT (key_id, period) DO UPDATE "
-                              "SET used = key_credits.used + excluded.used",
-                              params);
+                   ? tx.Query(
+                         "INSERT INTO tenant_key_credits (org_id, key_id, period, used) "
+                         "VALUES ($1, $2, $3, $4)",
+                         params)
+                   : tx.Query(
+                         "INSERT INTO tenant_key_credits (org_id, key_id, period, used) "
+                         "VALUES ($1, $2, $3, $4) ON CONFLICT (key_id, period) DO UPDATE "
+                         "SET used = key_credits.used + excluded.used",
+                         params);
       if (!r) return tl::unexpected(r.error());
     }
     return {};

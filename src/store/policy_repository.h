@@ -6,8 +6,8 @@
 
 #include <optional>
 #include <string>
-#include <vector>
 #include <string_view>
+#include <vector>
 
 #include "keys/key_verifier.h"
 #include "limits/access_policy.h"

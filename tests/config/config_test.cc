@@ -158,11 +158,14 @@ rate_limit_per_principal = { requests = 60, window = "1m" }
   EXPECT_EQ(c->routes[0].rate_limit_per_principal.requests, 60u);
 
   for (auto [text, where] : std::vector<std::pair<std::string, std::string>>{
-           {"[rate_limits]\nper_key = { requests = 0, window = \"1m\" }\n", "t.toml:2: rate_limits.per_key"},
-           {"[rate_limits]\nper_key = { requests = 5, window = \"1m\", oops = 1 }\n", "per_key.oops"},
+           {"[rate_limits]\nper_key = { requests = 0, window = \"1m\" }\n",
+            "t.toml:2: rate_limits.per_key"},
+           {"[rate_limits]\nper_key = { requests = 5, window = \"1m\", oops = 1 }\n",
+            "per_key.oops"},
            {"[rate_limits]\nredis = \"http://x\"\n", "t.toml:2: rate_limits.redis"},
            {"[rate_limits]\nredis = \"redis://:pw@host\"\n", "rate_limits.redis"},
-           {"[threats]\ninvalid_keys = { threshold = 5, reaction = \"ban\" }\n", "invalid_keys.reaction"},
+           {"[threats]\ninvalid_keys = { threshold = 5, reaction = \"ban\" }\n",
+            "invalid_keys.reaction"},
            {"[threats]\nblocked_status = 404\n", "threats.blocked_status"},
        }) {
     auto bad = ParseConfig(text, "t.toml");

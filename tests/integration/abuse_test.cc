@@ -27,9 +27,9 @@ class RateLimitTest : public GatewayFixture {
 
   // A key with its own limit, created through the API.
   std::pair<std::string, std::string> LimitedKey(const std::string& rate_limit_json) {
-    auto r = Call("POST", "/v1/orgs/" + org_ + "/keys", key_,
-                  R"({"label":"limited","scopes":["read:findings"],"rate_limit":)" +
-                      rate_limit_json + "}");
+    auto r = Call(
+        "POST", "/v1/orgs/" + org_ + "/keys", key_,
+        R"({"label":"limited","scopes":["read:findings"],"rate_limit":)" + rate_limit_json + "}");
     EXPECT_EQ(r.status, 201) << r.body;
     return {Field(r.body, "key"), Field(r.body, "id")};
   }
@@ -81,7 +81,8 @@ TEST_F(RateLimitTest, AKeysCreditsRunOutWithUsageExceededAndSurviveARestart) {
       << r.body;
   std::string secret = Field(r.body, "key");
   std::string id = Field(r.body, "id");
-  for (int i = 0; i < 10; ++i) ASSERT_EQ(Call("GET", "/api/v1/findings/1", secret).status, 200) << i;
+  for (int i = 0; i < 10; ++i)
+    ASSERT_EQ(Call("GET", "/api/v1/findings/1", secret).status, 200) << i;
   auto out = Call("GET", "/api/v1/findings/1", secret);
   EXPECT_EQ(out.status, 429);
   EXPECT_NE(out.body.find("\"code\":\"usage_exceeded\""), std::string::npos) << out.body;
@@ -122,7 +123,7 @@ TEST_F(RateLimitTest, ARoutesCostIsWhatEachRequestSpends) {
   auto refused = Call("GET", "/api/v1/chat/x", secret);          // needs 2, 1 left
   EXPECT_EQ(refused.status, 429);
   EXPECT_NE(refused.body.find("all 3 credits are spent"), std::string::npos) << refused.body;
-  EXPECT_TRUE(refused.Header("retry-after").empty());  // refill "none": never
+  EXPECT_TRUE(refused.Header("retry-after").empty());                // refill "none": never
   EXPECT_EQ(Call("GET", "/api/v1/findings/1", secret).status, 200);  // costs 1
 }
 
@@ -145,7 +146,8 @@ TEST_F(RateLimitTest, ARouteCanRequireAContentTypeAndABodySize) {
   Connection c(server_->port());
   c.Send("POST /api/v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + k +
          "\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
-         "50\r\n" + std::string(80, ' ') + "\r\n0\r\n\r\n");
+         "50\r\n" +
+         std::string(80, ' ') + "\r\n0\r\n\r\n");
   EXPECT_EQ(c.Read().status, 413);
   // Other routes keep the deployment's limits.
   EXPECT_EQ(Call("POST", "/api/v1/findings/1", k, std::string(100, ' ')).status, 200);
@@ -186,13 +188,15 @@ TEST_F(RateLimitTest, RouteLimitsAreSharedByEveryCallerOfTheRoute) {
 }
 
 TEST_F(RateLimitTest, OrgLimitCoversEveryKeyOfTheOrg) {
-  auto r = Call("PATCH", "/v1/orgs/" + org_, key_, R"({"rate_limit":{"requests":4,"window":"1h"}})");
+  auto r =
+      Call("PATCH", "/v1/orgs/" + org_, key_, R"({"rate_limit":{"requests":4,"window":"1h"}})");
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_NE(r.body.find("\"rate_limit\":{\"requests\":4"), std::string::npos) << r.body;
   std::string a = NewKey(R"(["read:findings"])");
   std::string b = NewKey(R"(["read:findings"])");
   int admitted = 0;
-  for (int i = 0; i < 6; ++i) admitted += Call("GET", "/api/v1/findings/1", i % 2 ? a : b).status == 200;
+  for (int i = 0; i < 6; ++i)
+    admitted += Call("GET", "/api/v1/findings/1", i % 2 ? a : b).status == 200;
   EXPECT_EQ(admitted, 4);
   // Forward-auth counts against the same limit.
   auto check = Call("GET", "/v1/authz/check", a, "", {{"X-Original-URI", "/api/v1/findings/2"}});
@@ -232,18 +236,18 @@ TEST_F(RateLimitTest, OrgAllowlistRefusesOtherAddressesAndCannotLockOutTheAdmin)
                      R"({"ip_allowlist":["127.0.0.1/32"],"ip_allowlist_mode":"shadow"})");
   ASSERT_EQ(shadow.status, 200) << shadow.body;
   // 127.0.0.2 is a trusted proxy: the client is the address it forwards for.
-  auto from_elsewhere = RequestFrom("127.0.0.2", server_->port(), "GET", "/api/v1/findings/1",
-                                    {{"Authorization", "Bearer " + k},
-                                     {"X-Forwarded-For", "203.0.113.9"}});
+  auto from_elsewhere =
+      RequestFrom("127.0.0.2", server_->port(), "GET", "/api/v1/findings/1",
+                  {{"Authorization", "Bearer " + k}, {"X-Forwarded-For", "203.0.113.9"}});
   EXPECT_EQ(from_elsewhere.status, 200) << from_elsewhere.body;
   auto metrics = Call("GET", "/metrics", "");
   EXPECT_NE(metrics.body.find("gatehouse_allowlist_shadow_refusals_total 1"), std::string::npos);
 
   auto enforce = Call("PATCH", "/v1/orgs/" + org_, key_, R"({"ip_allowlist_mode":"enforce"})");
   ASSERT_EQ(enforce.status, 200) << enforce.body;
-  from_elsewhere = RequestFrom("127.0.0.2", server_->port(), "GET", "/api/v1/findings/1",
-                               {{"Authorization", "Bearer " + k},
-                                {"X-Forwarded-For", "203.0.113.9"}});
+  from_elsewhere =
+      RequestFrom("127.0.0.2", server_->port(), "GET", "/api/v1/findings/1",
+                  {{"Authorization", "Bearer " + k}, {"X-Forwarded-For", "203.0.113.9"}});
   EXPECT_EQ(from_elsewhere.status, 403);
   EXPECT_NE(from_elsewhere.body.find("ip_not_allowed"), std::string::npos);
   // The control plane too, for every key of the org.
@@ -337,7 +341,8 @@ TEST_F(ThreatTest, AKeyFromANewNetworkAndAKeyThatKeepsFailingAreSecurityEventsOf
   EXPECT_NE(events.find(R"("notify":"pending")"), std::string::npos) << events;
   // Only security events, and filters narrow within them.
   EXPECT_EQ(events.find("\"action\":\"key.create\""), std::string::npos);
-  auto only = Call("GET", "/v1/orgs/" + org_ + "/security-events?action=security.new_network", key_);
+  auto only =
+      Call("GET", "/v1/orgs/" + org_ + "/security-events?action=security.new_network", key_);
   EXPECT_EQ(only.body.find("security.key_failures"), std::string::npos) << only.body;
   auto bad = Call("GET", "/v1/orgs/" + org_ + "/security-events?action=key.create", key_);
   EXPECT_EQ(bad.status, 400);

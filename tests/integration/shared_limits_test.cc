@@ -59,12 +59,11 @@ class SharedLimitsTest : public ::testing::Test {
         clients.emplace_back([&, n, t] {
           int port = nodes_[static_cast<std::size_t>(n)]->port();
           for (int i = 0; i < per_client; ++i) {
-            Response r = (i + t) % 2
-                             ? Request(port, "GET", "/api/v1/findings/1",
-                                       {{"Authorization", "Bearer " + key}})
-                             : Request(port, "GET", "/v1/authz/check",
-                                       {{"Authorization", "Bearer " + key},
-                                        {"X-Original-URI", "/api/v1/findings/1"}});
+            Response r = (i + t) % 2 ? Request(port, "GET", "/api/v1/findings/1",
+                                               {{"Authorization", "Bearer " + key}})
+                                     : Request(port, "GET", "/v1/authz/check",
+                                               {{"Authorization", "Bearer " + key},
+                                                {"X-Original-URI", "/api/v1/findings/1"}});
             if (r.status == 200)
               ++admitted;
             else if (r.status != 429)

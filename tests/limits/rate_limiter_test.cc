@@ -249,7 +249,8 @@ TEST(UsageQuota, SpendingStopsAtTheCreditsAndRefillsWithThePeriod) {
   const std::int64_t loaded = QuotaPeriod(q, clock.Now());
   // The store said 4 were spent already in this period.
   int admitted = 0;
-  for (int i = 0; i < 10; ++i) admitted += quotas.Spend("key_a", "org_a", q, 4, loaded, 1, "").allowed;
+  for (int i = 0; i < 10; ++i)
+    admitted += quotas.Spend("key_a", "org_a", q, 4, loaded, 1, "").allowed;
   EXPECT_EQ(admitted, 6);
   ASSERT_EQ(warnings.size(), 1u);  // once, at a tenth left
   EXPECT_EQ(warnings[0].action, "security.usage_low");

@@ -36,7 +36,8 @@ struct DomainEnv {
                                return policies->LoadForKey(org, key, clock.Now());
                              },
                              [this](std::string_view what) {
-                               if (what.starts_with("org:")) org_policies->Invalidate(what.substr(4));
+                               if (what.starts_with("org:"))
+                                 org_policies->Invalidate(what.substr(4));
                              }});
     keys = std::make_unique<KeyService>(*store, *verifier, clock, config);
     orgs = std::make_unique<OrgService>(*store, *keys, clock);
@@ -59,9 +60,19 @@ struct DomainEnv {
         [this](std::string_view org) { return policies->Get(org, ""); });
     auth->SetOrgPolicies(org_policies.get());
     limits = std::make_unique<LimitService>(config->rate_limits, clock);
-    ControlPlaneDeps deps{*auth,     *keys,     *orgs,    *store,   *gateway,
-                          metrics,   clock,     *audit,   *accounts, *sessions,
-                          *members,  *people,   std::move(metrics_token)};
+    ControlPlaneDeps deps{*auth,
+                          *keys,
+                          *orgs,
+                          *store,
+                          *gateway,
+                          metrics,
+                          clock,
+                          *audit,
+                          *accounts,
+                          *sessions,
+                          *members,
+                          *people,
+                          std::move(metrics_token)};
     deps.policies = policies.get();
     deps.org_policies = org_policies.get();
     deps.verifier = verifier.get();

@@ -31,7 +31,6 @@ std::string FindServerBinaries() {
   return best;
 }
 
-
 }  // namespace
 
 std::vector<std::string> PostgresCluster::AsOwner(std::vector<std::string> argv) const {

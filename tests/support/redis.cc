@@ -38,11 +38,21 @@ RedisServer::RedisServer() {
 
 void RedisServer::Start() {
   std::string port = std::to_string(port_);
-  std::vector<std::string> args = {"/usr/bin/redis-server", "--port",      port,
-                                   "--bind",                "127.0.0.1", "--save",
-                                   "",                      "--appendonly", "no",
-                                   "--dir",                 dir_.path(), "--logfile",
-                                   dir_.path() + "/redis.log", "--daemonize", "no"};
+  std::vector<std::string> args = {"/usr/bin/redis-server",
+                                   "--port",
+                                   port,
+                                   "--bind",
+                                   "127.0.0.1",
+                                   "--save",
+                                   "",
+                                   "--appendonly",
+                                   "no",
+                                   "--dir",
+                                   dir_.path(),
+                                   "--logfile",
+                                   dir_.path() + "/redis.log",
+                                   "--daemonize",
+                                   "no"};
   pid_ = fork();
   if (pid_ == 0) {
     std::vector<char*> a;
