@@ -10,17 +10,28 @@ namespace gatehouse {
 
 namespace json = boost::json;
 
-Result<std::optional<RatePolicy>> ReadRateLimitField(JsonObjectReader& in) {
-  if (in.IsNull("rate_limit")) {
-    (void)in.OptObject("rate_limit");  // marks it read
-    return std::optional<RatePolicy>(RatePolicy{});
+namespace {
+
+// A nullable object field: absent (nullopt), null (a default T: "none"), or read by `read`.
+template <typename T, typename Read>
+Result<std::optional<T>> ReadNullableObject(JsonObjectReader& in, std::string_view name,
+                                            Read read) {
+  if (in.IsNull(name)) {
+    (void)in.OptObject(name);  // marks it read
+    return std::optional<T>(T{});
   }
-  auto o = in.OptObject("rate_limit");
+  auto o = in.OptObject(name);
   if (!o) return tl::unexpected(o.error());
-  if (!*o) return std::optional<RatePolicy>();
-  auto p = ReadRatePolicy(**o, "rate_limit");
-  if (!p) return tl::unexpected(p.error());
-  return std::optional<RatePolicy>(*p);
+  if (!*o) return std::optional<T>();
+  auto v = read(**o, name);
+  if (!v) return tl::unexpected(v.error());
+  return std::optional<T>(std::move(*v));
+}
+
+}  // namespace
+
+Result<std::optional<RatePolicy>> ReadRateLimitField(JsonObjectReader& in) {
+  return ReadNullableObject<RatePolicy>(in, "rate_limit", ReadRatePolicy);
 }
 
 json::value RateLimitJson(const RatePolicy& p) {
@@ -29,16 +40,7 @@ json::value RateLimitJson(const RatePolicy& p) {
 }
 
 Result<std::optional<UsageQuota>> ReadQuotaField(JsonObjectReader& in) {
-  if (in.IsNull("quota")) {
-    (void)in.OptObject("quota");
-    return std::optional<UsageQuota>(UsageQuota{});
-  }
-  auto o = in.OptObject("quota");
-  if (!o) return tl::unexpected(o.error());
-  if (!*o) return std::optional<UsageQuota>();
-  auto q = ReadUsageQuota(**o, "quota");
-  if (!q) return tl::unexpected(q.error());
-  return std::optional<UsageQuota>(*q);
+  return ReadNullableObject<UsageQuota>(in, "quota", ReadUsageQuota);
 }
 
 json::value QuotaJson(const UsageQuota& q) {

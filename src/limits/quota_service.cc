@@ -23,6 +23,7 @@ QuotaOutcome QuotaService::Spend(std::string_view key_id, std::string_view org_i
   const UnixMicros now = clock_.Now();
   const std::int64_t period = QuotaPeriod(quota, now);
   out.refill_at = QuotaRefillAt(quota, now);
+  if (out.refill_at > 0) out.retry_after = std::max(1L, CeilSeconds(out.refill_at - now));
   bool warn = false;
   {
     std::lock_guard lock(mu_);
@@ -139,12 +140,7 @@ Error QuotaService::RefusalError(const QuotaOutcome& outcome, const UsageQuota& 
           : fmt::format("usage quota exhausted: all {} credits are spent", quota.credits),
       {},
       {}};
-  if (outcome.refill_at > 0) {
-    // Seconds until the refill; the clock the outcome was computed with is not at hand, so the
-    // system clock (the refill is at a wall-clock boundary anyway).
-    const UnixMicros now = SystemClock().Now();
-    e.retry_after = std::max(1L, CeilSeconds(outcome.refill_at - now));
-  }
+  e.retry_after = outcome.retry_after;
   return e;
 }
 

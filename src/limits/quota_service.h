@@ -30,6 +30,7 @@ struct QuotaOutcome {
   std::int64_t credits = 0;    // per period
   std::int64_t remaining = 0;  // after this request
   UnixMicros refill_at = 0;    // 0: never
+  long retry_after = 0;        // seconds until the refill (0: never)
 };
 
 class QuotaService {
