@@ -5,14 +5,17 @@
 #include <algorithm>
 #include <charconv>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
 
+#include <boost/json/parse.hpp>
 #include <boost/url/parse.hpp>
 
 #include "core/text.h"
 #include "core/time_format.h"
+#include "schema/json_schema.h"
 
 namespace gatehouse {
 
@@ -194,6 +197,38 @@ Result<void> ReadListeners(TableReader& root, const toml::table& t, Config& c) {
   return {};
 }
 
+// A route's JSON Schema, inline or from a file, compiled now so that a mistake in it stops the
+// start instead of reaching requests.
+Result<void> ReadRouteSchema(TableReader& r, const std::string& config_source, RouteConfig& route) {
+  std::string inline_text, file;
+  GH_TRY(r.String("json_schema", inline_text));
+  GH_TRY(r.String("json_schema_file", file));
+  if (inline_text.empty() && file.empty()) return {};
+  if (!inline_text.empty() && !file.empty()) {
+    return Bad(r.At("json_schema_file"), "give json_schema or json_schema_file, not both");
+  }
+  std::string text = inline_text;
+  const char* key = "json_schema";
+  if (!file.empty()) {
+    key = "json_schema_file";
+    std::filesystem::path path(file);
+    if (path.is_relative()) path = std::filesystem::path(config_source).parent_path() / path;
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return Bad(r.At(key), "cannot read " + path.string());
+    std::ostringstream content;
+    content << in.rdbuf();
+    text = content.str();
+    if (text.size() > 4 * 1024 * 1024) return Bad(r.At(key), path.string() + " is over 4 MiB");
+  }
+  boost::system::error_code ec;
+  boost::json::value doc = boost::json::parse(text, ec);
+  if (ec) return Bad(r.At(key), "is not valid JSON (" + ec.message() + ")");
+  auto schema = JsonSchema::Compile(doc);
+  if (!schema) return Bad(r.At(key), "is not a schema gatehouse can apply: " + schema.error());
+  route.json_schema = std::make_shared<const JsonSchema>(std::move(*schema));
+  return {};
+}
+
 Result<void> ReadRoutes(TableReader& root, Config& c) {
   const auto* n = root.Get("routes");
   if (!n) return {};
@@ -228,6 +263,7 @@ Result<void> ReadRoutes(TableReader& root, Config& c) {
       for (auto& ch : t) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
     }
     GH_TRY(r.Integer("max_body_bytes", route.max_body_bytes, 0, std::int64_t{1} << 40));
+    GH_TRY(ReadRouteSchema(r, c.source, route));
     if (const auto* h = r.Get("add_headers")) {
       const auto* ht = h->as_table();
       if (!ht) return Bad(r.At("add_headers"), "must be a table of header = \"value\"");

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -22,6 +23,8 @@
 namespace gatehouse {
 
 using Millis = std::chrono::milliseconds;
+
+class JsonSchema;
 
 // A configured duration in the unit the domain and the stores count time in.
 inline UnixMicros ToMicros(Millis m) { return static_cast<UnixMicros>(m.count()) * 1000; }
@@ -78,6 +81,10 @@ struct RouteConfig {
   // empty: any), and may be at most this large (413; 0: limits.max_proxy_body_bytes).
   std::vector<std::string> content_types;
   std::size_t max_body_bytes = 0;
+  // Request bodies must match this JSON Schema (draft-07) before they leave for the upstream
+  // (400 invalid_request with the pointer of the first violation). Written inline
+  // (`json_schema`) or as a file (`json_schema_file`, relative to the config file's folder).
+  std::shared_ptr<const JsonSchema> json_schema;
   std::uint32_t source_line = 0;  // where the route was written, for messages
 };
 

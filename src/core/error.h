@@ -7,6 +7,7 @@
 // for limits. The gatehouse-specific codes refine those for the outside contract.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -50,6 +51,9 @@ struct Error {
   // For kResourceExhausted and kUnavailable: seconds until trying again makes sense (the
   // Retry-After header); 0: not said.
   long retry_after = 0;
+  // For a request body that a route's JSON Schema refused: the RFC 6901 pointer of the first
+  // violation ("" is the whole body).
+  std::optional<std::string> pointer = std::nullopt;
 };
 
 template <typename T>

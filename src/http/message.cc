@@ -175,6 +175,7 @@ HttpResponse ErrorResponse(const Error& error, std::string_view request_id) {
   e["code"] = ErrorCodeName(error.code);
   e["message"] = error.message.empty() ? std::string(ErrorCodeName(error.code)) : error.message;
   if (!error.field.empty()) e["field"] = error.field;
+  if (error.pointer) e["pointer"] = *error.pointer;
   if (!error.required.empty()) {
     boost::json::array req;
     for (const auto& r : error.required) req.emplace_back(r);

@@ -1156,14 +1156,16 @@ class Server::Impl {
           fr.error.code == ErrorCode::kUpstreamTimeout) {
         parts_.metrics->upstream_errors.fetch_add(1);
       }
-      // The body may be half read; never reuse this connection. A failure before the upstream
-      // answered is recorded here; one from the gate was (or could not be) recorded there.
+      // Unless the body was read to its end (a schema refusal), it may be half read: never
+      // reuse the connection then. A failure before the upstream answered is recorded here;
+      // one from the gate was (or could not be) recorded there.
+      const bool body_pending = !fr.client_reusable;
       if (!gate.passed()) {
         gate.event().details = DetailsOf({{"reason", ErrorCodeName(fr.error.code)}});
-        co_return co_await RefuseRecorded(stream, conn, fr.error, ex, true,
+        co_return co_await RefuseRecorded(stream, conn, fr.error, ex, body_pending,
                                           std::move(gate.event()));
       }
-      co_return co_await Refuse(stream, conn, fr.error, ex, true);
+      co_return co_await Refuse(stream, conn, fr.error, ex, body_pending);
     }
     ex.status = fr.status;
     Finish(ex);

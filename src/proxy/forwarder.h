@@ -20,6 +20,7 @@
 
 #include <array>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -32,6 +33,7 @@
 #include "http/cookies.h"
 #include "http/h1.h"
 #include "http/message.h"
+#include "schema/json_schema.h"
 
 namespace gatehouse::proxy {
 
@@ -172,7 +174,9 @@ inline std::uint64_t MaxBody(const ForwardContext& ctx) {
 struct ForwardResult {
   int status = 0;                 // what the client got (or would have got)
   bool response_started = false;  // false: the caller must send `error`
-  bool client_reusable = false;   // the client connection may serve another request
+  // The client connection may serve another request; on a failure before the response, the
+  // request body was read to its end.
+  bool client_reusable = false;
   Error error;
 };
 
@@ -218,8 +222,11 @@ inline void AppendField(std::string& out, std::string_view name, std::string_vie
 // The request head the upstream receives: the client's fields minus hop-by-hop ones, spoofable
 // identity and forwarding fields and (unless the route says otherwise) the credential; then
 // gatehouse's own.
+// `whole_body_length`: the body was read whole (and its chunked framing undone), so it goes
+// with this Content-Length in place of the client's framing fields.
 inline void BuildUpstreamHead(const h1::RequestHead& head, const ForwardContext& ctx,
-                              std::string& out) {
+                              std::string& out,
+                              std::optional<std::size_t> whole_body_length = std::nullopt) {
   const RouteConfig& route = *ctx.route;
   const bool has_connection = head.Find("connection").has_value();
   out.clear();
@@ -237,6 +244,10 @@ inline void BuildUpstreamHead(const h1::RequestHead& head, const ForwardContext&
     }
     if (!route.forward_credential &&
         (EqualsIgnoreCase(n, "authorization") || EqualsIgnoreCase(n, "x-api-key"))) {
+      continue;
+    }
+    if (whole_body_length &&
+        (EqualsIgnoreCase(n, "content-length") || EqualsIgnoreCase(n, "transfer-encoding"))) {
       continue;
     }
     // The console's session cookie is sent by browsers to every path of the host, proxied
@@ -267,6 +278,7 @@ inline void BuildUpstreamHead(const h1::RequestHead& head, const ForwardContext&
   out += "\r\n";
   AppendField(out, "X-Forwarded-Proto", ctx.client_tls ? "https" : "http");
   for (const auto& [name, value] : route.add_headers) AppendField(out, name, value);
+  if (whole_body_length) AppendField(out, "Content-Length", std::to_string(*whole_body_length));
   out += "\r\n";
 }
 
@@ -347,6 +359,22 @@ inline ForwardResult Failure(ErrorCode code, std::string message) {
   return r;
 }
 
+// Reads more of the request body into client.in; a failure says why it stopped coming.
+template <class Stream>
+net::awaitable<std::optional<ForwardResult>> ReadMoreBody(ClientSide<Stream>& client, Millis idle) {
+  auto space = client.in.Prepare(kRelayPiece, kRelayPiece * 2);
+  client.deadline.Arm(idle);
+  auto [ec, n] =
+      co_await client.stream.async_read_some(net::buffer(space.data(), space.size()), kNoThrow);
+  if (ec) {
+    if (client.deadline.fired())
+      co_return Failure(ErrorCode::kRequestTimeout, "request body took too long");
+    co_return Failure(ErrorCode::kUpstreamUnavailable, "the client stopped sending the body");
+  }
+  client.in.Commit(n);
+  co_return std::nullopt;
+}
+
 // Relays the rest of the request body, whose first bytes already went with the head. Returns an
 // error only before the response started, which is always the case here.
 template <class Stream>
@@ -358,16 +386,7 @@ net::awaitable<std::optional<ForwardResult>> RelayRequestBody(ClientSide<Stream>
   const std::uint64_t max = MaxBody(ctx);
   const Millis idle = ctx.route->stream_idle_timeout;
   while (!body.done()) {
-    auto space = client.in.Prepare(kRelayPiece, kRelayPiece * 2);
-    client.deadline.Arm(idle);
-    auto [rec, rn] =
-        co_await client.stream.async_read_some(net::buffer(space.data(), space.size()), kNoThrow);
-    if (rec) {
-      if (client.deadline.fired())
-        co_return Failure(ErrorCode::kRequestTimeout, "request body took too long");
-      co_return Failure(ErrorCode::kUpstreamUnavailable, "request body relay failed");
-    }
-    client.in.Commit(rn);
+    if (auto cut = co_await ReadMoreBody(client, idle)) co_return cut;
     std::size_t n = body.Take(client.in.data());
     if (body.failed()) co_return Failure(ErrorCode::kInvalidArgument, "malformed chunked body");
     if (body.bytes_seen(client.head.content_length) > max)
@@ -381,6 +400,40 @@ net::awaitable<std::optional<ForwardResult>> RelayRequestBody(ClientSide<Stream>
   co_return std::nullopt;
 }
 
+// Reads the rest of the request body into `body`, its chunked framing undone, held to the
+// route's size limit as it arrives.
+template <class Stream>
+net::awaitable<std::optional<ForwardResult>> ReadWholeBody(ClientSide<Stream>& client,
+                                                           const ForwardContext& ctx,
+                                                           std::string& body) {
+  const h1::RequestHead& head = client.head;
+  const std::uint64_t max = MaxBody(ctx);
+  const Millis idle = ctx.route->stream_idle_timeout;
+  BodyTracker tracker{head.framing, head.content_length, {}};
+  if (head.framing == h1::Framing::kLength)
+    body.reserve(static_cast<std::size_t>(head.content_length));
+  for (;;) {
+    std::string_view available = client.in.data();
+    std::size_t n = 0;
+    if (head.framing == h1::Framing::kChunked) {
+      n = tracker.chunked.Feed(available, &body);
+    } else {
+      n = tracker.Take(available);
+      body.append(available.data(), n);
+    }
+    client.in.Consume(n);
+    if (tracker.failed()) co_return Failure(ErrorCode::kInvalidArgument, "malformed chunked body");
+    if (tracker.bytes_seen(head.content_length) > max)
+      co_return Failure(ErrorCode::kPayloadTooLarge, "request body is too large");
+    if (tracker.done()) co_return std::nullopt;
+    if (auto cut = co_await ReadMoreBody(client, idle)) co_return cut;
+  }
+}
+
+inline bool MethodCarriesContent(std::string_view method) {
+  return method == "POST" || method == "PUT" || method == "PATCH";
+}
+
 template <class Stream>
 net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardContext& ctx,
                                       UpstreamPool& pool, io::WatchList& watches) {
@@ -392,8 +445,28 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
   if (head.framing == h1::Framing::kLength && head.content_length > MaxBody(ctx)) {
     co_return Failure(ErrorCode::kPayloadTooLarge, "request body is too large");
   }
+  // A route with a JSON Schema checks the whole body before any of it leaves.
+  std::string whole_body;
+  const bool whole = route.json_schema && (has_body || MethodCarriesContent(head.method));
+  if (whole) {
+    if (has_body) {
+      auto failed = co_await ReadWholeBody(client, ctx, whole_body);
+      if (failed) co_return std::move(*failed);
+    }
+    if (auto valid = route.json_schema->ValidateBody(whole_body); !valid) {
+      ForwardResult r;
+      r.error = std::move(valid.error());
+      r.status = ErrorStatus(r.error.code);
+      r.client_reusable = true;  // the body was read to its end
+      co_return r;
+    }
+  }
   std::string& out = client.scratch;
-  BuildUpstreamHead(head, ctx, out);
+  if (whole) {
+    BuildUpstreamHead(head, ctx, out, whole_body.size());
+  } else {
+    BuildUpstreamHead(head, ctx, out);
+  }
 
   // A pooled connection may have been closed by the upstream while idle; that shows only when
   // we use it. Without a body the request can be replayed once on a fresh connection.
@@ -407,10 +480,11 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
     }
     UpstreamConnection& up = *lease.conn;
     io::Deadline up_deadline(watches, &up.socket);
-    const bool retryable = lease.reused && !has_body;
+    // A body held whole can be sent again; one relayed as it arrives cannot.
+    const bool retryable = lease.reused && (!has_body || whole);
 
     // The head, with whatever body bytes have already arrived, in one write.
-    BodyTracker request_body{head.framing, head.content_length, {}};
+    BodyTracker request_body{whole ? h1::Framing::kNone : head.framing, head.content_length, {}};
     std::size_t first = request_body.Take(client.in.data());
     if (request_body.failed())
       co_return Failure(ErrorCode::kInvalidArgument, "malformed chunked body");
@@ -418,15 +492,16 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
     if (request_body.bytes_seen(head.content_length) > MaxBody(ctx))
       co_return Failure(ErrorCode::kPayloadTooLarge, "request body is too large");
     up_deadline.Arm(route.response_timeout);
-    std::array<net::const_buffer, 2> head_and_body{net::buffer(out),
-                                                   net::buffer(client.in.data().data(), first)};
+    std::array<net::const_buffer, 2> head_and_body{
+        net::buffer(out),
+        whole ? net::buffer(whole_body) : net::buffer(client.in.data().data(), first)};
     auto [hec, hn] = co_await net::async_write(up.socket, head_and_body, kNoThrow);
     client.in.Consume(first);
     if (hec) {
       if (retryable) continue;
       co_return Failure(ErrorCode::kUpstreamUnavailable, "upstream connection failed");
     }
-    if (has_body) {
+    if (has_body && !whole) {
       auto failed = co_await RelayRequestBody(client, request_body, up, up_deadline, ctx);
       if (failed) co_return std::move(*failed);
     }

@@ -1,4 +1,5 @@
 #include "config/config.h"
+#include "schema/json_schema.h"
 
 #include <gtest/gtest.h>
 
@@ -82,6 +83,18 @@ TEST(Config, ErrorsNameFileLineAndField) {
       {"this is not toml", "gatehouse.toml:1:"},
       {"storage_connections = 0\n", "gatehouse.toml:1: storage_connections: must be between"},
       {"storage = \"mysql://x\"\n", "storage: must be sqlite:///path or postgres://"},
+      {"[[routes]]\npath_prefix = \"/api\"\nupstream = \"http://127.0.0.1:1\"\n"
+       "json_schema = '{\"type\":'\n",
+       "gatehouse.toml:4: routes[0].json_schema: is not valid JSON"},
+      {"[[routes]]\npath_prefix = \"/api\"\nupstream = \"http://127.0.0.1:1\"\n"
+       "json_schema = '{\"minimum\":\"one\"}'\n",
+       "routes[0].json_schema: is not a schema gatehouse can apply: #/minimum: must be a number"},
+      {"[[routes]]\npath_prefix = \"/api\"\nupstream = \"http://127.0.0.1:1\"\n"
+       "json_schema = '{}'\njson_schema_file = \"x.json\"\n",
+       "give json_schema or json_schema_file, not both"},
+      {"[[routes]]\npath_prefix = \"/api\"\nupstream = \"http://127.0.0.1:1\"\n"
+       "json_schema_file = \"/nonexistent/s.json\"\n",
+       "routes[0].json_schema_file: cannot read /nonexistent/s.json"},
   };
   for (const auto& bc : cases) {
     auto c = ParseConfig(bc.toml, "gatehouse.toml");
@@ -89,6 +102,19 @@ TEST(Config, ErrorsNameFileLineAndField) {
     EXPECT_NE(c.error().message.find(bc.expect), std::string::npos)
         << "got: " << c.error().message << "\nwanted: " << bc.expect;
   }
+}
+
+TEST(Config, ARoutesInlineJsonSchemaIsCompiledWhenRead) {
+  auto c = ParseConfig(
+      "[[routes]]\npath_prefix = \"/api\"\nupstream = \"http://127.0.0.1:1\"\n"
+      "json_schema = \"\"\"\n{\"type\": \"object\", \"required\": [\"model\"]}\n\"\"\"\n",
+      "gatehouse.toml");
+  ASSERT_TRUE(c) << c.error().message;
+  ASSERT_TRUE(c->routes[0].json_schema);
+  EXPECT_TRUE(c->routes[0].json_schema->ValidateBody(R"({"model":"m"})"));
+  auto refused = c->routes[0].json_schema->ValidateBody("{}");
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().pointer, "/model");
 }
 
 TEST(Config, EnvironmentOverridesTheFile) {

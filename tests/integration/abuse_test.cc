@@ -2,10 +2,20 @@
 // /v1/keys/verify; per-key and per-org policies through the API; org IP allowlists.
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+
 #include "integration/fixture.h"
 
 namespace gatehouse::testing {
 namespace {
+
+std::string fmt_hex(std::size_t n) {
+  char buf[20];
+  std::snprintf(buf, sizeof buf, "%zx", n);
+  return buf;
+}
 
 std::string Field(const std::string& body, const std::string& name) {
   auto at = body.find("\"" + name + "\":\"");
@@ -260,6 +270,130 @@ TEST_F(RateLimitTest, OrgAllowlistRefusesOtherAddressesAndCannotLockOutTheAdmin)
   EXPECT_NE(org.body.find("\"ip_allowlist\":[\"127.0.0.1/32\"]"), std::string::npos) << org.body;
 }
 
+// A route whose request bodies must match a JSON Schema (issue 6, part 7).
+class SchemaTest : public GatewayFixture {
+ protected:
+  std::string ExtraConfig() override {
+    std::ofstream schema(dir_.path() + "/chat.schema.json");
+    schema << R"({
+      "type": "object",
+      "required": ["model", "messages"],
+      "properties": {
+        "model": {"type": "string"},
+        "messages": {"type": "array", "minItems": 1, "items": {"$ref": "#/definitions/message"}},
+        "stream": {"type": "boolean"}
+      },
+      "definitions": {
+        "message": {
+          "type": "object",
+          "required": ["role", "content"],
+          "properties": {"role": {"enum": ["system", "user", "assistant"]},
+                         "content": {"type": "string"}}
+        }
+      }
+    })";
+    // Relative to the config file's folder.
+    return "[[routes]]\nname = \"chat\"\npath_prefix = \"/ai/v1/chat\"\n"
+           "upstream = \"http://127.0.0.1:" +
+           std::to_string(upstream_->port()) +
+           "\"\nscopes = [\"read:findings\"]\njson_schema_file = \"chat.schema.json\"\n"
+           "max_body_bytes = 2000\n";
+  }
+  static constexpr const char* kValid =
+      R"({"model":"m","messages":[{"role":"user","content":"hello"}],"stream":false})";
+};
+
+TEST_F(SchemaTest, ABodyThatMatchesReachesTheUpstreamWhole) {
+  std::string k = NewKey(R"(["read:findings"])");
+  auto ok =
+      Call("POST", "/ai/v1/chat/completions", k, kValid, {{"Content-Type", "application/json"}});
+  ASSERT_EQ(ok.status, 200) << ok.body;
+  EXPECT_EQ(upstream_->last_body(), kValid);
+  EXPECT_NE(upstream_->last_head().find("Content-Length: " + std::to_string(strlen(kValid))),
+            std::string::npos)
+      << upstream_->last_head();
+
+  // A chunked body is read whole, checked, and sent on with a Content-Length.
+  Connection c(server_->port());
+  std::string body = kValid;
+  c.Send("POST /ai/v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + k +
+         "\r\nTransfer-Encoding: chunked\r\n\r\n" + fmt_hex(10) + "\r\n" + body.substr(0, 10) +
+         "\r\n" + fmt_hex(body.size() - 10) + "\r\n" + body.substr(10) + "\r\n0\r\n\r\n");
+  auto chunked = c.Read();
+  ASSERT_EQ(chunked.status, 200) << chunked.body;
+  EXPECT_EQ(upstream_->last_body(), kValid);
+  const std::string head = upstream_->last_head();
+  EXPECT_EQ(head.find("chunked"), std::string::npos) << head;
+  EXPECT_NE(head.find("Content-Length: " + std::to_string(body.size())), std::string::npos);
+
+  // Requests without a body on the route are not held to the schema.
+  EXPECT_EQ(Call("GET", "/ai/v1/chat/models", k).status, 200);
+}
+
+TEST_F(SchemaTest, AViolationIs400WithThePointerAndNeverReachesTheUpstream) {
+  std::string k = NewKey(R"(["read:findings"])");
+  const int before = upstream_->requests.load();
+  struct Case {
+    std::string body, pointer;
+  };
+  for (
+      const auto& [body, pointer] : std::vector<Case>{
+          {R"({"model":"m","messages":[{"role":"user","content":"a"},{"role":"boss","content":"b"}]})",
+           "/messages/1/role"},
+          {R"({"messages":[{"role":"user","content":"a"}]})", "/model"},
+          {R"({"model":"m","messages":[]})", "/messages"},
+          {R"({"model":7,"messages":[{"role":"user","content":"a"}]})", "/model"},
+          {R"(["not","an","object"])", ""},
+      }) {
+    auto r =
+        Call("POST", "/ai/v1/chat/completions", k, body, {{"Content-Type", "application/json"}});
+    EXPECT_EQ(r.status, 400) << body;
+    EXPECT_NE(r.body.find("\"code\":\"invalid_request\""), std::string::npos) << r.body;
+    EXPECT_NE(r.body.find("\"pointer\":\"" + pointer + "\""), std::string::npos) << r.body;
+  }
+  auto not_json = Call("POST", "/ai/v1/chat/completions", k, "{\"model\":", {});
+  EXPECT_EQ(not_json.status, 400);
+  EXPECT_NE(not_json.body.find("not valid JSON"), std::string::npos) << not_json.body;
+  // A POST with no body at all does not slip past the schema.
+  auto empty = Call("POST", "/ai/v1/chat/completions", k, "", {});
+  EXPECT_EQ(empty.status, 400) << empty.body;
+  // Too large is still 413, whether or not it would match.
+  std::string padded = R"({"model":")" + std::string(3000, 'm') + R"(","messages":[]})";
+  EXPECT_EQ(Call("POST", "/ai/v1/chat/completions", k, padded).status, 413);
+  EXPECT_EQ(upstream_->requests.load(), before);
+
+  // The refusal read the whole body, so the connection serves the next request.
+  Connection c(server_->port());
+  std::string bad = R"({"model":"m"})";
+  c.Send(BuildRequest("POST", "/ai/v1/chat/completions", {{"Authorization", "Bearer " + k}}, bad));
+  auto refused = c.Read();
+  EXPECT_EQ(refused.status, 400);
+  EXPECT_NE(refused.body.find("\"pointer\":\"/messages\""), std::string::npos) << refused.body;
+  c.Send(
+      BuildRequest("POST", "/ai/v1/chat/completions", {{"Authorization", "Bearer " + k}}, kValid));
+  EXPECT_EQ(c.Read().status, 200);
+  // The refusal is in the audit log like any other proxy decision.
+  auto audit = Call("GET", "/v1/orgs/" + org_ + "/audit?action=auth.proxy", key_);
+  EXPECT_NE(audit.body.find("invalid_request"), std::string::npos) << audit.body;
+}
+
+TEST(SchemaConfig, ASchemaThatCannotBeAppliedStopsTheStart) {
+  TempDir dir;
+  std::ofstream(dir.path() + "/bad.json") << R"({"properties":{"a":{"pattern":"(?<=x)y"}}})";
+  std::ofstream(dir.path() + "/gatehouse.toml")
+      << "data_dir = \"" << dir.path() << "/data\"\n[[routes]]\nname = \"r\"\n"
+      << "path_prefix = \"/r\"\nupstream = \"http://127.0.0.1:9\"\n"
+      << "json_schema_file = \"bad.json\"\n";
+  int status = 0;
+  std::string out = RunCommand(
+      {"/bin/sh", "-c",
+       Binary() + " serve --config " + dir.path() + "/gatehouse.toml --listen 127.0.0.1:0 2>&1"},
+      &status);
+  EXPECT_EQ(status, 2) << out;
+  EXPECT_NE(out.find("routes[0].json_schema_file"), std::string::npos) << out;
+  EXPECT_NE(out.find("#/properties/a/pattern"), std::string::npos) << out;
+}
+
 }  // namespace
 }  // namespace gatehouse::testing
 
@@ -350,6 +484,5 @@ TEST_F(ThreatTest, AKeyFromANewNetworkAndAKeyThatKeepsFailingAreSecurityEventsOf
   auto audit = Call("GET", "/v1/orgs/" + org_ + "/audit?action=security.*", key_);
   EXPECT_NE(audit.body.find("security.new_network"), std::string::npos);
 }
-
 }  // namespace
 }  // namespace gatehouse::testing

@@ -1,0 +1,76 @@
+// Request bodies checked against a route's JSON Schema: the body is the attacker's. The first
+// byte picks the mode: bodies against a fixed schema that uses every keyword family, or (with
+// 'S') the input as a schema, compiled and applied to itself, so that compiling never crashes on
+// an operator's mistake either. The quick verdict and the reporting one must always agree.
+#include <cstdint>
+#include <string_view>
+
+#include <boost/json/parse.hpp>
+
+#include "schema/json_schema.h"
+
+namespace {
+
+constexpr std::string_view kSchema = R"({
+  "type": "object",
+  "required": ["model"],
+  "properties": {
+    "model": {"type": "string", "pattern": "^[a-z][a-z0-9.-]{0,40}$"},
+    "messages": {"type": "array", "maxItems": 64, "uniqueItems": true,
+                 "items": {"$ref": "#/definitions/message"}},
+    "n": {"type": "integer", "minimum": 1, "maximum": 8, "multipleOf": 1},
+    "temperature": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 2.5},
+    "tree": {"$ref": "#/definitions/tree"},
+    "choice": {"oneOf": [{"type": "string", "maxLength": 3}, {"type": "string", "minLength": 2}]},
+    "either": {"anyOf": [{"const": {"a": [1, 2.0]}}, {"enum": [null, true, "x"]}]},
+    "cond": {"if": {"type": "object"}, "then": {"minProperties": 1}, "else": {"not": {"type": "null"}}}
+  },
+  "patternProperties": {"^x-": {"type": ["string", "number"]}},
+  "propertyNames": {"maxLength": 32},
+  "dependencies": {"stream": ["model"], "tools": {"required": ["tool_choice"]}},
+  "additionalProperties": {"contains": {"type": "integer"}},
+  "definitions": {
+    "message": {"type": "object", "required": ["role"],
+                "properties": {"role": {"enum": ["user", "assistant"]}, "content": {"type": "string"}}},
+    "tree": {"type": "object", "properties": {"children": {"type": "array", "items": {"$ref": "#/definitions/tree"}}},
+             "anyOf": [{"required": ["leaf"]}, {"required": ["children"]}]}
+  }
+})";
+
+const gatehouse::JsonSchema& Fixed() {
+  static const gatehouse::JsonSchema schema = [] {
+    auto s = gatehouse::JsonSchema::Compile(boost::json::parse(kSchema));
+    if (!s) __builtin_trap();
+    return *s;
+  }();
+  return schema;
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  std::string_view input(reinterpret_cast<const char*>(data), size);
+  if (input.starts_with('S')) {
+    boost::system::error_code ec;
+    boost::json::parse_options options;
+    options.max_depth = 32;
+    auto doc = boost::json::parse(input.substr(1), ec, {}, options);
+    if (ec) return 0;
+    auto schema = gatehouse::JsonSchema::Compile(doc);
+    if (schema && schema->IsValid(doc) != !schema->Validate(doc)) __builtin_trap();
+    return 0;
+  }
+  const auto& schema = Fixed();
+  auto verdict = schema.ValidateBody(input);
+  boost::system::error_code ec;
+  boost::json::parse_options options;
+  options.max_depth = gatehouse::kMaxSchemaBodyDepth;
+  auto doc = boost::json::parse(input, ec, {}, options);
+  if (ec) {
+    if (verdict) __builtin_trap();  // not JSON can never pass
+    return 0;
+  }
+  if (schema.IsValid(doc) != verdict.has_value()) __builtin_trap();
+  if (!verdict && !verdict.error().pointer) __builtin_trap();
+  return 0;
+}

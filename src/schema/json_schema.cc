@@ -1,0 +1,1059 @@
+#include "schema/json_schema.h"
+
+#include <re2/re2.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+
+namespace gatehouse {
+
+namespace json = boost::json;
+
+namespace {
+
+// Kinds as bits, so that "type": ["string","null"] is one mask test. An integer is also a
+// number; a double with no fractional part is an integer too (draft-07).
+enum : std::uint8_t {
+  kNullBit = 1,
+  kBooleanBit = 2,
+  kObjectBit = 4,
+  kArrayBit = 8,
+  kNumberBit = 16,
+  kIntegerBit = 32,
+  kStringBit = 64,
+};
+
+constexpr std::pair<std::string_view, std::uint8_t> kTypeNames[] = {
+    {"null", kNullBit},     {"boolean", kBooleanBit}, {"object", kObjectBit}, {"array", kArrayBit},
+    {"number", kNumberBit}, {"integer", kIntegerBit}, {"string", kStringBit}};
+
+// Validating a body visits at most this many (schema, value) pairs. Ordinary schemas visit each
+// value a few times; only combinators nested inside recursion multiply, and a body must not be
+// able to turn that into unbounded work.
+constexpr std::size_t kMaxSteps = 4'000'000;
+// Nested schema evaluations; only $ref cycles that do not descend into the body come near it.
+constexpr int kMaxSchemaDepth = 1024;
+
+std::uint8_t KindBits(const json::value& v) {
+  switch (v.kind()) {
+    case json::kind::null:
+      return kNullBit;
+    case json::kind::bool_:
+      return kBooleanBit;
+    case json::kind::object:
+      return kObjectBit;
+    case json::kind::array:
+      return kArrayBit;
+    case json::kind::string:
+      return kStringBit;
+    case json::kind::int64:
+    case json::kind::uint64:
+      return kNumberBit | kIntegerBit;
+    case json::kind::double_: {
+      double d = v.get_double();
+      return std::isfinite(d) && std::floor(d) == d ? kNumberBit | kIntegerBit : kNumberBit;
+    }
+  }
+  return 0;
+}
+
+// Long double holds every int64, uint64 and double exactly on the targets we build for, so
+// comparisons across the three representations are exact.
+long double AsNumber(const json::value& v) {
+  switch (v.kind()) {
+    case json::kind::int64:
+      return static_cast<long double>(v.get_int64());
+    case json::kind::uint64:
+      return static_cast<long double>(v.get_uint64());
+    case json::kind::double_:
+      return static_cast<long double>(v.get_double());
+    default:
+      return 0;
+  }
+}
+
+bool JsonEqual(const json::value& a, const json::value& b) {
+  if (a.is_number() && b.is_number()) return AsNumber(a) == AsNumber(b);
+  if (a.kind() != b.kind()) return false;
+  switch (a.kind()) {
+    case json::kind::null:
+      return true;
+    case json::kind::bool_:
+      return a.get_bool() == b.get_bool();
+    case json::kind::string:
+      return a.get_string() == b.get_string();
+    case json::kind::array: {
+      const auto& x = a.get_array();
+      const auto& y = b.get_array();
+      if (x.size() != y.size()) return false;
+      for (std::size_t i = 0; i < x.size(); ++i) {
+        if (!JsonEqual(x[i], y[i])) return false;
+      }
+      return true;
+    }
+    case json::kind::object: {
+      const auto& x = a.get_object();
+      const auto& y = b.get_object();
+      if (x.size() != y.size()) return false;
+      for (const auto& m : x) {
+        const json::value* other = y.if_contains(m.key());
+        if (!other || !JsonEqual(m.value(), *other)) return false;
+      }
+      return true;
+    }
+    default:
+      return false;
+  }
+}
+
+// Equal values (by JsonEqual) hash equally: numbers by their double value, objects whatever the
+// order of their members.
+std::size_t JsonHash(const json::value& v) {
+  if (v.is_number()) {
+    double d = static_cast<double>(AsNumber(v));
+    if (d == 0) d = 0;  // -0.0 equals 0
+    return std::hash<double>{}(d) ^ 0x9e3779b97f4a7c15ULL;
+  }
+  switch (v.kind()) {
+    case json::kind::null:
+      return 0x51ed270b;
+    case json::kind::bool_:
+      return v.get_bool() ? 0x2545f491 : 0x7f4a7c15;
+    case json::kind::string:
+      return std::hash<std::string_view>{}(v.get_string());
+    case json::kind::array: {
+      std::size_t h = 0xa0761d65;
+      for (const auto& item : v.get_array()) h = h * 1099511628211ULL ^ JsonHash(item);
+      return h;
+    }
+    case json::kind::object: {
+      std::size_t h = 0xe7037ed1;
+      for (const auto& m : v.get_object()) {
+        h += std::hash<std::string_view>{}(m.key()) * 31 ^ JsonHash(m.value());
+      }
+      return h;
+    }
+    default:
+      return 0;
+  }
+}
+
+std::size_t CodePoints(std::string_view s) {
+  std::size_t n = 0;
+  for (char c : s) n += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
+  return n;
+}
+
+void AppendPointerToken(std::string& out, std::string_view token) {
+  out += '/';
+  for (char c : token) {
+    if (c == '~') {
+      out += "~0";
+    } else if (c == '/') {
+      out += "~1";
+    } else {
+      out += c;
+    }
+  }
+}
+
+void AppendIndexToken(std::string& out, std::size_t index) {
+  char buf[24];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, index);
+  out += '/';
+  out.append(buf, end);
+}
+
+std::string Serialize(const json::value& v) { return json::serialize(v); }
+
+struct NumberLimit {
+  long double value = 0;
+  std::string text;  // as the schema wrote it, for messages
+};
+
+struct Node;
+
+struct Dependency {
+  std::string property;
+  std::vector<std::string> required;
+  const Node* schema = nullptr;
+};
+
+struct Node {
+  std::optional<bool> fixed;  // a boolean schema
+  const Node* ref = nullptr;  // $ref: in draft-07 it replaces every sibling keyword
+  std::uint8_t types = 0;
+  std::string type_phrase;
+  std::optional<json::value> const_value;
+  std::optional<json::array> enum_values;
+  std::optional<NumberLimit> minimum, maximum, exclusive_minimum, exclusive_maximum, multiple_of;
+  std::optional<std::uint64_t> min_length, max_length, min_items, max_items, min_properties,
+      max_properties;
+  std::unique_ptr<RE2> pattern;
+  std::string pattern_text;
+  const Node* items = nullptr;  // one schema for every item
+  bool tuple = false;           // items was an array: one schema per position
+  std::vector<const Node*> tuple_items;
+  const Node* additional_items = nullptr;
+  const Node* contains = nullptr;
+  bool unique_items = false;
+  std::vector<std::pair<std::string, const Node*>> properties;  // sorted by name
+  std::vector<std::pair<std::unique_ptr<RE2>, const Node*>> pattern_properties;
+  const Node* additional_properties = nullptr;
+  std::vector<std::string> required;
+  const Node* property_names = nullptr;
+  std::vector<Dependency> dependencies;
+  std::vector<const Node*> all_of, any_of, one_of;
+  const Node* not_schema = nullptr;
+  const Node* if_schema = nullptr;
+  const Node* then_schema = nullptr;
+  const Node* else_schema = nullptr;
+
+  const Node* Property(std::string_view name) const {
+    auto it = std::lower_bound(properties.begin(), properties.end(), name,
+                               [](const auto& p, std::string_view n) { return p.first < n; });
+    return it != properties.end() && it->first == name ? it->second : nullptr;
+  }
+};
+
+}  // namespace
+
+struct JsonSchema::Impl {
+  json::value document;
+  std::deque<Node> nodes;  // stable addresses: nodes point at each other
+};
+
+namespace {
+
+// --- Compiling ---------------------------------------------------------------------------
+
+// RFC 3986 reference resolution, enough for $id and $ref inside one document.
+std::string WithoutFragment(std::string_view uri) {
+  return std::string(uri.substr(0, uri.find('#')));
+}
+
+bool HasScheme(std::string_view uri) {
+  if (uri.empty() || !std::isalpha(static_cast<unsigned char>(uri[0]))) return false;
+  for (char c : uri) {
+    if (c == ':') return true;
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '+' && c != '-' && c != '.')
+      return false;
+  }
+  return false;
+}
+
+std::string RemoveDotSegments(std::string_view path) {
+  std::vector<std::string_view> out;
+  std::size_t start = 0;
+  bool absolute = path.starts_with('/');
+  if (absolute) start = 1;
+  while (start <= path.size()) {
+    std::size_t end = path.find('/', start);
+    if (end == std::string_view::npos) end = path.size();
+    std::string_view seg = path.substr(start, end - start);
+    if (seg == "..") {
+      if (!out.empty()) out.pop_back();
+      if (end == path.size()) out.emplace_back();
+    } else if (seg == ".") {
+      if (end == path.size()) out.emplace_back();
+    } else {
+      out.push_back(seg);
+    }
+    start = end + 1;
+  }
+  std::string r = absolute ? "/" : "";
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    if (i > 0) r += '/';
+    r += out[i];
+  }
+  return r;
+}
+
+std::string ResolveUri(std::string_view base_with_fragment, std::string_view ref) {
+  if (HasScheme(ref)) return std::string(ref);
+  std::string base = WithoutFragment(base_with_fragment);
+  if (ref.empty()) return base;
+  if (ref.front() == '#') return base + std::string(ref);
+  std::size_t colon = HasScheme(base) ? base.find(':') : std::string::npos;
+  std::string scheme = colon == std::string::npos ? "" : base.substr(0, colon + 1);
+  std::string rest = colon == std::string::npos ? base : base.substr(colon + 1);
+  std::string authority;
+  if (rest.starts_with("//")) {
+    std::size_t slash = rest.find_first_of("/?", 2);
+    authority = rest.substr(0, slash);
+    rest = slash == std::string::npos ? "" : rest.substr(slash);
+  }
+  rest = rest.substr(0, rest.find('?'));
+  if (ref.starts_with("//")) return scheme + std::string(ref);
+  std::string_view ref_path = ref.substr(0, ref.find_first_of("?#"));
+  std::string_view ref_tail = ref.substr(ref_path.size());
+  std::string path;
+  if (ref_path.starts_with('/')) {
+    path = std::string(ref_path);
+  } else if (ref_path.empty()) {
+    path = rest;
+  } else {
+    std::size_t slash = rest.rfind('/');
+    std::string dir =
+        slash == std::string::npos ? (authority.empty() ? "" : "/") : rest.substr(0, slash + 1);
+    path = dir + std::string(ref_path);
+  }
+  return scheme + authority + RemoveDotSegments(path) + std::string(ref_tail);
+}
+
+std::string PercentDecode(std::string_view s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    auto hex = [](char c) -> int {
+      if (c >= '0' && c <= '9') return c - '0';
+      c = static_cast<char>(c | 0x20);
+      return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    };
+    if (s[i] == '%' && i + 2 < s.size() + 0 && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
+      out += static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2]));
+      i += 2;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+// RFC 6901 evaluation against the schema document.
+const json::value* AtPointer(const json::value& root, std::string_view pointer) {
+  const json::value* v = &root;
+  std::size_t start = 0;
+  while (start < pointer.size()) {
+    if (pointer[start] != '/') return nullptr;
+    std::size_t end = pointer.find('/', start + 1);
+    if (end == std::string_view::npos) end = pointer.size();
+    std::string token;
+    for (std::size_t i = start + 1; i < end; ++i) {
+      if (pointer[i] == '~' && i + 1 < end && (pointer[i + 1] == '0' || pointer[i + 1] == '1')) {
+        token += pointer[i + 1] == '0' ? '~' : '/';
+        ++i;
+      } else {
+        token += pointer[i];
+      }
+    }
+    if (v->is_object()) {
+      v = v->get_object().if_contains(token);
+    } else if (v->is_array()) {
+      std::size_t index = 0;
+      auto [p, ec] = std::from_chars(token.data(), token.data() + token.size(), index);
+      if (ec != std::errc{} || p != token.data() + token.size() || token.empty() ||
+          index >= v->get_array().size()) {
+        return nullptr;
+      }
+      v = &v->get_array()[index];
+    } else {
+      return nullptr;
+    }
+    if (!v) return nullptr;
+    start = end;
+  }
+  return v;
+}
+
+// Keywords whose values are schemas, one schema per member, or one per array element; the
+// walk that finds $id and the compiler agree on them.
+constexpr std::string_view kSchemaKeywords[] = {"additionalItems",
+                                                "additionalProperties",
+                                                "contains",
+                                                "propertyNames",
+                                                "not",
+                                                "if",
+                                                "then",
+                                                "else"};
+constexpr std::string_view kSchemaMapKeywords[] = {"properties", "patternProperties", "definitions",
+                                                   "dependencies"};
+constexpr std::string_view kSchemaArrayKeywords[] = {"allOf", "anyOf", "oneOf"};
+
+class Compiler {
+ public:
+  explicit Compiler(JsonSchema::Impl& impl) : impl_(impl) {}
+
+  tl::expected<const Node*, std::string> Run() {
+    ids_[""] = "";
+    Walk("", impl_.document, "");
+    auto root = Compile("", impl_.document);
+    if (!root) return tl::unexpected(error_);
+    return root;
+  }
+
+ private:
+  // Records every subschema's base URI and the locations that $id names.
+  void Walk(const std::string& location, const json::value& v, std::string base) {
+    if (!v.is_object()) return;
+    const auto& o = v.get_object();
+    if (const auto* id = o.if_contains("$id"); id && id->is_string()) {
+      std::string resolved = ResolveUri(base, std::string_view(id->get_string()));
+      std::size_t hash = resolved.find('#');
+      if (hash != std::string::npos && hash + 1 < resolved.size()) {
+        ids_.emplace(resolved, location);  // a plain-name fragment: "#foo"
+      } else {
+        base = WithoutFragment(resolved);
+        ids_.emplace(base, location);
+      }
+    }
+    bases_[location] = base;
+    for (std::string_view k : kSchemaKeywords) {
+      if (const auto* s = o.if_contains(k)) Walk(Child(location, k), *s, base);
+    }
+    for (std::string_view k : kSchemaMapKeywords) {
+      const auto* m = o.if_contains(k);
+      if (!m || !m->is_object()) continue;
+      for (const auto& member : m->get_object()) {
+        Walk(Child(Child(location, k), member.key()), member.value(), base);
+      }
+    }
+    for (std::string_view k : kSchemaArrayKeywords) {
+      const auto* a = o.if_contains(k);
+      if (!a || !a->is_array()) continue;
+      for (std::size_t i = 0; i < a->get_array().size(); ++i) {
+        Walk(Index(Child(location, k), i), a->get_array()[i], base);
+      }
+    }
+    if (const auto* items = o.if_contains("items")) {
+      if (items->is_array()) {
+        for (std::size_t i = 0; i < items->get_array().size(); ++i) {
+          Walk(Index(Child(location, "items"), i), items->get_array()[i], base);
+        }
+      } else {
+        Walk(Child(location, "items"), *items, base);
+      }
+    }
+  }
+
+  static std::string Child(const std::string& location, std::string_view key) {
+    std::string r = location;
+    AppendPointerToken(r, key);
+    return r;
+  }
+  static std::string Index(const std::string& location, std::size_t i) {
+    std::string r = location;
+    AppendIndexToken(r, i);
+    return r;
+  }
+
+  // The base URI in force at a location: its own, or its nearest walked ancestor's.
+  std::string BaseAt(std::string location) const {
+    for (;;) {
+      if (auto it = bases_.find(location); it != bases_.end()) return it->second;
+      if (location.empty()) return "";
+      location.resize(location.rfind('/'));
+    }
+  }
+
+  const Node* Bad(const std::string& location, std::string message) {
+    if (error_.empty()) error_ = "#" + location + ": " + std::move(message);
+    return nullptr;
+  }
+
+  std::optional<std::string> ResolveRef(const std::string& location, std::string_view ref) {
+    std::string full = ResolveUri(BaseAt(location), ref);
+    std::size_t hash = full.find('#');
+    std::string uri = full.substr(0, hash);
+    std::string fragment = hash == std::string::npos ? "" : full.substr(hash + 1);
+    auto doc = ids_.find(uri);
+    if (doc == ids_.end()) return std::nullopt;
+    if (fragment.empty()) return doc->second;
+    if (fragment.front() == '/') {
+      std::string target = doc->second + PercentDecode(fragment);
+      if (!AtPointer(impl_.document, target)) return std::nullopt;
+      return target;
+    }
+    auto named = ids_.find(full);
+    if (named == ids_.end()) return std::nullopt;
+    return named->second;
+  }
+
+  const Node* CompileAt(const std::string& location) {
+    const json::value* v = AtPointer(impl_.document, location);
+    if (!v) return Bad(location, "no schema here");
+    return Compile(location, *v);
+  }
+
+  std::optional<std::uint64_t> Count(const std::string& location, const json::value& v,
+                                     std::string_view keyword, bool& ok) {
+    if (v.is_uint64()) return v.get_uint64();
+    if (v.is_int64() && v.get_int64() >= 0) return static_cast<std::uint64_t>(v.get_int64());
+    if (v.is_double() && v.get_double() >= 0 && v.get_double() < 1.8e19 &&
+        std::floor(v.get_double()) == v.get_double()) {
+      return static_cast<std::uint64_t>(v.get_double());
+    }
+    ok = false;
+    Bad(Child(location, keyword), "must be a non-negative integer");
+    return std::nullopt;
+  }
+
+  std::optional<NumberLimit> Number(const std::string& location, const json::value& v,
+                                    std::string_view keyword, bool& ok) {
+    if (!v.is_number()) {
+      ok = false;
+      Bad(Child(location, keyword), "must be a number");
+      return std::nullopt;
+    }
+    return NumberLimit{AsNumber(v), Serialize(v)};
+  }
+
+  std::unique_ptr<RE2> Regex(const std::string& location, std::string_view text, bool& ok) {
+    RE2::Options options;
+    options.set_log_errors(false);
+    auto re = std::make_unique<RE2>(re2::StringPiece(text.data(), text.size()), options);
+    if (!re->ok()) {
+      ok = false;
+      Bad(location, "pattern \"" + std::string(text) + "\" is not supported (" + re->error() +
+                        "); patterns run on RE2, which has no lookaround or backreferences");
+      return nullptr;
+    }
+    return re;
+  }
+
+  const Node* Compile(const std::string& location, const json::value& v) {
+    if (auto it = compiled_.find(location); it != compiled_.end()) return it->second;
+    Node& n = impl_.nodes.emplace_back();
+    compiled_[location] = &n;
+    if (v.is_bool()) {
+      n.fixed = v.get_bool();
+      return &n;
+    }
+    if (!v.is_object()) return Bad(location, "a schema must be an object or a boolean");
+    const auto& o = v.get_object();
+    bool ok = true;
+
+    if (const auto* s = o.if_contains("$schema")) {
+      std::string_view uri = s->is_string() ? std::string_view(s->get_string()) : "";
+      if (uri.find("draft-07") == std::string_view::npos &&
+          uri.find("draft-06") == std::string_view::npos) {
+        return Bad(Child(location, "$schema"),
+                   "gatehouse validates JSON Schema draft-07; declare "
+                   "\"http://json-schema.org/draft-07/schema#\" or leave $schema out");
+      }
+    }
+    if (const auto* r = o.if_contains("$ref")) {
+      if (!r->is_string()) return Bad(Child(location, "$ref"), "must be a string");
+      auto target = ResolveRef(location, std::string_view(r->get_string()));
+      if (!target) {
+        return Bad(Child(location, "$ref"),
+                   "\"" + std::string(r->get_string()) +
+                       "\" does not point inside this schema (remote references are not fetched)");
+      }
+      n.ref = CompileAt(*target);
+      return n.ref ? &n : nullptr;
+    }
+
+    if (const auto* t = o.if_contains("type")) {
+      auto add = [&](const json::value& name) {
+        if (name.is_string()) {
+          for (auto [text, bit] : kTypeNames) {
+            if (name.get_string() == text) {
+              n.types |= bit;
+              if (!n.type_phrase.empty()) n.type_phrase += " or ";
+              n.type_phrase +=
+                  (text == "array" || text == "object" || text == "integer") ? "an " : "a ";
+              if (text == "null") n.type_phrase = n.type_phrase.substr(0, n.type_phrase.size() - 2);
+              n.type_phrase += text;
+              return true;
+            }
+          }
+        }
+        return false;
+      };
+      bool good = t->is_array() ? !t->get_array().empty() : add(*t);
+      if (t->is_array()) {
+        for (const auto& name : t->get_array()) good = good && add(name);
+      }
+      if (!good) {
+        return Bad(Child(location, "type"),
+                   "must name JSON types: null, boolean, object, array, number, integer, string");
+      }
+    }
+    if (const auto* c = o.if_contains("const")) n.const_value = *c;
+    if (const auto* e = o.if_contains("enum")) {
+      if (!e->is_array()) return Bad(Child(location, "enum"), "must be an array");
+      n.enum_values = e->get_array();
+    }
+    struct NumberKeyword {
+      std::string_view name;
+      std::optional<NumberLimit> Node::*member;
+    };
+    for (auto [name, member] :
+         {NumberKeyword{"minimum", &Node::minimum}, NumberKeyword{"maximum", &Node::maximum},
+          NumberKeyword{"exclusiveMinimum", &Node::exclusive_minimum},
+          NumberKeyword{"exclusiveMaximum", &Node::exclusive_maximum},
+          NumberKeyword{"multipleOf", &Node::multiple_of}}) {
+      if (const auto* x = o.if_contains(name)) n.*member = Number(location, *x, name, ok);
+    }
+    if (n.multiple_of && !(n.multiple_of->value > 0)) {
+      return Bad(Child(location, "multipleOf"), "must be greater than 0");
+    }
+    struct CountKeyword {
+      std::string_view name;
+      std::optional<std::uint64_t> Node::*member;
+    };
+    for (auto [name, member] :
+         {CountKeyword{"minLength", &Node::min_length},
+          CountKeyword{"maxLength", &Node::max_length}, CountKeyword{"minItems", &Node::min_items},
+          CountKeyword{"maxItems", &Node::max_items},
+          CountKeyword{"minProperties", &Node::min_properties},
+          CountKeyword{"maxProperties", &Node::max_properties}}) {
+      if (const auto* x = o.if_contains(name)) n.*member = Count(location, *x, name, ok);
+    }
+    if (!ok) return nullptr;
+    if (const auto* p = o.if_contains("pattern")) {
+      if (!p->is_string()) return Bad(Child(location, "pattern"), "must be a string");
+      n.pattern_text = std::string(p->get_string());
+      n.pattern = Regex(Child(location, "pattern"), n.pattern_text, ok);
+      if (!ok) return nullptr;
+    }
+    if (const auto* u = o.if_contains("uniqueItems")) {
+      if (!u->is_bool()) return Bad(Child(location, "uniqueItems"), "must be true or false");
+      n.unique_items = u->get_bool();
+    }
+
+    auto sub = [&](std::string_view keyword, const Node*& out) {
+      if (const auto* s = o.if_contains(keyword)) {
+        out = Compile(Child(location, keyword), *s);
+        if (!out) ok = false;
+      }
+    };
+    if (const auto* items = o.if_contains("items")) {
+      if (items->is_array()) {
+        n.tuple = true;
+        for (std::size_t i = 0; i < items->get_array().size(); ++i) {
+          const Node* item = Compile(Index(Child(location, "items"), i), items->get_array()[i]);
+          if (!item) return nullptr;
+          n.tuple_items.push_back(item);
+        }
+      } else {
+        sub("items", n.items);
+      }
+    }
+    sub("additionalItems", n.additional_items);
+    sub("contains", n.contains);
+    sub("additionalProperties", n.additional_properties);
+    sub("propertyNames", n.property_names);
+    sub("not", n.not_schema);
+    sub("if", n.if_schema);
+    sub("then", n.then_schema);
+    sub("else", n.else_schema);
+    if (!ok) return nullptr;
+
+    auto schema_map = [&](std::string_view keyword) -> const json::object* {
+      const auto* m = o.if_contains(keyword);
+      if (!m) return nullptr;
+      if (!m->is_object()) {
+        ok = false;
+        Bad(Child(location, keyword), "must be an object");
+        return nullptr;
+      }
+      return &m->get_object();
+    };
+    if (const auto* props = schema_map("properties")) {
+      for (const auto& m : *props) {
+        const Node* p = Compile(Child(Child(location, "properties"), m.key()), m.value());
+        if (!p) return nullptr;
+        n.properties.emplace_back(std::string(m.key()), p);
+      }
+      std::sort(n.properties.begin(), n.properties.end(),
+                [](const auto& a, const auto& b) { return a.first < b.first; });
+    }
+    if (const auto* props = schema_map("patternProperties")) {
+      for (const auto& m : *props) {
+        std::string at = Child(Child(location, "patternProperties"), m.key());
+        auto re = Regex(at, m.key(), ok);
+        if (!ok) return nullptr;
+        const Node* p = Compile(at, m.value());
+        if (!p) return nullptr;
+        n.pattern_properties.emplace_back(std::move(re), p);
+      }
+    }
+    if (const auto* defs = schema_map("definitions")) {
+      // Compiled although only $ref reaches them, so that a mistake in one fails at load time.
+      for (const auto& m : *defs) {
+        if (!Compile(Child(Child(location, "definitions"), m.key()), m.value())) return nullptr;
+      }
+    }
+    if (const auto* deps = schema_map("dependencies")) {
+      for (const auto& m : *deps) {
+        Dependency d;
+        d.property = std::string(m.key());
+        std::string at = Child(Child(location, "dependencies"), m.key());
+        if (m.value().is_array()) {
+          for (const auto& name : m.value().get_array()) {
+            if (!name.is_string()) return Bad(at, "must list property names");
+            d.required.emplace_back(name.get_string());
+          }
+        } else {
+          d.schema = Compile(at, m.value());
+          if (!d.schema) return nullptr;
+        }
+        n.dependencies.push_back(std::move(d));
+      }
+    }
+    if (!ok) return nullptr;
+    if (const auto* r = o.if_contains("required")) {
+      if (!r->is_array()) return Bad(Child(location, "required"), "must list property names");
+      for (const auto& name : r->get_array()) {
+        if (!name.is_string()) return Bad(Child(location, "required"), "must list property names");
+        n.required.emplace_back(name.get_string());
+      }
+    }
+    struct ListKeyword {
+      std::string_view name;
+      std::vector<const Node*> Node::*member;
+    };
+    for (auto [name, member] :
+         {ListKeyword{"allOf", &Node::all_of}, ListKeyword{"anyOf", &Node::any_of},
+          ListKeyword{"oneOf", &Node::one_of}}) {
+      const auto* list = o.if_contains(name);
+      if (!list) continue;
+      if (!list->is_array() || list->get_array().empty()) {
+        return Bad(Child(location, name), "must be a non-empty array of schemas");
+      }
+      for (std::size_t i = 0; i < list->get_array().size(); ++i) {
+        const Node* s = Compile(Index(Child(location, name), i), list->get_array()[i]);
+        if (!s) return nullptr;
+        (n.*member).push_back(s);
+      }
+    }
+    return &n;
+  }
+
+  JsonSchema::Impl& impl_;
+  std::map<std::string, std::string> ids_;    // absolute URI (and "uri#name") -> location
+  std::map<std::string, std::string> bases_;  // location -> base URI
+  std::map<std::string, const Node*> compiled_;
+  std::string error_;
+};
+
+// --- Validating --------------------------------------------------------------------------
+
+class Validator {
+ public:
+  explicit Validator(SchemaViolation* out) : out_(out) {}
+
+  bool Check(const Node& n, const json::value& v, int depth) {
+    if (aborted_) return false;
+    if (++steps_ > kMaxSteps) return Abort("the request body is too complex to check");
+    if (depth > kMaxSchemaDepth) return Abort("the route's schema recurses too deeply");
+    if (n.fixed) return *n.fixed || Fail([] { return std::string("is not allowed here"); });
+    if (n.ref) return Check(*n.ref, v, depth + 1);
+
+    const std::uint8_t kind = KindBits(v);
+    if (n.types && !(n.types & kind)) {
+      return Fail([&] { return "must be " + n.type_phrase; });
+    }
+    if (n.const_value && !JsonEqual(*n.const_value, v)) {
+      return Fail([&] { return "must be " + Serialize(*n.const_value); });
+    }
+    if (n.enum_values) {
+      bool found = false;
+      for (const auto& e : *n.enum_values) found = found || JsonEqual(e, v);
+      if (!found) return Fail([&] { return "must be one of " + Serialize(*n.enum_values); });
+    }
+    if (kind & kNumberBit) {
+      if (!CheckNumber(n, v)) return false;
+    } else if (kind & kStringBit) {
+      if (!CheckString(n, v.get_string())) return false;
+    } else if (kind & kArrayBit) {
+      if (!CheckArray(n, v.get_array(), depth)) return false;
+    } else if (kind & kObjectBit) {
+      if (!CheckObject(n, v, depth)) return false;
+    }
+    return CheckCombinators(n, v, depth);
+  }
+
+  bool aborted() const { return aborted_; }
+  const std::string& abort_reason() const { return abort_reason_; }
+
+ private:
+  template <class Message>
+  bool Fail(Message&& message) {
+    if (out_ && out_->message.empty()) {
+      out_->pointer = path_;
+      out_->message = message();
+    }
+    return false;
+  }
+
+  bool Abort(std::string reason) {
+    aborted_ = true;
+    abort_reason_ = std::move(reason);
+    return false;
+  }
+
+  // Evaluates a subschema for its verdict alone: anyOf, oneOf, not and if do not report what
+  // inside them failed.
+  bool Quietly(const Node& n, const json::value& v, int depth) {
+    SchemaViolation* saved = out_;
+    out_ = nullptr;
+    bool ok = Check(n, v, depth + 1);
+    out_ = saved;
+    return ok;
+  }
+
+  struct PathScope {
+    std::string& path;
+    std::size_t size;
+    ~PathScope() { path.resize(size); }
+  };
+  PathScope Enter(std::string_view key) {
+    PathScope scope{path_, path_.size()};
+    AppendPointerToken(path_, key);
+    return scope;
+  }
+  PathScope Enter(std::size_t index) {
+    PathScope scope{path_, path_.size()};
+    AppendIndexToken(path_, index);
+    return scope;
+  }
+
+  bool CheckNumber(const Node& n, const json::value& v) {
+    const long double x = AsNumber(v);
+    if (n.minimum && x < n.minimum->value) {
+      return Fail([&] { return "must be at least " + n.minimum->text; });
+    }
+    if (n.maximum && x > n.maximum->value) {
+      return Fail([&] { return "must be at most " + n.maximum->text; });
+    }
+    if (n.exclusive_minimum && x <= n.exclusive_minimum->value) {
+      return Fail([&] { return "must be greater than " + n.exclusive_minimum->text; });
+    }
+    if (n.exclusive_maximum && x >= n.exclusive_maximum->value) {
+      return Fail([&] { return "must be less than " + n.exclusive_maximum->text; });
+    }
+    if (n.multiple_of) {
+      const long double q = x / n.multiple_of->value;
+      const bool multiple = std::isfinite(q) && std::fabs(q - std::nearbyint(q)) < 1e-9L;
+      if (!multiple) return Fail([&] { return "must be a multiple of " + n.multiple_of->text; });
+    }
+    return true;
+  }
+
+  bool CheckString(const Node& n, std::string_view s) {
+    if (n.min_length || n.max_length) {
+      const std::size_t length = CodePoints(s);
+      if (n.min_length && length < *n.min_length) {
+        return Fail(
+            [&] { return fmt::format("must be at least {} characters long", *n.min_length); });
+      }
+      if (n.max_length && length > *n.max_length) {
+        return Fail(
+            [&] { return fmt::format("must be at most {} characters long", *n.max_length); });
+      }
+    }
+    if (n.pattern && !RE2::PartialMatch(re2::StringPiece(s.data(), s.size()), *n.pattern)) {
+      return Fail([&] { return "must match the pattern " + n.pattern_text; });
+    }
+    return true;
+  }
+
+  bool CheckArray(const Node& n, const json::array& a, int depth) {
+    if (n.min_items && a.size() < *n.min_items) {
+      return Fail([&] { return fmt::format("must have at least {} items", *n.min_items); });
+    }
+    if (n.max_items && a.size() > *n.max_items) {
+      return Fail([&] { return fmt::format("must have at most {} items", *n.max_items); });
+    }
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      const Node* schema = n.items;
+      if (n.tuple) schema = i < n.tuple_items.size() ? n.tuple_items[i] : n.additional_items;
+      if (!schema) continue;
+      auto scope = Enter(i);
+      if (!Check(*schema, a[i], depth + 1)) return false;
+    }
+    if (n.unique_items && !CheckUnique(a)) return false;
+    if (n.contains) {
+      bool found = false;
+      for (std::size_t i = 0; i < a.size() && !found; ++i)
+        found = Quietly(*n.contains, a[i], depth);
+      if (aborted_) return false;
+      if (!found) return Fail([] { return std::string("must contain an item the schema allows"); });
+    }
+    return true;
+  }
+
+  // Hashes first, so that a long array costs n log n, not n squared comparisons.
+  bool CheckUnique(const json::array& a) {
+    std::vector<std::pair<std::size_t, std::size_t>> hashed;  // (hash, index)
+    hashed.reserve(a.size());
+    for (std::size_t i = 0; i < a.size(); ++i) hashed.emplace_back(JsonHash(a[i]), i);
+    std::sort(hashed.begin(), hashed.end());
+    for (std::size_t i = 0; i < hashed.size(); ++i) {
+      for (std::size_t j = i + 1; j < hashed.size() && hashed[j].first == hashed[i].first; ++j) {
+        steps_ += 1;
+        if (steps_ > kMaxSteps) return Abort("the request body is too complex to check");
+        if (JsonEqual(a[hashed[i].second], a[hashed[j].second])) {
+          std::size_t later = std::max(hashed[i].second, hashed[j].second);
+          auto scope = Enter(later);
+          return Fail([] { return std::string("repeats an earlier item; items must be unique"); });
+        }
+      }
+    }
+    return true;
+  }
+
+  bool CheckObject(const Node& n, const json::value& v, int depth) {
+    const json::object& o = v.get_object();
+    if (n.min_properties && o.size() < *n.min_properties) {
+      return Fail(
+          [&] { return fmt::format("must have at least {} properties", *n.min_properties); });
+    }
+    if (n.max_properties && o.size() > *n.max_properties) {
+      return Fail(
+          [&] { return fmt::format("must have at most {} properties", *n.max_properties); });
+    }
+    for (const auto& name : n.required) {
+      if (!o.contains(name)) {
+        auto scope = Enter(name);
+        return Fail([] { return std::string("is required"); });
+      }
+    }
+    for (const auto& m : o) {
+      const std::string_view key = m.key();
+      auto scope = Enter(key);
+      if (n.property_names) {
+        json::value name(key);
+        if (!Check(*n.property_names, name, depth + 1)) {
+          if (out_ && !out_->message.empty())
+            out_->message = "is not an allowed property name: " + out_->message;
+          return false;
+        }
+      }
+      bool matched = false;
+      if (const Node* p = n.Property(key)) {
+        matched = true;
+        if (!Check(*p, m.value(), depth + 1)) return false;
+      }
+      for (const auto& [re, schema] : n.pattern_properties) {
+        if (!RE2::PartialMatch(re2::StringPiece(key.data(), key.size()), *re)) continue;
+        matched = true;
+        if (!Check(*schema, m.value(), depth + 1)) return false;
+      }
+      if (!matched && n.additional_properties) {
+        if (n.additional_properties->fixed == false) {
+          return Fail([] { return std::string("is not an allowed property"); });
+        }
+        if (!Check(*n.additional_properties, m.value(), depth + 1)) return false;
+      }
+    }
+    for (const auto& d : n.dependencies) {
+      if (!o.contains(d.property)) continue;
+      for (const auto& name : d.required) {
+        if (!o.contains(name)) {
+          auto scope = Enter(name);
+          return Fail([&] { return "is required when " + d.property + " is present"; });
+        }
+      }
+      if (d.schema && !Check(*d.schema, v, depth + 1)) return false;
+    }
+    return true;
+  }
+
+  bool CheckCombinators(const Node& n, const json::value& v, int depth) {
+    for (const Node* s : n.all_of) {
+      if (!Check(*s, v, depth + 1)) return false;
+    }
+    if (!n.any_of.empty()) {
+      bool any = false;
+      for (const Node* s : n.any_of) {
+        if (Quietly(*s, v, depth)) {
+          any = true;
+          break;
+        }
+      }
+      if (aborted_) return false;
+      if (!any) return Fail([] { return std::string("matches none of the schemas in anyOf"); });
+    }
+    if (!n.one_of.empty()) {
+      int matches = 0;
+      for (const Node* s : n.one_of) {
+        if (Quietly(*s, v, depth) && ++matches > 1) break;
+      }
+      if (aborted_) return false;
+      if (matches == 0)
+        return Fail([] { return std::string("matches none of the schemas in oneOf"); });
+      if (matches > 1) {
+        return Fail([] { return std::string("matches more than one of the schemas in oneOf"); });
+      }
+    }
+    if (n.not_schema) {
+      bool matched = Quietly(*n.not_schema, v, depth);
+      if (aborted_) return false;
+      if (matched) return Fail([] { return std::string("matches a schema it must not match"); });
+    }
+    if (n.if_schema) {
+      bool condition = Quietly(*n.if_schema, v, depth);
+      if (aborted_) return false;
+      const Node* branch = condition ? n.then_schema : n.else_schema;
+      if (branch && !Check(*branch, v, depth + 1)) return false;
+    }
+    return true;
+  }
+
+  SchemaViolation* out_;
+  std::string path_;
+  std::size_t steps_ = 0;
+  bool aborted_ = false;
+  std::string abort_reason_;
+};
+
+}  // namespace
+
+tl::expected<JsonSchema, std::string> JsonSchema::Compile(const json::value& schema) {
+  auto impl = std::make_shared<Impl>();
+  impl->document = schema;
+  Compiler compiler(*impl);
+  auto root = compiler.Run();
+  if (!root) return tl::unexpected(root.error());
+  // The root is the first node compiled.
+  return JsonSchema(std::move(impl));
+}
+
+std::optional<SchemaViolation> JsonSchema::Validate(const json::value& instance) const {
+  SchemaViolation violation;
+  Validator validator(&violation);
+  if (validator.Check(impl_->nodes.front(), instance, 0)) return std::nullopt;
+  if (validator.aborted()) return SchemaViolation{"", validator.abort_reason()};
+  return violation;
+}
+
+bool JsonSchema::IsValid(const json::value& instance) const {
+  Validator validator(nullptr);
+  return validator.Check(impl_->nodes.front(), instance, 0);
+}
+
+Result<void> JsonSchema::ValidateBody(std::string_view body) const {
+  json::parse_options options;
+  options.max_depth = kMaxSchemaBodyDepth;
+  boost::system::error_code ec;
+  json::value v = json::parse(body, ec, {}, options);
+  if (ec) {
+    Error e{ErrorCode::kInvalidArgument, "request body is not valid JSON", {}, {}};
+    e.pointer = "";
+    return tl::unexpected(std::move(e));
+  }
+  auto violation = Validate(v);
+  if (!violation) return {};
+  std::string where = violation->pointer.empty() ? "the body" : violation->pointer;
+  Error e{ErrorCode::kInvalidArgument,
+          "request body does not match the route's schema: " + where + " " + violation->message,
+          {},
+          {}};
+  e.pointer = std::move(violation->pointer);
+  return tl::unexpected(std::move(e));
+}
+
+}  // namespace gatehouse

@@ -1,0 +1,243 @@
+#include "schema/json_schema.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+
+namespace gatehouse {
+namespace {
+
+namespace json = boost::json;
+
+// Debian's json-schema-test-suite (installed by scripts/install-deps): the official draft-07
+// cases, every one of them run, none skipped.
+constexpr const char* kSuiteDir = "/usr/share/json-schema-test-suite/tests/draft7";
+
+json::value ReadJsonFile(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return json::parse(text.str());
+}
+
+JsonSchema MustCompile(std::string_view text) {
+  auto schema = JsonSchema::Compile(json::parse(text));
+  EXPECT_TRUE(schema) << schema.error();
+  return std::move(*schema);
+}
+
+// Groups whose schema reaches outside its own document: the gateway fetches nothing, so these
+// must be refused when the config is read, never validated against something else.
+bool NeedsRemoteDocument(const std::string& file, const json::value& schema) {
+  if (file.ends_with("/refRemote.json")) return true;
+  std::string text = json::serialize(schema);
+  return text.find("\"$ref\":\"http://json-schema.org/draft-07/schema") != std::string::npos;
+}
+
+TEST(JsonSchemaSuite, EveryDraft07CaseOfTheOfficialSuite) {
+  ASSERT_TRUE(std::filesystem::is_directory(kSuiteDir))
+      << kSuiteDir << " is missing: scripts/install-deps installs json-schema-test-suite";
+  int cases = 0, refused_groups = 0;
+  std::set<std::string> files;
+  for (const auto& entry : std::filesystem::directory_iterator(kSuiteDir)) {
+    if (entry.path().extension() == ".json") files.insert(entry.path().string());
+  }
+  ASSERT_GT(files.size(), 30u);
+  for (const auto& file : files) {
+    const json::value groups = ReadJsonFile(file);
+    for (const auto& group : groups.as_array()) {
+      const auto& g = group.as_object();
+      std::string where = file + ": " + std::string(g.at("description").as_string());
+      auto schema = JsonSchema::Compile(g.at("schema"));
+      if (NeedsRemoteDocument(file, g.at("schema"))) {
+        ASSERT_FALSE(schema) << where << ": a remote $ref must be refused";
+        EXPECT_NE(schema.error().find("remote references are not fetched"), std::string::npos)
+            << schema.error();
+        ++refused_groups;
+        continue;
+      }
+      ASSERT_TRUE(schema) << where << ": " << schema.error();
+      for (const auto& test : g.at("tests").as_array()) {
+        const auto& t = test.as_object();
+        const bool expected = t.at("valid").as_bool();
+        std::string what = where + " / " + std::string(t.at("description").as_string());
+        EXPECT_EQ(schema->IsValid(t.at("data")), expected) << what;
+        // The reporting path reaches the same verdict as the quick one.
+        auto violation = schema->Validate(t.at("data"));
+        EXPECT_EQ(!violation.has_value(), expected) << what;
+        if (violation) {
+          EXPECT_FALSE(violation->message.empty()) << what;
+        }
+        ++cases;
+      }
+    }
+  }
+  EXPECT_GT(cases, 380);
+  // refRemote.json's groups and the two that $ref the draft-07 meta-schema by its URL.
+  EXPECT_LE(refused_groups, 12);
+}
+
+constexpr std::string_view kChatSchema = R"({
+  "$schema": "http://json-schema.org/draft-07/schema#",
+  "type": "object",
+  "required": ["model", "messages"],
+  "additionalProperties": false,
+  "properties": {
+    "model": {"type": "string", "pattern": "^[a-z0-9][a-z0-9.-]*$", "maxLength": 64},
+    "messages": {
+      "type": "array", "minItems": 1, "maxItems": 256,
+      "items": {"$ref": "#/definitions/message"}
+    },
+    "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+    "max_tokens": {"type": "integer", "exclusiveMinimum": 0},
+    "stream": {"type": "boolean"}
+  },
+  "definitions": {
+    "message": {
+      "type": "object",
+      "required": ["role", "content"],
+      "properties": {
+        "role": {"enum": ["system", "user", "assistant", "tool"]},
+        "content": {"type": ["string", "null"], "maxLength": 100000}
+      }
+    }
+  }
+})";
+
+TEST(JsonSchema, PointsAtTheFirstViolation) {
+  JsonSchema schema = MustCompile(kChatSchema);
+  auto check = [&](std::string_view body) {
+    auto v = schema.Validate(json::parse(body));
+    return v ? v->pointer + " | " + v->message : std::string("valid");
+  };
+  EXPECT_EQ(check(R"({"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]})"), "valid");
+  EXPECT_EQ(check(R"({"model":"gpt-4o","messages":[{"role":"user","content":"hi"},
+                      {"role":"king","content":"x"}]})"),
+            "/messages/1/role | must be one of [\"system\",\"user\",\"assistant\",\"tool\"]");
+  EXPECT_EQ(check(R"({"messages":[]})"), "/model | is required");
+  EXPECT_EQ(check(R"({"model":"m","messages":[]})"), "/messages | must have at least 1 items");
+  EXPECT_EQ(check(R"({"model":"m","messages":[{"role":"user"}]})"),
+            "/messages/0/content | is required");
+  EXPECT_EQ(check(R"({"model":"m","messages":[{"role":"user","content":7}]})"),
+            "/messages/0/content | must be a string or null");
+  EXPECT_EQ(check(R"({"model":"Bad Model","messages":[{"role":"user","content":""}]})"),
+            "/model | must match the pattern ^[a-z0-9][a-z0-9.-]*$");
+  EXPECT_EQ(check(R"({"model":"m","messages":[{"role":"user","content":""}],"temperature":3})"),
+            "/temperature | must be at most 2");
+  EXPECT_EQ(check(R"({"model":"m","messages":[{"role":"user","content":""}],"max_tokens":0})"),
+            "/max_tokens | must be greater than 0");
+  EXPECT_EQ(check(R"({"model":"m","messages":[{"role":"user","content":""}],"max_tokens":1.5})"),
+            "/max_tokens | must be an integer");
+  EXPECT_EQ(check(R"({"model":"m","messages":[{"role":"user","content":""}],"a/b~c":1})"),
+            "/a~1b~0c | is not an allowed property");
+  EXPECT_EQ(check(R"([1,2])"), " | must be an object");
+}
+
+TEST(JsonSchema, ValidateBodyGivesInvalidRequestWithThePointer) {
+  JsonSchema schema = MustCompile(kChatSchema);
+  auto bad = schema.ValidateBody(R"({"model":"m","messages":[{"role":"x","content":""}]})");
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code, ErrorCode::kInvalidArgument);
+  ASSERT_TRUE(bad.error().pointer);
+  EXPECT_EQ(*bad.error().pointer, "/messages/0/role");
+  EXPECT_NE(bad.error().message.find("/messages/0/role"), std::string::npos);
+
+  auto not_json = schema.ValidateBody(R"({"model":)");
+  ASSERT_FALSE(not_json);
+  EXPECT_EQ(not_json.error().message, "request body is not valid JSON");
+
+  std::string deep(200, '[');
+  deep += std::string(200, ']');
+  EXPECT_FALSE(schema.ValidateBody(deep));  // deeper than the parser allows: refused, no crash
+  EXPECT_TRUE(schema.ValidateBody(R"({"model":"m","messages":[{"role":"user","content":null}]})"));
+}
+
+TEST(JsonSchema, ViolationMessagesNeverQuoteTheBody) {
+  JsonSchema schema = MustCompile(R"({"properties":{"password":{"maxLength":3}}})");
+  auto v = schema.Validate(json::parse(R"({"password":"hunter2-secret"})"));
+  ASSERT_TRUE(v);
+  EXPECT_EQ(v->message.find("hunter2"), std::string::npos);
+}
+
+TEST(JsonSchema, RefusesWhatItCannotHonourWhenCompiled) {
+  auto compile_error = [](std::string_view text) {
+    auto s = JsonSchema::Compile(json::parse(text));
+    return s ? std::string("compiled") : s.error();
+  };
+  EXPECT_NE(compile_error(R"j({"properties":{"a":{"pattern":"^(?=x)"}}})j")
+                .find("#/properties/a/pattern: pattern \"^(?=x)\" is not supported"),
+            std::string::npos);
+  EXPECT_NE(compile_error(R"({"$schema":"https://json-schema.org/draft/2020-12/schema"})")
+                .find("draft-07"),
+            std::string::npos);
+  EXPECT_NE(compile_error(R"({"$ref":"#/definitions/missing"})").find("#/$ref"), std::string::npos);
+  EXPECT_NE(compile_error(R"({"$ref":"https://example.com/schema.json"})")
+                .find("remote references are not fetched"),
+            std::string::npos);
+  EXPECT_NE(compile_error(R"({"type":"text"})").find("#/type"), std::string::npos);
+  EXPECT_NE(compile_error(R"({"minLength":-1})").find("#/minLength"), std::string::npos);
+  EXPECT_NE(compile_error(R"({"multipleOf":0})").find("#/multipleOf"), std::string::npos);
+  EXPECT_NE(compile_error(R"({"anyOf":[]})").find("#/anyOf"), std::string::npos);
+  EXPECT_NE(compile_error(R"(7)").find("object or a boolean"), std::string::npos);
+}
+
+TEST(JsonSchema, ARefCycleThatNeverDescendsIsAnsweredNotOverflowed) {
+  JsonSchema schema = MustCompile(R"({"definitions":{"a":{"$ref":"#/definitions/b"},
+                                      "b":{"$ref":"#/definitions/a"}},
+                                      "$ref":"#/definitions/a"})");
+  auto v = schema.Validate(json::parse("{}"));
+  ASSERT_TRUE(v);
+  EXPECT_EQ(v->message, "the route's schema recurses too deeply");
+  EXPECT_FALSE(schema.IsValid(json::parse("{}")));
+}
+
+TEST(JsonSchema, NestedCombinatorsCannotBeMadeToWorkWithoutBound) {
+  // Every level tries both branches, each of which descends: 2^depth evaluations unbounded.
+  JsonSchema schema = MustCompile(R"({"anyOf":[{"items":{"$ref":"#"},"maxItems":0},
+                                               {"items":{"$ref":"#"}}]})");
+  std::string body;
+  for (int i = 0; i < 30; ++i) body += '[';
+  for (int i = 0; i < 30; ++i) body += ']';
+  auto v = schema.Validate(json::parse(body));
+  // Either it finishes within the step budget or it says the body was too complex; it ends.
+  if (v) {
+    EXPECT_EQ(v->message, "the request body is too complex to check");
+  }
+}
+
+TEST(JsonSchema, UniqueItemsOnALongArrayIsNotQuadratic) {
+  JsonSchema schema = MustCompile(R"({"uniqueItems":true})");
+  std::string body = "[";
+  for (int i = 0; i < 200'000; ++i) body += std::to_string(i) + ",";
+  EXPECT_TRUE(schema.IsValid(json::parse(body.substr(0, body.size() - 1) + "]")));
+  body += "1.0]";  // equal to 1 as a JSON number
+  auto v = schema.Validate(json::parse(body));
+  ASSERT_TRUE(v);
+  EXPECT_EQ(v->pointer, "/200000");
+}
+
+TEST(JsonSchema, IdsAndPlainNameFragmentsResolveInsideTheDocument) {
+  JsonSchema schema = MustCompile(R"({
+    "$id": "https://api.example.com/schemas/root.json",
+    "properties": {
+      "a": {"$ref": "item.json"},
+      "b": {"$ref": "#positive"}
+    },
+    "definitions": {
+      "item": {"$id": "item.json", "type": "string"},
+      "pos": {"$id": "#positive", "minimum": 1}
+    }
+  })");
+  EXPECT_TRUE(schema.IsValid(json::parse(R"({"a":"x","b":2})")));
+  EXPECT_EQ(schema.Validate(json::parse(R"({"a":1})"))->pointer, "/a");
+  EXPECT_EQ(schema.Validate(json::parse(R"({"b":0})"))->pointer, "/b");
+}
+
+}  // namespace
+}  // namespace gatehouse
