@@ -199,6 +199,13 @@ OUT="$D/results.txt"
   echo '```'
   "$ROOT/$BUILD/bench/bench_limiter" --benchmark_min_time=1 2>/dev/null
   echo '```'
+  echo
+  echo "### JSON Schema validation of request bodies (Google Benchmark, $BUILD/bench/bench_schema)"
+  echo "Peer in the same run: parsing the same chat-completions body alone (BM_ParseOnly). The"
+  echo "argument is the number of messages (about 200 bytes each)."
+  echo '```'
+  "$ROOT/$BUILD/bench/bench_schema" --benchmark_min_time=1 2>/dev/null
+  echo '```'
 } | tee "$OUT"
 
 {

@@ -782,7 +782,7 @@ class Validator {
   template <class Message>
   bool Fail(Message&& message) {
     if (out_ && out_->message.empty()) {
-      out_->pointer = path_;
+      out_->pointer = Pointer();
       out_->message = message();
     }
     return false;
@@ -804,20 +804,38 @@ class Validator {
     return ok;
   }
 
+  // Where in the body the check is. Kept as segments and spelled out as a pointer only when a
+  // violation is reported, so that a body that matches pays no string building.
+  struct Segment {
+    std::string_view key;
+    std::size_t index = 0;
+    bool is_index = false;
+  };
   struct PathScope {
-    std::string& path;
-    std::size_t size;
-    ~PathScope() { path.resize(size); }
+    explicit PathScope(std::vector<Segment>& s) : segments(s) {}
+    std::vector<Segment>& segments;
+    PathScope(const PathScope&) = delete;
+    PathScope& operator=(const PathScope&) = delete;
+    ~PathScope() { segments.pop_back(); }
   };
   PathScope Enter(std::string_view key) {
-    PathScope scope{path_, path_.size()};
-    AppendPointerToken(path_, key);
-    return scope;
+    segments_.push_back(Segment{key, 0, false});
+    return PathScope{segments_};
   }
   PathScope Enter(std::size_t index) {
-    PathScope scope{path_, path_.size()};
-    AppendIndexToken(path_, index);
-    return scope;
+    segments_.push_back(Segment{{}, index, true});
+    return PathScope{segments_};
+  }
+  std::string Pointer() const {
+    std::string pointer;
+    for (const auto& s : segments_) {
+      if (s.is_index) {
+        AppendIndexToken(pointer, s.index);
+      } else {
+        AppendPointerToken(pointer, s.key);
+      }
+    }
+    return pointer;
   }
 
   bool CheckNumber(const Node& n, const json::value& v) {
@@ -843,7 +861,11 @@ class Validator {
   }
 
   bool CheckString(const Node& n, std::string_view s) {
-    if (n.min_length || n.max_length) {
+    // A string has at most as many code points as bytes and at least a quarter as many, so
+    // most strings are settled without counting.
+    const bool may_be_long = n.max_length && s.size() > *n.max_length;
+    const bool may_be_short = n.min_length && s.size() / 4 < *n.min_length;
+    if (may_be_long || may_be_short) {
       const std::size_t length = CodePoints(s);
       if (n.min_length && length < *n.min_length) {
         return Fail(
@@ -1004,7 +1026,7 @@ class Validator {
   }
 
   SchemaViolation* out_;
-  std::string path_;
+  std::vector<Segment> segments_;
   std::size_t steps_ = 0;
   bool aborted_ = false;
   std::string abort_reason_;
