@@ -493,6 +493,9 @@ void RegisterControlPlane(Router& router, ControlPlaneDeps deps) {
         AppendRateLimitHeaders(v, checks.span(), res.headers);
       }
       if (res.status == 200 && d->quotas && principal->key_quota.enabled()) {
+        // Shared credits wait for Redis: not on the network thread. Nothing was decided yet
+        // (shared limits would have left already), so the blocking path starts afresh.
+        if (!may_block && d->quotas->shared()) return std::nullopt;
         QuotaOutcome spent =
             d->quotas->Spend(principal->id, principal->org_id, principal->key_quota,
                              principal->credits_used, principal->credits_period,

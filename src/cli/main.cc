@@ -166,6 +166,7 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
   deps.verifier = a.verifier.get();
   deps.limits = &limits;
   deps.threats = &threats;
+  quotas.ShareThrough(limits.redis());
   deps.quotas = &quotas;
   gh::RegisterControlPlane(router, std::move(deps));
   gh::PasswordHasher* hasher = a.hasher.get();

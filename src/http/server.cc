@@ -79,12 +79,33 @@ struct Worker {
 };
 
 // A request waiting for the cluster's rate-limit decision.
-struct LimitTicket {
-  explicit LimitTicket(net::any_io_executor ex) : timer(ex) {}
+// An answer another thread (the Redis one) gives, waited for on the connection's own thread.
+template <class T>
+struct CallbackTicket {
+  explicit CallbackTicket(net::any_io_executor ex) : timer(ex) {}
   net::steady_timer timer;
   bool done = false;
-  RateVerdict verdict;
+  T value{};
 };
+
+// Calls `start` with a callback that may run once on any thread, and resumes here with its value.
+template <class T, class Start>
+net::awaitable<T> AwaitCallback(Start start) {
+  auto ticket = std::make_shared<CallbackTicket<T>>(co_await net::this_coro::executor);
+  auto executor = ticket->timer.get_executor();
+  start([ticket, executor](T value) {
+    net::post(executor, [ticket, value = std::move(value)]() mutable {
+      ticket->value = std::move(value);
+      ticket->done = true;
+      ticket->timer.cancel();
+    });
+  });
+  if (!ticket->done) {
+    ticket->timer.expires_after(std::chrono::hours(1));
+    co_await ticket->timer.async_wait(kNoThrow);
+  }
+  co_return std::move(ticket->value);
+}
 
 // What one request was, for the access log and metrics. Views point into the connection's
 // buffers and live until Finish().
@@ -634,20 +655,8 @@ class Server::Impl {
 
   // Redis's verdict (or the local fallback's), waited for on this connection's thread.
   net::awaitable<RateVerdict> DecideShared(const LimitChecks& checks) {
-    auto ticket = std::make_shared<LimitTicket>(co_await net::this_coro::executor);
-    auto executor = ticket->timer.get_executor();
-    parts_.limits->DecideShared(checks.span(), [ticket, executor](RateVerdict v) {
-      net::post(executor, [ticket, v] {
-        ticket->verdict = v;
-        ticket->done = true;
-        ticket->timer.cancel();
-      });
-    });
-    if (!ticket->done) {
-      ticket->timer.expires_after(std::chrono::hours(1));
-      co_await ticket->timer.async_wait(kNoThrow);
-    }
-    co_return ticket->verdict;
+    co_return co_await AwaitCallback<RateVerdict>(
+        [&](auto done) { parts_.limits->DecideShared(checks.span(), std::move(done)); });
   }
 
   // The proxy's wait: the event carries the upstream's status, and the client sees nothing
@@ -1095,9 +1104,16 @@ class Server::Impl {
         QuotaOutcome spent;
         const Principal& who = **principal;
         if (verdict.allowed && parts_.quotas && who.key_quota.enabled()) {
-          spent = parts_.quotas->Spend(who.id, who.org_id, who.key_quota, who.credits_used,
-                                       who.credits_period, parts_.gateway->route(groute).cost,
-                                       ex.client_ip);
+          const std::uint32_t cost = parts_.gateway->route(groute).cost;
+          if (parts_.quotas->shared()) {
+            spent = co_await AwaitCallback<QuotaOutcome>([&](auto done) {
+              parts_.quotas->SpendAsync(who.id, who.org_id, who.key_quota, who.credits_used,
+                                        who.credits_period, cost, ex.client_ip, std::move(done));
+            });
+          } else {
+            spent = parts_.quotas->Spend(who.id, who.org_id, who.key_quota, who.credits_used,
+                                         who.credits_period, cost, ex.client_ip);
+          }
         }
         if (!verdict.allowed) {
           AuditEvent event = DecisionEvent(who.org_id, who.id, "auth.proxy", resource);

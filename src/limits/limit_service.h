@@ -39,6 +39,8 @@ class LimitService {
 
   // Whether decisions go to Redis (then DecideShared is the way to ask).
   bool shared() const { return redis_ != nullptr; }
+  // The cluster's Redis connection (null without one), which usage quotas share.
+  RedisLimiter* redis() const { return redis_.get(); }
 
   // This node alone, at once (scaled to its share when the cluster's Redis is down).
   RateVerdict DecideHere(std::span<const LimitCheck> checks);

@@ -52,6 +52,21 @@ out[3] = shadow_bits
 return out
 )lua";
 
+// KEYS: the key's count for the period. ARGV: credits, cost, seed, shadow (1/0), ttl seconds.
+// Returns {allowed (1/0), spent in the period after this request}.
+constexpr const char* kCreditsScript = R"lua(
+local used = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if used < 0 then
+  used = tonumber(ARGV[3])
+  redis.call('SET', KEYS[1], string.format('%d', used), 'EX', tonumber(ARGV[5]))
+end
+local cost = tonumber(ARGV[2])
+if used + cost > tonumber(ARGV[1]) and ARGV[4] ~= '1' then
+  return {0, used}
+end
+return {1, redis.call('INCRBY', KEYS[1], cost)}
+)lua";
+
 redisContext* Ctx(void* p) { return static_cast<redisContext*>(p); }
 
 std::string SubjectKey(const LimitCheck& c) {
@@ -152,6 +167,35 @@ SharedVerdict RedisLimiter::DecideBlocking(std::span<const LimitCheck> checks) {
   auto f = p.get_future();
   Decide(checks, [&p](SharedVerdict v) { p.set_value(std::move(v)); });
   return f.get();
+}
+
+void RedisLimiter::SpendCredits(std::string_view key_id, std::int64_t period, std::int64_t credits,
+                                std::int64_t cost, std::int64_t seed, bool shadow,
+                                std::int64_t ttl_seconds,
+                                std::function<void(std::optional<SharedSpend>)> done) {
+  Job job;
+  // EVAL rather than EVALSHA: Redis keeps the compiled script by its hash either way, and a
+  // restarted Redis needs no SCRIPT LOAD for it.
+  job.argv = {"EVAL",
+              kCreditsScript,
+              "1",
+              "gh:q:" + std::string(key_id) + ":" + std::to_string(period),
+              std::to_string(credits),
+              std::to_string(cost),
+              std::to_string(seed),
+              shadow ? "1" : "0",
+              std::to_string(std::max<std::int64_t>(1, ttl_seconds))};
+  job.raw = [this, done = std::move(done)](void* raw) {
+    const auto* r = static_cast<const redisReply*>(raw);
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_INTEGER) {
+      if (r) failures_.fetch_add(1, std::memory_order_relaxed);
+      done(std::nullopt);
+      return;
+    }
+    done(SharedSpend{r->element[0]->integer == 1, r->element[1]->integer});
+  };
+  Submit(std::move(job));
 }
 
 std::optional<std::uint32_t> RedisLimiter::Heartbeat(std::string_view node_id) {

@@ -30,6 +30,12 @@ namespace gatehouse {
 // The script's verdict for one request, or nullopt when Redis could not answer.
 using SharedVerdict = std::optional<RateVerdict>;
 
+// The cluster's count of a key's credits for one quota period, after a spend.
+struct SharedSpend {
+  bool allowed = false;
+  std::int64_t used = 0;  // spent in the period, this request included when allowed
+};
+
 class RedisLimiter {
  public:
   RedisLimiter(RedisAddress address, Millis timeout);
@@ -41,6 +47,14 @@ class RedisLimiter {
   void Decide(std::span<const LimitCheck> checks, std::function<void(SharedVerdict)> done);
   // The same, waiting for the answer (for callers already off the network threads).
   SharedVerdict DecideBlocking(std::span<const LimitCheck> checks);
+
+  // Spends `cost` of a key's credits for `period` atomically in Redis: refused (and nothing
+  // spent) when it would pass `credits`, unless `shadow`. A period Redis has no count for starts
+  // from `seed`, what the store and this node know was spent. `done` gets nullopt when Redis
+  // could not answer; it runs on the Redis thread, or at once when Redis is known to be down.
+  void SpendCredits(std::string_view key_id, std::int64_t period, std::int64_t credits,
+                    std::int64_t cost, std::int64_t seed, bool shadow, std::int64_t ttl_seconds,
+                    std::function<void(std::optional<SharedSpend>)> done);
 
   // Registers this node and counts the nodes seen in the last 10 s; nullopt when Redis is down.
   std::optional<std::uint32_t> Heartbeat(std::string_view node_id);

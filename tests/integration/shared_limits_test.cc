@@ -126,5 +126,30 @@ TEST_F(SharedLimitsTest, WithRedisDownEachNodeLimitsAtItsShareAndSaysSo) {
   EXPECT_NE(Metrics(0).find("gatehouse_ratelimit_shared_up 1"), std::string::npos);
 }
 
+TEST_F(SharedLimitsTest, ThreeNodesTogetherSpendExactlyAKeysCredits) {
+  auto r = Request(nodes_[0]->port(), "POST", "/v1/orgs/" + org_ + "/keys",
+                   {{"Authorization", "Bearer " + owner_}},
+                   R"({"label":"q","scopes":["read:findings"],)"
+                   R"("quota":{"credits":40,"refill":"monthly"}})");
+  ASSERT_EQ(r.status, 201) << r.body;
+  auto at = r.body.find("\"key\":\"");
+  std::string key = r.body.substr(at + 7, r.body.find('"', at + 7) - at - 7);
+  // 120 attempts, within one store flush: counted on each node alone, the three could spend
+  // the 40 credits three times over.
+  EXPECT_EQ(Hammer(key, 20), 40);
+  auto refused =
+      Request(nodes_[2]->port(), "GET", "/api/v1/findings/1", {{"Authorization", "Bearer " + key}});
+  EXPECT_EQ(refused.status, 429);
+  EXPECT_NE(refused.body.find("usage_exceeded"), std::string::npos) << refused.body;
+  // What Redis counted reaches the store too: a node restarted later still refuses.
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  redis_.Stop();
+  nodes_[1] = std::make_unique<ServerProcess>(dir_.path() + "/gatehouse.toml");
+  EXPECT_EQ(
+      Request(nodes_[1]->port(), "GET", "/api/v1/findings/1", {{"Authorization", "Bearer " + key}})
+          .status,
+      429);
+}
+
 }  // namespace
 }  // namespace gatehouse::testing
