@@ -18,6 +18,8 @@
 #include "core/time_format.h"
 #include "demo/echo.h"
 #include "http/server.h"
+#include "limits/redis_limiter.h"
+#include "limits/threat_detector.h"
 #include "people/gateway_sessions.h"
 #include "store/postgres/pg_store.h"
 
@@ -99,6 +101,20 @@ void PrintIssuedKey(const gh::KeyService& keys, const gh::IssuedKey& issued, boo
     std::cout << boost::json::serialize(o) << std::endl;
   } else {
     std::cout << issued.record.id << "\n" << issued.secret << std::endl;
+  }
+}
+
+// Blocks for abuse reach every node: this node's go to Redis, the others' come back.
+void ShareBlocks(gh::ThreatDetector& threats, gh::RedisLimiter* redis, gh::UnixMicros now) {
+  if (!redis) return;
+  gh::RedisLimiter::Blocks mine;
+  for (auto& [ip, until] : threats.OwnBlocks()) mine.emplace_back(ip, until / 1000);
+  auto all = redis->ExchangeBlocks(mine, now / 1000);
+  if (!all) return;
+  for (const auto& [ip, until_ms] : *all) {
+    if (threats.AdoptBlock(ip, until_ms * 1000)) {
+      spdlog::warn("security: blocking {} as another node of the cluster does", ip);
+    }
   }
 }
 
@@ -280,6 +296,7 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
         if (ticks % 10 == 0) {  // once a second
           limits.Housekeep();
           threats.Sweep();
+          ShareBlocks(threats, limits.redis(), a.clock->Now());
           if (auto r = quotas.Flush(*a.policies); !r) {
             spdlog::warn("usage quota flush failed: {}", r.error().message);
           }

@@ -3,6 +3,7 @@
 #include <hiredis/hiredis.h>
 #include <spdlog/spdlog.h>
 
+#include <cstdlib>
 #include <future>
 
 namespace gatehouse {
@@ -196,6 +197,41 @@ void RedisLimiter::SpendCredits(std::string_view key_id, std::int64_t period, st
     done(SharedSpend{r->element[0]->integer == 1, r->element[1]->integer});
   };
   Submit(std::move(job));
+}
+
+std::optional<RedisLimiter::Blocks> RedisLimiter::ExchangeBlocks(const Blocks& mine,
+                                                                 std::int64_t now_ms) {
+  std::promise<std::optional<Blocks>> p;
+  auto f = p.get_future();
+  auto send = [&](std::vector<std::string> argv, std::function<void(void*)> raw) {
+    Job j;
+    j.argv = std::move(argv);
+    j.raw = std::move(raw);
+    Submit(std::move(j));
+  };
+  for (const auto& [ip, until] : mine) {
+    send({"ZADD", "gh:blocks", "GT", std::to_string(until), ip}, [](void*) {});
+  }
+  send({"ZREMRANGEBYSCORE", "gh:blocks", "-inf", std::to_string(now_ms)}, [](void*) {});
+  send({"ZRANGE", "gh:blocks", "(" + std::to_string(now_ms), "+inf", "BYSCORE", "WITHSCORES"},
+       [&p](void* raw) {
+         auto* r = static_cast<redisReply*>(raw);
+         if (!r || r->type != REDIS_REPLY_ARRAY) {
+           p.set_value(std::nullopt);
+           return;
+         }
+         Blocks all;
+         for (std::size_t i = 0; i + 1 < r->elements; i += 2) {
+           const redisReply* member = r->element[i];
+           const redisReply* score = r->element[i + 1];
+           if (member->type != REDIS_REPLY_STRING || score->type != REDIS_REPLY_STRING) continue;
+           // Scores come back as decimal text; milliseconds fit a double exactly.
+           all.emplace_back(std::string(member->str, member->len),
+                            static_cast<std::int64_t>(std::strtod(score->str, nullptr)));
+         }
+         p.set_value(std::move(all));
+       });
+  return f.get();
 }
 
 std::optional<std::uint32_t> RedisLimiter::Heartbeat(std::string_view node_id) {

@@ -20,6 +20,7 @@
 #include <span>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "config/config.h"
@@ -55,6 +56,11 @@ class RedisLimiter {
   void SpendCredits(std::string_view key_id, std::int64_t period, std::int64_t credits,
                     std::int64_t cost, std::int64_t seed, bool shadow, std::int64_t ttl_seconds,
                     std::function<void(std::optional<SharedSpend>)> done);
+
+  // Addresses blocked for abuse, shared by the cluster: adds `mine` (address, until in Unix
+  // ms) and returns every block still in force after `now_ms`; nullopt when Redis is down.
+  using Blocks = std::vector<std::pair<std::string, std::int64_t>>;
+  std::optional<Blocks> ExchangeBlocks(const Blocks& mine, std::int64_t now_ms);
 
   // Registers this node and counts the nodes seen in the last 10 s; nullopt when Redis is down.
   std::optional<std::uint32_t> Heartbeat(std::string_view node_id);

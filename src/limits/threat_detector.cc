@@ -49,12 +49,39 @@ bool ThreatDetector::Count(std::unordered_map<std::uint64_t, Counter>& map, std:
 void ThreatDetector::Block(std::string_view ip, UnixMicros now) {
   auto h = NetworkHash(ip, 32, 64);
   if (!h) return;
+  const UnixMicros until = now + ToMicros(config_.block_duration);
+  {
+    Shard& s = ShardOf(*h);
+    std::lock_guard lock(s.mu);
+    auto [it, inserted] = s.blocked.insert_or_assign(*h, until);
+    (void)it;
+    if (inserted) blocked_count_.fetch_add(1, std::memory_order_relaxed);
+  }
+  blocks_.fetch_add(1, std::memory_order_relaxed);
+  std::lock_guard lock(own_mu_);
+  own_blocks_[std::string(ip)] = until;
+}
+
+bool ThreatDetector::AdoptBlock(std::string_view ip, UnixMicros until) {
+  auto h = NetworkHash(ip, 32, 64);
+  if (!h || until <= clock_.Now()) return false;
   Shard& s = ShardOf(*h);
   std::lock_guard lock(s.mu);
-  auto [it, inserted] = s.blocked.insert_or_assign(*h, now + ToMicros(config_.block_duration));
-  (void)it;
-  if (inserted) blocked_count_.fetch_add(1, std::memory_order_relaxed);
-  blocks_.fetch_add(1, std::memory_order_relaxed);
+  auto [it, inserted] = s.blocked.try_emplace(*h, until);
+  if (inserted) {
+    blocked_count_.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  const bool later = until > it->second;
+  if (later) it->second = until;
+  return false;
+}
+
+std::vector<std::pair<std::string, UnixMicros>> ThreatDetector::OwnBlocks() {
+  const UnixMicros now = clock_.Now();
+  std::lock_guard lock(own_mu_);
+  std::erase_if(own_blocks_, [&](const auto& kv) { return kv.second <= now; });
+  return {own_blocks_.begin(), own_blocks_.end()};
 }
 
 void ThreatDetector::React(const ThreatRule& rule, std::string_view name, std::string_view org_id,

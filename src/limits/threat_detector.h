@@ -13,6 +13,9 @@
 //
 // Counts live in this node's memory, bounded by max_tracked; Observe and KeyUsed allocate
 // nothing on the common paths, and BlockedFor costs one atomic load while nothing is blocked.
+// In a cluster, blocks are shared: each node hands its own (OwnBlocks) to the others through
+// Redis once a second, and adopts theirs (AdoptBlock), so an address blocked by one node is
+// blocked by all within about a second. Counting stays per node.
 #pragma once
 
 #include <array>
@@ -24,6 +27,8 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "config/config.h"
 #include "store/records.h"
@@ -48,6 +53,11 @@ class ThreatDetector {
 
   // Forgets expired blocks and finished windows; the periodic housekeeping calls it.
   void Sweep();
+
+  // The blocks this node imposed that are still in force: (address, until).
+  std::vector<std::pair<std::string, UnixMicros>> OwnBlocks();
+  // A block another node imposed. Returns true when it is news here.
+  bool AdoptBlock(std::string_view ip, UnixMicros until);
 
   std::uint64_t events() const { return events_.load(std::memory_order_relaxed); }
   std::uint64_t blocks() const { return blocks_.load(std::memory_order_relaxed); }
@@ -92,6 +102,8 @@ class ThreatDetector {
   const Clock& clock_;
   Sink sink_;
   std::array<Shard, kShards> shards_;
+  std::mutex own_mu_;
+  std::unordered_map<std::string, UnixMicros> own_blocks_;  // guarded by own_mu_
   std::atomic<std::size_t> blocked_count_{0};
   std::atomic<std::uint64_t> events_{0}, blocks_{0}, shadow_actions_{0}, blocked_requests_{0};
 };

@@ -151,5 +151,30 @@ TEST_F(SharedLimitsTest, ThreeNodesTogetherSpendExactlyAKeysCredits) {
       429);
 }
 
+TEST_F(SharedLimitsTest, AnAddressBlockedByOneNodeIsBlockedByAll) {
+  std::string key = NewKey(R"({"requests":1000,"window":"1h"})");
+  auto from_attacker = [&](int node, const std::string& credential) {
+    return RequestFrom("127.0.0.3", nodes_[static_cast<std::size_t>(node)]->port(), "GET",
+                       "/api/v1/findings/1", {{"Authorization", "Bearer " + credential}});
+  };
+  ASSERT_EQ(from_attacker(2, key).status, 200);
+  // Key enumeration against node 0: the default rule blocks after 20 refused credentials.
+  for (int i = 0; i < 25; ++i) (void)from_attacker(0, "sk_live_guess" + std::to_string(i));
+  EXPECT_EQ(from_attacker(0, key).status, 429);
+  // Node 2 saw none of it, and learns of the block through Redis within a few seconds.
+  int status = 0;
+  for (int i = 0; i < 50 && status != 429; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    status = from_attacker(2, key).status;
+  }
+  EXPECT_EQ(status, 429);
+  EXPECT_NE(nodes_[2]->Output().find("as another node of the cluster does"), std::string::npos);
+  // Everyone else is served.
+  EXPECT_EQ(
+      Request(nodes_[2]->port(), "GET", "/api/v1/findings/1", {{"Authorization", "Bearer " + key}})
+          .status,
+      200);
+}
+
 }  // namespace
 }  // namespace gatehouse::testing
