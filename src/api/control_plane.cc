@@ -31,6 +31,7 @@ json::object KeyJson(const KeyService& keys, const ApiKeyRecord& r, const Access
   o["state"] = keys.State(r);
   o["expires_at"] = OptTime(r.expires_at);
   o["ip_allowlist"] = Strings(r.ip_allowlist);
+  o["ip_allowlist_mode"] = policy.allowlist_shadow ? "shadow" : "enforce";
   o["rate_limit"] = RateLimitJson(policy.rate_limit);
   o["quota"] = QuotaJson(policy.quota);
   o["created_by"] = r.created_by;
@@ -87,6 +88,8 @@ Result<HttpResponse> CreateKey(ControlPlaneDeps& d, HttpRequest& req, const Prin
   if (!rate) return tl::unexpected(rate.error());
   auto quota = ReadQuotaField(*in);
   if (!quota) return tl::unexpected(quota.error());
+  auto shadow = ReadAllowlistShadowField(*in);
+  if (!shadow) return tl::unexpected(shadow.error());
   for (auto* r : {&label, &env, &expires_in, &expires_at}) {
     if (!*r) return tl::unexpected(r->error());
   }
@@ -108,7 +111,8 @@ Result<HttpResponse> CreateKey(ControlPlaneDeps& d, HttpRequest& req, const Prin
   AccessPolicy policy;
   policy.rate_limit = rate->value_or(RatePolicy{});
   policy.quota = quota->value_or(UsageQuota{});
-  if (policy.rate_limit.enabled() || policy.quota.enabled()) {
+  policy.allowlist_shadow = shadow->value_or(false);
+  if (policy.rate_limit.enabled() || policy.quota.enabled() || policy.allowlist_shadow) {
     if (auto r = SaveKeyPolicy(d, req, p, issued->record, policy); !r) {
       // Never hand out a key without the limits it was asked with.
       (void)d.keys.Revoke(p.org_id, issued->record.id, SourceOf(req, p.id));

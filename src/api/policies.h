@@ -19,6 +19,9 @@ Result<std::optional<RatePolicy>> ReadRateLimitField(JsonObjectReader& in);
 // `quota`: absent, null (none), or {"credits":…,"refill":…,"mode":…}.
 Result<std::optional<UsageQuota>> ReadQuotaField(JsonObjectReader& in);
 
+// `ip_allowlist_mode`: absent, "enforce" (false) or "shadow" (true).
+Result<std::optional<bool>> ReadAllowlistShadowField(JsonObjectReader& in);
+
 // The key's own policy (rate limit and quota; empty when none).
 Result<AccessPolicy> KeyPolicy(ControlPlaneDeps& d, std::string_view org_id,
                                std::string_view key_id);

@@ -43,6 +43,16 @@ Result<std::optional<UsageQuota>> ReadQuotaField(JsonObjectReader& in) {
   return ReadNullableObject<UsageQuota>(in, "quota", ReadUsageQuota);
 }
 
+Result<std::optional<bool>> ReadAllowlistShadowField(JsonObjectReader& in) {
+  auto mode = in.OptString("ip_allowlist_mode");
+  if (!mode) return tl::unexpected(mode.error());
+  if (!*mode) return std::optional<bool>();
+  if (**mode != "enforce" && **mode != "shadow") {
+    return FailField("ip_allowlist_mode", "ip_allowlist_mode must be \"enforce\" or \"shadow\"");
+  }
+  return std::optional<bool>(**mode == "shadow");
+}
+
 json::value QuotaJson(const UsageQuota& q) {
   if (!q.enabled()) return nullptr;
   return UsageQuotaJson(q);
@@ -66,7 +76,8 @@ Result<void> SaveKeyPolicy(ControlPlaneDeps& d, const HttpRequest& req, const Pr
   e.details = DetailsOf(
       {{"rate_limit",
         policy.rate_limit.enabled() ? StoreRatePolicy(policy.rate_limit) : std::string("default")},
-       {"quota", policy.quota.enabled() ? StoreUsageQuota(policy.quota) : std::string("none")}});
+       {"quota", policy.quota.enabled() ? StoreUsageQuota(policy.quota) : std::string("none")},
+       {"ip_allowlist_mode", policy.allowlist_shadow ? "shadow" : "enforce"}});
   if (auto r = d.policies->Put(p.org_id, key.id, policy, e); !r) return r;
   if (d.verifier) d.verifier->Invalidate(key.key_hash);
   return {};
@@ -89,20 +100,15 @@ Result<std::optional<AccessPolicy>> ReadOrgPolicyChange(ControlPlaneDeps& d, con
   if (!rate) return tl::unexpected(rate.error());
   auto allow = in.OptStringArray("ip_allowlist");
   if (!allow) return tl::unexpected(allow.error());
-  auto mode = in.OptString("ip_allowlist_mode");
-  if (!mode) return tl::unexpected(mode.error());
-  if (!*rate && !*allow && !*mode) return std::optional<AccessPolicy>();
+  auto shadow = ReadAllowlistShadowField(in);
+  if (!shadow) return tl::unexpected(shadow.error());
+  if (!*rate && !*allow && !*shadow) return std::optional<AccessPolicy>();
   if (!d.policies) return Fail(ErrorCode::kInternal, "access policies are not configured");
   auto current = d.policies->Get(p.org_id, "");
   if (!current) return tl::unexpected(current.error());
   AccessPolicy policy = current->value_or(AccessPolicy{});
   if (*rate) policy.rate_limit = **rate;
-  if (*mode) {
-    if (**mode != "enforce" && **mode != "shadow") {
-      return FailField("ip_allowlist_mode", "ip_allowlist_mode must be \"enforce\" or \"shadow\"");
-    }
-    policy.allowlist_shadow = **mode == "shadow";
-  }
+  if (*shadow) policy.allowlist_shadow = **shadow;
   if (*allow) {
     if ((*allow)->size() > 1000) {
       return FailField("ip_allowlist", "ip_allowlist holds at most 1000 entries");
@@ -153,9 +159,12 @@ void RegisterPolicyRoutes(Router& router, std::shared_ptr<ControlPlaneDeps> d) {
       if (!rate) return tl::unexpected(rate.error());
       auto quota = ReadQuotaField(*in);
       if (!quota) return tl::unexpected(quota.error());
+      auto shadow = ReadAllowlistShadowField(*in);
+      if (!shadow) return tl::unexpected(shadow.error());
       if (auto r = in->RejectUnknownFields(); !r) return tl::unexpected(r.error());
-      if (!*rate && !*quota) {
-        return FailField("rate_limit", "nothing to change: give rate_limit and/or quota");
+      if (!*rate && !*quota && !*shadow) {
+        return FailField("rate_limit",
+                         "nothing to change: give rate_limit, quota and/or ip_allowlist_mode");
       }
       auto key = d->keys.Get(p.org_id, req.PathParam("id"));
       if (!key) return tl::unexpected(key.error());
@@ -163,6 +172,7 @@ void RegisterPolicyRoutes(Router& router, std::shared_ptr<ControlPlaneDeps> d) {
       if (!policy) return tl::unexpected(policy.error());
       if (*rate) policy->rate_limit = **rate;
       if (*quota) policy->quota = **quota;
+      if (*shadow) policy->allowlist_shadow = **shadow;
       if (auto r = SaveKeyPolicy(*d, req, p, *key, *policy); !r) {
         return tl::unexpected(r.error());
       }

@@ -68,8 +68,12 @@ Result<Principal> Authenticator::Decide(const KeyVerdict& verdict, const HttpReq
   }
   const KeyFacts& f = *verdict.facts;
   if (!AllowedBy(f.ip_allowlist, request.client_ip)) {
-    refuse(Metrics::AuthFailure::kIpDenied, "ip_not_allowed");
-    return Fail(ErrorCode::kIpNotAllowed, "this key may not be used from your address");
+    if (f.ip_allowlist_shadow) {
+      shadow_allowlist_refusals_.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      refuse(Metrics::AuthFailure::kIpDenied, "ip_not_allowed");
+      return Fail(ErrorCode::kIpNotAllowed, "this key may not be used from your address");
+    }
   }
   Principal p{f.org_id, f.key_id, "api_key", f.scopes, f.environment, clock_.Now(), {}, {}};
   p.key_rate_limit = f.rate_limit;

@@ -125,6 +125,7 @@ Result<KeyVerdict> KeyVerifier::Verify(std::string_view key, std::string_view cl
     auto policy = options_.load_policy(record->org_id, record->id);
     if (!policy) return tl::unexpected(policy.error());
     auto& f = *std::const_pointer_cast<KeyFacts>(built);
+    f.ip_allowlist_shadow = policy->ip_allowlist_shadow;
     f.rate_limit = policy->rate_limit;
     f.quota = policy->quota;
     f.credits_used = policy->credits_used;

@@ -46,14 +46,16 @@ struct KeyFacts {
   std::optional<UnixMicros> expires_at;
   std::optional<UnixMicros> revoked_at;
   std::vector<Cidr> ip_allowlist;
-  RatePolicy rate_limit;          // the key's own; requests 0: the configured default
-  UsageQuota quota;               // credits per period; credits 0: none
-  std::int64_t credits_used = 0;  // in credits_period, as the store knew when this was built
+  bool ip_allowlist_shadow = false;  // count and record refusals, refuse nothing
+  RatePolicy rate_limit;             // the key's own; requests 0: the configured default
+  UsageQuota quota;                  // credits per period; credits 0: none
+  std::int64_t credits_used = 0;     // in credits_period, as the store knew when this was built
   std::int64_t credits_period = 0;
 };
 
 // What the verifier reads with a key on a cache miss, besides the key itself.
 struct KeyPolicyLoad {
+  bool ip_allowlist_shadow = false;
   RatePolicy rate_limit;
   UsageQuota quota;
   std::int64_t credits_used = 0;

@@ -98,6 +98,7 @@ Result<KeyPolicyLoad> PolicyRepository::LoadForKey(std::string_view org_id, std:
   if (!p) return tl::unexpected(p.error());
   KeyPolicyLoad out;
   if (!*p) return out;
+  out.ip_allowlist_shadow = (*p)->allowlist_shadow;
   out.rate_limit = (*p)->rate_limit;
   out.quota = (*p)->quota;
   if (out.quota.enabled()) {

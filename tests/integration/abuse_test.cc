@@ -231,6 +231,33 @@ TEST_F(RateLimitTest, VerifyEndpointReportsRateLimitedKeys) {
   EXPECT_NE(r.body.find("\"retry_after\":"), std::string::npos);
 }
 
+TEST_F(RateLimitTest, AKeysOwnAllowlistCanRunInShadowFirst) {
+  auto r = Call("POST", "/v1/orgs/" + org_ + "/keys", key_,
+                R"({"label":"pinned","scopes":["read:findings"],"ip_allowlist":["10.0.0.0/8"],)"
+                R"("ip_allowlist_mode":"shadow"})");
+  ASSERT_EQ(r.status, 201) << r.body;
+  EXPECT_NE(r.body.find("\"ip_allowlist_mode\":\"shadow\""), std::string::npos) << r.body;
+  std::string secret = Field(r.body, "key");
+  std::string id = Field(r.body, "id");
+  // From 127.0.0.1, outside the list: served, and counted.
+  EXPECT_EQ(Call("GET", "/api/v1/findings/1", secret).status, 200);
+  auto metrics = Call("GET", "/metrics", "");
+  EXPECT_NE(metrics.body.find("gatehouse_allowlist_shadow_refusals_total 1"), std::string::npos)
+      << metrics.body;
+  // Enforced: refused at once (the cached key is dropped).
+  auto enforce =
+      Call("PATCH", "/v1/orgs/" + org_ + "/keys/" + id, key_, R"({"ip_allowlist_mode":"enforce"})");
+  ASSERT_EQ(enforce.status, 200) << enforce.body;
+  EXPECT_NE(enforce.body.find("\"ip_allowlist_mode\":\"enforce\""), std::string::npos);
+  auto refused = Call("GET", "/api/v1/findings/1", secret);
+  EXPECT_EQ(refused.status, 403);
+  EXPECT_NE(refused.body.find("ip_not_allowed"), std::string::npos) << refused.body;
+  auto bad =
+      Call("PATCH", "/v1/orgs/" + org_ + "/keys/" + id, key_, R"({"ip_allowlist_mode":"audit"})");
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_NE(bad.body.find("ip_allowlist_mode"), std::string::npos) << bad.body;
+}
+
 TEST_F(RateLimitTest, OrgAllowlistRefusesOtherAddressesAndCannotLockOutTheAdmin) {
   std::string k = NewKey(R"(["read:findings"])");
   // The admin calls from 127.0.0.1: a list without it is refused.
