@@ -515,6 +515,7 @@ void RegisterControlPlane(Router& router, ControlPlaneDeps deps) {
       d->threats->KeyUsed(principal->id, principal->org_id, req.client_ip);
     }
     record_authz(req, principal, subject, reason);
+    Gateway::ApplyDenyStatus(req, res);
     return res;
   };
   auto authz_fast = [d, authz](HttpRequest& req) -> std::optional<HttpResponse> {

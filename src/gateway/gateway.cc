@@ -184,6 +184,15 @@ Result<Gateway::OriginalRequest> Gateway::ReadOriginal(const HttpRequest& req,
   return o;
 }
 
+void Gateway::ApplyDenyStatus(const HttpRequest& check_request, HttpResponse& response) {
+  const int status = response.status;
+  if ((status >= 200 && status < 300) || status == 401 || status == 403) return;
+  auto wanted = check_request.Header("x-gatehouse-deny-status");
+  if (!wanted || (*wanted != "403" && *wanted != "401")) return;
+  response.SetHeader("X-Gatehouse-Status", std::to_string(status));
+  response.status = *wanted == "401" ? 401 : 403;
+}
+
 HttpResponse Gateway::AuthzDecision(const HttpRequest& request, std::string_view path_suffix,
                                     const Result<Principal>& principal) const {
   auto original = ReadOriginal(request, path_suffix);

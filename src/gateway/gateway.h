@@ -62,6 +62,12 @@ class Gateway {
   static Result<OriginalRequest> ReadOriginal(const HttpRequest& check_request,
                                               std::string_view path_suffix);
 
+  // nginx's auth_request understands 2xx, 401 and 403 only and turns any other answer (a 429,
+  // a 503) into a 500. A check request that carries "X-Gatehouse-Deny-Status: 403" (or 401)
+  // gets that status for every other refusal instead, with the real one in X-Gatehouse-Status,
+  // so that nginx can map it back (README: Forward-auth behind nginx).
+  static void ApplyDenyStatus(const HttpRequest& check_request, HttpResponse& response);
+
   // The whole forward-auth decision once the principal is known: 200 with identity headers, or
   // the JSON error. Adds nothing else.
   HttpResponse AuthzDecision(const HttpRequest& request, std::string_view path_suffix,

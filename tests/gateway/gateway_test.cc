@@ -68,5 +68,40 @@ TEST(Gateway, AuthorizesMethodsAndScopes) {
   EXPECT_TRUE(g.Authorize(evidence, "POST", admin));
 }
 
+std::optional<std::string> ResponseHeader(const HttpResponse& r, std::string_view name) {
+  for (const auto& [k, v] : r.headers) {
+    if (k == name) return v;
+  }
+  return std::nullopt;
+}
+
+TEST(Gateway, ANginxCheckGetsEveryOtherRefusalAsTheStatusItAskedFor) {
+  HttpRequest plain;
+  HttpResponse limited;
+  limited.status = 429;
+  Gateway::ApplyDenyStatus(plain, limited);
+  EXPECT_EQ(limited.status, 429);  // not asked: the real status
+
+  HttpRequest nginx;
+  nginx.headers.emplace_back("x-gatehouse-deny-status", "403");
+  Gateway::ApplyDenyStatus(nginx, limited);
+  EXPECT_EQ(limited.status, 403);
+  EXPECT_EQ(ResponseHeader(limited, "X-Gatehouse-Status"), "429");
+
+  for (int status : {200, 401, 403}) {  // what auth_request understands stays as it is
+    HttpResponse r;
+    r.status = status;
+    Gateway::ApplyDenyStatus(nginx, r);
+    EXPECT_EQ(r.status, status);
+    EXPECT_FALSE(ResponseHeader(r, "X-Gatehouse-Status"));
+  }
+  HttpRequest odd;
+  odd.headers.emplace_back("x-gatehouse-deny-status", "500");
+  HttpResponse unavailable;
+  unavailable.status = 503;
+  Gateway::ApplyDenyStatus(odd, unavailable);
+  EXPECT_EQ(unavailable.status, 503);  // only 401 and 403 may be asked for
+}
+
 }  // namespace
 }  // namespace gatehouse

@@ -40,9 +40,26 @@ http {{
       proxy_set_header Content-Length "";
       proxy_set_header X-Original-URI $request_uri;
       proxy_set_header X-Original-Method $request_method;
+      # auth_request turns anything but 2xx/401/403 into a 500: refusals come as 403 with the
+      # real status in X-Gatehouse-Status, and @gatehouse_denied gives it back.
+      proxy_set_header X-Gatehouse-Deny-Status 403;
+    }}
+    location @gatehouse_denied {{
+      add_header Retry-After $gh_retry_after always;
+      default_type application/json;
+      if ($gh_status = 429) {{
+        return 429 '{{"error":{{"status":429,"code":"rate_limit_exceeded"}}}}';
+      }}
+      if ($gh_status = 503) {{
+        return 503 '{{"error":{{"status":503,"code":"unavailable"}}}}';
+      }}
+      return 403 '{{"error":{{"status":403,"code":"forbidden"}}}}';
     }}
     location / {{
       auth_request /_gatehouse;
+      auth_request_set $gh_status $upstream_http_x_gatehouse_status;
+      auth_request_set $gh_retry_after $upstream_http_retry_after;
+      error_page 403 = @gatehouse_denied;
       auth_request_set $gh_org $upstream_http_x_gatehouse_org;
       auth_request_set $gh_principal $upstream_http_x_gatehouse_principal;
       auth_request_set $gh_scopes $upstream_http_x_gatehouse_scopes;
@@ -95,6 +112,24 @@ http {{
     def test_missing_and_bad_keys_are_401(self):
         self.assertEqual(self.get("/api/v1/findings").status_code, 401)
         self.assertEqual(self.get("/api/v1/findings", "sk_live_garbage").status_code, 401)
+
+    def test_a_rate_limited_key_gets_429_through_nginx_not_500(self):
+        admin = {"Authorization": f"Bearer {self.gh.key}"}
+        r = requests.post(f"{self.gh.url}/v1/orgs/{self.gh.org}/keys", headers=admin,
+                          json={"label": "limited", "scopes": ["read:findings"],
+                                "rate_limit": {"requests": 2, "window": "1h"}})
+        self.assertEqual(r.status_code, 201, r.text)
+        key = r.json()["key"]
+        self.assertEqual(self.get("/api/v1/findings/1", key).status_code, 200)
+        self.assertEqual(self.get("/api/v1/findings/1", key).status_code, 200)
+        refused = self.get("/api/v1/findings/1", key)
+        self.assertEqual(refused.status_code, 429, refused.text)
+        self.assertGreater(int(refused.headers["Retry-After"]), 0)
+        # Asked directly, without the header, gatehouse answers 429 as it is.
+        direct = requests.get(f"{self.gh.url}/v1/authz/check",
+                              headers={"Authorization": f"Bearer {key}",
+                                       "X-Original-URI": "/api/v1/findings/1"})
+        self.assertEqual(direct.status_code, 429)
 
     def test_missing_scope_and_unknown_route_are_403(self):
         self.assertEqual(self.get("/api/v1/evidence", self.reader, "POST").status_code, 403)
