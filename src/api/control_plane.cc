@@ -161,10 +161,13 @@ Result<HttpResponse> RotateKey(ControlPlaneDeps& d, HttpRequest& req, const Prin
       grace = *g;
     }
   }
-  // The replacement keeps the old key's own rate limit and quota (its credits start afresh:
-  // spending is counted per key).
+  // The replacement keeps the old key's own rate limit and quota, and spends the same credits:
+  // rotating never refills a quota.
   auto policy = KeyPolicy(d, p.org_id, req.PathParam("id"));
   if (!policy) return tl::unexpected(policy.error());
+  if (policy->quota.enabled() && policy->quota.pool.empty()) {
+    policy->quota.pool = std::string(req.PathParam("id"));
+  }
   auto issued = d.keys.Rotate(p, p.org_id, req.PathParam("id"), grace, SourceOf(req, p.id));
   if (!issued) return tl::unexpected(issued.error());
   if (policy->rate_limit.enabled() || policy->quota.enabled()) {

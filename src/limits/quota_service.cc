@@ -14,7 +14,7 @@
 
 namespace gatehouse {
 
-QuotaService::Plan QuotaService::Prepare(std::string_view key_id, std::string_view org_id,
+QuotaService::Plan QuotaService::Prepare(std::string_view counter_id, std::string_view org_id,
                                          const UsageQuota& quota, std::int64_t used_at_load,
                                          std::int64_t loaded_period) {
   Plan plan;
@@ -26,17 +26,17 @@ QuotaService::Plan QuotaService::Prepare(std::string_view key_id, std::string_vi
   out.refill_at = QuotaRefillAt(quota, plan.now);
   if (out.refill_at > 0) out.retry_after = std::max(1L, CeilSeconds(out.refill_at - plan.now));
   std::lock_guard lock(mu_);
-  auto it = entries_.find(key_id);
+  auto it = entries_.find(counter_id);
   if (it == entries_.end()) {
     Entry e;
     e.org_id.assign(org_id);
     e.period = plan.period;
     e.base = loaded_period == plan.period ? used_at_load : 0;
-    it = entries_.emplace(std::string(key_id), std::move(e)).first;
+    it = entries_.emplace(std::string(counter_id), std::move(e)).first;
   }
   Entry& e = it->second;
   if (e.period != plan.period) {  // refilled: the old period's spend still goes to the store
-    if (e.pending > 0) retired_.push_back({e.org_id, std::string(key_id), e.period, e.pending});
+    if (e.pending > 0) retired_.push_back({e.org_id, std::string(counter_id), e.period, e.pending});
     e.period = plan.period;
     e.base = 0;
     e.pending = 0;
@@ -46,15 +46,15 @@ QuotaService::Plan QuotaService::Prepare(std::string_view key_id, std::string_vi
   return plan;
 }
 
-QuotaOutcome QuotaService::Settle(std::string_view key_id, std::string_view org_id,
-                                  const UsageQuota& quota, const Plan& plan, std::uint32_t cost,
-                                  std::string_view client_ip,
+QuotaOutcome QuotaService::Settle(std::string_view counter_id, std::string_view key_id,
+                                  std::string_view org_id, const UsageQuota& quota,
+                                  const Plan& plan, std::uint32_t cost, std::string_view client_ip,
                                   const std::optional<SharedSpend>& shared) {
   QuotaOutcome out = plan.outcome;
   bool warn = false;
   {
     std::lock_guard lock(mu_);
-    auto it = entries_.find(key_id);
+    auto it = entries_.find(counter_id);
     if (it == entries_.end() || it->second.period != plan.period) {
       // The period turned while Redis answered: decide afresh on the next request.
       return out;
@@ -120,18 +120,20 @@ void QuotaService::SpendAsync(std::string_view key_id, std::string_view org_id,
     done(QuotaOutcome{});
     return;
   }
-  Plan plan = Prepare(key_id, org_id, quota, used_at_load, loaded_period);
+  // A rotated key spends its predecessor's credits: both count under the pool's id.
+  const std::string_view counter = QuotaCounterId(quota, key_id);
+  Plan plan = Prepare(counter, org_id, quota, used_at_load, loaded_period);
   if (!redis_) {
-    done(Settle(key_id, org_id, quota, plan, cost, client_ip, std::nullopt));
+    done(Settle(counter, key_id, org_id, quota, plan, cost, client_ip, std::nullopt));
     return;
   }
-  redis_->SpendCredits(
-      key_id, plan.period, quota.credits, cost, plan.known_spent, quota.shadow,
-      CountTtlSeconds(plan.outcome, plan.now),
-      [this, key = std::string(key_id), org = std::string(org_id), quota, plan, cost,
-       ip = std::string(client_ip), done = std::move(done)](std::optional<SharedSpend> shared) {
-        done(Settle(key, org, quota, plan, cost, ip, shared));
-      });
+  redis_->SpendCredits(counter, plan.period, quota.credits, cost, plan.known_spent, quota.shadow,
+                       CountTtlSeconds(plan.outcome, plan.now),
+                       [this, counter_id = std::string(counter), key = std::string(key_id),
+                        org = std::string(org_id), quota, plan, cost, ip = std::string(client_ip),
+                        done = std::move(done)](std::optional<SharedSpend> shared) {
+                         done(Settle(counter_id, key, org, quota, plan, cost, ip, shared));
+                       });
 }
 
 QuotaOutcome QuotaService::Spend(std::string_view key_id, std::string_view org_id,

@@ -86,12 +86,13 @@ class QuotaService {
     std::int64_t known_spent = 0;
     QuotaOutcome outcome;  // applies, credits, refill_at, retry_after filled in
   };
-  Plan Prepare(std::string_view key_id, std::string_view org_id, const UsageQuota& quota,
+  // Credits are counted under `counter_id` (QuotaCounterId); events name the key.
+  Plan Prepare(std::string_view counter_id, std::string_view org_id, const UsageQuota& quota,
                std::int64_t used_at_load, std::int64_t loaded_period);
   // Decides (from Redis's answer when there is one) and books the spend.
-  QuotaOutcome Settle(std::string_view key_id, std::string_view org_id, const UsageQuota& quota,
-                      const Plan& plan, std::uint32_t cost, std::string_view client_ip,
-                      const std::optional<SharedSpend>& shared);
+  QuotaOutcome Settle(std::string_view counter_id, std::string_view key_id, std::string_view org_id,
+                      const UsageQuota& quota, const Plan& plan, std::uint32_t cost,
+                      std::string_view client_ip, const std::optional<SharedSpend>& shared);
   void Warn(std::string_view key_id, std::string_view org_id, const UsageQuota& quota,
             const QuotaOutcome& out, UnixMicros now, std::string_view client_ip);
 

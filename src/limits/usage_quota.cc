@@ -59,15 +59,20 @@ boost::json::object UsageQuotaJson(const UsageQuota& q) {
 
 std::string StoreUsageQuota(const UsageQuota& q) {
   if (!q.enabled()) return {};
-  return boost::json::serialize(UsageQuotaJson(q));
+  boost::json::object o = UsageQuotaJson(q);
+  if (!q.pool.empty()) o["pool"] = q.pool;
+  return boost::json::serialize(o);
 }
 
 Result<UsageQuota> ParseStoredUsageQuota(std::string_view text) {
   if (text.empty()) return UsageQuota{};
   auto o = JsonObjectReader::Parse(text);
   if (!o) return Fail(ErrorCode::kInternal, "stored quota is not JSON");
+  auto pool = o->OptString("pool");  // stored only, so read before the API's reader
+  if (!pool) return Fail(ErrorCode::kInternal, "stored quota pool is invalid");
   auto q = ReadUsageQuota(*o, "quota");
   if (!q) return Fail(ErrorCode::kInternal, "stored quota is invalid: " + q.error().message);
+  q->pool = pool->value_or("");
   return q;
 }
 

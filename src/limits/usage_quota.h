@@ -21,6 +21,9 @@ struct UsageQuota {
   std::int64_t credits = 0;     // per period; 0: no quota
   std::string refill = "none";  // "daily", "monthly" or "none" (one allowance, never renewed)
   bool shadow = false;          // dry run: counted and warned about, never refused
+  // The key whose credits this one spends: a rotated key's replacement shares its
+  // predecessor's, so that rotating never refills. Empty: its own. Never taken from the API.
+  std::string pool = {};
 
   bool enabled() const { return credits > 0; }
   bool operator==(const UsageQuota&) const = default;
@@ -31,6 +34,11 @@ Result<UsageQuota> ReadUsageQuota(JsonObjectReader& object, std::string_view fie
 boost::json::object UsageQuotaJson(const UsageQuota& q);
 std::string StoreUsageQuota(const UsageQuota& q);  // empty: none
 Result<UsageQuota> ParseStoredUsageQuota(std::string_view text);
+
+// The id credits are counted under: the pool, or the key itself.
+inline std::string_view QuotaCounterId(const UsageQuota& q, std::string_view key_id) {
+  return q.pool.empty() ? key_id : std::string_view(q.pool);
+}
 
 // The period `now` falls in: 20261123 (daily), 202611 (monthly), 0 (none).
 std::int64_t QuotaPeriod(const UsageQuota& q, UnixMicros now);

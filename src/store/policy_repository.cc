@@ -103,7 +103,7 @@ Result<KeyPolicyLoad> PolicyRepository::LoadForKey(std::string_view org_id, std:
   out.quota = (*p)->quota;
   if (out.quota.enabled()) {
     out.credits_period = QuotaPeriod(out.quota, now);
-    auto used = CreditsUsed(org_id, key_id, out.credits_period);
+    auto used = CreditsUsed(org_id, QuotaCounterId(out.quota, key_id), out.credits_period);
     if (!used) return tl::unexpected(used.error());
     out.credits_used = *used;
   }

@@ -124,6 +124,32 @@ TEST_F(RateLimitTest, AKeysCreditsRunOutWithUsageExceededAndSurviveARestart) {
   EXPECT_EQ(Call("GET", "/api/v1/findings/1", secret).status, 200);
 }
 
+TEST_F(RateLimitTest, RotatingAKeyNeverRefillsItsCredits) {
+  auto r = Call("POST", "/v1/orgs/" + org_ + "/keys", key_,
+                R"({"label":"metered","scopes":["read:findings"],"quota":{"credits":5}})");
+  ASSERT_EQ(r.status, 201) << r.body;
+  std::string old_secret = Field(r.body, "key");
+  std::string old_id = Field(r.body, "id");
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(Call("GET", "/api/v1/findings/1", old_secret).status, 200);
+  auto rotated = Call("POST", "/v1/orgs/" + org_ + "/keys/" + old_id + "/rotate", key_, "{}");
+  ASSERT_EQ(rotated.status, 201) << rotated.body;
+  EXPECT_NE(rotated.body.find(R"("quota":{"credits":5,"refill":"none","mode":"enforce"})"),
+            std::string::npos)
+      << rotated.body;
+  EXPECT_EQ(rotated.body.find("pool"), std::string::npos) << rotated.body;
+  std::string new_secret = Field(rotated.body, "key");
+  // The replacement and the old key (still in its grace period) spend the same 2 credits left.
+  EXPECT_EQ(Call("GET", "/api/v1/findings/1", new_secret).status, 200);
+  EXPECT_EQ(Call("GET", "/api/v1/findings/1", old_secret).status, 200);
+  EXPECT_EQ(Call("GET", "/api/v1/findings/1", new_secret).status, 429);
+  EXPECT_EQ(Call("GET", "/api/v1/findings/1", old_secret).status, 429);
+  // A quota cannot be pointed at another key's credits through the API.
+  auto sneaky = Call("PATCH", "/v1/orgs/" + org_ + "/keys/" + old_id, key_,
+                     R"({"quota":{"credits":5,"pool":"key_someone_else"}})");
+  EXPECT_EQ(sneaky.status, 400) << sneaky.body;
+  EXPECT_NE(sneaky.body.find("quota.pool"), std::string::npos) << sneaky.body;
+}
+
 TEST_F(RateLimitTest, ARoutesCostIsWhatEachRequestSpends) {
   auto r = Call("POST", "/v1/orgs/" + org_ + "/keys", key_,
                 R"({"label":"m","scopes":["read:findings"],"quota":{"credits":3}})");

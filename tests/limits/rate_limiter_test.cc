@@ -225,9 +225,9 @@ namespace gatehouse {
 namespace {
 
 TEST(UsageQuota, PeriodsAndRefillsFollowTheUtcCalendar) {
-  UsageQuota monthly{1000, "monthly", false};
-  UsageQuota daily{10, "daily", false};
-  UsageQuota once{5, "none", false};
+  UsageQuota monthly{1000, "monthly", false, {}};
+  UsageQuota daily{10, "daily", false, {}};
+  UsageQuota once{5, "none", false, {}};
   auto t = ParseRfc3339("2026-12-31T23:59:59Z");
   ASSERT_TRUE(t);
   EXPECT_EQ(QuotaPeriod(monthly, *t), 202612);
@@ -239,6 +239,19 @@ TEST(UsageQuota, PeriodsAndRefillsFollowTheUtcCalendar) {
   auto feb = ParseRfc3339("2028-02-29T12:00:00Z");
   EXPECT_EQ(FormatRfc3339(QuotaRefillAt(monthly, *feb)), "2028-03-01T00:00:00Z");
   EXPECT_EQ(FormatRfc3339(QuotaRefillAt(daily, *feb)), "2028-03-01T00:00:00Z");
+}
+
+TEST(UsageQuota, APoolIsStoredButNeverReadFromTheApi) {
+  UsageQuota q{100, "monthly", false, "key_original"};
+  auto back = ParseStoredUsageQuota(StoreUsageQuota(q));
+  ASSERT_TRUE(back) << back.error().message;
+  EXPECT_EQ(*back, q);
+  EXPECT_EQ(QuotaCounterId(*back, "key_replacement"), "key_original");
+  EXPECT_EQ(QuotaCounterId(UsageQuota{100, "monthly", false, {}}, "key_own"), "key_own");
+  EXPECT_EQ(UsageQuotaJson(q).if_contains("pool"), nullptr);  // the API never shows it
+  auto from_api = JsonObjectReader::Parse(R"({"credits":5,"pool":"key_other"})");
+  ASSERT_TRUE(from_api);
+  EXPECT_FALSE(ReadUsageQuota(*from_api, "quota"));
 }
 
 TEST(UsageQuota, SpendingStopsAtTheCreditsAndRefillsWithThePeriod) {
