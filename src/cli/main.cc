@@ -130,7 +130,14 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
   gh::Authenticator auth(*a.verifier, metrics, *a.clock);
   auth.SetSessionResolver(gh::GatewaySessionResolver(*a.sessions, *a.members, *a.accounts));
   auth.SetOrgPolicies(a.org_policies.get());
-  gh::LimitService limits(config->rate_limits, *a.clock);
+  std::string redis_password;
+  if (auto pw = gh::ReadSecret(config->rate_limits.redis_password, gh::ProcessEnv(),
+                               "the Redis password")) {
+    redis_password = std::move(*pw);
+  } else if (!config->rate_limits.redis_password.file.empty()) {
+    return Die(pw.error().message);  // configured but unreadable: say so rather than ignore it
+  }
+  gh::LimitService limits(config->rate_limits, *a.clock, std::move(redis_password));
   limits.RegisterMetrics(metrics);
   metrics.AddReading("gatehouse_allowlist_shadow_refusals_total",
                      "Requests an org's shadow (dry-run) IP allowlist would have refused.",

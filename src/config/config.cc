@@ -564,6 +564,9 @@ Result<Config> ParseConfig(std::string_view toml_text, std::string source) {
   GH_TRY(sub("rate_limits", [&](TableReader& t) -> Result<void> {
     auto& l = c.rate_limits;
     GH_TRY(t.String("redis", l.redis));
+    GH_TRY(t.String("redis_user", l.redis_user));
+    GH_TRY(t.String("redis_password_env", l.redis_password.env));
+    GH_TRY(t.String("redis_password_file", l.redis_password.file));
     GH_TRY(t.Duration("redis_timeout", l.redis_timeout));
     GH_TRY(t.Integer("cluster_nodes", l.cluster_nodes, 0, 10'000));
     GH_TRY(t.Integer("max_tracked", l.max_tracked, 1'000, 1'000'000'000));

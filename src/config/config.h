@@ -148,7 +148,10 @@ struct LoginConfig {
 
 // Abuse protection (issue 6). A policy with requests = 0 does not apply.
 struct RateLimitsConfig {
-  std::string redis;         // redis://host:port: limits shared by every node; empty: per node
+  std::string redis;       // redis://host:port: limits shared by every node; empty: per node
+  std::string redis_user;  // Redis 6+ ACL user; empty: the default user
+  // Redis's password (AUTH), never in the file: an environment variable or a file holding it.
+  SecretSource redis_password{"GATEHOUSE_REDIS_PASSWORD", ""};
   Millis redis_timeout{50};  // a decision waits this long for Redis, then falls back locally
   int cluster_nodes = 0;     // nodes sharing the limits; 0: counted from Redis heartbeats
   std::size_t max_tracked = 2'000'000;  // subjects this node keeps limiter state for
@@ -184,6 +187,8 @@ struct ThreatsConfig {
 struct RedisAddress {
   std::string host;
   std::uint16_t port = 6379;
+  std::string user;      // AUTH user (ACL); empty: the default user
+  std::string password;  // AUTH password; empty: none
 };
 // redis://host[:port] (no credentials in the file: a protected Redis listens on loopback or a
 // private network).

@@ -22,13 +22,18 @@ std::size_t DimensionIndex(std::string_view d) {
 
 }  // namespace
 
-LimitService::LimitService(const RateLimitsConfig& config, const Clock& clock)
+LimitService::LimitService(const RateLimitsConfig& config, const Clock& clock,
+                           std::string redis_password)
     : config_(config), clock_(clock), table_(config.max_tracked) {
   node_id_ = "node_" + RandomBase62(16);
   if (config.cluster_nodes > 0) nodes_.store(static_cast<std::uint32_t>(config.cluster_nodes));
   if (!config.redis.empty()) {
     auto address = ParseRedisUrl(config.redis);
-    if (address) redis_ = std::make_unique<RedisLimiter>(*address, config.redis_timeout);
+    if (address) {
+      address->user = config.redis_user;
+      address->password = std::move(redis_password);
+      redis_ = std::make_unique<RedisLimiter>(*address, config.redis_timeout);
+    }
   }
 }
 

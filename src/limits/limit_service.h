@@ -30,7 +30,8 @@ struct LimitChecks {
 
 class LimitService {
  public:
-  LimitService(const RateLimitsConfig& config, const Clock& clock);
+  // `redis_password`: read by the caller from config.redis_password (empty: no AUTH).
+  LimitService(const RateLimitsConfig& config, const Clock& clock, std::string redis_password = {});
   ~LimitService();
 
   // The limits for `principal` on `route` (null: not a proxied route): global, org, key or user,

@@ -291,6 +291,22 @@ bool RedisLimiter::Connect() {
     return false;
   }
   redisSetTimeout(c, tv);
+  if (!address_.password.empty()) {
+    auto* auth = static_cast<redisReply*>(
+        address_.user.empty()
+            ? redisCommand(c, "AUTH %b", address_.password.data(), address_.password.size())
+            : redisCommand(c, "AUTH %b %b", address_.user.data(), address_.user.size(),
+                           address_.password.data(), address_.password.size()));
+    const bool accepted = auth && auth->type == REDIS_REPLY_STATUS;
+    if (auth) freeReplyObject(auth);
+    if (!accepted) {
+      // Never the password itself, nor Redis's reply (which could echo it).
+      spdlog::error("rate limits: Redis at {}:{} refused gatehouse's credentials", address_.host,
+                    address_.port);
+      redisFree(c);
+      return false;
+    }
+  }
   auto* reply = static_cast<redisReply*>(redisCommand(c, "SCRIPT LOAD %s", kGcraScript));
   if (!reply || reply->type != REDIS_REPLY_STRING) {
     if (reply) freeReplyObject(reply);

@@ -176,5 +176,39 @@ TEST_F(SharedLimitsTest, AnAddressBlockedByOneNodeIsBlockedByAll) {
       200);
 }
 
+TEST(SharedLimitsAuth, ANodeAuthenticatesToARedisThatRequiresAPassword) {
+  RedisServer redis("correct-horse-battery-staple");
+  TempDir dir;
+  InitDataDir(dir.path() + "/data");
+  std::string config = dir.path() + "/gatehouse.toml";
+  std::ofstream(config) << "data_dir = \"" << dir.path() << "/data\"\n"
+                        << "[[listeners]]\naddress = \"127.0.0.1:0\"\n"
+                        << "[rate_limits]\nredis = \"" << redis.Url() << "\"\n"
+                        << "redis_password_file = \"" << dir.path() << "/redis-password\"\n";
+  std::ofstream(dir.path() + "/redis-password") << "correct-horse-battery-staple\n";
+  auto shared_mode = [](ServerProcess& node) {
+    std::string body;
+    for (int i = 0; i < 40; ++i) {
+      body = Request(node.port(), "GET", "/readyz").body;
+      if (body.find("\"rate_limits\":\"shared\"") != std::string::npos) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return body;
+  };
+  {
+    ServerProcess node(config);
+    EXPECT_NE(shared_mode(node).find("\"rate_limits\":\"shared\""), std::string::npos);
+  }
+  // A wrong password: refused by Redis, said in the log (without the password), and limits
+  // fall back to this node.
+  {
+    ServerProcess node(config, {{"GATEHOUSE_REDIS_PASSWORD", "wrong-password-123"}});
+    std::string body = shared_mode(node);
+    EXPECT_NE(body.find("\"rate_limits\":\"local-fallback\""), std::string::npos) << body;
+    EXPECT_NE(node.Output().find("refused gatehouse's credentials"), std::string::npos);
+    EXPECT_EQ(node.Output().find("wrong-password-123"), std::string::npos);
+  }
+}
+
 }  // namespace
 }  // namespace gatehouse::testing

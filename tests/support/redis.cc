@@ -28,7 +28,7 @@ bool Accepts(int port) {
 
 }  // namespace
 
-RedisServer::RedisServer() {
+RedisServer::RedisServer(std::string password) : password_(std::move(password)) {
   if (access("/usr/bin/redis-server", X_OK) != 0) {
     throw std::runtime_error("no /usr/bin/redis-server (scripts/install-deps installs it)");
   }
@@ -53,6 +53,10 @@ void RedisServer::Start() {
                                    dir_.path() + "/redis.log",
                                    "--daemonize",
                                    "no"};
+  if (!password_.empty()) {
+    args.emplace_back("--requirepass");
+    args.push_back(password_);
+  }
   pid_ = fork();
   if (pid_ == 0) {
     std::vector<char*> a;

@@ -12,8 +12,9 @@ namespace gatehouse::testing {
 
 class RedisServer {
  public:
-  // Throws std::runtime_error when redis-server is missing or does not start.
-  RedisServer();
+  // Throws std::runtime_error when redis-server is missing or does not start. With a
+  // password, clients must AUTH with it.
+  explicit RedisServer(std::string password = {});
   ~RedisServer();
   RedisServer(const RedisServer&) = delete;
   RedisServer& operator=(const RedisServer&) = delete;
@@ -26,6 +27,7 @@ class RedisServer {
 
  private:
   TempDir dir_;
+  std::string password_;
   int port_ = 0;
   pid_t pid_ = -1;
 };
