@@ -190,6 +190,11 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
   deps.limits = &limits;
   deps.threats = &threats;
   quotas.ShareThrough(limits.redis());
+  if (gh::RedisLimiter* redis = limits.redis()) {
+    threats.ShareCountsThrough([redis](std::string key, std::int64_t window_ms, auto done) {
+      redis->IncrementInWindow(std::move(key), window_ms, std::move(done));
+    });
+  }
   deps.quotas = &quotas;
   gh::RegisterControlPlane(router, std::move(deps));
   gh::PasswordHasher* hasher = a.hasher.get();

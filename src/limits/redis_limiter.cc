@@ -199,6 +199,25 @@ void RedisLimiter::SpendCredits(std::string_view key_id, std::int64_t period, st
   Submit(std::move(job));
 }
 
+void RedisLimiter::IncrementInWindow(std::string key, std::int64_t window_ms,
+                                     std::function<void(std::optional<std::int64_t>)> done) {
+  Job job;
+  job.argv = {"EVAL",
+              "local n = redis.call('INCR', KEYS[1]) "
+              "if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end return n",
+              "1", std::move(key), std::to_string(std::max<std::int64_t>(1, window_ms))};
+  job.raw = [this, done = std::move(done)](void* raw) {
+    const auto* r = static_cast<const redisReply*>(raw);
+    if (!r || r->type != REDIS_REPLY_INTEGER) {
+      if (r) failures_.fetch_add(1, std::memory_order_relaxed);
+      done(std::nullopt);
+      return;
+    }
+    done(r->integer);
+  };
+  Submit(std::move(job));
+}
+
 std::optional<RedisLimiter::Blocks> RedisLimiter::ExchangeBlocks(const Blocks& mine,
                                                                  std::int64_t now_ms) {
   std::promise<std::optional<Blocks>> p;

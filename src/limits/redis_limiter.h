@@ -57,6 +57,11 @@ class RedisLimiter {
                     std::int64_t cost, std::int64_t seed, bool shadow, std::int64_t ttl_seconds,
                     std::function<void(std::optional<SharedSpend>)> done);
 
+  // INCR `key`, expiring `window_ms` after its first increment; `done` gets the count, or
+  // nullopt when Redis could not answer (on the Redis thread, or at once when it is down).
+  void IncrementInWindow(std::string key, std::int64_t window_ms,
+                         std::function<void(std::optional<std::int64_t>)> done);
+
   // Addresses blocked for abuse, shared by the cluster: adds `mine` (address, until in Unix
   // ms) and returns every block still in force after `now_ms`; nullopt when Redis is down.
   using Blocks = std::vector<std::pair<std::string, std::int64_t>>;

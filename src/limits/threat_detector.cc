@@ -124,10 +124,14 @@ void ThreatDetector::Observe(std::string_view ip, int status, std::string_view p
   if (address) {
     bool fire_invalid = false, fire_failures = false;
     std::uint32_t invalid_count = 0, failure_count = 0;
+    const bool count_invalid = status == 401 && config_.invalid_keys.threshold > 0;
+    if (count_invalid && shared_increment_) {
+      CountInvalidInCluster(ip, *address);
+    }
     {
       Shard& s = ShardOf(*address);
       std::lock_guard lock(s.mu);
-      if (status == 401 && config_.invalid_keys.threshold > 0) {
+      if (count_invalid && !shared_increment_) {
         fire_invalid = Count(s.invalid, *address, config_.invalid_keys, now, &invalid_count);
       }
       if (config_.address_failures.threshold > 0) {
@@ -151,6 +155,31 @@ void ThreatDetector::Observe(std::string_view ip, int status, std::string_view p
     }
     if (fire) React(config_.key_failures, "key_failures", org_id, principal_id, ip, count);
   }
+}
+
+void ThreatDetector::CountInvalidInCluster(std::string_view ip, std::uint64_t address) {
+  const auto window_ms = static_cast<std::int64_t>(config_.window.count());
+  shared_increment_(
+      "gh:th:invalid_keys:" + AddressBucket(ip, 32, 64), window_ms,
+      [this, ip = std::string(ip), address](std::optional<std::int64_t> count) {
+        const auto threshold = static_cast<std::int64_t>(config_.invalid_keys.threshold);
+        if (count) {
+          // Exactly one node sees the count reach the threshold: it reacts for the cluster.
+          if (*count == threshold) {
+            React(config_.invalid_keys, "invalid_keys", "", "", ip,
+                  static_cast<std::uint32_t>(*count));
+          }
+          return;
+        }
+        bool fire = false;
+        std::uint32_t local = 0;
+        {
+          Shard& s = ShardOf(address);
+          std::lock_guard lock(s.mu);
+          fire = Count(s.invalid, address, config_.invalid_keys, clock_.Now(), &local);
+        }
+        if (fire) React(config_.invalid_keys, "invalid_keys", "", "", ip, local);
+      });
 }
 
 void ThreatDetector::KeyUsed(std::string_view key_id, std::string_view org_id,

@@ -15,7 +15,9 @@
 // nothing on the common paths, and BlockedFor costs one atomic load while nothing is blocked.
 // In a cluster, blocks are shared: each node hands its own (OwnBlocks) to the others through
 // Redis once a second, and adopts theirs (AdoptBlock), so an address blocked by one node is
-// blocked by all within about a second. Counting stays per node.
+// blocked by all within about a second. Refused credentials per address (invalid_keys) are
+// counted by the cluster too (ShareCountsThrough), so spreading a key enumeration over the nodes
+// behind a load balancer does not multiply its allowance; the other rules count per node.
 #pragma once
 
 #include <array>
@@ -53,6 +55,13 @@ class ThreatDetector {
 
   // Forgets expired blocks and finished windows; the periodic housekeeping calls it.
   void Sweep();
+
+  // Adds one to the cluster's count under `key` for a window of `window_ms`, and answers the
+  // count (nullopt: it could not; this node counts alone then). `done` may run on any thread.
+  using SharedIncrement =
+      std::function<void(std::string key, std::int64_t window_ms,
+                         std::function<void(std::optional<std::int64_t>)> done)>;
+  void ShareCountsThrough(SharedIncrement increment) { shared_increment_ = std::move(increment); }
 
   // The blocks this node imposed that are still in force: (address, until).
   std::vector<std::pair<std::string, UnixMicros>> OwnBlocks();
@@ -92,6 +101,7 @@ class ThreatDetector {
              std::string_view actor, std::string_view ip, std::uint32_t count,
              std::string_view extra_key = {}, std::string_view extra_value = {});
   void Block(std::string_view ip, UnixMicros now);
+  void CountInvalidInCluster(std::string_view ip, std::uint64_t address);
   Shard& ShardOf(std::uint64_t h) { return shards_[h % kShards]; }
   template <typename Map>
   void Bound(Map& map) {
@@ -102,6 +112,7 @@ class ThreatDetector {
   const Clock& clock_;
   Sink sink_;
   std::array<Shard, kShards> shards_;
+  SharedIncrement shared_increment_;
   std::mutex own_mu_;
   std::unordered_map<std::string, UnixMicros> own_blocks_;  // guarded by own_mu_
   std::atomic<std::size_t> blocked_count_{0};

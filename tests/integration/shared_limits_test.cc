@@ -210,5 +210,25 @@ TEST(SharedLimitsAuth, ANodeAuthenticatesToARedisThatRequiresAPassword) {
   }
 }
 
+TEST_F(SharedLimitsTest, KeyEnumerationSpreadOverTheNodesIsCountedByTheCluster) {
+  std::string key = NewKey(R"({"requests":1000,"window":"1h"})");
+  auto from_attacker = [&](int node, const std::string& credential) {
+    return RequestFrom("127.0.0.4", nodes_[static_cast<std::size_t>(node)]->port(), "GET",
+                       "/api/v1/findings/1", {{"Authorization", "Bearer " + credential}});
+  };
+  // 8 guesses at each node: 24 in all, past the rule's 20, though no node saw 20 itself.
+  for (int i = 0; i < 8; ++i) {
+    for (int n = 0; n < 3; ++n) (void)from_attacker(n, "sk_live_guess" + std::to_string(i));
+  }
+  for (int n = 0; n < 3; ++n) {
+    int status = 0;
+    for (int i = 0; i < 50 && status != 429; ++i) {
+      status = from_attacker(n, key).status;
+      if (status != 429) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    EXPECT_EQ(status, 429) << "node " << n;
+  }
+}
+
 }  // namespace
 }  // namespace gatehouse::testing
