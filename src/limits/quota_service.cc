@@ -143,7 +143,7 @@ QuotaOutcome QuotaService::Spend(std::string_view key_id, std::string_view org_i
   std::promise<QuotaOutcome> answer;
   auto outcome = answer.get_future();
   SpendAsync(key_id, org_id, quota, used_at_load, loaded_period, cost, client_ip,
-             [&answer](QuotaOutcome o) { answer.set_value(std::move(o)); });
+             [&answer](QuotaOutcome o) { answer.set_value(o); });
   return outcome.get();
 }
 
