@@ -78,8 +78,8 @@ struct Worker {
   std::thread thread;
 };
 
-// A request waiting for the cluster's rate-limit decision.
-// An answer another thread (the Redis one) gives, waited for on the connection's own thread.
+// An answer another thread (the Redis one) gives, waited for on the connection's own thread:
+// the cluster's rate-limit decision, or its count of a key's credits.
 template <class T>
 struct CallbackTicket {
   explicit CallbackTicket(net::any_io_executor ex) : timer(ex) {}
