@@ -659,6 +659,24 @@ class Server::Impl {
         [&](auto done) { parts_.limits->DecideShared(checks.span(), std::move(done)); });
   }
 
+  // Large request bodies are checked against their route's schema on the blocking pool (503
+  // when its queue is full), so that one big body does not hold up the worker's connections.
+  class OffloadedBodyChecker final : public proxy::BodyChecker {
+   public:
+    OffloadedBodyChecker(Impl& impl, std::string_view request_id)
+        : impl_(impl), request_id_(request_id) {}
+    net::awaitable<Result<void>> Check(const JsonSchema& schema, const std::string& body) override {
+      const std::string request_id(request_id_);  // only here: this is not the common path
+      auto outcome = co_await impl_.Offload([&] { return schema.ValidateBody(body); }, request_id);
+      if (!outcome) co_return tl::unexpected(outcome.error());
+      co_return std::move(*outcome);
+    }
+
+   private:
+    Impl& impl_;
+    std::string_view request_id_;
+  };
+
   // The proxy's wait: the event carries the upstream's status, and the client sees nothing
   // until it is durable.
   class ProxyGate final : public proxy::ResponseGate {
@@ -1156,6 +1174,8 @@ class Server::Impl {
     }
     proxy::ForwardContext ctx;
     if (parts_.audit) ctx.gate = &gate;
+    OffloadedBodyChecker checker(*this, ex.request_id);
+    ctx.body_checker = &checker;
     ctx.route = &parts_.gateway->route(groute);
     ctx.principal = &principal;
     ctx.request_id = ex.request_id;

@@ -150,8 +150,19 @@ class ResponseGate {
   virtual net::awaitable<std::optional<Error>> Pass(int status) = 0;
 };
 
+// Checks a large request body against its route's schema away from the network thread (the
+// server's blocking pool); smaller ones are checked in place.
+class BodyChecker {
+ public:
+  virtual ~BodyChecker() = default;
+  virtual net::awaitable<Result<void>> Check(const JsonSchema& schema, const std::string& body) = 0;
+};
+// Bodies up to this size are validated on the network thread: a few tens of microseconds.
+inline constexpr std::size_t kCheckInPlaceBelow = 64 * 1024;
+
 struct ForwardContext {
   ResponseGate* gate = nullptr;
+  BodyChecker* body_checker = nullptr;  // null: every body is checked in place
   const RouteConfig* route = nullptr;
   const Principal* principal = nullptr;
   std::string_view request_id;
@@ -453,7 +464,13 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
       auto failed = co_await ReadWholeBody(client, ctx, whole_body);
       if (failed) co_return std::move(*failed);
     }
-    if (auto valid = route.json_schema->ValidateBody(whole_body); !valid) {
+    Result<void> valid;
+    if (ctx.body_checker && whole_body.size() >= kCheckInPlaceBelow) {
+      valid = co_await ctx.body_checker->Check(*route.json_schema, whole_body);
+    } else {
+      valid = route.json_schema->ValidateBody(whole_body);
+    }
+    if (!valid) {
       ForwardResult r;
       r.error = std::move(valid.error());
       r.status = ErrorStatus(r.error.code);

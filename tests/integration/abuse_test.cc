@@ -350,7 +350,11 @@ class SchemaTest : public GatewayFixture {
            "upstream = \"http://127.0.0.1:" +
            std::to_string(upstream_->port()) +
            "\"\nscopes = [\"read:findings\"]\njson_schema_file = \"chat.schema.json\"\n"
-           "max_body_bytes = 2000\n";
+           "max_body_bytes = 2000\n"
+           "[[routes]]\nname = \"bulk\"\npath_prefix = \"/ai/v1/bulk\"\n"
+           "upstream = \"http://127.0.0.1:" +
+           std::to_string(upstream_->port()) +
+           "\"\nscopes = [\"read:findings\"]\njson_schema_file = \"chat.schema.json\"\n";
   }
   static constexpr const char* kValid =
       R"({"model":"m","messages":[{"role":"user","content":"hello"}],"stream":false})";
@@ -381,6 +385,21 @@ TEST_F(SchemaTest, ABodyThatMatchesReachesTheUpstreamWhole) {
 
   // Requests without a body on the route are not held to the schema.
   EXPECT_EQ(Call("GET", "/ai/v1/chat/models", k).status, 200);
+}
+
+TEST_F(SchemaTest, LargeBodiesAreCheckedOffTheNetworkThreadWithTheSameAnswers) {
+  std::string k = NewKey(R"(["read:findings"])");
+  const std::string content(300'000, 'x');  // past the size checked in place
+  std::string big = R"({"model":"m","messages":[{"role":"user","content":")" + content + R"("}]})";
+  auto ok = Call("POST", "/ai/v1/bulk/completions", k, big, {{"Content-Type", "application/json"}});
+  ASSERT_EQ(ok.status, 200) << ok.body.substr(0, 300);
+  EXPECT_EQ(upstream_->last_body().size(), big.size());
+  std::string bad = R"({"model":"m","messages":[{"role":"user","content":")" + content +
+                    R"("},{"role":"boss","content":""}]})";
+  auto refused = Call("POST", "/ai/v1/bulk/completions", k, bad, {});
+  EXPECT_EQ(refused.status, 400);
+  EXPECT_NE(refused.body.find("\"pointer\":\"/messages/1/role\""), std::string::npos)
+      << refused.body;
 }
 
 TEST_F(SchemaTest, AViolationIs400WithThePointerAndNeverReachesTheUpstream) {
