@@ -337,6 +337,9 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
       tick);
   stop_watching.store(true);
   watcher.join();
+  // Redis answers run the quota service's and threat detector's callbacks, which may submit
+  // events: end them first, while both and the audit writer are still there.
+  limits.StopSharing();
   if (audit_writer) audit_writer->Stop();  // after the server: in-flight requests wait on it
   (void)verifier->FlushUsage();
   (void)quotas.Flush(*a.policies);

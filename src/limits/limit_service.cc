@@ -39,6 +39,10 @@ LimitService::LimitService(const RateLimitsConfig& config, const Clock& clock,
 
 LimitService::~LimitService() = default;
 
+void LimitService::StopSharing() {
+  if (redis_) redis_->Stop();
+}
+
 LimitChecks LimitService::Collect(const Principal& p, const RouteConfig* route) const {
   LimitChecks out;
   auto add = [&](std::string_view dimension, std::string_view scope, std::string_view id,

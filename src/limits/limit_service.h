@@ -42,6 +42,8 @@ class LimitService {
   bool shared() const { return redis_ != nullptr; }
   // The cluster's Redis connection (null without one), which usage quotas share.
   RedisLimiter* redis() const { return redis_.get(); }
+  // Ends the Redis connection's thread, so no callback of it runs after this returns.
+  void StopSharing();
 
   // This node alone, at once (scaled to its share when the cluster's Redis is down).
   RateVerdict DecideHere(std::span<const LimitCheck> checks);

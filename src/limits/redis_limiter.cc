@@ -128,9 +128,15 @@ void RedisLimiter::Submit(Job job) {
   }
   {
     std::lock_guard lock(mu_);
-    queue_.push_back(std::move(job));
+    if (!stop_) {
+      queue_.push_back(std::move(job));
+      cv_.notify_one();
+      return;
+    }
   }
-  cv_.notify_one();
+  // Stopped: nobody would ever answer a queued job.
+  if (job.done) job.done(std::nullopt);
+  if (job.raw) job.raw(nullptr);
 }
 
 void RedisLimiter::Decide(std::span<const LimitCheck> checks,
@@ -287,13 +293,17 @@ RedisLimiter::RedisLimiter(RedisAddress address, Millis timeout)
 }
 
 RedisLimiter::~RedisLimiter() {
+  Stop();
+  if (ctx_) redisFree(Ctx(ctx_));
+}
+
+void RedisLimiter::Stop() {
   {
     std::lock_guard lock(mu_);
     stop_ = true;
   }
   cv_.notify_all();
-  thread_.join();
-  if (ctx_) redisFree(Ctx(ctx_));
+  if (thread_.joinable()) thread_.join();
 }
 
 bool RedisLimiter::Connect() {

@@ -70,6 +70,11 @@ class RedisLimiter {
   // Registers this node and counts the nodes seen in the last 10 s; nullopt when Redis is down.
   std::optional<std::uint32_t> Heartbeat(std::string_view node_id);
 
+  // Answers what is queued with "unavailable" and ends the thread; later jobs are answered so at
+  // once. Callbacks hold pointers to the quota service and threat detector: the server stops
+  // this before they go away.
+  void Stop();
+
   bool up() const { return up_.load(std::memory_order_relaxed); }
   std::uint64_t failures() const { return failures_.load(std::memory_order_relaxed); }
 
