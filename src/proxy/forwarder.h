@@ -18,7 +18,11 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
+#include <sys/socket.h>
+
 #include <array>
+#include <cerrno>
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
@@ -50,27 +54,32 @@ struct UpstreamConnection {
   tcp::socket socket;
   io::InputBuffer in;
   h1::ResponseHead head;  // reused, so that parsing a response allocates nothing
+  std::chrono::steady_clock::time_point idle_since;
 };
 
 // Per worker thread; never shared, so no locks.
 class UpstreamPool {
  public:
   static constexpr std::size_t kMaxIdlePerUpstream = 256;
+  static constexpr std::chrono::milliseconds kCheckIdleAfter{50};
 
   struct Lease {
     std::unique_ptr<UpstreamConnection> conn;
     bool reused = false;
   };
 
+  // `must_be_alive`: the request cannot be replayed (its body streams), so a pooled connection
+  // is checked however briefly it idled.
   net::awaitable<std::pair<Lease, Error>> Acquire(const RouteConfig& route, bool allow_reuse,
-                                                  io::WatchList& watches) {
+                                                  io::WatchList& watches,
+                                                  bool must_be_alive = false) {
     Target& t = targets_[route.upstream_authority];
+    const auto now = std::chrono::steady_clock::now();
     while (allow_reuse && !t.idle.empty()) {
       auto c = std::move(t.idle.back());
       t.idle.pop_back();
-      boost::system::error_code ignored;
-      c->socket.cancel(ignored);  // the idle watch above
-      if (c->socket.is_open()) co_return std::pair{Lease{std::move(c), true}, Error{}};
+      if ((must_be_alive || now - c->idle_since >= kCheckIdleAfter) && !StillQuiet(*c)) continue;
+      co_return std::pair{Lease{std::move(c), true}, Error{}};
     }
     auto ex = co_await net::this_coro::executor;
     if (t.endpoints.empty()) {
@@ -105,22 +114,20 @@ class UpstreamPool {
   }
 
   // Pools a connection whose last response ended cleanly. An idle upstream connection has
-  // nothing to say: if it becomes readable (bytes nobody asked for, or its close), it is
-  // dropped, so a later request can never read a stale response.
+  // nothing to say; one that did (bytes nobody asked for, such as a 408 sent at the upstream's
+  // idle timeout, or its close) must never be used, or a request could read a stale response.
+  //
+  // It is checked when taken rather than watched while idle: a watch costs an epoll_ctl on
+  // every request, and under load a connection is taken again within microseconds, before any
+  // upstream's idle timeout (seconds) can have fired. One that idled for kCheckIdleAfter or
+  // longer gets a non-blocking peek. A close that lands inside that window shows as a failed
+  // first read, and such a request is replayed on a fresh connection (or, when its body
+  // streams and cannot be replayed, the connection is checked however young).
   void Release(const RouteConfig& route, std::unique_ptr<UpstreamConnection> c) {
     Target& t = targets_[route.upstream_authority];
     if (t.idle.size() >= kMaxIdlePerUpstream) return;
     c->in.ShrinkIfIdle(16 * 1024);
-    UpstreamConnection* raw = c.get();
-    raw->socket.async_wait(tcp::socket::wait_read, [&t, raw](const boost::system::error_code& ec) {
-      if (ec) return;  // cancelled: taken for a request, or closed
-      for (auto it = t.idle.begin(); it != t.idle.end(); ++it) {
-        if (it->get() == raw) {
-          t.idle.erase(it);
-          return;
-        }
-      }
-    });
+    c->idle_since = std::chrono::steady_clock::now();
     t.idle.push_back(std::move(c));
   }
 
@@ -135,6 +142,14 @@ class UpstreamPool {
   }
 
  private:
+  // True when the upstream has sent nothing and not closed: a peek that would block.
+  static bool StillQuiet(UpstreamConnection& c) {
+    if (!c.socket.is_open()) return false;
+    char byte = 0;
+    ssize_t n = ::recv(c.socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+  }
+
   struct Target {
     std::vector<tcp::endpoint> endpoints;
     std::vector<std::unique_ptr<UpstreamConnection>> idle;
@@ -488,7 +503,7 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
   // A pooled connection may have been closed by the upstream while idle; that shows only when
   // we use it. Without a body the request can be replayed once on a fresh connection.
   for (int attempt = 0; attempt < 2; ++attempt) {
-    auto [lease, err] = co_await pool.Acquire(route, attempt == 0, watches);
+    auto [lease, err] = co_await pool.Acquire(route, attempt == 0, watches, has_body && !whole);
     if (!lease.conn) {
       ForwardResult r;
       r.error = err;

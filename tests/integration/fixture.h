@@ -24,7 +24,8 @@ class GatewayFixture : public ::testing::Test {
   // The default upstream: answers at once, or after 800 ms for paths containing /slow, or
   // streams three server-sent events 300 ms apart for paths containing /events, or never
   // answers for /hang. /big is 200 000 bytes with a length, /hints sends a 103 first, and
-  // /until-close ends its body by closing; /extra sends a second, unasked-for response.
+  // /until-close ends its body by closing; /extra sends a second, unasked-for response;
+  // /then-close answers as if it kept the connection, then closes it.
   virtual bool Upstream(int fd, const std::string& head, const std::string& body) {
     if (head.find("/big") != std::string::npos) {
       TestUpstream::WriteAll(
@@ -44,6 +45,10 @@ class GatewayFixture : public ::testing::Test {
     }
     if (head.find("/until-close") != std::string::npos) {
       TestUpstream::WriteAll(fd, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it");
+      return false;
+    }
+    if (head.find("/then-close") != std::string::npos) {
+      TestUpstream::WriteAll(fd, TestUpstream::Ok(R"({"closing":true})"));
       return false;
     }
     if (head.find("/hang") != std::string::npos) {

@@ -183,6 +183,35 @@ TEST_F(ProxyTest, AnUpstreamThatSpeaksOutOfTurnIsNotReused) {
   }
 }
 
+// Pooled connections are checked when taken only after they idled a while; one the upstream
+// closed a moment ago is found out by the request that takes it, which goes again on a fresh
+// connection, or, when its body streams and so cannot go again, is checked before it is sent.
+TEST_F(ProxyTest, AnUpstreamThatClosesRightAfterAnsweringCostsNoRequest) {
+  std::string reader = NewKey(R"(["read:findings"])");
+  std::string writer = NewKey(R"(["write:evidence"])");
+  Connection c(server_->port());
+  for (int i = 0; i < 5; ++i) {
+    c.Send(BuildRequest("GET", "/api/v1/findings/then-close",
+                        {{"Authorization", "Bearer " + reader}}, ""));
+    auto closing = c.Read();
+    ASSERT_EQ(closing.status, 200);
+    EXPECT_EQ(closing.body, R"({"closing":true})");
+    c.Send(BuildRequest("GET", "/api/v1/findings", {{"Authorization", "Bearer " + reader}}, ""));
+    auto next = c.Read();
+    ASSERT_EQ(next.status, 200) << next.body;
+    EXPECT_EQ(next.body, R"({"ok":true,"bytes":0})");
+
+    c.Send(BuildRequest("GET", "/api/v1/findings/then-close",
+                        {{"Authorization", "Bearer " + reader}}, ""));
+    ASSERT_EQ(c.Read().status, 200);
+    c.Send("POST /api/v1/evidence/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + writer +
+           "\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+    auto streamed = c.Read();
+    ASSERT_EQ(streamed.status, 200) << streamed.body;
+    EXPECT_EQ(streamed.body, R"({"ok":true,"bytes":5})");
+  }
+}
+
 TEST_F(ProxyTest, ReusesUpstreamConnections) {
   std::string reader = NewKey(R"(["read:findings"])");
   Connection c(server_->port());
