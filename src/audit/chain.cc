@@ -1,15 +1,51 @@
 #include "audit/chain.h"
 
+#include <charconv>
+
 #include "core/crypto.h"
 
 namespace gatehouse {
 namespace {
 
 void Put(std::string& out, std::string_view field) {
-  out += std::to_string(field.size());
+  char digits[24];
+  auto end = std::to_chars(digits, digits + sizeof(digits), field.size()).ptr;
+  out.append(digits, end);
   out += ':';
   out += field;
   out += '\n';
+}
+
+void PutNumber(std::string& out, std::int64_t n) {
+  char digits[24];
+  auto end = std::to_chars(digits, digits + sizeof(digits), n).ptr;
+  Put(out, std::string_view(digits, static_cast<std::size_t>(end - digits)));
+}
+
+void AppendCanonical(std::string& out, const AuditEvent& e) {
+  Put(out, e.org_id);
+  PutNumber(out, e.seq);
+  PutNumber(out, e.at);
+  Put(out, e.actor);
+  Put(out, e.action);
+  Put(out, e.resource);
+  Put(out, e.result);
+  PutNumber(out, e.status);
+  Put(out, e.client_ip);
+  Put(out, e.user_agent);
+  Put(out, e.request_id);
+  Put(out, e.details);
+}
+
+// The hash of `event` after `prev_hash`, as hex into `out`. The audit writer hashes every event
+// it appends, so the input is built in one buffer per thread that keeps its capacity.
+void HashInto(std::string& out, std::string_view prev_hash, const AuditEvent& event) {
+  thread_local std::string input;
+  input.assign("gatehouse-audit-v1\n");
+  Put(input, prev_hash);
+  AppendCanonical(input, event);
+  Digest32 digest = Sha256(input);
+  HexEncodeInto(out, digest.data(), digest.size());
 }
 
 }  // namespace
@@ -17,32 +53,20 @@ void Put(std::string& out, std::string_view field) {
 std::string CanonicalAuditBytes(const AuditEvent& e) {
   std::string out;
   out.reserve(256 + e.details.size());
-  Put(out, e.org_id);
-  Put(out, std::to_string(e.seq));
-  Put(out, std::to_string(e.at));
-  Put(out, e.actor);
-  Put(out, e.action);
-  Put(out, e.resource);
-  Put(out, e.result);
-  Put(out, std::to_string(e.status));
-  Put(out, e.client_ip);
-  Put(out, e.user_agent);
-  Put(out, e.request_id);
-  Put(out, e.details);
+  AppendCanonical(out, e);
   return out;
 }
 
 std::string AuditHash(std::string_view prev_hash, const AuditEvent& event) {
-  std::string input = "gatehouse-audit-v1\n";
-  Put(input, prev_hash);
-  input += CanonicalAuditBytes(event);
-  return HexEncode(Sha256(input));
+  std::string out;
+  HashInto(out, prev_hash, event);
+  return out;
 }
 
 void LinkAuditEvent(AuditEvent& event, std::int64_t last_seq, std::string_view last_hash) {
   event.seq = last_seq + 1;
-  event.prev_hash = std::string(last_hash);
-  event.hash = AuditHash(last_hash, event);
+  event.prev_hash.assign(last_hash);
+  HashInto(event.hash, last_hash, event);
 }
 
 AuditChainVerifier::AuditChainVerifier(std::int64_t after_seq, std::string after_hash)

@@ -11,7 +11,8 @@ namespace gatehouse {
 
 AuditWriter::AuditWriter(Store& store, AuditWriterOptions options)
     : store_(store), options_(options) {
-  queue_.reserve(options_.max_batch);
+  queued_events_.reserve(options_.max_batch);
+  queued_done_.reserve(options_.max_batch);
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -20,10 +21,11 @@ AuditWriter::~AuditWriter() { Stop(); }
 AuditWriter::Admission AuditWriter::Submit(AuditEvent event, Done done) {
   {
     std::lock_guard lock(mu_);
-    if (!stopping_ && queue_.size() < options_.capacity) {
-      queue_.push_back(Pending{std::move(event), std::move(done)});
-      depth_.store(queue_.size(), std::memory_order_relaxed);
-      if (queue_.size() == 1) wake_.notify_one();
+    if (!stopping_ && queued_events_.size() < options_.capacity) {
+      queued_events_.push_back(std::move(event));
+      queued_done_.push_back(std::move(done));
+      depth_.store(queued_events_.size(), std::memory_order_relaxed);
+      if (queued_events_.size() == 1) wake_.notify_one();
       return Admission::kQueued;
     }
   }
@@ -57,9 +59,14 @@ std::vector<KeyUsageCount> CountKeyUsage(const std::vector<AuditEvent>& events) 
   }
   std::vector<KeyUsageCount> out;
   out.reserve(counts.size());
+  std::int64_t day = -1;  // a batch almost always falls on one day: format it once
+  std::string day_text;
   for (const auto& [k, n] : counts) {
-    out.push_back(KeyUsageCount{std::string(std::get<0>(k)), std::string(std::get<1>(k)),
-                                FormatRfc3339(std::get<2>(k) * kMicrosPerDay).substr(0, 10),
+    if (std::get<2>(k) != day) {
+      day = std::get<2>(k);
+      day_text = FormatRfc3339(day * kMicrosPerDay).substr(0, 10);
+    }
+    out.push_back(KeyUsageCount{std::string(std::get<0>(k)), std::string(std::get<1>(k)), day_text,
                                 std::get<3>(k), n});
   }
   return out;
@@ -94,14 +101,16 @@ std::vector<KeyUsageCount> AuditWriter::PendingUsage() const {
 }
 
 void AuditWriter::Run() {
-  std::vector<Pending> batch;
-  batch.reserve(options_.max_batch);
+  // A batch is taken by swapping vectors with the queue, so an event is moved once, by Submit.
   std::vector<AuditEvent> events;
+  std::vector<Done> dones;
+  events.reserve(options_.max_batch);
+  dones.reserve(options_.max_batch);
   for (;;) {
     {
       std::unique_lock lock(mu_);
-      wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) {  // stopping, and every event is written: store the last counts
+      wake_.wait(lock, [&] { return stopping_ || !queued_events_.empty(); });
+      if (queued_events_.empty()) {  // stopping, and every event is written: store the last counts
         lock.unlock();
         if (!usage_.empty()) {
           std::vector<AuditEvent> none;
@@ -109,18 +118,20 @@ void AuditWriter::Run() {
         }
         return;
       }
-      if (queue_.size() <= options_.max_batch) {
-        batch.swap(queue_);
+      if (queued_events_.size() <= options_.max_batch) {
+        events.swap(queued_events_);
+        dones.swap(queued_done_);
       } else {
-        auto cut = queue_.begin() + static_cast<std::ptrdiff_t>(options_.max_batch);
-        batch.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(cut));
-        queue_.erase(queue_.begin(), cut);
+        const auto cut = static_cast<std::ptrdiff_t>(options_.max_batch);
+        events.assign(std::make_move_iterator(queued_events_.begin()),
+                      std::make_move_iterator(queued_events_.begin() + cut));
+        dones.assign(std::make_move_iterator(queued_done_.begin()),
+                     std::make_move_iterator(queued_done_.begin() + cut));
+        queued_events_.erase(queued_events_.begin(), queued_events_.begin() + cut);
+        queued_done_.erase(queued_done_.begin(), queued_done_.begin() + cut);
       }
-      depth_.store(queue_.size(), std::memory_order_relaxed);
+      depth_.store(queued_events_.size(), std::memory_order_relaxed);
     }
-    events.clear();
-    events.reserve(batch.size());
-    for (auto& p : batch) events.push_back(std::move(p.event));
     for (auto& u : CountKeyUsage(events)) {
       usage_[{std::move(u.org_id), std::move(u.key_id), std::move(u.day), u.status_class}] +=
           u.count;
@@ -129,7 +140,7 @@ void AuditWriter::Run() {
     bool last = false;
     {
       std::lock_guard lock(mu_);
-      last = stopping_ && queue_.empty();
+      last = stopping_ && queued_events_.empty();
     }
     auto now = std::chrono::steady_clock::now();
     if (last || now - usage_flushed_ >= options_.usage_flush) usage = PendingUsage();
@@ -144,10 +155,11 @@ void AuditWriter::Run() {
     } else {
       failed_.fetch_add(events.size(), std::memory_order_relaxed);
     }
-    for (auto& p : batch) {
-      if (p.done) p.done(durable);
+    for (auto& done : dones) {
+      if (done) done(durable);
     }
-    batch.clear();
+    events.clear();
+    dones.clear();
   }
 }
 

@@ -72,10 +72,6 @@ class AuditWriter {
   std::uint64_t failed() const { return failed_.load(std::memory_order_relaxed); }
 
  private:
-  struct Pending {
-    AuditEvent event;
-    Done done;
-  };
   void Run();
   bool WriteBatch(std::vector<AuditEvent>& events, const std::vector<KeyUsageCount>& usage);
   std::vector<KeyUsageCount> PendingUsage() const;
@@ -87,8 +83,9 @@ class AuditWriter {
   std::chrono::steady_clock::time_point usage_flushed_ = std::chrono::steady_clock::now();
   std::mutex mu_;
   std::condition_variable wake_;
-  std::vector<Pending> queue_;  // guarded by mu_
-  bool stopping_ = false;       // guarded by mu_
+  std::vector<AuditEvent> queued_events_;  // guarded by mu_
+  std::vector<Done> queued_done_;          // guarded by mu_, one per queued event
+  bool stopping_ = false;                  // guarded by mu_
   std::atomic<std::size_t> depth_{0};
   std::atomic<std::uint64_t> written_{0}, batches_{0}, rejected_{0}, dropped_{0}, failed_{0};
   std::thread thread_;

@@ -44,6 +44,8 @@ std::uint32_t Crc32(std::string_view data);
 std::string Base62Fixed6(std::uint32_t value);
 
 std::string HexEncode(const unsigned char* data, std::size_t size);
+// The same into `out`, which keeps its capacity (hot loops).
+void HexEncodeInto(std::string& out, const unsigned char* data, std::size_t size);
 inline std::string HexEncode(const Digest32& d) { return HexEncode(d.data(), d.size()); }
 
 // Overwrites a secret so that it does not linger in freed memory.

@@ -140,5 +140,31 @@ TEST(AuditChain, FieldBoundariesCannotBeShifted) {
   EXPECT_NE(AuditHash(kGenesisHash, a), AuditHash(kGenesisHash, b));
 }
 
+// Chains already stored must keep verifying, so the hashed bytes never change: this value was
+// computed outside gatehouse (Python's hashlib) from the format chain.h describes.
+TEST(AuditChain, TheHashedBytesAreTheDocumentedOnes) {
+  AuditEvent e;
+  e.org_id = "org_abc";
+  e.seq = 7;
+  e.at = 1700000000000123;
+  e.actor = "key_xyz";
+  e.action = "auth.proxy";
+  e.resource = "route:/api/echo";
+  e.result = "success";
+  e.status = 200;
+  e.client_ip = "127.0.0.1";
+  e.user_agent = "curl/8";
+  e.request_id = "req_1";
+  e.details = "{}";
+  EXPECT_EQ(AuditHash(kGenesisHash, e),
+            "7b06cb273ea4d0961c04eb94a584362affb7e564a0f769fa054298e5ae5570d6");
+  e.status = -1;
+  EXPECT_EQ(AuditHash(kGenesisHash, e),
+            "801a6dc0f583062ee148892a4e3fc709ea7ec90a947070b3a5da7645b6bb011c");
+  LinkAuditEvent(e, 6, kGenesisHash);
+  EXPECT_EQ(e.hash, "801a6dc0f583062ee148892a4e3fc709ea7ec90a947070b3a5da7645b6bb011c");
+  EXPECT_EQ(e.prev_hash, kGenesisHash);
+}
+
 }  // namespace
 }  // namespace gatehouse

@@ -651,27 +651,29 @@ Result<void> AppendAuditOn(SqliteStore::Connection& c, AuditEvent* events, std::
   if (!head) return tl::unexpected(head.error());
   if (system) Binder(*head).Text(org);
   std::int64_t last_seq = 0;
-  std::string last_hash(kGenesisHash);
+  std::string head_hash(kGenesisHash);
   int rc = sqlite3_step(*head);
   if (rc == SQLITE_ROW) {
     last_seq = sqlite3_column_int64(*head, 0);
-    last_hash = ColText(*head, 1);
+    head_hash = ColText(*head, 1);
   } else if (rc != SQLITE_DONE) {
     return c.Failure(rc, "audit head");
   }
   sqlite3_reset(*head);
+  auto ins = c.Prepare(
+      system ? "INSERT INTO audit_events (org_id, seq, at, actor, action, resource, result, "
+               "status, client_ip, user_agent, request_id, details, prev_hash, hash) "
+               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+             : "INSERT INTO tenant_audit_events (org_id, seq, at, actor, action, resource, "
+               "result, status, client_ip, user_agent, request_id, details, prev_hash, hash) "
+               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+  if (!ins) return tl::unexpected(ins.error());
+  std::string_view last_hash = head_hash;  // then the hash of the event before, in `events`
   for (std::size_t i = 0; i < count; ++i) {
     AuditEvent& e = events[i];
     if (e.org_id != org) return Fail(ErrorCode::kInternal, "one org per audit append");
     LinkAuditEvent(e, last_seq, last_hash);
-    auto ins = c.Prepare(
-        system ? "INSERT INTO audit_events (org_id, seq, at, actor, action, resource, result, "
-                 "status, client_ip, user_agent, request_id, details, prev_hash, hash) "
-                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-               : "INSERT INTO tenant_audit_events (org_id, seq, at, actor, action, resource, "
-                 "result, status, client_ip, user_agent, request_id, details, prev_hash, hash) "
-                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-    if (!ins) return tl::unexpected(ins.error());
+    // Every value is bound anew, and as a view: the events outlive the step.
     Binder(*ins)
         .View(e.org_id)
         .Int(e.seq)
@@ -688,13 +690,13 @@ Result<void> AppendAuditOn(SqliteStore::Connection& c, AuditEvent* events, std::
         .View(e.prev_hash)
         .View(e.hash);
     rc = sqlite3_step(*ins);
+    sqlite3_reset(*ins);
     if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
       return Fail(ErrorCode::kNotFound, "organization not found");
     if (rc == SQLITE_CONSTRAINT_TRIGGER) {
       return Fail(ErrorCode::kOrgMismatch, "the event belongs to another organization");
     }
     if (rc != SQLITE_DONE) return c.Failure(rc, "append audit event");
-    sqlite3_reset(*ins);
     last_seq = e.seq;
     last_hash = e.hash;
   }
@@ -1181,9 +1183,16 @@ Result<void> SqliteStore::AppendAudit(std::vector<AuditEvent>& events,
       if (on) (void)c.Exec("PRAGMA synchronous=FULL");
     }
   } restore{*c, !fsync};
+  const bool one_org = std::all_of(events.begin(), events.end(), [&](const AuditEvent& e) {
+    return e.org_id == events.front().org_id;
+  });
   return InWriteTransaction<void>(*c, [&]() -> Result<void> {
     std::vector<AuditEvent> group;
-    for (std::size_t i = 0; i < order.size();) {
+    // The usual batch (one org) is appended where it lies; a mixed one is grouped by org.
+    if (one_org) {
+      if (auto r = AppendAuditOn(*c, events.data(), events.size(), true); !r) return r;
+    }
+    for (std::size_t i = 0; !one_org && i < order.size();) {
       const std::string org = events[order[i]].org_id;  // a copy: the events move below
       group.clear();
       std::size_t j = i;
