@@ -113,6 +113,21 @@ Result<void> RequireRecentSignIn(const ControlPlaneDeps& d, const Principal& p) 
               "/v1/auth/reauth, then try again");
 }
 
+std::optional<HttpResponse> RefuseOverControlPlaneLimit(ControlPlaneDeps& d, HttpRequest& req,
+                                                        const Principal& p) {
+  if (!d.limits) return std::nullopt;
+  LimitChecks checks = d.limits->CollectControlPlane(p);
+  if (checks.empty()) return std::nullopt;
+  // Control-plane handlers run off the network threads, so waiting for Redis is allowed here.
+  RateVerdict verdict = d.limits->Decide(checks.span());
+  d.limits->Count(verdict, checks.span());
+  if (verdict.allowed) return std::nullopt;
+  RecordDecision(req, p.org_id, p.id, "auth.api", ApiResource(req, false), "rate_limited");
+  HttpResponse res = ErrorResponse(RefusalError(verdict, checks.span()), req.request_id);
+  AppendRateLimitHeaders(verdict, checks.span(), res.headers);
+  return res;
+}
+
 Result<Principal> SessionPrincipal(ControlPlaneDeps& d, HttpRequest& req,
                                    const SessionCredential& cred, SessionRecord* session_out) {
   auto session = d.sessions.Authenticate(cred.token, req.client_ip);

@@ -75,6 +75,12 @@ Result<void> RequireRecentSignIn(const ControlPlaneDeps& d, const Principal& p);
 Result<Principal> SessionPrincipal(ControlPlaneDeps& d, HttpRequest& req,
                                    const SessionCredential& cred, SessionRecord* session_out);
 
+// 429 rate_limit_exceeded, with Retry-After and the RateLimit headers, when `p` has spent its
+// control-plane limit ([rate_limits] control_plane, per key or user); the refusal is recorded.
+// Nothing when the call is within the limit.
+std::optional<HttpResponse> RefuseOverControlPlaneLimit(ControlPlaneDeps& d, HttpRequest& req,
+                                                        const Principal& p);
+
 // Runs `body` for an authenticated principal of the addressed org holding `permission`. Handlers
 // then act on the principal's org, never on the org named in the path: the store scopes its
 // transaction (and so the database's row level security) to that org, so even a handler that
@@ -105,6 +111,7 @@ HttpResponse Guarded(ControlPlaneDeps& d, HttpRequest& req, std::string_view per
       }
     }
   }
+  if (auto refused = RefuseOverControlPlaneLimit(d, req, *principal)) return std::move(*refused);
   if (auto r = RequireScopes(*principal, {std::string(permission)}); !r) {
     d.metrics.CountAuthFailure(Metrics::AuthFailure::kForbidden);
     RecordDecision(req, principal->org_id, principal->id, "auth.api", ApiResource(req, false),
@@ -134,6 +141,7 @@ HttpResponse SessionGuarded(ControlPlaneDeps& d, HttpRequest& req, F&& body) {
   SessionRecord session;
   auto principal = SessionPrincipal(d, req, *cred, &session);
   if (!principal) return ErrorResponse(principal.error(), req.request_id);
+  if (auto refused = RefuseOverControlPlaneLimit(d, req, *principal)) return std::move(*refused);
   RecordDecision(req, "", principal->id, "auth.api", ApiResource(req, true), "");
   Result<HttpResponse> out = body(session, *principal, cred->cookie);
   if (!out) return ErrorResponse(out.error(), req.request_id);

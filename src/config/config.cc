@@ -574,6 +574,7 @@ Result<Config> ParseConfig(std::string_view toml_text, std::string source) {
     GH_TRY(t.Rate("per_key", l.per_key));
     GH_TRY(t.Rate("per_user", l.per_user));
     GH_TRY(t.Rate("per_org", l.per_org));
+    GH_TRY(t.Rate("control_plane", l.control_plane));
     if (!l.redis.empty()) {
       auto addr = ParseRedisUrl(l.redis);
       if (!addr) return Bad(t.At("redis"), addr.error().message);

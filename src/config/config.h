@@ -159,6 +159,9 @@ struct RateLimitsConfig {
   RatePolicy per_key;                   // each API key without its own rate_limit
   RatePolicy per_user;                  // each signed-in user
   RatePolicy per_org;                   // each org without its own rate_limit
+  // Each caller (key or user) of the control plane (/v1/...), counted apart from its proxied
+  // traffic: a script gone wrong, or a stolen admin key, cannot hammer the store with changes.
+  RatePolicy control_plane{100, 1'000'000, 200, false};
 };
 
 // One threat-detection rule: what it reacts to, how, and whether only as a dry run.

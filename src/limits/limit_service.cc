@@ -10,8 +10,8 @@ namespace gatehouse {
 
 namespace {
 
-constexpr std::array<std::string_view, 6> kDimensions = {"global", "org",   "key",
-                                                         "user",   "route", "route_principal"};
+constexpr std::array<std::string_view, 7> kDimensions = {
+    "global", "org", "key", "user", "route", "route_principal", "control_plane"};
 
 std::size_t DimensionIndex(std::string_view d) {
   for (std::size_t i = 0; i < kDimensions.size(); ++i) {
@@ -41,6 +41,14 @@ LimitService::~LimitService() = default;
 
 void LimitService::StopSharing() {
   if (redis_) redis_->Stop();
+}
+
+LimitChecks LimitService::CollectControlPlane(const Principal& p) const {
+  LimitChecks out;
+  if (config_.control_plane.enabled()) {
+    out.items[out.count++] = LimitCheck{"control_plane", "", p.id, config_.control_plane, 1};
+  }
+  return out;
 }
 
 LimitChecks LimitService::Collect(const Principal& p, const RouteConfig* route) const {

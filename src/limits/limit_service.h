@@ -37,6 +37,8 @@ class LimitService {
   // The limits for `principal` on `route` (null: not a proxied route): global, org, key or user,
   // then the route's. Views point into the principal, the route and the config.
   LimitChecks Collect(const Principal& principal, const RouteConfig* route) const;
+  // The limit on `principal`'s calls to the control plane (empty when none is configured).
+  LimitChecks CollectControlPlane(const Principal& principal) const;
 
   // Whether decisions go to Redis (then DecideShared is the way to ask).
   bool shared() const { return redis_ != nullptr; }
@@ -71,7 +73,7 @@ class LimitService {
   std::string node_id_;
   std::atomic<std::uint32_t> nodes_{1};
   std::atomic<std::uint64_t> allowed_{0}, refused_{0}, shadow_refused_{0}, fallback_{0};
-  std::array<std::atomic<std::uint64_t>, 6> refused_by_dimension_{};
+  std::array<std::atomic<std::uint64_t>, 7> refused_by_dimension_{};
 };
 
 }  // namespace gatehouse

@@ -18,7 +18,8 @@ namespace gatehouse {
 
 // One limit that applies to a request: which subject it counts, under which policy.
 struct LimitCheck {
-  std::string_view dimension;  // "key", "user", "org", "route", "route_principal", "global"
+  std::string_view dimension;  // "key", "user", "org", "route", "route_principal", "global",
+                               // "control_plane"
   std::string_view scope;      // narrows the dimension: the route's name for route limits
   std::string_view id;         // the subject within the dimension ("" for global and route)
   RatePolicy policy;

@@ -166,6 +166,7 @@ TEST(ConfigAbuse, RateLimitsAndThreatRulesAreReadAndCheckedWithTheirLines) {
 redis = "redis://127.0.0.1:6390"
 per_key = { requests = 100, window = "1m", burst = 20 }
 global = { requests = 5000, window = "1s", mode = "shadow" }
+control_plane = { requests = 30, window = "1m" }
 [threats]
 invalid_keys = { threshold = 7, reaction = "notify", mode = "shadow" }
 [[routes]]
@@ -179,6 +180,14 @@ rate_limit_per_principal = { requests = 60, window = "1m" }
   EXPECT_EQ(c->rate_limits.per_key.requests, 100u);
   EXPECT_EQ(c->rate_limits.per_key.capacity(), 20u);
   EXPECT_TRUE(c->rate_limits.global.shadow);
+  EXPECT_EQ(c->rate_limits.control_plane.requests, 30u);
+  EXPECT_EQ(c->rate_limits.control_plane.window, 60'000'000);
+  // Without a word in the file, every caller of the control plane is still held to 100/s.
+  auto plain = ParseConfig("", "t.toml");
+  ASSERT_TRUE(plain);
+  EXPECT_EQ(plain->rate_limits.control_plane.requests, 100u);
+  EXPECT_EQ(plain->rate_limits.control_plane.capacity(), 200u);
+  EXPECT_FALSE(plain->rate_limits.control_plane.shadow);
   EXPECT_EQ(c->threats.invalid_keys.threshold, 7);
   EXPECT_TRUE(c->threats.invalid_keys.shadow);
   EXPECT_EQ(c->routes[0].rate_limit_per_principal.requests, 60u);

@@ -324,6 +324,38 @@ TEST_F(RateLimitTest, OrgAllowlistRefusesOtherAddressesAndCannotLockOutTheAdmin)
 }
 
 // A route whose request bodies must match a JSON Schema (issue 6, part 7).
+// The control plane (/v1/...) holds each caller to [rate_limits] control_plane, counted apart
+// from the caller's proxied traffic and from every other caller.
+class ControlPlaneLimitTest : public GatewayFixture {
+ protected:
+  std::string ExtraConfig() override {
+    return "[rate_limits]\ncontrol_plane = { requests = 6, window = \"1m\" }\n";
+  }
+};
+
+TEST_F(ControlPlaneLimitTest, EachCallerHasItsOwnLimitApartFromItsProxiedTraffic) {
+  std::string reader = NewKey(R"(["keys:read","read:findings"])");  // the admin's first call
+  const std::string list = "/v1/orgs/" + org_ + "/keys";
+  for (int i = 0; i < 6; ++i) ASSERT_EQ(Call("GET", list, reader).status, 200) << i;
+  auto refused = Call("GET", list, reader);
+  EXPECT_EQ(refused.status, 429);
+  EXPECT_NE(refused.body.find("\"code\":\"rate_limit_exceeded\""), std::string::npos);
+  EXPECT_NE(refused.body.find("control_plane limit"), std::string::npos) << refused.body;
+  EXPECT_EQ(refused.Header("retry-after"), "10");  // one call's worth of a 6-per-minute limit
+  EXPECT_EQ(refused.Header("ratelimit-policy"), "6;w=60");
+  EXPECT_EQ(refused.Header("ratelimit-remaining"), "0");
+  // Its proxied traffic is another budget, and other callers have their own.
+  EXPECT_EQ(Call("GET", "/api/v1/findings/1", reader).status, 200);
+  EXPECT_EQ(Call("GET", list, key_).status, 200);
+  // The refusal is in the audit log and in /metrics.
+  auto audit = Call("GET", "/v1/orgs/" + org_ + "/audit?action=auth.api", key_);
+  ASSERT_EQ(audit.status, 200) << audit.body;
+  EXPECT_NE(audit.body.find("rate_limited"), std::string::npos) << audit.body;
+  EXPECT_NE(
+      Call("GET", "/metrics", "").body.find("gatehouse_ratelimit_refused_control_plane_total 1"),
+      std::string::npos);
+}
+
 class SchemaTest : public GatewayFixture {
  protected:
   std::string ExtraConfig() override {
