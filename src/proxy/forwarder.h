@@ -310,8 +310,10 @@ inline void BuildUpstreamHead(const h1::RequestHead& head, const ForwardContext&
 
 // The response head the client receives: the upstream's, minus hop-by-hop fields, with
 // gatehouse's request id.
+// `unchunked`: the body goes out without its chunked framing (to an HTTP/1.0 client), so the
+// Transfer-Encoding field is dropped and the close of the connection ends the body.
 inline void BuildClientHead(const h1::ResponseHead& res, std::string_view request_id, bool close,
-                            std::string& out, std::string_view extra = {}) {
+                            std::string& out, std::string_view extra = {}, bool unchunked = false) {
   const bool has_connection = res.Find("connection").has_value();
   out.clear();
   out += "HTTP/1.1 ";
@@ -321,7 +323,8 @@ inline void BuildClientHead(const h1::ResponseHead& res, std::string_view reques
   out += "\r\n";
   for (const auto& f : res.fields) {
     if (h1::IsHopByHop(f.name) || (has_connection && res.ConnectionLists(f.name)) ||
-        EqualsIgnoreCase(f.name, "x-request-id")) {
+        EqualsIgnoreCase(f.name, "x-request-id") ||
+        (unchunked && EqualsIgnoreCase(f.name, "transfer-encoding"))) {
       continue;
     }
     if (!extra.empty() && f.name.size() > 10 &&
@@ -342,8 +345,9 @@ struct BodyTracker {
   std::uint64_t remaining = 0;  // kLength
   h1::ChunkedDecoder chunked;
 
-  // Bytes at the front of `in` that are this body's. Sets failed() on a malformed chunk.
-  std::size_t Take(std::string_view in) {
+  // Bytes at the front of `in` that are this body's. Sets failed() on a malformed chunk. With
+  // `data`, a chunked body's data (without its framing) is appended there.
+  std::size_t Take(std::string_view in, std::string* data = nullptr) {
     switch (framing) {
       case h1::Framing::kNone:
         return 0;
@@ -353,7 +357,7 @@ struct BodyTracker {
         return n;
       }
       case h1::Framing::kChunked:
-        return chunked.Feed(in, nullptr);
+        return chunked.Feed(in, data);
       case h1::Framing::kUntilClose:
         return in.size();
     }
@@ -584,7 +588,10 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
     ForwardResult result;
     result.status = res.status;
     const bool until_close = res.framing == h1::Framing::kUntilClose;
-    const bool close_client = !client_keep_alive || until_close;
+    // An HTTP/1.0 client cannot read chunked framing (RFC 9112 §6.1): it gets the data alone,
+    // and the close of the connection marks the end.
+    const bool unchunk = res.framing == h1::Framing::kChunked && head.minor_version == 0;
+    const bool close_client = !client_keep_alive || until_close || unchunk;
     BodyTracker body{res.framing, res.content_length, {}};
     const std::size_t head_bytes = res.head_bytes;
     const bool event_stream =
@@ -623,13 +630,16 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
     }
 
     // Everything else is relayed piece by piece as it arrives.
-    BuildClientHead(res, ctx.request_id, close_client, out, ctx.extra_response_headers);
+    BuildClientHead(res, ctx.request_id, close_client, out, ctx.extra_response_headers, unchunk);
     up.in.Consume(head_bytes);
-    std::size_t n = body.Take(up.in.data());
+    std::string data;  // unchunk: the data of the bytes taken, which go out instead of them
+    auto piece = [&](std::size_t taken) {
+      return unchunk ? net::buffer(data) : net::buffer(up.in.data().data(), taken);
+    };
+    std::size_t n = body.Take(up.in.data(), unchunk ? &data : nullptr);
     result.response_started = true;
     client.deadline.Arm(route.stream_idle_timeout);
-    std::array<net::const_buffer, 2> first_piece{net::buffer(out),
-                                                 net::buffer(up.in.data().data(), n)};
+    std::array<net::const_buffer, 2> first_piece{net::buffer(out), piece(n)};
     auto [cwec, cwn] = co_await net::async_write(client.stream, first_piece, kNoThrow);
     up.in.Consume(n);
     if (cwec || body.failed()) co_return result;
@@ -645,11 +655,11 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
         co_return result;
       }
       up.in.Commit(un);
-      n = body.Take(up.in.data());
+      data.clear();
+      n = body.Take(up.in.data(), unchunk ? &data : nullptr);
       if (body.failed()) co_return result;
       client.deadline.Arm(route.stream_idle_timeout);
-      auto [wec, wn] =
-          co_await net::async_write(client.stream, net::buffer(up.in.data().data(), n), kNoThrow);
+      auto [wec, wn] = co_await net::async_write(client.stream, piece(n), kNoThrow);
       up.in.Consume(n);
       if (wec) co_return result;
     }

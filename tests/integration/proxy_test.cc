@@ -119,6 +119,31 @@ TEST_F(ProxyTest, ServerSentEventsArriveAsTheyAreWritten) {
   EXPECT_GT(arrivals.back() - arrivals.front(), std::chrono::milliseconds(450));
 }
 
+// HTTP/1.0 has no chunked framing (RFC 9112 6.1): such a client gets the data alone, as it
+// arrives, and the close of the connection ends it.
+TEST_F(ProxyTest, AnHttp10ClientGetsAChunkedResponseWithoutItsFraming) {
+  std::string reader = NewKey(R"(["read:findings"])");
+  Connection c(server_->port());
+  c.Send("GET /api/v1/findings/events HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer " + reader +
+         "\r\n\r\n");
+  std::vector<std::string> pieces;
+  auto r =
+      c.Read(std::chrono::seconds(10), [&](const std::string& piece) { pieces.push_back(piece); });
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(r.Header("transfer-encoding"), "");
+  EXPECT_EQ(r.Header("connection"), "close");
+  EXPECT_EQ(r.body, "data: token0\n\ndata: token1\n\ndata: token2\n\n");
+  EXPECT_GE(pieces.size(), 2u) << "the events should arrive as they are written";
+  EXPECT_TRUE(c.ClosedByPeer());
+  // An HTTP/1.1 client still gets the framing.
+  Connection c11(server_->port());
+  c11.Send(
+      BuildRequest("GET", "/api/v1/findings/events", {{"Authorization", "Bearer " + reader}}, ""));
+  auto r11 = c11.Read();
+  EXPECT_EQ(r11.Header("transfer-encoding"), "chunked");
+  EXPECT_EQ(r11.body, r.body);
+}
+
 TEST_F(ProxyTest, PipelinedResponsesKeepTheirFramingWhateverItIs) {
   std::string reader = NewKey(R"(["read:findings"])");
   Connection c(server_->port());
