@@ -251,6 +251,7 @@ Result<void> ReadRoutes(TableReader& root, Config& c) {
     GH_TRY(r.Bool("forward_credential", route.forward_credential));
     GH_TRY(r.Duration("connect_timeout", route.connect_timeout));
     GH_TRY(r.Duration("response_timeout", route.response_timeout));
+    GH_TRY(r.Duration("dns_refresh", route.dns_refresh));
     GH_TRY(r.Duration("stream_idle_timeout", route.stream_idle_timeout));
     GH_TRY(r.Rate("rate_limit", route.rate_limit));
     GH_TRY(r.Rate("rate_limit_per_principal", route.rate_limit_per_principal));

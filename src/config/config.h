@@ -72,6 +72,7 @@ struct RouteConfig {
   bool forward_credential = false;   // pass the client's Authorization / X-API-Key upstream
   Millis connect_timeout{5'000};
   Millis response_timeout{60'000};      // request sent -> response headers
+  Millis dns_refresh{30'000};           // upstream names are looked up again this often
   Millis stream_idle_timeout{300'000};  // between body bytes (long for SSE token streams)
   std::vector<std::pair<std::string, std::string>> add_headers;
   RatePolicy rate_limit;                // all callers of the route together

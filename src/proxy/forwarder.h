@@ -11,6 +11,7 @@
 // is to close.
 #pragma once
 
+#include <spdlog/spdlog.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/connect.hpp>
@@ -37,6 +38,7 @@
 #include "http/cookies.h"
 #include "http/h1.h"
 #include "http/message.h"
+#include "proxy/resolution.h"
 #include "schema/json_schema.h"
 
 namespace gatehouse::proxy {
@@ -82,22 +84,36 @@ class UpstreamPool {
       co_return std::pair{Lease{std::move(c), true}, Error{}};
     }
     auto ex = co_await net::this_coro::executor;
-    if (t.endpoints.empty()) {
+    if (!t.resolution.known() && t.endpoints.empty()) {
+      boost::system::error_code not_literal;
+      net::ip::make_address(route.upstream_host, not_literal);
+      t.resolution = UpstreamResolution(!not_literal);
+    }
+    if (t.resolution.Due(now, route.dns_refresh)) {
       tcp::resolver resolver(ex);
       auto [ec, results] = co_await resolver.async_resolve(
           route.upstream_host, std::to_string(route.upstream_port), kNoThrow);
       if (ec || results.empty()) {
-        co_return std::pair{
-            Lease{},
-            Error{ErrorCode::kUpstreamUnavailable, "upstream host cannot be resolved", {}, {}}};
+        t.resolution.LookupFailed(now);
+        if (!t.resolution.known()) {
+          co_return std::pair{
+              Lease{},
+              Error{ErrorCode::kUpstreamUnavailable, "upstream host cannot be resolved", {}, {}}};
+        }
+        spdlog::warn("proxy: looking up {} failed ({}); keeping its last known addresses",
+                     route.upstream_host, ec ? ec.message() : "no addresses");
+      } else {
+        t.endpoints.clear();
+        for (const auto& r : results) t.endpoints.push_back(r.endpoint());
+        t.resolution.Resolved(now);
       }
-      for (const auto& r : results) t.endpoints.push_back(r.endpoint());
     }
     auto conn = std::make_unique<UpstreamConnection>(ex);
     io::Deadline deadline(watches, &conn->socket);
     deadline.Arm(route.connect_timeout);
     auto [ec, ep] = co_await net::async_connect(conn->socket, t.endpoints, kNoThrow);
     if (ec) {
+      t.resolution.ConnectFailed();
       if (deadline.fired()) {
         co_return std::pair{Lease{}, Error{ErrorCode::kUpstreamTimeout,
                                            "upstream did not accept the connection in time",
@@ -152,6 +168,7 @@ class UpstreamPool {
 
   struct Target {
     std::vector<tcp::endpoint> endpoints;
+    UpstreamResolution resolution;
     std::vector<std::unique_ptr<UpstreamConnection>> idle;
   };
   std::unordered_map<std::string, Target> targets_;
