@@ -23,17 +23,33 @@ if [ "$(id -u)" -eq 0 ]; then
   AS_PG=(/usr/sbin/runuser -u postgres --)
 fi
 cleanup() {
-  for pid in ${GH_PID:-} ${GH_PG_PID:-} ${GH_NOAUDIT_PID:-} ${GH_NOFSYNC_PID:-} ${GH_LIMITS_PID:-} ${GH_LIMITS_NOAUDIT_PID:-}; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; done
+  for pid in "${GH_PIDS[@]}"; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; done
   "$PEERS/peers.sh" stop "$D" || true
   [ -d "$PGD/data" ] && "${AS_PG[@]}" "$PGBIN/pg_ctl" -D "$PGD/data" -m immediate -w stop >/dev/null 2>&1 || true
   rm -rf "$D" "$PGD"
 }
+GH_PIDS=()
 trap cleanup EXIT
+
+# Serves config file $1 (logging beside it) and waits until it listens.
+serve() {
+  local log=${1%.toml}.log
+  "$GH" serve --config "$1" >"$log" 2>&1 &
+  GH_PIDS+=($!)
+  for _ in $(seq 100); do grep -q listening "$log" && break; sleep 0.05; done
+  grep -q listening "$log" || { cat "$log"; exit 1; }
+}
+# Writes $1 with port $2 changed to $3 and the TOML $5 appended to file $4, and serves that.
+serve_variant() {
+  sed -e "s|127.0.0.1:$2|127.0.0.1:$3|" "$1" >"$4"
+  printf '%b' "$5" >>"$4"
+  serve "$4"
+}
 
 # Creates 1000 keys through the API of the gatehouse on port $1 (init JSON in $2) into file $3.
 create_keys() {
   /usr/bin/python3 - "$1" "$2" "$3" <<'PY'
-import json, sys, urllib.request
+import json, sys, time, urllib.error, urllib.request
 port, info, path = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
 with open(path, "w") as out:
     for i in range(1000):
@@ -41,7 +57,14 @@ with open(path, "w") as out:
             f"http://127.0.0.1:{port}/v1/orgs/{info['org_id']}/keys",
             data=json.dumps({"label": f"bench {i}", "scopes": ["read:findings"]}).encode(),
             headers={"Authorization": "Bearer " + info["api_key"]}, method="POST")
-        out.write(json.load(urllib.request.urlopen(req))["key"] + "\n")
+        while True:  # past the control plane's rate limit, wait as the 429 says
+            try:
+                out.write(json.load(urllib.request.urlopen(req))["key"] + "\n")
+                break
+            except urllib.error.HTTPError as e:
+                if e.code != 429:
+                    raise
+                time.sleep(int(e.headers.get("Retry-After", "1")))
 PY
 }
 
@@ -64,44 +87,26 @@ upstream = "http://127.0.0.1:18001"
 scopes = ["read:findings"]
 TOML
 INIT=$("$GH" init --data-dir "$D/data" --json 2>/dev/null)
-"$GH" serve --config "$D/gatehouse.toml" >"$D/gatehouse.log" 2>&1 &
-GH_PID=$!
-for _ in $(seq 100); do grep -q listening "$D/gatehouse.log" && break; sleep 0.05; done
+serve "$D/gatehouse.toml"
 
 echo "bench: creating 1000 keys through the API"
 create_keys 18010 "$INIT" "$D/keys.txt"
 
 # The same gatehouse and database with the audit log off, for issue 4's "audit on within 10%
 # of audit off" (SQLite serves both processes; the keys are the same).
-sed -e "s|127.0.0.1:18010|127.0.0.1:18012|" "$D/gatehouse.toml" >"$D/gatehouse-noaudit.toml"
-printf '[audit]\nenabled = false\n' >>"$D/gatehouse-noaudit.toml"
-"$GH" serve --config "$D/gatehouse-noaudit.toml" >"$D/gatehouse-noaudit.log" 2>&1 &
-GH_NOAUDIT_PID=$!
-for _ in $(seq 100); do grep -q listening "$D/gatehouse-noaudit.log" && break; sleep 0.05; done
+serve_variant "$D/gatehouse.toml" 18010 18012 "$D/gatehouse-noaudit.toml" '[audit]\nenabled = false\n'
 # And with [audit] fsync = false: answered once the kernel has the batch (kill -9 safe).
-sed -e "s|127.0.0.1:18010|127.0.0.1:18013|" "$D/gatehouse.toml" >"$D/gatehouse-nofsync.toml"
-printf '[audit]\nfsync = false\n' >>"$D/gatehouse-nofsync.toml"
-"$GH" serve --config "$D/gatehouse-nofsync.toml" >"$D/gatehouse-nofsync.log" 2>&1 &
-GH_NOFSYNC_PID=$!
-for _ in $(seq 100); do grep -q listening "$D/gatehouse-nofsync.log" && break; sleep 0.05; done
+serve_variant "$D/gatehouse.toml" 18010 18013 "$D/gatehouse-nofsync.toml" '[audit]\nfsync = false\n'
 
 # And with rate limits on (issue 6): every request decided against global, org and key limits
 # set high enough never to refuse, against nginx-keyauth's limit_req per key.
-sed -e "s|127.0.0.1:18010|127.0.0.1:18014|" "$D/gatehouse.toml" >"$D/gatehouse-limits.toml"
 # (A policy admits at most one request per microsecond: 1M/s, the most any of them can say.)
-printf '[rate_limits]\nglobal = { requests = 1000000000, window = "1000s" }\nper_org = { requests = 1000000000, window = "1000s" }\nper_key = { requests = 1000000, window = "1s" }\n' >>"$D/gatehouse-limits.toml"
-"$GH" serve --config "$D/gatehouse-limits.toml" >"$D/gatehouse-limits.log" 2>&1 &
-GH_LIMITS_PID=$!
-for _ in $(seq 100); do grep -q listening "$D/gatehouse-limits.log" && break; sleep 0.05; done
-grep -q listening "$D/gatehouse-limits.log" || { cat "$D/gatehouse-limits.log"; exit 1; }
+serve_variant "$D/gatehouse.toml" 18010 18014 "$D/gatehouse-limits.toml" \
+  '[rate_limits]\nglobal = { requests = 1000000000, window = "1000s" }\nper_org = { requests = 1000000000, window = "1000s" }\nper_key = { requests = 1000000, window = "1s" }\n'
 # The same limits with the audit log off: like for like with nginx, which records nothing
 # (access_log off) and so pays for no durable record per request.
-sed -e "s|127.0.0.1:18014|127.0.0.1:18015|" "$D/gatehouse-limits.toml" >"$D/gatehouse-limits-noaudit.toml"
-printf '[audit]\nenabled = false\n' >>"$D/gatehouse-limits-noaudit.toml"
-"$GH" serve --config "$D/gatehouse-limits-noaudit.toml" >"$D/gatehouse-limits-noaudit.log" 2>&1 &
-GH_LIMITS_NOAUDIT_PID=$!
-for _ in $(seq 100); do grep -q listening "$D/gatehouse-limits-noaudit.log" && break; sleep 0.05; done
-grep -q listening "$D/gatehouse-limits-noaudit.log" || { cat "$D/gatehouse-limits-noaudit.log"; exit 1; }
+serve_variant "$D/gatehouse-limits.toml" 18014 18015 "$D/gatehouse-limits-noaudit.toml" \
+  '[audit]\nenabled = false\n'
 
 echo "bench: starting PostgreSQL and a gatehouse on it"
 "${AS_PG[@]}" "$PGBIN/initdb" -D "$PGD/data" -U gatehouse_admin --auth=trust --locale=C >/dev/null
@@ -115,9 +120,7 @@ sed -e "s|127.0.0.1:18010|127.0.0.1:18011|" -e "s|$D/data|$D/pgdata|" "$D/gateho
 echo "storage = \"$PG_APP\"" | cat - "$D/gatehouse-pg.toml" >"$D/gatehouse-pg.toml.new"
 mv "$D/gatehouse-pg.toml.new" "$D/gatehouse-pg.toml"
 INIT_PG=$("$GH" init --data-dir "$D/pgdata" --storage "$PG_APP" --json 2>/dev/null)
-"$GH" serve --config "$D/gatehouse-pg.toml" >"$D/gatehouse-pg.log" 2>&1 &
-GH_PG_PID=$!
-for _ in $(seq 100); do grep -q listening "$D/gatehouse-pg.log" && break; sleep 0.05; done
+serve "$D/gatehouse-pg.toml"
 create_keys 18011 "$INIT_PG" "$D/keys-pg.txt"
 
 "$PEERS/peers.sh" start nginx-static 18002 "$D"
