@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
+#include <future>
 #include <iostream>
 #include <thread>
 
@@ -194,6 +195,27 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
     threats.ShareCountsThrough([redis](std::string key, std::int64_t window_ms, auto done) {
       redis->IncrementInWindow(std::move(key), window_ms, std::move(done));
     });
+    // Sign-ins run on the costly pool, where waiting for Redis holds up no connection.
+    auto wait_for = [](auto start) {
+      std::promise<std::optional<std::int64_t>> answer;
+      auto got = answer.get_future();
+      start([&answer](std::optional<std::int64_t> v) { answer.set_value(v); });
+      return got.get();
+    };
+    a.login_guard->ShareThrough(gh::LoginGuard::Cluster{
+        [redis, wait_for](std::string key, std::int64_t window_ms) {
+          return wait_for([&](auto done) {
+            redis->IncrementInWindow(std::move(key), window_ms, std::move(done));
+          });
+        },
+        [redis](std::string key, gh::UnixMicros until) {
+          redis->KeepUntil(std::move(key), until / 1000);
+        },
+        [redis, wait_for](std::string key) -> std::optional<gh::UnixMicros> {
+          auto ms = wait_for([&](auto done) { redis->ReadUntil(std::move(key), std::move(done)); });
+          if (!ms) return std::nullopt;
+          return *ms * 1000;
+        }});
   }
   deps.quotas = &quotas;
   gh::RegisterControlPlane(router, std::move(deps));

@@ -1,5 +1,7 @@
 #include "limits/redis_limiter.h"
 
+#include <charconv>
+
 #include <hiredis/hiredis.h>
 #include <spdlog/spdlog.h>
 
@@ -220,6 +222,38 @@ void RedisLimiter::IncrementInWindow(std::string key, std::int64_t window_ms,
       return;
     }
     done(r->integer);
+  };
+  Submit(std::move(job));
+}
+
+void RedisLimiter::KeepUntil(std::string key, std::int64_t until_ms) {
+  Job job;
+  job.argv = {"EVAL",
+              "local old = tonumber(redis.call('GET', KEYS[1]) or '0') "
+              "if tonumber(ARGV[1]) > old then "
+              "redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[1]) end return 1",
+              "1", std::move(key), std::to_string(until_ms)};
+  job.raw = [](void*) {};
+  Submit(std::move(job));
+}
+
+void RedisLimiter::ReadUntil(std::string key,
+                             std::function<void(std::optional<std::int64_t>)> done) {
+  Job job;
+  job.argv = {"GET", std::move(key)};
+  job.raw = [this, done = std::move(done)](void* raw) {
+    const auto* r = static_cast<const redisReply*>(raw);
+    if (!r || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL)) {
+      if (r) failures_.fetch_add(1, std::memory_order_relaxed);
+      done(std::nullopt);
+      return;
+    }
+    std::int64_t until = 0;
+    if (r->type == REDIS_REPLY_STRING) {
+      auto [p, ec] = std::from_chars(r->str, r->str + r->len, until);
+      if (ec != std::errc()) until = 0;
+    }
+    done(until);
   };
   Submit(std::move(job));
 }

@@ -57,6 +57,11 @@ class RedisLimiter {
                     std::int64_t cost, std::int64_t seed, bool shadow, std::int64_t ttl_seconds,
                     std::function<void(std::optional<SharedSpend>)> done);
 
+  // Keeps `until_ms` (Unix ms) under `key` until then, unless a later one is there already.
+  void KeepUntil(std::string key, std::int64_t until_ms);
+  // What KeepUntil keeps under `key`: 0 when nothing is, nullopt when Redis could not answer.
+  void ReadUntil(std::string key, std::function<void(std::optional<std::int64_t>)> done);
+
   // INCR `key`, expiring `window_ms` after its first increment; `done` gets the count, or
   // nullopt when Redis could not answer (on the Redis thread, or at once when it is down).
   void IncrementInWindow(std::string key, std::int64_t window_ms,

@@ -34,49 +34,79 @@ void LoginGuard::EvictStalest() {
 }
 
 std::optional<LoginGuard::Block> LoginGuard::Blocked(std::string_view address) {
-  std::lock_guard lock(mu_);
-  auto it = addresses_.find(KeyOf(address));
-  if (it == addresses_.end()) return std::nullopt;
-  if (it->second.blocked_until > clock_.Now()) {
-    return Block{it->second.blocked_until, it->second.stuffing};
-  }
-  return std::nullopt;
-}
-
-std::optional<LoginGuard::Block> LoginGuard::Failure(std::string_view address,
-                                                     std::string_view subject) {
-  std::lock_guard lock(mu_);
-  UnixMicros now = clock_.Now();
   std::string key = KeyOf(address);
+  {
+    std::lock_guard lock(mu_);
+    auto it = addresses_.find(key);
+    if (it != addresses_.end() && it->second.blocked_until > clock_.Now()) {
+      return Block{it->second.blocked_until, it->second.stuffing};
+    }
+  }
+  // Another node may have blocked it; what it says is kept here for the rest of the block.
+  if (!cluster_.blocked_until) return std::nullopt;
+  auto until = cluster_.blocked_until(ClusterKey(key, "block"));
+  if (!until || *until <= clock_.Now()) return std::nullopt;
+  std::lock_guard lock(mu_);
   auto it = addresses_.find(key);
   if (it == addresses_.end()) {
     if (addresses_.size() >= kMaxAddresses) EvictStalest();
     it = addresses_.emplace(std::move(key), Entry{}).first;
   }
-  Entry& e = it->second;
-  e.last_seen = now;
-  Forget(e, now);
-  e.failures.emplace_back(now, std::hash<std::string_view>{}(subject));
-  std::set<std::uint64_t> accounts;
-  for (const auto& f : e.failures) accounts.insert(f.second);
-  bool stuffing = static_cast<int>(accounts.size()) >= config_.stuffing_accounts;
-  bool flood = static_cast<int>(e.failures.size()) >= config_.address_failures;
-  if (stuffing || flood) {
-    e.blocked_until = now + ToMicros(config_.address_lock);
-    e.stuffing = stuffing;
-    e.failures.clear();
-    return Block{e.blocked_until, stuffing};
+  it->second.blocked_until = std::max(it->second.blocked_until, *until);
+  it->second.last_seen = clock_.Now();
+  return Block{it->second.blocked_until, it->second.stuffing};
+}
+
+std::string LoginGuard::ClusterKey(std::string_view address_key, std::string_view what) {
+  return "gh:login:" + std::string(what) + ":" + std::string(address_key);
+}
+
+std::optional<LoginGuard::Block> LoginGuard::Failure(std::string_view address,
+                                                     std::string_view subject) {
+  std::string key = KeyOf(address);
+  // The cluster's count first, outside the lock: it waits for Redis.
+  std::optional<std::int64_t> cluster_failures;
+  if (cluster_.count) {
+    cluster_failures = cluster_.count(ClusterKey(key, "failures"), ToMicros(config_.window) / 1000);
   }
-  // Before the block, growing delays: each failure past the free ones makes the address wait
-  // twice as long as the last, up to address_max_delay.
-  int past_free = static_cast<int>(e.failures.size()) - config_.address_free_failures;
-  if (past_free > 0) {
-    UnixMicros delay = std::min(kMicrosPerSecond << std::min(past_free - 1, 30),
-                                ToMicros(config_.address_max_delay));
-    e.blocked_until = now + delay;
-    e.stuffing = false;
+  std::optional<Block> started;
+  {
+    std::lock_guard lock(mu_);
+    UnixMicros now = clock_.Now();
+    auto it = addresses_.find(key);
+    if (it == addresses_.end()) {
+      if (addresses_.size() >= kMaxAddresses) EvictStalest();
+      it = addresses_.emplace(key, Entry{}).first;
+    }
+    Entry& e = it->second;
+    e.last_seen = now;
+    Forget(e, now);
+    e.failures.emplace_back(now, std::hash<std::string_view>{}(subject));
+    std::set<std::uint64_t> accounts;
+    for (const auto& f : e.failures) accounts.insert(f.second);
+    const auto failures = std::max<std::int64_t>(static_cast<std::int64_t>(e.failures.size()),
+                                                 cluster_failures.value_or(0));
+    bool stuffing = static_cast<int>(accounts.size()) >= config_.stuffing_accounts;
+    bool flood = failures >= config_.address_failures;
+    if (stuffing || flood) {
+      e.blocked_until = now + ToMicros(config_.address_lock);
+      e.stuffing = stuffing;
+      e.failures.clear();
+      started = Block{e.blocked_until, stuffing};
+    } else {
+      // Before the block, growing delays: each failure past the free ones makes the address
+      // wait twice as long as the last, up to address_max_delay.
+      auto past_free = failures - config_.address_free_failures;
+      if (past_free > 0) {
+        UnixMicros delay = std::min(kMicrosPerSecond << std::min<std::int64_t>(past_free - 1, 30),
+                                    ToMicros(config_.address_max_delay));
+        e.blocked_until = now + delay;
+        e.stuffing = false;
+      }
+    }
   }
-  return std::nullopt;
+  if (started && cluster_.block) cluster_.block(ClusterKey(key, "block"), started->until);
+  return started;
 }
 
 }  // namespace gatehouse

@@ -1,10 +1,11 @@
-// Sign-in throttling by client address, in memory (one node's view; accounts are throttled in
-// the store, across nodes). Past `address_free_failures` in a window, each failure makes the
-// address wait longer (1 s, 2 s, 4 s… up to `address_max_delay`); then two rules end in a
-// temporary block of the address:
+// Sign-in throttling by client address, in memory; in a cluster with Redis (ShareThrough) the
+// failures from an address are counted by all nodes together and a block is seen by every node.
+// Accounts are throttled in the store, across nodes. Past `address_free_failures` in a window, each
+// failure makes the address wait longer (1 s, 2 s, 4 s… up to `address_max_delay`); then two rules
+// end in a temporary block of the address:
 //   - too many failures from one address in a window;
 //   - failures against many different accounts from one address in a window: credential
-//     stuffing, which per-account limits alone never notice.
+//     stuffing, which per-account limits alone never notice (counted per node).
 // Memory is bounded: at most kMaxAddresses addresses are tracked, the stalest forgotten first,
 // each with at most `address_failures` entries of 16 bytes. IPv6 clients are tracked by their
 // /64, since one host can use any address in it.
@@ -14,6 +15,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -40,6 +42,18 @@ class LoginGuard {
   // A failed sign-in for `subject` (an email's keyed hash). Returns the block it started, if any.
   std::optional<Block> Failure(std::string_view address, std::string_view subject);
 
+  // The cluster's view, through Redis. Each call waits for its answer (sign-ins run off the
+  // network threads); nullopt means the cluster could not answer, and this node decides alone.
+  struct Cluster {
+    // Counts one failure of `key` in a window of `window_ms`; the cluster's total.
+    std::function<std::optional<std::int64_t>(std::string key, std::int64_t window_ms)> count;
+    // Keeps `key` blocked until `until` (Unix microseconds).
+    std::function<void(std::string key, UnixMicros until)> block;
+    // Until when `key` is blocked (0: it is not).
+    std::function<std::optional<UnixMicros>(std::string key)> blocked_until;
+  };
+  void ShareThrough(Cluster cluster) { cluster_ = std::move(cluster); }
+
  private:
   struct Entry {
     std::deque<std::pair<UnixMicros, std::uint64_t>> failures;  // within the window, by account
@@ -49,10 +63,12 @@ class LoginGuard {
   };
   void Forget(Entry& e, UnixMicros now) const;
   static std::string KeyOf(std::string_view address);
+  static std::string ClusterKey(std::string_view address_key, std::string_view what);
   void EvictStalest();
 
   LoginConfig config_;
   const Clock& clock_;
+  Cluster cluster_;  // set before serving
   std::mutex mu_;
   std::unordered_map<std::string, Entry> addresses_;
 };

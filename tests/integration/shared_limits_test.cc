@@ -31,6 +31,7 @@ class SharedLimitsTest : public ::testing::Test {
     c << "data_dir = \"" << dir_.path() << "/data\"\nscopes = [\"read:findings\"]\n"
       << "[[listeners]]\naddress = \"127.0.0.1:0\"\n"
       << "[log]\naccess_log = false\n"
+      << "[login]\naddress_free_failures = 8\naddress_failures = 9\nstuffing_accounts = 100\n"
       << "[rate_limits]\nredis = \"" << redis_.Url() << "\"\nredis_timeout = \"200ms\"\n"
       << "[[routes]]\nname = \"findings\"\npath_prefix = \"/api/v1/findings\"\n"
       << "upstream = \"http://127.0.0.1:" << upstream_->port() << "\"\n"
@@ -174,6 +175,34 @@ TEST_F(SharedLimitsTest, AnAddressBlockedByOneNodeIsBlockedByAll) {
       Request(nodes_[2]->port(), "GET", "/api/v1/findings/1", {{"Authorization", "Bearer " + key}})
           .status,
       200);
+}
+
+// Failed sign-ins from one address are counted by the cluster: 3 on each of 3 nodes reach the
+// 9-failure rule, where each node alone saw too few, and every node then refuses the address.
+TEST_F(SharedLimitsTest, FailedSignInsSpreadOverTheNodesBlockTheAddressEverywhere) {
+  auto sign_in = [&](int node, int attempt) {
+    return RequestFrom("127.0.0.4", nodes_[static_cast<std::size_t>(node)]->port(), "POST",
+                       "/v1/auth/login", {{"Content-Type", "application/json"}},
+                       R"({"email":"guess)" + std::to_string(attempt) +
+                           R"(@example.com","password":"not-the-password-1"})");
+  };
+  int attempt = 0;
+  for (int round = 0; round < 3; ++round) {
+    for (int node = 0; node < 3; ++node) {
+      auto r = sign_in(node, attempt++);
+      EXPECT_EQ(r.status, 401) << "attempt " << attempt << ": " << r.body;
+    }
+  }
+  for (int node = 0; node < 3; ++node) {
+    auto r = sign_in(node, attempt++);
+    EXPECT_EQ(r.status, 429) << "node " << node << ": " << r.body;
+    EXPECT_NE(r.Header("retry-after"), "");
+  }
+  // Another address signs in as before.
+  auto other = RequestFrom("127.0.0.5", nodes_[1]->port(), "POST", "/v1/auth/login",
+                           {{"Content-Type", "application/json"}},
+                           R"({"email":"someone@example.com","password":"not-the-password-1"})");
+  EXPECT_EQ(other.status, 401) << other.body;
 }
 
 TEST(SharedLimitsAuth, ANodeAuthenticatesToARedisThatRequiresAPassword) {
