@@ -47,14 +47,19 @@ std::optional<LoginGuard::Block> LoginGuard::Blocked(std::string_view address) {
   auto until = cluster_.blocked_until(ClusterKey(key, "block"));
   if (!until || *until <= clock_.Now()) return std::nullopt;
   std::lock_guard lock(mu_);
+  Entry& e = EntryFor(std::move(key));
+  e.blocked_until = std::max(e.blocked_until, *until);
+  e.last_seen = clock_.Now();
+  return Block{e.blocked_until, e.stuffing};
+}
+
+LoginGuard::Entry& LoginGuard::EntryFor(std::string key) {
   auto it = addresses_.find(key);
   if (it == addresses_.end()) {
     if (addresses_.size() >= kMaxAddresses) EvictStalest();
     it = addresses_.emplace(std::move(key), Entry{}).first;
   }
-  it->second.blocked_until = std::max(it->second.blocked_until, *until);
-  it->second.last_seen = clock_.Now();
-  return Block{it->second.blocked_until, it->second.stuffing};
+  return it->second;
 }
 
 std::string LoginGuard::ClusterKey(std::string_view address_key, std::string_view what) {
@@ -73,12 +78,7 @@ std::optional<LoginGuard::Block> LoginGuard::Failure(std::string_view address,
   {
     std::lock_guard lock(mu_);
     UnixMicros now = clock_.Now();
-    auto it = addresses_.find(key);
-    if (it == addresses_.end()) {
-      if (addresses_.size() >= kMaxAddresses) EvictStalest();
-      it = addresses_.emplace(key, Entry{}).first;
-    }
-    Entry& e = it->second;
+    Entry& e = EntryFor(key);
     e.last_seen = now;
     Forget(e, now);
     e.failures.emplace_back(now, std::hash<std::string_view>{}(subject));

@@ -65,6 +65,8 @@ class LoginGuard {
   static std::string KeyOf(std::string_view address);
   static std::string ClusterKey(std::string_view address_key, std::string_view what);
   void EvictStalest();
+  // The address's entry, made (evicting the stalest when full) if it has none. Under mu_.
+  Entry& EntryFor(std::string key);
 
   LoginConfig config_;
   const Clock& clock_;

@@ -1164,12 +1164,19 @@ Result<void> SqliteStore::RecordKeyUsage(const std::vector<KeyUsage>& usage) {
 Result<void> SqliteStore::AppendAudit(std::vector<AuditEvent>& events,
                                       const std::vector<KeyUsageCount>& usage, bool fsync) {
   if (events.empty() && usage.empty()) return {};
-  // Each org's events go in as that org's rows (the tenant views), in the order given.
-  std::vector<std::size_t> order(events.size());
-  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
-    return events[a].org_id < events[b].org_id;
+  // Each org's events go in as that org's rows (the tenant views), in the order given. The
+  // usual batch (one org) is appended where it lies; only a mixed one is grouped by org.
+  const bool one_org = std::all_of(events.begin(), events.end(), [&](const AuditEvent& e) {
+    return e.org_id == events.front().org_id;
   });
+  std::vector<std::size_t> order;
+  if (!one_org) {
+    order.resize(events.size());
+    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+      return events[a].org_id < events[b].org_id;
+    });
+  }
   auto c = AcquireSystem();
   // In WAL mode, NORMAL commits with a write() to the log and no fsync: the batch survives a
   // crash of this process (the kernel has it), and the next FULL commit or checkpoint syncs it.
@@ -1183,16 +1190,12 @@ Result<void> SqliteStore::AppendAudit(std::vector<AuditEvent>& events,
       if (on) (void)c.Exec("PRAGMA synchronous=FULL");
     }
   } restore{*c, !fsync};
-  const bool one_org = std::all_of(events.begin(), events.end(), [&](const AuditEvent& e) {
-    return e.org_id == events.front().org_id;
-  });
   return InWriteTransaction<void>(*c, [&]() -> Result<void> {
     std::vector<AuditEvent> group;
-    // The usual batch (one org) is appended where it lies; a mixed one is grouped by org.
     if (one_org) {
       if (auto r = AppendAuditOn(*c, events.data(), events.size(), true); !r) return r;
     }
-    for (std::size_t i = 0; !one_org && i < order.size();) {
+    for (std::size_t i = 0; i < order.size();) {
       const std::string org = events[order[i]].org_id;  // a copy: the events move below
       group.clear();
       std::size_t j = i;
