@@ -194,6 +194,8 @@ OUT="$D/results.txt"
   echo "N requests in flight, each submitting its next event once the last is durable, as"
   echo "wrk -cN does to the proxy: batches never exceed N. cpu_us_per_event is the whole"
   echo "process's CPU time per event, which is what the audit log takes from a busy machine."
+  echo "It has no peer: it is the writer's own cost, to compare between builds; the peer"
+  echo "comparison for issue 4 is the audit-on over audit-off proxy table above."
   echo '```'
   "$ROOT/$BUILD/bench/bench_audit" --benchmark_filter=BM_AuditWriterClosedLoop 2>/dev/null |
     grep -E '^(Benchmark|BM_)'
