@@ -41,7 +41,7 @@ build-fuzz: deps $(FUZZ_BUILD)/build.ninja
 
 # Each target runs briefly from its seed corpus; a crash fails the build.
 fuzz: build-fuzz
-	@for t in key_parser config_loader json_body cidr_parser request_target http_framing audit_query sign_in_input json_schema; do \
+	@for t in key_parser config_loader json_body cidr_parser request_target http_framing audit_query sign_in_input json_schema journal_record; do \
 	  echo "fuzz: $$t"; \
 	  mkdir -p $(FUZZ_BUILD)/corpus-$$t; \
 	  $(FUZZ_BUILD)/fuzz/fuzz_$$t -max_total_time=20 -timeout=5 -rss_limit_mb=2048 \

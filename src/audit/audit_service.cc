@@ -29,10 +29,12 @@ std::string AuditService::SignCheckpoint(std::string_view org_id,
 
 Result<AuditPage> AuditService::List(std::string_view org_id, const AuditQuery& query) {
   if (query.limit < 1 || query.limit > 500) return FailField("limit", "limit must be 1-500");
+  CatchUp();
   return store_.ListAudit(org_id, query);
 }
 
 Result<AuditVerifyReport> AuditService::Verify(std::string_view org_id) {
+  CatchUp();
   auto head = store_.GetAuditHead(org_id);
   if (!head) return tl::unexpected(head.error());
   AuditVerifyReport report;
@@ -66,6 +68,7 @@ Result<AuditVerifyReport> AuditService::Verify(std::string_view org_id) {
 
 Result<std::vector<AuditEvent>> AuditService::ChainPage(std::string_view org_id,
                                                         std::int64_t after_seq) {
+  if (after_seq == 0) CatchUp();
   return store_.AuditChain(org_id, after_seq, kChainPage);
 }
 
@@ -97,6 +100,7 @@ Result<std::int64_t> AuditService::ApplyAllRetention() {
 Result<AuditService::KeyUsageReport> AuditService::KeyUsage(std::string_view org_id,
                                                             std::string_view key_id, int days) {
   if (days < 1 || days > 366) return FailField("days", "days must be 1-366");
+  CatchUp();
   auto key = store_.GetKey(org_id, key_id);
   if (!key) return tl::unexpected(key.error());
   UnixMicros since = clock_.Now() - static_cast<UnixMicros>(days - 1) * 86400 * kMicrosPerSecond;

@@ -7,6 +7,7 @@
 // start of a chain to hide deleted events.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -34,6 +35,10 @@ class AuditService {
   AuditService(Store& store, const Clock& clock, std::string_view pepper,
                int system_retention_days = 30);
 
+  // Called before each read of the log (List, Verify, KeyUsage, an export's first page), so
+  // that decisions still on their way to the store are in what the read sees.
+  void SetCatchUp(std::function<void()> catch_up) { catch_up_ = std::move(catch_up); }
+
   Result<AuditPage> List(std::string_view org_id, const AuditQuery& query);
   Result<AuditVerifyReport> Verify(std::string_view org_id);
   // The next page of the chain, oldest first, after `after_seq` (verify and export read it so);
@@ -55,8 +60,13 @@ class AuditService {
   std::string SignCheckpoint(std::string_view org_id, const AuditHead& checkpoint) const;
 
  private:
+  void CatchUp() const {
+    if (catch_up_) catch_up_();
+  }
+
   Store& store_;
   const Clock& clock_;
+  std::function<void()> catch_up_;
   HmacSha256Key checkpoint_key_;
   int system_retention_days_;
 };

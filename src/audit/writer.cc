@@ -2,33 +2,85 @@
 
 #include <spdlog/spdlog.h>
 
+#include <limits>
 #include <map>
+#include <optional>
 #include <tuple>
 
 #include "core/time_format.h"
 
 namespace gatehouse {
 
+namespace {
+
+// Moves `journal`'s records after the store's mark for it into the store, in batches that each
+// save the new mark. Returns how many it moved.
+Result<std::size_t> ReplayJournal(Store& store, AuditJournal& journal, std::size_t max_batch,
+                                  bool fsync) {
+  auto saved = store.JournalProgressOf(journal.id());
+  if (!saved) return tl::unexpected(saved.error());
+  JournalProgress progress{journal.id(), saved->value_or(JournalMark{})};
+  std::vector<AuditEvent> batch;
+  Result<void> stored;
+  std::size_t moved = 0;
+  auto flush = [&] {
+    if (batch.empty() || !stored) return;
+    stored = store.AppendAudit(batch, CountKeyUsage(batch), fsync, &progress);
+    moved += batch.size();
+    batch.clear();
+  };
+  auto read = journal.Replay(progress.mark, [&](AuditEvent&& e, const JournalMark& end) {
+    if (!stored) return;
+    batch.push_back(std::move(e));
+    progress.mark = end;
+    if (batch.size() >= max_batch) flush();
+  });
+  if (!read) return tl::unexpected(read.error());
+  flush();
+  if (!stored) return tl::unexpected(stored.error());
+  return moved;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<AuditWriter>> AuditWriter::Open(Store& store, AuditWriterOptions options) {
+  if (options.journal_dir.empty()) return std::make_unique<AuditWriter>(store, options);
+  auto journal =
+      AuditJournal::Open(options.journal_dir, options.journal_segment_bytes, options.fsync);
+  if (!journal) return tl::unexpected(journal.error());
+  auto own = ReplayJournal(store, **journal, options.max_batch, options.fsync);
+  if (!own) return tl::unexpected(own.error());
+  if (*own)
+    spdlog::info("audit: replayed {} events from {}", *own, (*journal)->directory().string());
+  for (auto& orphan : AuditJournal::TakeOrphans(options.journal_dir, **journal)) {
+    auto moved = ReplayJournal(store, *orphan, options.max_batch, options.fsync);
+    if (!moved) return tl::unexpected(moved.error());
+    spdlog::info("audit: replayed {} events from {}, left by a process that is gone", *moved,
+                 orphan->directory().string());
+    orphan->ForgetBefore(JournalMark{std::numeric_limits<std::int64_t>::max(), 0});
+  }
+  return std::unique_ptr<AuditWriter>(new AuditWriter(store, options, std::move(*journal)));
+}
+
 AuditWriter::AuditWriter(Store& store, AuditWriterOptions options)
-    : store_(store), options_(options) {
+    : AuditWriter(store, std::move(options), nullptr) {}
+
+AuditWriter::AuditWriter(Store& store, AuditWriterOptions options,
+                         std::unique_ptr<AuditJournal> journal)
+    : store_(store), options_(std::move(options)), journal_(std::move(journal)) {
   queued_events_.reserve(options_.max_batch);
-  queued_done_.reserve(options_.max_batch);
+  if (journal_) {
+    queued_marks_.reserve(options_.max_batch);
+  } else {
+    queued_done_.reserve(options_.max_batch);
+  }
   thread_ = std::thread([this] { Run(); });
+  if (journal_ && options_.fsync) sync_thread_ = std::thread([this] { RunSyncer(); });
 }
 
 AuditWriter::~AuditWriter() { Stop(); }
 
-AuditWriter::Admission AuditWriter::Submit(AuditEvent event, Done done) {
-  {
-    std::lock_guard lock(mu_);
-    if (!stopping_ && queued_events_.size() < options_.capacity) {
-      queued_events_.push_back(std::move(event));
-      queued_done_.push_back(std::move(done));
-      depth_.store(queued_events_.size(), std::memory_order_relaxed);
-      if (queued_events_.size() == 1) wake_.notify_one();
-      return Admission::kQueued;
-    }
-  }
+AuditWriter::Admission AuditWriter::Overflow() {
   if (options_.overflow == AuditWriterOptions::Overflow::kDrop) {
     dropped_.fetch_add(1, std::memory_order_relaxed);
     return Admission::kDropped;
@@ -37,12 +89,95 @@ AuditWriter::Admission AuditWriter::Submit(AuditEvent event, Done done) {
   return Admission::kRejected;
 }
 
+AuditWriter::Admission AuditWriter::SubmitToJournal(AuditEvent& event, Done& done) {
+  std::lock_guard lock(mu_);
+  if (stopping_ || submitted_ - settled_ >= options_.capacity) return Overflow();
+  auto mark = journal_->Append(event);
+  if (!mark) {
+    // Once per thousand, so that a full disk does not also flood the log.
+    if (journal_failures_.fetch_add(1, std::memory_order_relaxed) % 1000 == 0) {
+      spdlog::error("audit: {}", mark.error().message);
+    }
+    failed_.fetch_add(1, std::memory_order_relaxed);
+    return Admission::kFailed;
+  }
+  queued_events_.push_back(std::move(event));
+  queued_marks_.push_back(*mark);
+  ++submitted_;
+  depth_.store(submitted_ - settled_, std::memory_order_relaxed);
+  if (queued_events_.size() == 1) wake_.notify_one();
+  if (!options_.fsync) return Admission::kJournaled;
+  bool first = false;
+  {
+    std::lock_guard sync_lock(sync_mu_);
+    first = sync_waiting_.empty();
+    sync_waiting_.push_back(std::move(done));
+  }
+  if (first) sync_wake_.notify_one();
+  return Admission::kQueued;
+}
+
+void AuditWriter::RunSyncer() {
+  // One fdatasync answers every request that appended before it began: group commit.
+  std::vector<Done> waiting;
+  for (;;) {
+    {
+      std::unique_lock lock(sync_mu_);
+      sync_wake_.wait(lock, [&] { return sync_stopping_ || !sync_waiting_.empty(); });
+      if (sync_waiting_.empty()) return;
+      waiting.swap(sync_waiting_);
+    }
+    auto synced = journal_->Sync();
+    if (!synced) spdlog::error("audit: {}", synced.error().message);
+    for (auto& done : waiting) {
+      if (done) done(synced.has_value());
+    }
+    waiting.clear();
+  }
+}
+
+AuditWriter::Admission AuditWriter::Submit(AuditEvent event, Done done) {
+  if (journal_) return SubmitToJournal(event, done);
+  {
+    std::lock_guard lock(mu_);
+    if (!stopping_ && submitted_ - settled_ < options_.capacity) {
+      queued_events_.push_back(std::move(event));
+      queued_done_.push_back(std::move(done));
+      ++submitted_;
+      depth_.store(submitted_ - settled_, std::memory_order_relaxed);
+      if (queued_events_.size() == 1) wake_.notify_one();
+      return Admission::kQueued;
+    }
+  }
+  return Overflow();
+}
+
+bool AuditWriter::CatchUp(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  const std::uint64_t target = submitted_;
+  if (settled_ >= target) return true;
+  ++catching_up_;
+  wake_.notify_one();  // cut the gathering short
+  bool reached =
+      settled_cv_.wait_for(lock, timeout, [&] { return settled_ >= target || stopping_; });
+  --catching_up_;
+  return reached && settled_ >= target;
+}
+
 void AuditWriter::Stop() {
   {
     std::lock_guard lock(mu_);
     stopping_ = true;
   }
   wake_.notify_one();
+  if (sync_thread_.joinable()) {  // answers its last waiters first
+    {
+      std::lock_guard lock(sync_mu_);
+      sync_stopping_ = true;
+    }
+    sync_wake_.notify_one();
+    sync_thread_.join();
+  }
   if (thread_.joinable()) thread_.join();
 }
 
@@ -73,14 +208,22 @@ std::vector<KeyUsageCount> CountKeyUsage(const std::vector<AuditEvent>& events) 
 }
 
 bool AuditWriter::WriteBatch(std::vector<AuditEvent>& events,
-                             const std::vector<KeyUsageCount>& usage) {
+                             const std::vector<KeyUsageCount>& usage,
+                             const JournalProgress* progress, bool fsync) {
   auto give_up = std::chrono::steady_clock::now() + options_.retry_for;
   std::chrono::milliseconds pause{10};
   for (;;) {
     // The store fills seq and hashes in place; a failed attempt's are overwritten by the next.
-    auto r = store_.AppendAudit(events, usage, options_.fsync);
+    auto r = store_.AppendAudit(events, usage, fsync, progress);
     if (r) return true;
-    if (std::chrono::steady_clock::now() + pause > give_up) {
+    // Journaled events are safe where they are: keep trying (the queue fills, and requests get
+    // 503) until the store is back, or until shutdown, after which the next start replays them.
+    bool keep_trying = false;
+    if (journal_) {
+      std::lock_guard lock(mu_);
+      keep_trying = !stopping_;
+    }
+    if (!keep_trying && std::chrono::steady_clock::now() + pause > give_up) {
       spdlog::error("audit: a batch of {} events could not be written: {}", events.size(),
                     r.error().message);
       return false;
@@ -104,33 +247,50 @@ void AuditWriter::Run() {
   // A batch is taken by swapping vectors with the queue, so an event is moved once, by Submit.
   std::vector<AuditEvent> events;
   std::vector<Done> dones;
+  std::vector<JournalMark> marks;
   events.reserve(options_.max_batch);
-  dones.reserve(options_.max_batch);
+  if (journal_) {
+    marks.reserve(options_.max_batch);
+  } else {
+    dones.reserve(options_.max_batch);
+  }
+  // Moves the first `n` of `queue` into `batch` (all of it by swapping, which moves nothing).
+  auto take = [](auto& queue, auto& batch, std::size_t n) {
+    if (n == queue.size()) {
+      batch.swap(queue);
+      return;
+    }
+    const auto cut = static_cast<std::ptrdiff_t>(n);
+    batch.assign(std::make_move_iterator(queue.begin()),
+                 std::make_move_iterator(queue.begin() + cut));
+    queue.erase(queue.begin(), queue.begin() + cut);
+  };
   for (;;) {
+    bool hurried = false;  // a reader waits: store the usage counts with this batch too
     {
       std::unique_lock lock(mu_);
       wake_.wait(lock, [&] { return stopping_ || !queued_events_.empty(); });
+      if (journal_ && !stopping_ && queued_events_.size() < options_.max_batch) {
+        // Nobody waits for this batch: let it grow, so that commits are fewer and larger.
+        wake_.wait_for(lock, options_.journal_gather,
+                       [&] { return stopping_ || catching_up_ > 0; });
+      }
+      hurried = catching_up_ > 0;
       if (queued_events_.empty()) {  // stopping, and every event is written: store the last counts
         lock.unlock();
         if (!usage_.empty()) {
           std::vector<AuditEvent> none;
-          if (WriteBatch(none, PendingUsage())) usage_.clear();
+          if (WriteBatch(none, PendingUsage(), nullptr, options_.fsync)) usage_.clear();
         }
         return;
       }
-      if (queued_events_.size() <= options_.max_batch) {
-        events.swap(queued_events_);
-        dones.swap(queued_done_);
+      const std::size_t n = std::min(queued_events_.size(), options_.max_batch);
+      take(queued_events_, events, n);
+      if (journal_) {
+        take(queued_marks_, marks, n);
       } else {
-        const auto cut = static_cast<std::ptrdiff_t>(options_.max_batch);
-        events.assign(std::make_move_iterator(queued_events_.begin()),
-                      std::make_move_iterator(queued_events_.begin() + cut));
-        dones.assign(std::make_move_iterator(queued_done_.begin()),
-                     std::make_move_iterator(queued_done_.begin() + cut));
-        queued_events_.erase(queued_events_.begin(), queued_events_.begin() + cut);
-        queued_done_.erase(queued_done_.begin(), queued_done_.begin() + cut);
+        take(queued_done_, dones, n);
       }
-      depth_.store(queued_events_.size(), std::memory_order_relaxed);
     }
     for (auto& u : CountKeyUsage(events)) {
       usage_[{std::move(u.org_id), std::move(u.key_id), std::move(u.day), u.status_class}] +=
@@ -143,8 +303,21 @@ void AuditWriter::Run() {
       last = stopping_ && queued_events_.empty();
     }
     auto now = std::chrono::steady_clock::now();
-    if (last || now - usage_flushed_ >= options_.usage_flush) usage = PendingUsage();
-    bool durable = WriteBatch(events, usage);
+    if (last || hurried || now - usage_flushed_ >= options_.usage_flush) usage = PendingUsage();
+    std::optional<JournalProgress> progress;
+    bool fsync = options_.fsync;
+    if (journal_) {
+      progress = JournalProgress{journal_->id(), marks.back()};
+      // The journal holds these events safely already, so the store's commit need not be synced,
+      // except the one after which journal segments are deleted: syncing it syncs every earlier
+      // commit too (SQLite's WAL and PostgreSQL's are each one sequential log).
+      fsync = fsync && (last || progress->mark.segment > synced_segment_);
+    }
+    bool durable = WriteBatch(events, usage, progress ? &*progress : nullptr, fsync);
+    if (durable && progress && (fsync || !options_.fsync)) {
+      journal_->ForgetBefore(progress->mark);
+      synced_segment_ = progress->mark.segment;
+    }
     if (durable && !usage.empty()) {
       usage_.clear();
       usage_flushed_ = now;
@@ -158,8 +331,15 @@ void AuditWriter::Run() {
     for (auto& done : dones) {
       if (done) done(durable);
     }
+    {
+      std::lock_guard lock(mu_);
+      settled_ += events.size();
+      depth_.store(submitted_ - settled_, std::memory_order_relaxed);
+    }
+    settled_cv_.notify_all();
     events.clear();
     dones.clear();
+    marks.clear();
   }
 }
 

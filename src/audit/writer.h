@@ -4,9 +4,17 @@
 // and only then answer, so that every response a client received has its event on disk even
 // if the process is killed right after.
 //
-// Back-pressure is explicit. The queue holds at most `capacity` events. When it is full, the
-// policy decides: kReject (the default) refuses the event, and the caller answers 503 instead
-// of doing work it cannot record; kDrop lets the request through unrecorded and counts it.
+// Back-pressure is explicit. At most `capacity` events are on their way to the store (queued,
+// or in the batch being written). Past that, the policy decides: kReject (the default) refuses
+// the event, and the caller answers 503 instead of doing work it cannot record; kDrop lets the
+// request through unrecorded and counts it.
+//
+// With a journal (audit/journal.h, the server's mode), Submit appends the event to the journal
+// on the caller's thread before returning: once that write() returns, the event survives kill -9
+// and the request can be answered (with fsync, once a syncer thread's fdatasync covered it).
+// The writer thread then moves journaled events into the store in large batches, off every
+// request's path; a restart replays what it had not moved. Without a journal (benchmarks of the
+// store alone), every request waits for the commit of its event's batch.
 //
 // Key usage comes from the same pipeline: for every event of a key's request, the writer adds
 // one to that key's count for the day and status class. Counts are summed in memory and stored
@@ -18,7 +26,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -27,6 +35,7 @@
 #include <tuple>
 #include <vector>
 
+#include "audit/journal.h"
 #include "store/store.h"
 
 namespace gatehouse {
@@ -44,6 +53,11 @@ struct AuditWriterOptions {
   // failed (they answer 503: nothing is served that is not recorded).
   std::chrono::milliseconds retry_for{2000};
   std::chrono::milliseconds usage_flush{1000};
+  // The journal's root directory; empty: no journal.
+  std::filesystem::path journal_dir;
+  std::int64_t journal_segment_bytes = 64LL << 20;
+  // With a journal nobody waits for the store, so the writer gathers this long for a batch.
+  std::chrono::milliseconds journal_gather{5};
 };
 
 class AuditWriter {
@@ -52,14 +66,28 @@ class AuditWriter {
   // It must be quick: hand the outcome to the request's own thread and return.
   using Done = std::function<void(bool durable)>;
 
-  AuditWriter(Store& store, AuditWriterOptions options);
-  ~AuditWriter();  // Stop()
+  // Opens the journal the options name, if any, and first replays into the store what earlier
+  // processes left in it (this slot's and orphaned slots'), so that nothing is served before
+  // the log is whole.
+  static Result<std::unique_ptr<AuditWriter>> Open(Store& store, AuditWriterOptions options);
+  AuditWriter(Store& store, AuditWriterOptions options);  // without a journal
+  ~AuditWriter();                                         // Stop()
   AuditWriter(const AuditWriter&) = delete;
   AuditWriter& operator=(const AuditWriter&) = delete;
 
-  enum class Admission { kQueued, kRejected, kDropped };
-  // kQueued: `done` will run. kRejected, kDropped: it never will.
+  enum class Admission { kQueued, kJournaled, kRejected, kDropped, kFailed };
+  // kQueued: `done` will run. kJournaled: the event is already as safe as the options ask (in
+  // the journal, fsync off), and `done` never runs. kRejected (queue full), kDropped (queue
+  // full, overflow = drop) and kFailed (the journal cannot be written): it never runs either.
   Admission Submit(AuditEvent event, Done done);
+
+  // Blocks until every event submitted before the call is in the store (and the key usage
+  // counts with it), or `timeout` passed; false then. Readers of the log call it first, so that
+  // what was answered before a read is in what the read sees. Not on a network thread.
+  bool CatchUp(std::chrono::milliseconds timeout);
+
+  // True when Submit answers for good (kJournaled): callers need not prepare to wait.
+  bool AnswersAtOnce() const { return journal_ && !options_.fsync; }
 
   // Writes what is queued, then ends the thread. Later submissions are rejected.
   void Stop();
@@ -72,20 +100,39 @@ class AuditWriter {
   std::uint64_t failed() const { return failed_.load(std::memory_order_relaxed); }
 
  private:
+  AuditWriter(Store& store, AuditWriterOptions options, std::unique_ptr<AuditJournal> journal);
+  Admission SubmitToJournal(AuditEvent& event, Done& done);
+  Admission Overflow();
   void Run();
-  bool WriteBatch(std::vector<AuditEvent>& events, const std::vector<KeyUsageCount>& usage);
+  void RunSyncer();
+  bool WriteBatch(std::vector<AuditEvent>& events, const std::vector<KeyUsageCount>& usage,
+                  const JournalProgress* progress, bool fsync);
   std::vector<KeyUsageCount> PendingUsage() const;
 
   Store& store_;
   AuditWriterOptions options_;
   // Writer thread only: counts not stored yet, merged across batches.
   std::map<std::tuple<std::string, std::string, std::string, int>, std::int64_t> usage_;
+  std::int64_t synced_segment_ = -1;  // writer thread: the journal segment of the last synced mark
   std::chrono::steady_clock::time_point usage_flushed_ = std::chrono::steady_clock::now();
   std::mutex mu_;
   std::condition_variable wake_;
   std::vector<AuditEvent> queued_events_;  // guarded by mu_
-  std::vector<Done> queued_done_;          // guarded by mu_, one per queued event
+  std::vector<Done> queued_done_;          // guarded by mu_, one per queued event (no journal)
+  std::vector<JournalMark> queued_marks_;  // guarded by mu_, one per queued event (journal)
   bool stopping_ = false;                  // guarded by mu_
+  std::uint64_t submitted_ = 0;            // guarded by mu_: events queued so far
+  std::uint64_t settled_ = 0;              // guarded by mu_: of those, stored or given up
+  int catching_up_ = 0;                    // guarded by mu_: CatchUp calls waiting
+  std::condition_variable settled_cv_;
+  std::unique_ptr<AuditJournal> journal_;  // appended to under mu_
+  // fsync with a journal: requests waiting for the next fdatasync.
+  std::mutex sync_mu_;  // taken inside mu_, never around it
+  std::condition_variable sync_wake_;
+  std::vector<Done> sync_waiting_;  // guarded by sync_mu_
+  bool sync_stopping_ = false;      // guarded by sync_mu_
+  std::thread sync_thread_;
+  std::atomic<std::uint64_t> journal_failures_{0};
   std::atomic<std::size_t> depth_{0};
   std::atomic<std::uint64_t> written_{0}, batches_{0}, rejected_{0}, dropped_{0}, failed_{0};
   std::thread thread_;

@@ -231,7 +231,13 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
     ao.fsync = config->audit.fsync;
     ao.overflow = config->audit.overflow == "drop" ? gh::AuditWriterOptions::Overflow::kDrop
                                                    : gh::AuditWriterOptions::Overflow::kReject;
-    audit_writer = std::make_unique<gh::AuditWriter>(*a.store, ao);
+    ao.journal_dir = config->audit.journal_dir.empty()
+                         ? std::filesystem::path(config->data_dir) / "audit-journal"
+                         : std::filesystem::path(config->audit.journal_dir);
+    auto opened = gh::AuditWriter::Open(*a.store, ao);
+    if (!opened) return Die(opened.error().message);
+    audit_writer = std::move(*opened);
+    a.audit->SetCatchUp([w = audit_writer.get()] { (void)w->CatchUp(std::chrono::seconds(2)); });
     gh::AuditWriter* w = audit_writer.get();
     metrics.AddReading("gatehouse_audit_queue_depth", "Audit events waiting for the writer.",
                        "gauge", [w] { return static_cast<double>(w->queue_depth()); });

@@ -515,6 +515,7 @@ Result<Config> ParseConfig(std::string_view toml_text, std::string source) {
     GH_TRY(t.Integer("max_batch", c.audit.max_batch, 1, 1'000'000));
     GH_TRY(t.String("overflow", c.audit.overflow));
     GH_TRY(t.Bool("fsync", c.audit.fsync));
+    GH_TRY(t.String("journal_dir", c.audit.journal_dir));
     if (c.audit.overflow != "reject" && c.audit.overflow != "drop") {
       return Bad(t.At("overflow"), "must be \"reject\" or \"drop\"");
     }

@@ -622,6 +622,17 @@ class Server::Impl {
     event.client_ip.assign(ex.client_ip);
     event.user_agent.assign(head.Find("user-agent").value_or("").substr(0, 256));
     event.request_id.assign(ex.request_id);
+    if (writer->AnswersAtOnce()) {  // the journal has it once Submit returns: nothing to wait for
+      switch (writer->Submit(std::move(event), nullptr)) {
+        case AuditWriter::Admission::kRejected:
+          co_return Error{ErrorCode::kUnavailable, "the audit log is behind; try again", {}, {}};
+        case AuditWriter::Admission::kFailed:
+          co_return Error{
+              ErrorCode::kUnavailable, "the audit log cannot be written; try again", {}, {}};
+        default:
+          co_return std::nullopt;
+      }
+    }
     auto ticket = std::make_shared<AuditTicket>(co_await net::this_coro::executor);
     Worker* worker = current_worker_;
     auto admission = writer->Submit(std::move(event), [ticket, worker](bool durable) {
@@ -641,7 +652,11 @@ class Server::Impl {
     if (admission == AuditWriter::Admission::kRejected) {
       co_return Error{ErrorCode::kUnavailable, "the audit log is behind; try again", {}, {}};
     }
-    if (admission == AuditWriter::Admission::kDropped) co_return std::nullopt;
+    if (admission == AuditWriter::Admission::kJournaled ||
+        admission == AuditWriter::Admission::kDropped) {
+      co_return std::nullopt;
+    }
+    if (admission == AuditWriter::Admission::kFailed) ticket->Resolve(false);
     if (!ticket->done) {
       ticket->timer.expires_after(std::chrono::hours(1));
       co_await ticket->timer.async_wait(kNoThrow);

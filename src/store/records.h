@@ -83,6 +83,17 @@ struct AuditEvent {
   std::string hash;       // hex
 };
 
+// A place in an audit journal (audit/journal.h): a segment and a byte offset within it.
+struct JournalMark {
+  std::int64_t segment = 0;
+  std::int64_t offset = 0;
+};
+// How far the store has taken one journal's records, saved with the batch that took them.
+struct JournalProgress {
+  std::string journal_id;
+  JournalMark mark;
+};
+
 struct AuditQuery {
   // action "security.*" (a trailing ".*") matches every action with that prefix.
   std::optional<std::string> actor, action, resource, result;

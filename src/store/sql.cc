@@ -1,5 +1,6 @@
 #include "store/sql.h"
 
+#include <charconv>
 #include <map>
 #include <mutex>
 #include <utility>
@@ -21,6 +22,25 @@ std::string ReplaceAll(std::string text, std::string_view from, std::string_view
     text.replace(at, from.size(), to);
   }
   return text;
+}
+
+std::string JournalMetaName(std::string_view journal_id) {
+  return "audit_journal:" + std::string(journal_id);
+}
+
+std::string FormatJournalMark(const JournalMark& mark) {
+  return std::to_string(mark.segment) + ":" + std::to_string(mark.offset);
+}
+
+Result<std::optional<JournalMark>> ParseJournalMark(std::string_view value) {
+  JournalMark mark;
+  const char* end = value.data() + value.size();
+  auto [colon, e1] = std::from_chars(value.data(), end, mark.segment);
+  if (e1 == std::errc() && colon != end && *colon == ':') {
+    auto [last, e2] = std::from_chars(colon + 1, end, mark.offset);
+    if (e2 == std::errc() && last == end) return std::optional<JournalMark>(mark);
+  }
+  return Fail(ErrorCode::kInternal, "the stored audit journal progress is malformed");
 }
 
 }  // namespace gatehouse

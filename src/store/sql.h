@@ -73,4 +73,10 @@ std::string ReplaceAll(std::string text, std::string_view from, std::string_view
 // `org_id` empty: a global transaction. `write`: takes the write lock up front (SQLite).
 using SqlBody = std::function<Result<void>(SqlTx&)>;
 
+// An audit journal's progress lives in the stores' meta table: name "audit_journal:<id>",
+// value "<segment>:<offset>".
+std::string JournalMetaName(std::string_view journal_id);
+std::string FormatJournalMark(const JournalMark& mark);
+Result<std::optional<JournalMark>> ParseJournalMark(std::string_view value);
+
 }  // namespace gatehouse

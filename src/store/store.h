@@ -72,8 +72,17 @@ class Store {
   // hashes. Either everything is durable when it returns, or nothing is. With `fsync`, durable
   // means on stable storage; without, it means handed to the operating system (SQLite) or the
   // database server (PostgreSQL), which survives the death of this process, not of the machine.
+  // With `progress`, the same transaction records how far the store has taken that audit
+  // journal's records (audit/journal.h), so that a replay after a crash adds none twice.
   virtual Result<void> AppendAudit(std::vector<AuditEvent>& events,
-                                   const std::vector<KeyUsageCount>& usage, bool fsync) = 0;
+                                   const std::vector<KeyUsageCount>& usage, bool fsync,
+                                   const JournalProgress* progress) = 0;
+  Result<void> AppendAudit(std::vector<AuditEvent>& events, const std::vector<KeyUsageCount>& usage,
+                           bool fsync) {
+    return AppendAudit(events, usage, fsync, nullptr);
+  }
+  // The mark saved by the last AppendAudit with this journal's progress; nullopt if none was.
+  virtual Result<std::optional<JournalMark>> JournalProgressOf(std::string_view journal_id) = 0;
   // Newest first, filtered; see AuditQuery.
   virtual Result<AuditPage> ListAudit(std::string_view org_id, const AuditQuery& query) = 0;
   // Oldest first, seq > after_seq: for verification and export.

@@ -56,18 +56,30 @@ PostgresCluster::PostgresCluster() : bin_(FindServerBinaries()), data_(dir_.path
   if (status != 0) throw std::runtime_error("initdb failed: " + out);
   for (int attempt = 0; attempt < 5; ++attempt) {
     port_ = FreePort();
-    // Loopback only, sockets in the temporary directory, and no fsync: a test cluster is thrown
-    // away, and durability is tested against the store's own guarantees elsewhere.
-    std::string options = "-c listen_addresses=127.0.0.1 -c port=" + std::to_string(port_) +
-                          " -c unix_socket_directories=" + dir_.path() +
-                          " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-                          " -c max_connections=200";
-    out = RunCommand(AsOwner({bin_ + "/pg_ctl", "-D", data_, "-l", dir_.path() + "/server.log",
-                              "-o", options, "-w", "-t", "30", "start"}),
-                     &status);
-    if (status == 0) return;
+    if (StartOnPort(&out)) return;
   }
   throw std::runtime_error("the PostgreSQL test cluster did not start: " + out);
+}
+
+bool PostgresCluster::StartOnPort(std::string* out) {
+  // Loopback only, sockets in the temporary directory, and no fsync: a test cluster is thrown
+  // away, and durability is tested against the store's own guarantees elsewhere.
+  std::string options = "-c listen_addresses=127.0.0.1 -c port=" + std::to_string(port_) +
+                        " -c unix_socket_directories=" + dir_.path() +
+                        " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+                        " -c max_connections=200";
+  int status = 0;
+  *out = RunCommand(AsOwner({bin_ + "/pg_ctl", "-D", data_, "-l", dir_.path() + "/server.log", "-o",
+                             options, "-w", "-t", "30", "start"}),
+                    &status);
+  return status == 0;
+}
+
+void PostgresCluster::Start() {
+  if (!stopped_) return;
+  std::string out;
+  if (!StartOnPort(&out)) throw std::runtime_error("PostgreSQL did not start again: " + out);
+  stopped_ = false;
 }
 
 PostgresCluster::~PostgresCluster() { Stop(); }

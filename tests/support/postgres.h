@@ -32,8 +32,11 @@ class PostgresCluster {
                     bool* ok) const;
   // Stops the server (immediate shutdown), as a database outage would.
   void Stop();
+  // Starts it again after Stop, on the same port, as the end of an outage.
+  void Start();
 
  private:
+  bool StartOnPort(std::string* out);
   std::vector<std::string> AsOwner(std::vector<std::string> argv) const;
   TempDir dir_;
   std::string bin_;

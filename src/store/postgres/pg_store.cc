@@ -12,6 +12,7 @@
 #include "audit/chain.h"
 #include "audit/details.h"
 #include "store/columns.h"
+#include "store/sql.h"
 
 namespace gatehouse {
 
@@ -847,6 +848,10 @@ Result<std::string> PgStore::Migrate(const std::string& owner_url, const std::st
       "GRANT SELECT, INSERT ON key_invalidations, gh_meta, audit_events TO " +
       role +
       ";"
+      // The audit writer's journal progress is a row of gh_meta it updates.
+      "GRANT UPDATE ON gh_meta TO " +
+      role +
+      ";"
       "GRANT SELECT, INSERT, UPDATE ON audit_heads, key_usage_daily TO " +
       role +
       ";"
@@ -1288,8 +1293,9 @@ void PgStore::WatchKeyInvalidations(const std::function<void(std::string_view)>&
 }
 
 Result<void> PgStore::AppendAudit(std::vector<AuditEvent>& events,
-                                  const std::vector<KeyUsageCount>& usage, bool fsync) {
-  if (events.empty() && usage.empty()) return {};
+                                  const std::vector<KeyUsageCount>& usage, bool fsync,
+                                  const JournalProgress* progress) {
+  if (events.empty() && usage.empty() && !progress) return {};
   // Orgs in a fixed order, so that two nodes' batches lock the same heads in the same order.
   std::vector<std::size_t> order(events.size());
   for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
@@ -1334,11 +1340,28 @@ Result<void> PgStore::AppendAudit(std::vector<AuditEvent>& events,
           p);
       if (!r) return tl::unexpected(r.error());
     }
+    if (progress) {
+      auto r = tx.Exec(
+          "INSERT INTO gh_meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET "
+          "value = excluded.value",
+          {P(JournalMetaName(progress->journal_id)), P(FormatJournalMark(progress->mark))});
+      if (!r) return tl::unexpected(r.error());
+    }
     return {};
   });
   if (!done) return done;
   events = std::move(linked);
   return {};
+}
+
+Result<std::optional<JournalMark>> PgStore::JournalProgressOf(std::string_view journal_id) {
+  using Out = std::optional<JournalMark>;
+  return InTransaction<Out>("", [&](Tx& tx) -> Result<Out> {
+    auto r = tx.Exec("SELECT value FROM gh_meta WHERE name = $1", {P(JournalMetaName(journal_id))});
+    if (!r) return tl::unexpected(r.error());
+    if (r->size() == 0) return Out{};
+    return ParseJournalMark(r->Text(0, 0));
+  });
 }
 
 Result<AuditPage> PgStore::ListAudit(std::string_view org_id, const AuditQuery& query) {

@@ -61,8 +61,10 @@ class PgStore final : public Store {
                                                              int limit) override;
   Result<std::int64_t> LatestKeyInvalidation() override;
   Result<void> RecordKeyUsage(const std::vector<KeyUsage>& usage) override;
+  using Store::AppendAudit;
   Result<void> AppendAudit(std::vector<AuditEvent>& events, const std::vector<KeyUsageCount>& usage,
-                           bool fsync) override;
+                           bool fsync, const JournalProgress* progress) override;
+  Result<std::optional<JournalMark>> JournalProgressOf(std::string_view journal_id) override;
   Result<AuditPage> ListAudit(std::string_view org_id, const AuditQuery& query) override;
   Result<std::vector<AuditEvent>> AuditChain(std::string_view org_id, std::int64_t after_seq,
                                              int limit) override;

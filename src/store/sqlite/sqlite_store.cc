@@ -10,6 +10,7 @@
 #include "audit/chain.h"
 #include "audit/details.h"
 #include "store/columns.h"
+#include "store/sql.h"
 
 namespace gatehouse {
 
@@ -1162,8 +1163,9 @@ Result<void> SqliteStore::RecordKeyUsage(const std::vector<KeyUsage>& usage) {
 }
 
 Result<void> SqliteStore::AppendAudit(std::vector<AuditEvent>& events,
-                                      const std::vector<KeyUsageCount>& usage, bool fsync) {
-  if (events.empty() && usage.empty()) return {};
+                                      const std::vector<KeyUsageCount>& usage, bool fsync,
+                                      const JournalProgress* progress) {
+  if (events.empty() && usage.empty() && !progress) return {};
   // Each org's events go in as that org's rows (the tenant views), in the order given. The
   // usual batch (one org) is appended where it lies; only a mixed one is grouped by org.
   const bool one_org = std::all_of(events.begin(), events.end(), [&](const AuditEvent& e) {
@@ -1220,8 +1222,29 @@ Result<void> SqliteStore::AppendAudit(std::vector<AuditEvent>& events,
       for (int cls = 2; cls <= 5; ++cls) b.Int(cls == u.status_class ? u.count : 0);
       if (auto r = StepDone(*c, *s, "key usage counts"); !r) return r;
     }
+    if (progress) {
+      auto s = c->Prepare(
+          "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = "
+          "excluded.value");
+      if (!s) return tl::unexpected(s.error());
+      Binder(*s)
+          .Text(JournalMetaName(progress->journal_id))
+          .Text(FormatJournalMark(progress->mark));
+      if (auto r = StepDone(*c, *s, "audit journal progress"); !r) return r;
+    }
     return {};
   });
+}
+
+Result<std::optional<JournalMark>> SqliteStore::JournalProgressOf(std::string_view journal_id) {
+  auto c = AcquireSystem();
+  auto s = c->Prepare("SELECT value FROM meta WHERE name = ?");
+  if (!s) return tl::unexpected(s.error());
+  Binder(*s).Text(JournalMetaName(journal_id));
+  int rc = sqlite3_step(*s);
+  if (rc == SQLITE_DONE) return std::optional<JournalMark>{};
+  if (rc != SQLITE_ROW) return c->Failure(rc, "audit journal progress");
+  return ParseJournalMark(ColText(*s, 0));
 }
 
 Result<AuditPage> SqliteStore::ListAudit(std::string_view org_id, const AuditQuery& query) {

@@ -1,0 +1,256 @@
+// The audit journal: records survive as written and a torn tail is cut; each process takes a
+// slot of its own; and through the writer, journaled events reach the store once, whether the
+// writer moves them or a later start replays them (its own slot's, or a slot left by a process
+// that is gone).
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+
+#include "audit/journal.h"
+#include "audit/writer.h"
+#include "store/sqlite/sqlite_store.h"
+
+namespace gatehouse {
+namespace {
+
+namespace fs = std::filesystem;
+
+AuditEvent Event(const std::string& request_id, const std::string& org = "org_a") {
+  AuditEvent e;
+  e.org_id = org;
+  e.at = 1'700'000'000'000'000;
+  e.actor = "key_x";
+  e.action = "auth.proxy";
+  e.resource = "route:/api";
+  e.result = "success";
+  e.status = 200;
+  e.client_ip = "10.0.0.1";
+  e.user_agent = "journal-test";
+  e.request_id = request_id;
+  e.details = "{}";
+  return e;
+}
+
+TEST(JournalRecord, AnEventComesBackAsItWent) {
+  AuditEvent e = Event("req_1");
+  e.status = 503;
+  e.details = std::string("{\"a\":\"\0\xff\"}", 10);  // any bytes
+  e.user_agent.clear();
+  std::string bytes;
+  EncodeJournalRecord(e, bytes);
+  std::vector<AuditEvent> seen;
+  EXPECT_EQ(ScanJournalSegment(bytes, [&](AuditEvent&& got, std::size_t) { seen.push_back(got); }),
+            bytes.size());
+  ASSERT_EQ(seen.size(), 1u);
+  const AuditEvent& got = seen[0];
+  EXPECT_EQ(got.org_id, e.org_id);
+  EXPECT_EQ(got.at, e.at);
+  EXPECT_EQ(got.actor, e.actor);
+  EXPECT_EQ(got.action, e.action);
+  EXPECT_EQ(got.resource, e.resource);
+  EXPECT_EQ(got.result, e.result);
+  EXPECT_EQ(got.status, 503);
+  EXPECT_EQ(got.client_ip, e.client_ip);
+  EXPECT_EQ(got.user_agent, "");
+  EXPECT_EQ(got.request_id, e.request_id);
+  EXPECT_EQ(got.details, e.details);
+}
+
+TEST(JournalRecord, ATornOrDamagedTailEndsTheScanAtTheLastWholeRecord) {
+  std::string bytes;
+  EncodeJournalRecord(Event("req_1"), bytes);
+  const std::size_t first = bytes.size();
+  EncodeJournalRecord(Event("req_2"), bytes);
+  const std::size_t second = bytes.size();
+  EncodeJournalRecord(Event("req_3"), bytes);
+  int count = 0;
+  auto visit = [&](AuditEvent&&, std::size_t) { ++count; };
+  // Cut inside the third record, as kill -9 in the middle of a write() could.
+  EXPECT_EQ(ScanJournalSegment(std::string_view(bytes).substr(0, bytes.size() - 5), visit), second);
+  EXPECT_EQ(count, 2);
+  // A flipped byte in the second record's payload: its checksum fails, and the scan stops there.
+  std::string damaged = bytes;
+  damaged[first + 20] ^= 0x01;
+  count = 0;
+  EXPECT_EQ(ScanJournalSegment(damaged, visit), first);
+  EXPECT_EQ(count, 1);
+  // A length beyond anything written is damage too, not a reason to read far.
+  std::string huge = bytes.substr(0, first);
+  huge += std::string("\xff\xff\xff\x7f\0\0\0\0", 8);
+  count = 0;
+  EXPECT_EQ(ScanJournalSegment(huge, visit), first);
+  EXPECT_EQ(count, 1);
+  EXPECT_FALSE(DecodeJournalPayload(""));
+}
+
+class JournalTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("gh-journal-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    store_ = std::move(*SqliteStore::Open((dir_ / "gatehouse.db").string()));
+    for (const char* org : {"org_a", "org_b"}) {
+      AuditEvent created = Event("req_org");
+      created.org_id = org;
+      created.action = "org.create";
+      ASSERT_TRUE(store_->InsertOrg({org, org, 1}, created));
+    }
+  }
+  void TearDown() override {
+    store_.reset();
+    fs::remove_all(dir_);
+  }
+
+  std::unique_ptr<AuditJournal> OpenJournal(std::int64_t segment_bytes = 1 << 20) {
+    auto j = AuditJournal::Open(dir_ / "journal", segment_bytes, false);
+    EXPECT_TRUE(j) << j.error().message;
+    return j ? std::move(*j) : nullptr;
+  }
+
+  AuditWriterOptions Options(bool fsync = false) {
+    AuditWriterOptions o;
+    o.fsync = fsync;
+    o.journal_dir = dir_ / "journal";
+    o.journal_segment_bytes = 4096;  // several segments in a test
+    return o;
+  }
+
+  // request id -> how many times the org's chain holds an auth.proxy event of it
+  std::map<std::string, int> Recorded(const std::string& org = "org_a") {
+    std::map<std::string, int> out;
+    auto chain = store_->AuditChain(org, 0, 100000);
+    EXPECT_TRUE(chain);
+    for (const auto& e : *chain) {
+      if (e.action == "auth.proxy") out[e.request_id]++;
+    }
+    return out;
+  }
+
+  fs::path dir_;
+  std::unique_ptr<SqliteStore> store_;
+};
+
+TEST_F(JournalTest, EachProcessTakesAFreeSlotAndKeepsItsIdentity) {
+  auto first = OpenJournal();
+  auto second = OpenJournal();
+  ASSERT_TRUE(first && second);
+  EXPECT_NE(first->directory(), second->directory());
+  EXPECT_NE(first->id(), second->id());
+  const std::string first_id = first->id();
+  first.reset();  // its process is gone: the slot is free again, with the same identity
+  auto again = OpenJournal();
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->id(), first_id);
+}
+
+TEST_F(JournalTest, ReplayReadsFromAMarkAcrossSegmentsAndSkipsThisProcesssOwn) {
+  std::vector<JournalMark> marks;
+  {
+    auto j = OpenJournal(1);  // every append starts a new segment
+    for (int i = 0; i < 5; ++i) marks.push_back(*j->Append(Event("req_" + std::to_string(i))));
+  }
+  EXPECT_LT(marks[0].segment, marks[4].segment);
+  auto j = OpenJournal(1);
+  ASSERT_TRUE(j->Append(Event("req_new")));  // this process's: not replayed
+  std::vector<std::string> seen;
+  JournalMark last;
+  ASSERT_TRUE(j->Replay(marks[1], [&](AuditEvent&& e, const JournalMark& end) {
+    seen.push_back(e.request_id);
+    last = end;
+  }));
+  EXPECT_EQ(seen, (std::vector<std::string>{"req_2", "req_3", "req_4"}));
+  EXPECT_EQ(last.segment, marks[4].segment);
+  EXPECT_EQ(last.offset, marks[4].offset);
+}
+
+TEST_F(JournalTest, TheWriterMovesJournaledEventsIntoTheStoreAndReadersSeeThemAtOnce) {
+  auto writer = AuditWriter::Open(*store_, Options());
+  ASSERT_TRUE(writer) << writer.error().message;
+  ASSERT_TRUE((*writer)->AnswersAtOnce());
+  for (int i = 0; i < 300; ++i) {
+    ASSERT_EQ((*writer)->Submit(Event("req_" + std::to_string(i), i % 2 ? "org_a" : "org_b"), {}),
+              AuditWriter::Admission::kJournaled);
+  }
+  EXPECT_TRUE((*writer)->CatchUp(std::chrono::seconds(5)));
+  EXPECT_EQ(Recorded("org_a").size(), 150u);
+  EXPECT_EQ(Recorded("org_b").size(), 150u);
+  (*writer)->Stop();
+  // Moved segments are deleted; what is left is the one being written.
+  int segments = 0;
+  for (const auto& slot : fs::directory_iterator(dir_ / "journal")) {
+    for (const auto& f : fs::directory_iterator(slot))
+      segments += f.path().extension() == ".journal";
+  }
+  EXPECT_LE(segments, 2);
+}
+
+TEST_F(JournalTest, WithFsyncARequestIsAnsweredOnceTheJournalIsFlushed) {
+  auto writer = AuditWriter::Open(*store_, Options(true));
+  ASSERT_TRUE(writer) << writer.error().message;
+  EXPECT_FALSE((*writer)->AnswersAtOnce());
+  std::atomic<int> durable{0};
+  for (int i = 0; i < 50; ++i) {
+    auto admission = (*writer)->Submit(Event("req_" + std::to_string(i)), [&](bool ok) {
+      if (ok) durable++;
+    });
+    ASSERT_EQ(admission, AuditWriter::Admission::kQueued);
+  }
+  (*writer)->Stop();
+  EXPECT_EQ(durable.load(), 50);
+  EXPECT_EQ(Recorded().size(), 50u);
+}
+
+TEST_F(JournalTest, WhatTheStoreDidNotTakeIsReplayedOnceAtTheNextStart) {
+  // A process that journaled events and died before its writer moved them.
+  {
+    auto j = OpenJournal(4096);
+    for (int i = 0; i < 100; ++i) ASSERT_TRUE(j->Append(Event("req_" + std::to_string(i))));
+  }
+  for (int start = 0; start < 2; ++start) {  // the second start finds nothing left to replay
+    auto writer = AuditWriter::Open(*store_, Options());
+    ASSERT_TRUE(writer) << writer.error().message;
+    (*writer)->Stop();
+    auto recorded = Recorded();
+    EXPECT_EQ(recorded.size(), 100u);
+    for (const auto& [id, times] : recorded) EXPECT_EQ(times, 1) << id;
+  }
+}
+
+TEST_F(JournalTest, ASlotLeftByAProcessThatIsGoneIsReplayedByTheNextToStart) {
+  auto running = OpenJournal();  // slot 0 stays held, as by a running process
+  {
+    auto left = OpenJournal();  // slot 1: taken by the writer below as its own
+    auto gone = OpenJournal();  // slot 2: its process dies with events in it
+    for (int i = 0; i < 10; ++i) ASSERT_TRUE(gone->Append(Event("req_" + std::to_string(i))));
+  }
+  auto writer = AuditWriter::Open(*store_, Options());
+  ASSERT_TRUE(writer) << writer.error().message;
+  (*writer)->Stop();
+  EXPECT_EQ(Recorded().size(), 10u);
+}
+
+TEST_F(JournalTest, AFullQueueRefusesInsteadOfGrowingWithoutBound) {
+  auto options = Options();
+  options.capacity = 5;
+  options.journal_gather = std::chrono::milliseconds(500);  // nothing moves for a while
+  auto writer = AuditWriter::Open(*store_, options);
+  ASSERT_TRUE(writer);
+  int refused = 0;
+  for (int i = 0; i < 20; ++i) {
+    refused += (*writer)->Submit(Event("req_" + std::to_string(i)), {}) ==
+               AuditWriter::Admission::kRejected;
+  }
+  EXPECT_GE(refused, 15);
+  EXPECT_EQ((*writer)->rejected(), static_cast<std::uint64_t>(refused));
+  (*writer)->Stop();
+  EXPECT_EQ(Recorded().size(), static_cast<std::size_t>(20 - refused));
+}
+
+}  // namespace
+}  // namespace gatehouse
