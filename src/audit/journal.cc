@@ -11,6 +11,7 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <utility>
 
 #include "core/crypto.h"
 #include "core/random.h"
@@ -107,6 +108,14 @@ bool WriteAll(int fd, std::string_view bytes) {
     bytes.remove_prefix(static_cast<std::size_t>(n));
   }
   return true;
+}
+
+bool SyncDirectory(const fs::path& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return false;
+  bool ok = ::fsync(fd) == 0;
+  ::close(fd);
+  return ok;
 }
 
 }  // namespace
@@ -258,6 +267,7 @@ Result<void> AuditJournal::StartSegment(std::int64_t number) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600);
   if (fd < 0) return tl::unexpected(SystemError("create", path));
   std::lock_guard lock(fds_mu_);
+  directory_unsynced_ = true;
   if (fd_ >= 0) {
     if (sync_) {
       full_fds_.push_back(fd_);  // closed by the next Sync, once its records are stable
@@ -291,12 +301,15 @@ Result<JournalMark> AuditJournal::Append(const AuditEvent& event) {
 Result<void> AuditJournal::Sync() {
   std::vector<int> full;
   int current = -1;
+  bool directory = false;
   {
     std::lock_guard lock(fds_mu_);
     full.swap(full_fds_);
     current = fd_;
+    directory = std::exchange(directory_unsynced_, false);
   }
-  bool ok = true;
+  // A segment made since the last sync is found after a power cut only if its name is stable.
+  bool ok = !directory || SyncDirectory(dir_);
   for (int fd : full) {
     ok = ::fdatasync(fd) == 0 && ok;
     ::close(fd);

@@ -86,8 +86,9 @@ class AuditJournal {
   std::int64_t offset_ = 0;
   std::string buffer_;  // reused by Append
   std::mutex fds_mu_;
-  int fd_ = -1;                // guarded by fds_mu_ against Sync
-  std::vector<int> full_fds_;  // guarded by fds_mu_: full segments not yet synced
+  int fd_ = -1;                      // guarded by fds_mu_ against Sync
+  std::vector<int> full_fds_;        // guarded by fds_mu_: full segments not yet synced
+  bool directory_unsynced_ = false;  // guarded by fds_mu_: a segment was created since
 };
 
 }  // namespace gatehouse
