@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include <charconv>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <utility>
 
@@ -140,37 +142,58 @@ void EncodeJournalRecord(const AuditEvent& e, std::string& out) {
   out.replace(start, kHeaderBytes, header);
 }
 
-Result<AuditEvent> DecodeJournalPayload(std::string_view payload) {
+bool DecodeJournalPayloadInto(std::string_view payload, AuditEvent& e) {
   Reader r{payload};
-  AuditEvent e;
-  if (r.Int(1) != kRecordVersion) {
-    return tl::unexpected(
-        Error{ErrorCode::kInternal, "audit journal: unknown record version", {}, {}});
-  }
+  if (r.Int(1) != kRecordVersion) return false;
   e.at = static_cast<UnixMicros>(r.Int(8));
   e.status = static_cast<int>(static_cast<std::int32_t>(r.Int(4)));
   for (std::string* s : {&e.org_id, &e.actor, &e.action, &e.resource, &e.result, &e.client_ip,
                          &e.user_agent, &e.request_id, &e.details}) {
     r.Text(*s);
   }
-  if (!r.ok || r.at != payload.size()) {
+  return r.ok && r.at == payload.size();
+}
+
+Result<AuditEvent> DecodeJournalPayload(std::string_view payload) {
+  AuditEvent e;
+  if (!DecodeJournalPayloadInto(payload, e)) {
     return tl::unexpected(Error{ErrorCode::kInternal, "audit journal: malformed record", {}, {}});
   }
   return e;
 }
 
+namespace {
+
+// The next whole, intact record at the start of `bytes`: its payload, or nullopt. `needed` is
+// set to the bytes the record needs when `bytes` holds only part of it (0 otherwise).
+std::optional<std::string_view> NextRecord(std::string_view bytes, std::size_t* needed) {
+  *needed = 0;
+  if (bytes.size() < kHeaderBytes) {
+    *needed = kHeaderBytes;
+    return std::nullopt;
+  }
+  auto length = static_cast<std::uint32_t>(GetLE(bytes, 0, 4));
+  auto crc = static_cast<std::uint32_t>(GetLE(bytes, 4, 4));
+  if (length > kMaxPayload) return std::nullopt;
+  if (bytes.size() - kHeaderBytes < length) {
+    *needed = kHeaderBytes + length;
+    return std::nullopt;
+  }
+  std::string_view payload = bytes.substr(kHeaderBytes, length);
+  if (Crc32(payload) != crc) return std::nullopt;
+  return payload;
+}
+
+}  // namespace
+
 std::size_t ScanJournalSegment(std::string_view bytes,
                                const std::function<void(AuditEvent&&, std::size_t end)>& visit) {
   std::size_t at = 0;
-  while (bytes.size() - at >= kHeaderBytes) {
-    auto length = static_cast<std::uint32_t>(GetLE(bytes, at, 4));
-    auto crc = static_cast<std::uint32_t>(GetLE(bytes, at + 4, 4));
-    if (length > kMaxPayload || bytes.size() - at - kHeaderBytes < length) break;
-    std::string_view payload = bytes.substr(at + kHeaderBytes, length);
-    if (Crc32(payload) != crc) break;
-    auto event = DecodeJournalPayload(payload);
+  std::size_t needed = 0;
+  while (auto payload = NextRecord(bytes.substr(at), &needed)) {
+    auto event = DecodeJournalPayload(*payload);
     if (!event) break;
-    at += kHeaderBytes + length;
+    at += kHeaderBytes + payload->size();
     visit(std::move(*event), at);
   }
   return at;
@@ -242,6 +265,7 @@ Result<std::unique_ptr<AuditJournal>> AuditJournal::TakeSlot(const fs::path& dir
 }
 
 AuditJournal::~AuditJournal() {
+  if (read_fd_ >= 0) ::close(read_fd_);
   std::lock_guard lock(fds_mu_);
   for (int fd : full_fds_) ::close(fd);
   if (fd_ >= 0) ::close(fd_);
@@ -344,6 +368,74 @@ Result<void> AuditJournal::Replay(
     }
   }
   return {};
+}
+
+Result<JournalMark> AuditJournal::ReadOwn(const JournalMark& until, std::size_t max,
+                                          std::vector<AuditEvent>& out) {
+  if (read_.segment == 0) read_ = JournalMark{first_own_segment_, 0};
+  std::size_t n = 0;
+  auto before_until = [&] {
+    return read_.segment < until.segment ||
+           (read_.segment == until.segment && read_.offset < until.offset);
+  };
+  while (n < max && before_until()) {
+    const fs::path path = dir_ / SegmentName(read_.segment);
+    if (read_fd_segment_ != read_.segment) {
+      if (read_fd_ >= 0) ::close(read_fd_);
+      read_fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      read_fd_segment_ = read_fd_ >= 0 ? read_.segment : -1;
+      if (read_fd_ < 0) return tl::unexpected(SystemError("read", path));
+    }
+    std::int64_t limit = until.offset;
+    if (read_.segment < until.segment) {  // a full segment: all of it
+      struct stat st {};
+      if (::fstat(read_fd_, &st) != 0) return tl::unexpected(SystemError("read", path));
+      limit = st.st_size;
+    }
+    const auto left = static_cast<std::size_t>(std::max<std::int64_t>(0, limit - read_.offset));
+    std::size_t want = std::min<std::size_t>(left, 1 << 20);
+    std::size_t parsed = 0;
+    for (;;) {
+      read_buffer_.resize(want);
+      std::size_t got = 0;
+      while (got < want) {
+        ssize_t r = ::pread(read_fd_, read_buffer_.data() + got, want - got,
+                            read_.offset + static_cast<std::int64_t>(got));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return tl::unexpected(SystemError("read", path));
+        got += static_cast<std::size_t>(r);
+      }
+      std::string_view bytes(read_buffer_);
+      std::size_t needed = 0;
+      while (n < max) {
+        auto payload = NextRecord(bytes.substr(parsed), &needed);
+        if (!payload) break;
+        if (n == out.size()) out.emplace_back();
+        if (!DecodeJournalPayloadInto(*payload, out[n])) break;
+        parsed += kHeaderBytes + payload->size();
+        ++n;
+      }
+      // One record larger than the read: read again, whole, if the segment holds all of it.
+      if (parsed == 0 && needed > want && needed <= left) {
+        want = needed;
+        continue;
+      }
+      break;
+    }
+    read_.offset += static_cast<std::int64_t>(parsed);
+    if (parsed == 0) {
+      // What is left of a full segment is the part of a record whose write failed; nobody was
+      // answered for it, and appending went on in the next segment.
+      if (read_.segment < until.segment) {
+        read_ = JournalMark{read_.segment + 1, 0};
+        continue;
+      }
+      return Fail(ErrorCode::kInternal, fmt::format("audit journal: {} is damaged at offset {}",
+                                                    path.string(), read_.offset));
+    }
+  }
+  out.resize(n);
+  return read_;
 }
 
 void AuditJournal::ForgetBefore(const JournalMark& mark) {

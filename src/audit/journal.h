@@ -32,6 +32,8 @@ namespace gatehouse {
 void EncodeJournalRecord(const AuditEvent& e, std::string& out);
 // The event in one record's payload; an error for bytes no EncodeJournalRecord made.
 Result<AuditEvent> DecodeJournalPayload(std::string_view payload);
+// The same into `out`, reusing its strings' memory; false for bytes no EncodeJournalRecord made.
+bool DecodeJournalPayloadInto(std::string_view payload, AuditEvent& out);
 
 // Walks the framed records of one segment's bytes. `visit` gets each event and the offset just
 // past its record. Returns the offset where whole, intact records end: the segment's size, or
@@ -61,6 +63,13 @@ class AuditJournal {
   // this process took the slot. A torn tail is cut off and reported in the log.
   Result<void> Replay(const JournalMark& from,
                       const std::function<void(AuditEvent&&, const JournalMark& end)>& visit);
+  // Reads this process's own records in order, where the last call stopped (first: the start
+  // of its first segment), for the writer thread. `until` is the mark Append returned last, so
+  // every record before it is whole. Decodes at most `max` records into `out`, which ends with
+  // exactly that many elements (their strings' memory reused from earlier calls), and returns
+  // the mark after the last record read.
+  Result<JournalMark> ReadOwn(const JournalMark& until, std::size_t max,
+                              std::vector<AuditEvent>& out);
   // Deletes the segments wholly before `mark`: the store has every record in them.
   void ForgetBefore(const JournalMark& mark);
 
@@ -85,6 +94,11 @@ class AuditJournal {
   std::int64_t segment_ = 0;            // the one appended to
   std::int64_t offset_ = 0;
   std::string buffer_;  // reused by Append
+  // ReadOwn's, on the writer thread.
+  JournalMark read_;
+  int read_fd_ = -1;
+  std::int64_t read_fd_segment_ = -1;
+  std::string read_buffer_;
   std::mutex fds_mu_;
   int fd_ = -1;                      // guarded by fds_mu_ against Sync
   std::vector<int> full_fds_;        // guarded by fds_mu_: full segments not yet synced

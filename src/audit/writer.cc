@@ -68,10 +68,8 @@ AuditWriter::AuditWriter(Store& store, AuditWriterOptions options)
 AuditWriter::AuditWriter(Store& store, AuditWriterOptions options,
                          std::unique_ptr<AuditJournal> journal)
     : store_(store), options_(std::move(options)), journal_(std::move(journal)) {
-  queued_events_.reserve(options_.max_batch);
-  if (journal_) {
-    queued_marks_.reserve(options_.max_batch);
-  } else {
+  if (!journal_) {
+    queued_events_.reserve(options_.max_batch);
     queued_done_.reserve(options_.max_batch);
   }
   thread_ = std::thread([this] { Run(); });
@@ -101,11 +99,12 @@ AuditWriter::Admission AuditWriter::SubmitToJournal(AuditEvent& event, Done& don
     failed_.fetch_add(1, std::memory_order_relaxed);
     return Admission::kFailed;
   }
-  queued_events_.push_back(std::move(event));
-  queued_marks_.push_back(*mark);
+  // The writer thread reads the event back from the journal: nothing is handed over but a
+  // count and a mark, and `event` is freed here, on the thread that made it.
+  appended_ = *mark;
   ++submitted_;
   depth_.store(submitted_ - settled_, std::memory_order_relaxed);
-  if (queued_events_.size() == 1) wake_.notify_one();
+  if (submitted_ - taken_ == 1) wake_.notify_one();
   if (!options_.fsync) return Admission::kJournaled;
   bool first = false;
   {
@@ -244,16 +243,13 @@ std::vector<KeyUsageCount> AuditWriter::PendingUsage() const {
 }
 
 void AuditWriter::Run() {
-  // A batch is taken by swapping vectors with the queue, so an event is moved once, by Submit.
+  // Without a journal a batch is taken by swapping vectors with the queue, so an event is moved
+  // once, by Submit. With one, the batch is read back from the journal into `events`, whose
+  // strings keep their memory from batch to batch.
   std::vector<AuditEvent> events;
   std::vector<Done> dones;
-  std::vector<JournalMark> marks;
   events.reserve(options_.max_batch);
-  if (journal_) {
-    marks.reserve(options_.max_batch);
-  } else {
-    dones.reserve(options_.max_batch);
-  }
+  if (!journal_) dones.reserve(options_.max_batch);
   // Moves the first `n` of `queue` into `batch` (all of it by swapping, which moves nothing).
   auto take = [](auto& queue, auto& batch, std::size_t n) {
     if (n == queue.size()) {
@@ -265,18 +261,22 @@ void AuditWriter::Run() {
                  std::make_move_iterator(queue.begin() + cut));
     queue.erase(queue.begin(), queue.begin() + cut);
   };
+  JournalMark read_to;
   for (;;) {
     bool hurried = false;  // a reader waits: store the usage counts with this batch too
+    JournalMark until;
+    std::size_t n = 0;
     {
       std::unique_lock lock(mu_);
-      wake_.wait(lock, [&] { return stopping_ || !queued_events_.empty(); });
-      if (journal_ && !stopping_ && queued_events_.size() < options_.max_batch) {
+      auto pending = [&] { return submitted_ - taken_; };
+      wake_.wait(lock, [&] { return stopping_ || pending() > 0; });
+      if (journal_ && !stopping_ && pending() < options_.max_batch) {
         // Nobody waits for this batch: let it grow, so that commits are fewer and larger.
         wake_.wait_for(lock, options_.journal_gather,
                        [&] { return stopping_ || catching_up_ > 0; });
       }
       hurried = catching_up_ > 0;
-      if (queued_events_.empty()) {  // stopping, and every event is written: store the last counts
+      if (pending() == 0) {  // stopping, and every event is written: store the last counts
         lock.unlock();
         if (!usage_.empty()) {
           std::vector<AuditEvent> none;
@@ -284,12 +284,30 @@ void AuditWriter::Run() {
         }
         return;
       }
-      const std::size_t n = std::min(queued_events_.size(), options_.max_batch);
-      take(queued_events_, events, n);
+      n = static_cast<std::size_t>(std::min<std::uint64_t>(pending(), options_.max_batch));
       if (journal_) {
-        take(queued_marks_, marks, n);
+        until = appended_;
       } else {
+        take(queued_events_, events, n);
         take(queued_done_, dones, n);
+      }
+      taken_ += n;
+    }
+    if (journal_) {
+      auto read = journal_->ReadOwn(until, n, events);
+      if (read) read_to = *read;
+      if (events.size() < n) {  // what was not read is read again after a pause
+        spdlog::error("audit: {}", read ? "the journal ended early" : read.error().message);
+        {
+          std::lock_guard lock(mu_);
+          taken_ -= n - events.size();
+        }
+        if (events.empty()) {
+          std::unique_lock lock(mu_);
+          if (stopping_) return;  // the next start replays it
+          wake_.wait_for(lock, std::chrono::milliseconds(100), [&] { return stopping_; });
+          continue;
+        }
       }
     }
     for (auto& u : CountKeyUsage(events)) {
@@ -300,14 +318,14 @@ void AuditWriter::Run() {
     bool last = false;
     {
       std::lock_guard lock(mu_);
-      last = stopping_ && queued_events_.empty();
+      last = stopping_ && submitted_ == taken_;
     }
     auto now = std::chrono::steady_clock::now();
     if (last || hurried || now - usage_flushed_ >= options_.usage_flush) usage = PendingUsage();
     std::optional<JournalProgress> progress;
     bool fsync = options_.fsync;
     if (journal_) {
-      progress = JournalProgress{journal_->id(), marks.back()};
+      progress = JournalProgress{journal_->id(), read_to};
       // The journal holds these events safely already, so the store's commit need not be synced,
       // except the one after which journal segments are deleted: syncing it syncs every earlier
       // commit too (SQLite's WAL and PostgreSQL's are each one sequential log).
@@ -337,9 +355,8 @@ void AuditWriter::Run() {
       depth_.store(submitted_ - settled_, std::memory_order_relaxed);
     }
     settled_cv_.notify_all();
-    events.clear();
+    if (!journal_) events.clear();  // with a journal, the next read reuses them
     dones.clear();
-    marks.clear();
   }
 }
 

@@ -117,11 +117,12 @@ class AuditWriter {
   std::chrono::steady_clock::time_point usage_flushed_ = std::chrono::steady_clock::now();
   std::mutex mu_;
   std::condition_variable wake_;
-  std::vector<AuditEvent> queued_events_;  // guarded by mu_
+  std::vector<AuditEvent> queued_events_;  // guarded by mu_ (no journal)
   std::vector<Done> queued_done_;          // guarded by mu_, one per queued event (no journal)
-  std::vector<JournalMark> queued_marks_;  // guarded by mu_, one per queued event (journal)
   bool stopping_ = false;                  // guarded by mu_
   std::uint64_t submitted_ = 0;            // guarded by mu_: events queued so far
+  std::uint64_t taken_ = 0;                // guarded by mu_: of those, taken into a batch
+  JournalMark appended_;                   // guarded by mu_: after the last journaled event
   std::uint64_t settled_ = 0;              // guarded by mu_: of those, stored or given up
   int catching_up_ = 0;                    // guarded by mu_: CatchUp calls waiting
   std::condition_variable settled_cv_;
