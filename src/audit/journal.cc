@@ -448,11 +448,11 @@ void AuditJournal::ForgetBefore(const JournalMark& mark) {
 }
 
 std::vector<std::unique_ptr<AuditJournal>> AuditJournal::TakeOrphans(const fs::path& root,
-                                                                     const AuditJournal& own) {
+                                                                     const AuditJournal* own) {
   std::vector<std::unique_ptr<AuditJournal>> out;
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(root, ec)) {
-    if (!entry.is_directory() || entry.path() == own.dir_) continue;
+    if (!entry.is_directory() || (own && entry.path() == own->dir_)) continue;
     if (!fs::exists(entry.path() / "id")) continue;
     auto taken = TakeSlot(entry.path(), false, false);
     if (!taken) {

@@ -75,8 +75,9 @@ class AuditJournal {
 
   // Other slots under the same root that no running process holds, each taken for as long as
   // the returned journal lives, so that their records can be replayed.
+  // `own` (may be null): the caller's own slot, skipped.
   static std::vector<std::unique_ptr<AuditJournal>> TakeOrphans(const std::filesystem::path& root,
-                                                                const AuditJournal& own);
+                                                                const AuditJournal* own);
 
  private:
   AuditJournal() = default;

@@ -43,6 +43,22 @@ Result<std::size_t> ReplayJournal(Store& store, AuditJournal& journal, std::size
 
 }  // namespace
 
+Result<std::size_t> ReplayLeftJournals(Store& store, const std::filesystem::path& root,
+                                       const AuditJournal* own, std::size_t max_batch, bool fsync) {
+  std::size_t total = 0;
+  for (auto& orphan : AuditJournal::TakeOrphans(root, own)) {
+    auto moved = ReplayJournal(store, *orphan, max_batch, fsync);
+    if (!moved) return tl::unexpected(moved.error());
+    if (*moved) {
+      spdlog::info("audit: replayed {} events from {}, left by a process that is gone", *moved,
+                   orphan->directory().string());
+    }
+    orphan->ForgetBefore(JournalMark{std::numeric_limits<std::int64_t>::max(), 0});
+    total += *moved;
+  }
+  return total;
+}
+
 Result<std::unique_ptr<AuditWriter>> AuditWriter::Open(Store& store, AuditWriterOptions options) {
   if (options.journal_dir.empty()) return std::make_unique<AuditWriter>(store, options);
   auto journal =
@@ -52,13 +68,9 @@ Result<std::unique_ptr<AuditWriter>> AuditWriter::Open(Store& store, AuditWriter
   if (!own) return tl::unexpected(own.error());
   if (*own)
     spdlog::info("audit: replayed {} events from {}", *own, (*journal)->directory().string());
-  for (auto& orphan : AuditJournal::TakeOrphans(options.journal_dir, **journal)) {
-    auto moved = ReplayJournal(store, *orphan, options.max_batch, options.fsync);
-    if (!moved) return tl::unexpected(moved.error());
-    spdlog::info("audit: replayed {} events from {}, left by a process that is gone", *moved,
-                 orphan->directory().string());
-    orphan->ForgetBefore(JournalMark{std::numeric_limits<std::int64_t>::max(), 0});
-  }
+  auto orphans = ReplayLeftJournals(store, options.journal_dir, journal->get(), options.max_batch,
+                                    options.fsync);
+  if (!orphans) return tl::unexpected(orphans.error());
   return std::unique_ptr<AuditWriter>(new AuditWriter(store, options, std::move(*journal)));
 }
 

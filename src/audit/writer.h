@@ -139,6 +139,12 @@ class AuditWriter {
   std::thread thread_;
 };
 
+// Moves into the store what the journal slots under `root` that no running process holds (and
+// that are not `own`) have and the store lacks. Returns how many events it moved.
+Result<std::size_t> ReplayLeftJournals(Store& store, const std::filesystem::path& root,
+                                       const AuditJournal* own, std::size_t max_batch = 8192,
+                                       bool fsync = true);
+
 // The usage counts of `events`: one per key request, by key, UTC day and status class.
 std::vector<KeyUsageCount> CountKeyUsage(const std::vector<AuditEvent>& events);
 
