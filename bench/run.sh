@@ -95,7 +95,7 @@ create_keys 18010 "$INIT" "$D/keys.txt"
 # The same gatehouse and database with the audit log off, for issue 4's "audit on within 10%
 # of audit off" (SQLite serves both processes; the keys are the same).
 serve_variant "$D/gatehouse.toml" 18010 18012 "$D/gatehouse-noaudit.toml" '[audit]\nenabled = false\n'
-# And with [audit] fsync = false: answered once the kernel has the batch (kill -9 safe).
+# And with [audit] fsync = false: answered once the event is in the audit journal (kill -9 safe).
 serve_variant "$D/gatehouse.toml" 18010 18013 "$D/gatehouse-nofsync.toml" '[audit]\nfsync = false\n'
 
 # And with rate limits on (issue 6): every request decided against global, org and key limits
@@ -166,7 +166,10 @@ OUT="$D/results.txt"
       gatehouse=http://127.0.0.1:18010/api/echo
     echo '```'
     echo
-    echo "### Proxy path, audit log on (every request durable before its answer) vs off, wrk -t1 -c$c"
+    echo "### Proxy path, audit log on vs off, wrk -t1 -c$c"
+    echo "audit-on (the default, fsync = true): answered once the event's batch is committed with an"
+    echo "fsync. audit-on-nofsync: answered once the event is in the audit journal (kill -9 safe);"
+    echo "the store takes it in the background."
     echo '```'
     compare "$c" \
       gatehouse-audit-off=http://127.0.0.1:18012/api/echo \
@@ -178,9 +181,10 @@ OUT="$D/results.txt"
   echo "### Audit writer throughput while wrk drives the proxy (SQLite file, synchronous=FULL)"
   echo "bench_audit pushes events from 4 threads through the group-committing writer until each"
   echo "is durable; meanwhile wrk -c64 runs the proxy path with the audit log on. Target: >= 50k"
-  echo "events/s. journal:0 is the store's group commit alone (each event acknowledged by its"
-  echo "batch's commit); journal:1 is the server's path (acknowledged by the journal's fdatasync,"
-  echo "counted once the store has it too). The proxy figure below is the same run's wrk result."
+  echo "events/s. journal:0 is the server's fsync = true path: each event acknowledged by its"
+  echo "batch's commit with an fsync (issue 4's figure). journal:1 is the fsync = false path:"
+  echo "acknowledged once in the journal, counted once the store has it too. The proxy figure"
+  echo "below is the same run's wrk result."
   echo '```'
   "$PEERS/compare.py" --rounds 1 --duration $((DURATION * 2)) --connections 64 --keys "$D/keys.txt" \
     gatehouse-audit-on=http://127.0.0.1:18010/api/echo >"$D/under-load.txt" 2>&1 &
