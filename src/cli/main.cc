@@ -237,11 +237,11 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
     ao.fsync = config->audit.fsync;
     ao.overflow = config->audit.overflow == "drop" ? gh::AuditWriterOptions::Overflow::kDrop
                                                    : gh::AuditWriterOptions::Overflow::kReject;
-    // Measured (bench/RESULTS.md): with fsync on, the store's own group commit is the cheaper
-    // durable path (0.57x of audit off here, against 0.50x through a journal whose every
-    // fdatasync also waits on the store's writeback); with fsync off, one write() to the journal
-    // per request and batched store commits off every request's path win (0.70x against 0.59x).
-    if (!config->audit.fsync) ao.journal_dir = AuditJournalDir(*config);
+    // Which durable point a request waits for, as measured (bench/RESULTS.md,
+    // docs/architecture.md): on SQLite with fsync, the store's own group commit beats the journal's
+    // fdatasync; on PostgreSQL a local fdatasync beats a commit over the network (and keeps
+    // decisions while the database is away); without fsync, one write() to the journal beats both.
+    if (!config->audit.fsync || config->UsesPostgres()) ao.journal_dir = AuditJournalDir(*config);
     auto opened = gh::AuditWriter::Open(*a.store, ao);
     if (!opened) return Die(opened.error().message);
     audit_writer = std::move(*opened);

@@ -33,7 +33,7 @@ class ClusterTest : public ::testing::Test {
     c << "data_dir = \"" << dir_.path() << "/data\"\n"
       << "storage = \"" << storage << "\"\nscopes = [\"read:findings\"]\n"
       << "[[listeners]]\naddress = \"127.0.0.1:0\"\n"
-      << "[audit]\nqueue_capacity = 20\nfsync = false\n"
+      << "[audit]\nqueue_capacity = 20\n"
       << "[[routes]]\nname = \"findings\"\npath_prefix = \"/api/v1/findings\"\n"
       << "upstream = \"http://127.0.0.1:1\"\nscopes = [\"read:findings\"]\n";
     c.close();
@@ -84,10 +84,10 @@ TEST_F(ClusterTest, ARevocationThroughAnyNodeReachesEveryNodeWithin100ms) {
 TEST_F(ClusterTest, WithTheDatabaseDownNothingIsServedUnrecordedAndNothingIsA401) {
   ASSERT_EQ(Check(1, owner_), 200);  // cached on node 1
   postgres_.Stop();
-  // The key is still known on node 1. Its decisions go to node 1's audit journal (fsync off),
-  // which holds them for the database, up to the queue's capacity (20 here); past that the
-  // default policy refuses work it cannot record (issue 4): 503, never a 401 and never an
-  // unrecorded 200. (With fsync on, decisions wait for the database's commit: 503 at once.)
+  // The key is still known on node 1. Its decisions go to node 1's audit journal (on
+  // PostgreSQL, always), which holds them for the database, up to the queue's capacity (20
+  // here); past that the default policy refuses work it cannot record (issue 4): 503, never a
+  // 401 and never an unrecorded 200.
   std::vector<std::string> journaled;
   int refused = 0;
   for (int i = 0; i < 40; ++i) {
