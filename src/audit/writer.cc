@@ -38,6 +38,16 @@ Result<std::size_t> ReplayJournal(Store& store, AuditJournal& journal, std::size
   if (!read) return tl::unexpected(read.error());
   flush();
   if (!stored) return tl::unexpected(stored.error());
+  if (moved == 0) {
+    // Saving the mark is what every later batch does too: find out now, at start, if the store
+    // refuses it, rather than fill the queue with events it never takes.
+    std::vector<AuditEvent> none;
+    if (auto r = store.AppendAudit(none, {}, false, &progress); !r) {
+      return Fail(ErrorCode::kInternal,
+                  "audit journal: the store refuses to record its progress (" + r.error().message +
+                      "); on PostgreSQL, run `gatehouse migrate --app-role ROLE` again");
+    }
+  }
   return moved;
 }
 

@@ -10,6 +10,7 @@
 #include "audit/writer.h"
 
 #include <atomic>
+#include <filesystem>
 #include <thread>
 
 #include "support/postgres.h"
@@ -397,6 +398,28 @@ TEST_F(PgStoreTest, ADownDatabaseIsUnavailableNeverAWrongAnswer) {
     EXPECT_EQ(r.code, ErrorCode::kUnavailable) << r.message;
   }
   EXPECT_EQ(store->Ping().error().code, ErrorCode::kUnavailable);
+}
+
+// The audit journal's progress is a row the application role updates; a database migrated
+// before that grant existed is refused at start, with the way out, instead of taking journaled
+// events it can never store.
+TEST_F(PgStoreTest, TheAuditJournalNeedsItsProgressRowAndSaysSoAtStart) {
+  const auto root = std::filesystem::temp_directory_path() /
+                    ("gh-pg-journal-" + std::to_string(::getpid()) + "-" + db_);
+  std::filesystem::remove_all(root);
+  AuditWriterOptions options;
+  options.journal_dir = root;
+  {
+    auto writer = AuditWriter::Open(*store_, options);
+    ASSERT_TRUE(writer) << writer.error().message;
+  }
+  ASSERT_TRUE(store_->JournalProgressOf("nobody"));
+  cluster_->Sql("REVOKE UPDATE ON gatehouse.gh_meta FROM " + std::string(kAppRole), db_);
+  auto refused = AuditWriter::Open(*store_, options);
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message.find("gatehouse migrate"), std::string::npos)
+      << refused.error().message;
+  std::filesystem::remove_all(root);
 }
 
 }  // namespace
