@@ -247,12 +247,16 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
     audit_writer = std::move(*opened);
     a.audit->SetCatchUp([w = audit_writer.get()] { (void)w->CatchUp(std::chrono::seconds(2)); });
     gh::AuditWriter* w = audit_writer.get();
-    metrics.AddReading("gatehouse_audit_queue_depth", "Audit events waiting for the writer.",
-                       "gauge", [w] { return static_cast<double>(w->queue_depth()); });
-    metrics.AddReading("gatehouse_audit_queue_capacity", "Audit events the queue holds at most.",
-                       "gauge", [cap = ao.capacity] { return static_cast<double>(cap); });
-    metrics.AddReading("gatehouse_audit_events_written_total", "Audit events made durable.",
-                       "counter", [w] { return static_cast<double>(w->written()); });
+    metrics.AddReading(
+        "gatehouse_audit_queue_depth",
+        "Audit events recorded but not yet in the store (queued, or in the journal).", "gauge",
+        [w] { return static_cast<double>(w->queue_depth()); });
+    metrics.AddReading("gatehouse_audit_queue_capacity",
+                       "Audit events on their way to the store at most; past it, 503.", "gauge",
+                       [cap = ao.capacity] { return static_cast<double>(cap); });
+    metrics.AddReading("gatehouse_audit_events_written_total",
+                       "Audit events stored in the database.", "counter",
+                       [w] { return static_cast<double>(w->written()); });
     metrics.AddReading("gatehouse_audit_batches_total", "Audit group commits.", "counter",
                        [w] { return static_cast<double>(w->batches()); });
     metrics.AddReading("gatehouse_audit_events_rejected_total",
