@@ -623,15 +623,7 @@ class Server::Impl {
     event.user_agent.assign(head.Find("user-agent").value_or("").substr(0, 256));
     event.request_id.assign(ex.request_id);
     if (writer->AnswersAtOnce()) {  // the journal has it once Submit returns: nothing to wait for
-      switch (writer->Submit(std::move(event), nullptr)) {
-        case AuditWriter::Admission::kRejected:
-          co_return Error{ErrorCode::kUnavailable, "the audit log is behind; try again", {}, {}};
-        case AuditWriter::Admission::kFailed:
-          co_return Error{
-              ErrorCode::kUnavailable, "the audit log cannot be written; try again", {}, {}};
-        default:
-          co_return std::nullopt;
-      }
+      co_return RefusalOf(writer->Submit(std::move(event), nullptr));
     }
     auto ticket = std::make_shared<AuditTicket>(co_await net::this_coro::executor);
     Worker* worker = current_worker_;
@@ -649,23 +641,26 @@ class Server::Impl {
       }
       if (first) net::post(worker->ioc, [worker] { DrainAuditCompletions(*worker); });
     });
-    if (admission == AuditWriter::Admission::kRejected) {
-      co_return Error{ErrorCode::kUnavailable, "the audit log is behind; try again", {}, {}};
-    }
-    if (admission == AuditWriter::Admission::kJournaled ||
-        admission == AuditWriter::Admission::kDropped) {
-      co_return std::nullopt;
-    }
-    if (admission == AuditWriter::Admission::kFailed) ticket->Resolve(false);
+    if (admission != AuditWriter::Admission::kQueued) co_return RefusalOf(admission);
     if (!ticket->done) {
       ticket->timer.expires_after(std::chrono::hours(1));
       co_await ticket->timer.async_wait(kNoThrow);
     }
-    if (!ticket->durable) {
-      co_return Error{
-          ErrorCode::kUnavailable, "the audit log cannot be written; try again", {}, {}};
-    }
+    if (!ticket->durable) co_return RefusalOf(AuditWriter::Admission::kFailed);
     co_return std::nullopt;
+  }
+
+  // What a request whose event the audit writer would not take is answered: nothing is served
+  // that is not recorded (kDropped: overflow = "drop" lets it through, counted).
+  static std::optional<Error> RefusalOf(AuditWriter::Admission admission) {
+    switch (admission) {
+      case AuditWriter::Admission::kRejected:
+        return Error{ErrorCode::kUnavailable, "the audit log is behind; try again", {}, {}};
+      case AuditWriter::Admission::kFailed:
+        return Error{ErrorCode::kUnavailable, "the audit log cannot be written; try again", {}, {}};
+      default:
+        return std::nullopt;
+    }
   }
 
   // Redis's verdict (or the local fallback's), waited for on this connection's thread.
