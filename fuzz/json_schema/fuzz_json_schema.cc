@@ -1,7 +1,8 @@
 // Request bodies checked against a route's JSON Schema: the body is the attacker's. The first
-// byte picks the mode: bodies against a fixed schema that uses every keyword family, or (with
-// 'S') the input as a schema, compiled and applied to itself, so that compiling never crashes on
-// an operator's mistake either. The quick verdict and the reporting one must always agree.
+// byte picks the mode: bodies against a fixed draft-07 schema that uses every keyword family,
+// (with '2') the rest against a fixed 2020-12 one, or (with 'S') the input as a schema, compiled
+// and applied to itself, so that compiling never crashes on an operator's mistake either. The
+// quick verdict and the reporting one must always agree.
 #include <cstdint>
 #include <string_view>
 
@@ -37,12 +38,43 @@ constexpr std::string_view kSchema = R"({
   }
 })";
 
+// Annotations flow through every in-place applicator into unevaluatedProperties/Items.
+constexpr std::string_view kSchema2020 = R"({
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "$defs": {
+    "base": {"properties": {"model": {"type": "string"}}, "required": ["model"]},
+    "node": {"$anchor": "node", "properties": {"kids": {"items": {"$ref": "#node"}}},
+             "unevaluatedProperties": {"type": "integer"}}
+  },
+  "allOf": [{"$ref": "#/$defs/base"}],
+  "anyOf": [{"properties": {"a": {"type": "string"}}}, {"properties": {"b": true}, "required": ["b"]}],
+  "if": {"properties": {"stream": {"const": true}}, "required": ["stream"]},
+  "then": {"properties": {"stream_options": {"type": "object"}}},
+  "dependentSchemas": {"tools": {"properties": {"tool_choice": true}}},
+  "dependentRequired": {"tools": ["tool_choice"]},
+  "properties": {
+    "tools": {"prefixItems": [{"type": "string"}], "items": {"type": "object"},
+              "contains": {"type": "object"}, "minContains": 0, "maxContains": 3,
+              "unevaluatedItems": false},
+    "tree": {"$ref": "#/$defs/node"},
+    "list": {"contains": {"const": 1}, "unevaluatedItems": {"type": "string"}}
+  },
+  "unevaluatedProperties": false
+})";
+
+gatehouse::JsonSchema MustCompile(std::string_view text) {
+  auto s = gatehouse::JsonSchema::Compile(boost::json::parse(text));
+  if (!s) __builtin_trap();
+  return *s;
+}
+
 const gatehouse::JsonSchema& Fixed() {
-  static const gatehouse::JsonSchema schema = [] {
-    auto s = gatehouse::JsonSchema::Compile(boost::json::parse(kSchema));
-    if (!s) __builtin_trap();
-    return *s;
-  }();
+  static const gatehouse::JsonSchema schema = MustCompile(kSchema);
+  return schema;
+}
+
+const gatehouse::JsonSchema& Fixed2020() {
+  static const gatehouse::JsonSchema schema = MustCompile(kSchema2020);
   return schema;
 }
 
@@ -60,7 +92,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (schema && schema->IsValid(doc) != !schema->Validate(doc)) __builtin_trap();
     return 0;
   }
-  const auto& schema = Fixed();
+  const bool is_2020 = input.starts_with('2');
+  if (is_2020) input.remove_prefix(1);
+  const auto& schema = is_2020 ? Fixed2020() : Fixed();
   auto verdict = schema.ValidateBody(input);
   boost::system::error_code ec;
   boost::json::parse_options options;

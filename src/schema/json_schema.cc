@@ -206,6 +206,8 @@ struct Node {
   std::vector<const Node*> tuple_items;
   const Node* additional_items = nullptr;
   const Node* contains = nullptr;
+  std::optional<std::uint64_t> min_contains, max_contains;  // 2019-09 on
+  bool contains_marks_items = false;  // 2020-12: items that match contains count as evaluated
   bool unique_items = false;
   std::vector<std::pair<std::string, const Node*>> properties;  // sorted by name
   std::vector<std::pair<std::unique_ptr<RE2>, const Node*>> pattern_properties;
@@ -218,6 +220,9 @@ struct Node {
   const Node* if_schema = nullptr;
   const Node* then_schema = nullptr;
   const Node* else_schema = nullptr;
+  // 2019-09 on: apply to what no in-place applicator of this schema evaluated.
+  const Node* unevaluated_properties = nullptr;
+  const Node* unevaluated_items = nullptr;
 
   const Node* Property(std::string_view name) const {
     auto it = std::lower_bound(properties.begin(), properties.end(), name,
@@ -374,16 +379,89 @@ constexpr std::string_view kSchemaKeywords[] = {"additionalItems",
                                                 "not",
                                                 "if",
                                                 "then",
-                                                "else"};
-constexpr std::string_view kSchemaMapKeywords[] = {"properties", "patternProperties", "definitions",
-                                                   "dependencies"};
-constexpr std::string_view kSchemaArrayKeywords[] = {"allOf", "anyOf", "oneOf"};
+                                                "else",
+                                                "unevaluatedItems",
+                                                "unevaluatedProperties"};
+constexpr std::string_view kSchemaMapKeywords[] = {
+    "properties", "patternProperties", "definitions", "dependencies", "$defs", "dependentSchemas"};
+constexpr std::string_view kSchemaArrayKeywords[] = {"allOf", "anyOf", "oneOf", "prefixItems"};
+
+// The document's dialect, from its root "$schema". Without one it is draft-07.
+enum class Dialect { kDraft7, kDraft2019, kDraft2020 };
+
+std::optional<Dialect> DialectOf(std::string_view uri) {
+  if (uri.find("draft-07") != std::string_view::npos ||
+      uri.find("draft-06") != std::string_view::npos) {
+    return Dialect::kDraft7;
+  }
+  if (uri.find("draft/2019-09") != std::string_view::npos) return Dialect::kDraft2019;
+  if (uri.find("draft/2020-12") != std::string_view::npos) return Dialect::kDraft2020;
+  return std::nullopt;
+}
+
+const char* DialectName(Dialect d) {
+  switch (d) {
+    case Dialect::kDraft7:
+      return "draft-07";
+    case Dialect::kDraft2019:
+      return "2019-09";
+    case Dialect::kDraft2020:
+      return "2020-12";
+  }
+  return "";
+}
+
+// Keywords that later drafts added, with the first draft that has them. In a document of an
+// earlier dialect they are refused, not ignored as the draft would have it: an ignored
+// "unevaluatedProperties": false would let through bodies that the operator meant to refuse.
+constexpr std::pair<std::string_view, Dialect> kLaterKeywords[] = {
+    {"$defs", Dialect::kDraft2019},
+    {"$anchor", Dialect::kDraft2019},
+    {"$recursiveRef", Dialect::kDraft2019},
+    {"$recursiveAnchor", Dialect::kDraft2019},
+    {"minContains", Dialect::kDraft2019},
+    {"maxContains", Dialect::kDraft2019},
+    {"dependentRequired", Dialect::kDraft2019},
+    {"dependentSchemas", Dialect::kDraft2019},
+    {"unevaluatedProperties", Dialect::kDraft2019},
+    {"unevaluatedItems", Dialect::kDraft2019},
+    {"prefixItems", Dialect::kDraft2020},
+    {"$dynamicRef", Dialect::kDraft2020},
+    {"$dynamicAnchor", Dialect::kDraft2020},
+};
+
+constexpr std::string_view kDialectUris[] = {"http://json-schema.org/draft-07/schema#",
+                                             "https://json-schema.org/draft/2019-09/schema",
+                                             "https://json-schema.org/draft/2020-12/schema"};
+
+bool IsPlainName(std::string_view name) {
+  if (name.empty()) return false;
+  auto letter = [](char c) { return std::isalpha(static_cast<unsigned char>(c)) || c == '_'; };
+  if (!letter(name.front())) return false;
+  return std::all_of(name.begin(), name.end(), [&](char c) {
+    return letter(c) || std::isdigit(static_cast<unsigned char>(c)) || c == '-' || c == '.';
+  });
+}
 
 class Compiler {
  public:
   explicit Compiler(JsonSchema::Impl& impl) : impl_(impl) {}
 
   tl::expected<const Node*, std::string> Run() {
+    if (const auto* root = impl_.document.if_object()) {
+      if (const auto* s = root->if_contains("$schema")) {
+        auto dialect = s->is_string() ? DialectOf(s->get_string()) : std::nullopt;
+        if (!dialect) {
+          return tl::unexpected(std::string(
+              "#/$schema: gatehouse validates JSON Schema draft-07, 2019-09 and 2020-12; "
+              "declare one of \"http://json-schema.org/draft-07/schema#\", "
+              "\"https://json-schema.org/draft/2019-09/schema\" or "
+              "\"https://json-schema.org/draft/2020-12/schema\", or leave $schema out "
+              "for draft-07"));
+        }
+        dialect_ = *dialect;
+      }
+    }
     ids_[""] = "";
     Walk("", impl_.document, "");
     auto root = Compile("", impl_.document);
@@ -404,6 +482,12 @@ class Compiler {
       } else {
         base = WithoutFragment(resolved);
         ids_.emplace(base, location);
+      }
+    }
+    // A $dynamicAnchor is also a plain-name target for $ref; $dynamicRef itself is refused.
+    for (std::string_view keyword : {"$anchor", "$dynamicAnchor"}) {
+      if (const auto* a = o.if_contains(keyword); a && a->is_string()) {
+        ids_.emplace(base + "#" + std::string(a->get_string()), location);
       }
     }
     bases_[location] = base;
@@ -533,12 +617,12 @@ class Compiler {
     bool ok = true;
 
     if (const auto* s = o.if_contains("$schema")) {
-      std::string_view uri = s->is_string() ? std::string_view(s->get_string()) : "";
-      if (uri.find("draft-07") == std::string_view::npos &&
-          uri.find("draft-06") == std::string_view::npos) {
+      auto dialect = s->is_string() ? DialectOf(s->get_string()) : std::nullopt;
+      if (dialect != dialect_) {
         return Bad(Child(location, "$schema"),
-                   "gatehouse validates JSON Schema draft-07; declare "
-                   "\"http://json-schema.org/draft-07/schema#\" or leave $schema out");
+                   std::string("must name the dialect of the whole document, ") +
+                       DialectName(dialect_) + " (\"" +
+                       std::string(kDialectUris[static_cast<int>(dialect_)]) + "\")");
       }
     }
     if (const auto* r = o.if_contains("$ref")) {
@@ -550,7 +634,31 @@ class Compiler {
                        "\" does not point inside this schema (remote references are not fetched)");
       }
       n.ref = CompileAt(*target);
-      return n.ref ? &n : nullptr;
+      if (!n.ref) return nullptr;
+      // In draft-07 $ref replaces its siblings; from 2019-09 on it applies beside them.
+      if (dialect_ == Dialect::kDraft7) return &n;
+    }
+    for (auto [keyword, since] : kLaterKeywords) {
+      if (!o.contains(keyword) || dialect_ >= since) continue;
+      return Bad(Child(location, keyword),
+                 fmt::format("is a JSON Schema {} keyword, which this {} document cannot use: "
+                             "declare \"$schema\": \"{}\" at its root",
+                             DialectName(since), DialectName(dialect_),
+                             kDialectUris[static_cast<int>(since)]));
+    }
+    for (std::string_view keyword : {"$dynamicRef", "$recursiveRef"}) {
+      if (o.contains(keyword)) {
+        return Bad(Child(location, keyword),
+                   "is not supported: gatehouse resolves every reference when the schema is "
+                   "loaded; use $ref");
+      }
+    }
+    for (std::string_view keyword : {"$anchor", "$dynamicAnchor"}) {
+      const auto* a = o.if_contains(keyword);
+      if (a && (!a->is_string() || !IsPlainName(a->get_string()))) {
+        return Bad(Child(location, keyword),
+                   "must be a plain name: a letter or _, then letters, digits, -, _ or .");
+      }
     }
 
     if (const auto* t = o.if_contains("type")) {
@@ -628,20 +736,44 @@ class Compiler {
         if (!out) ok = false;
       }
     };
-    if (const auto* items = o.if_contains("items")) {
-      if (items->is_array()) {
-        n.tuple = true;
-        for (std::size_t i = 0; i < items->get_array().size(); ++i) {
-          const Node* item = Compile(Index(Child(location, "items"), i), items->get_array()[i]);
-          if (!item) return nullptr;
-          n.tuple_items.push_back(item);
-        }
-      } else {
-        sub("items", n.items);
+    // Per-position schemas: "items" as an array up to 2019-09, "prefixItems" in 2020-12, where
+    // "items" then takes the place of "additionalItems".
+    const std::string_view tuple_keyword =
+        dialect_ == Dialect::kDraft2020 ? "prefixItems" : "items";
+    const std::string_view rest_keyword =
+        dialect_ == Dialect::kDraft2020 ? "items" : "additionalItems";
+    if (dialect_ == Dialect::kDraft2020) {
+      if (const auto* items = o.if_contains("items"); items && items->is_array()) {
+        return Bad(Child(location, "items"),
+                   "must be one schema in 2020-12; per-position schemas go in prefixItems");
+      }
+      if (o.contains("additionalItems")) {
+        return Bad(Child(location, "additionalItems"),
+                   "is not a 2020-12 keyword; \"items\" applies to the items after prefixItems");
       }
     }
-    sub("additionalItems", n.additional_items);
+    if (const auto* tuple = o.if_contains(tuple_keyword); tuple && tuple->is_array()) {
+      n.tuple = true;
+      for (std::size_t i = 0; i < tuple->get_array().size(); ++i) {
+        const Node* item = Compile(Index(Child(location, tuple_keyword), i), tuple->get_array()[i]);
+        if (!item) return nullptr;
+        n.tuple_items.push_back(item);
+      }
+    } else if (tuple && dialect_ == Dialect::kDraft2020) {
+      return Bad(Child(location, "prefixItems"), "must be an array of schemas");
+    }
+    if (n.tuple || dialect_ != Dialect::kDraft2020) sub(rest_keyword, n.additional_items);
+    if (!n.tuple && o.contains("items")) sub("items", n.items);
     sub("contains", n.contains);
+    if (n.contains) {
+      n.contains_marks_items = dialect_ == Dialect::kDraft2020;
+      for (auto [name, member] : {CountKeyword{"minContains", &Node::min_contains},
+                                  CountKeyword{"maxContains", &Node::max_contains}}) {
+        if (const auto* x = o.if_contains(name)) n.*member = Count(location, *x, name, ok);
+      }
+    }
+    sub("unevaluatedProperties", n.unevaluated_properties);
+    sub("unevaluatedItems", n.unevaluated_items);
     sub("additionalProperties", n.additional_properties);
     sub("propertyNames", n.property_names);
     sub("not", n.not_schema);
@@ -679,10 +811,12 @@ class Compiler {
         n.pattern_properties.emplace_back(std::move(re), p);
       }
     }
-    if (const auto* defs = schema_map("definitions")) {
+    for (std::string_view keyword : {"definitions", "$defs"}) {
       // Compiled although only $ref reaches them, so that a mistake in one fails at load time.
+      const auto* defs = schema_map(keyword);
+      if (!defs) continue;
       for (const auto& m : *defs) {
-        if (!Compile(Child(Child(location, "definitions"), m.key()), m.value())) return nullptr;
+        if (!Compile(Child(Child(location, keyword), m.key()), m.value())) return nullptr;
       }
     }
     if (const auto* deps = schema_map("dependencies")) {
@@ -699,6 +833,28 @@ class Compiler {
           d.schema = Compile(at, m.value());
           if (!d.schema) return nullptr;
         }
+        n.dependencies.push_back(std::move(d));
+      }
+    }
+    if (const auto* deps = schema_map("dependentRequired")) {
+      for (const auto& m : *deps) {
+        Dependency d;
+        d.property = std::string(m.key());
+        std::string at = Child(Child(location, "dependentRequired"), m.key());
+        if (!m.value().is_array()) return Bad(at, "must list property names");
+        for (const auto& name : m.value().get_array()) {
+          if (!name.is_string()) return Bad(at, "must list property names");
+          d.required.emplace_back(name.get_string());
+        }
+        n.dependencies.push_back(std::move(d));
+      }
+    }
+    if (const auto* deps = schema_map("dependentSchemas")) {
+      for (const auto& m : *deps) {
+        Dependency d;
+        d.property = std::string(m.key());
+        d.schema = Compile(Child(Child(location, "dependentSchemas"), m.key()), m.value());
+        if (!d.schema) return nullptr;
         n.dependencies.push_back(std::move(d));
       }
     }
@@ -736,20 +892,66 @@ class Compiler {
   std::map<std::string, std::string> bases_;  // location -> base URI
   std::map<std::string, const Node*> compiled_;
   std::string error_;
+  Dialect dialect_ = Dialect::kDraft7;
 };
 
 // --- Validating --------------------------------------------------------------------------
+
+// What the in-place applicators of a schema evaluated of the one value they were applied to:
+// property names of an object, positions of an array. unevaluatedProperties and unevaluatedItems
+// apply to the rest. Only gathered below a schema that has one of those two keywords.
+struct Evaluated {
+  bool all = false;
+  std::vector<std::string_view> names;
+  std::vector<bool> items;
+
+  void Name(std::string_view name) { names.push_back(name); }
+  void Item(std::size_t i) {
+    if (items.size() <= i) items.resize(i + 1);
+    items[i] = true;
+  }
+  void Merge(const Evaluated& other) {
+    all = all || other.all;
+    names.insert(names.end(), other.names.begin(), other.names.end());
+    if (items.size() < other.items.size()) items.resize(other.items.size());
+    for (std::size_t i = 0; i < other.items.size(); ++i) {
+      if (other.items[i]) items[i] = true;
+    }
+  }
+};
 
 class Validator {
  public:
   explicit Validator(SchemaViolation* out) : out_(out) {}
 
-  bool Check(const Node& n, const json::value& v, int depth) {
+  // `evaluated`, when given, gathers what this schema evaluated of `v` for an enclosing schema
+  // with unevaluatedProperties or unevaluatedItems.
+  bool Check(const Node& n, const json::value& v, int depth, Evaluated* evaluated = nullptr) {
     if (aborted_) return false;
     if (++steps_ > kMaxSteps) return Abort("the request body is too complex to check");
     if (depth > kMaxSchemaDepth) return Abort("the route's schema recurses too deeply");
     if (n.fixed) return *n.fixed || Fail([] { return std::string("is not allowed here"); });
-    if (n.ref) return Check(*n.ref, v, depth + 1);
+    const bool gathers =
+        (n.unevaluated_properties && v.is_object()) || (n.unevaluated_items && v.is_array());
+    Evaluated own;
+    Evaluated* ev = gathers ? &own : evaluated;
+    if (!CheckApplied(n, v, depth, ev)) return false;
+    if (!gathers) return true;
+    if (!CheckUnevaluated(n, v, depth, own)) return false;
+    if (evaluated) {
+      evaluated->Merge(own);
+      evaluated->all = true;  // the unevaluated keyword took whatever was left
+    }
+    return true;
+  }
+
+  bool aborted() const { return aborted_; }
+  const std::string& abort_reason() const { return abort_reason_; }
+
+ private:
+  bool CheckApplied(const Node& n, const json::value& v, int depth, Evaluated* ev) {
+    // In draft-07 a $ref node has nothing else; from 2019-09 on its siblings apply too.
+    if (n.ref && !Check(*n.ref, v, depth + 1, ev)) return false;
 
     const std::uint8_t kind = KindBits(v);
     if (n.types && !(n.types & kind)) {
@@ -768,17 +970,40 @@ class Validator {
     } else if (kind & kStringBit) {
       if (!CheckString(n, v.get_string())) return false;
     } else if (kind & kArrayBit) {
-      if (!CheckArray(n, v.get_array(), depth)) return false;
+      if (!CheckArray(n, v.get_array(), depth, ev)) return false;
     } else if (kind & kObjectBit) {
-      if (!CheckObject(n, v, depth)) return false;
+      if (!CheckObject(n, v, depth, ev)) return false;
     }
-    return CheckCombinators(n, v, depth);
+    return CheckCombinators(n, v, depth, ev);
   }
 
-  bool aborted() const { return aborted_; }
-  const std::string& abort_reason() const { return abort_reason_; }
+  bool CheckUnevaluated(const Node& n, const json::value& v, int depth, Evaluated& own) {
+    if (own.all) return true;
+    if (v.is_object()) {
+      std::sort(own.names.begin(), own.names.end());
+      for (const auto& m : v.get_object()) {
+        const std::string_view key = m.key();
+        if (std::binary_search(own.names.begin(), own.names.end(), key)) continue;
+        auto scope = Enter(key);
+        if (n.unevaluated_properties->fixed == false) {
+          return Fail([] { return std::string("is not an allowed property"); });
+        }
+        if (!Check(*n.unevaluated_properties, m.value(), depth + 1)) return false;
+      }
+      return true;
+    }
+    const json::array& a = v.get_array();
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      if (i < own.items.size() && own.items[i]) continue;
+      auto scope = Enter(i);
+      if (n.unevaluated_items->fixed == false) {
+        return Fail([] { return std::string("is not an allowed item"); });
+      }
+      if (!Check(*n.unevaluated_items, a[i], depth + 1)) return false;
+    }
+    return true;
+  }
 
- private:
   template <class Message>
   bool Fail(Message&& message) {
     if (out_ && out_->message.empty()) {
@@ -796,12 +1021,21 @@ class Validator {
 
   // Evaluates a subschema for its verdict alone: anyOf, oneOf, not and if do not report what
   // inside them failed.
-  bool Quietly(const Node& n, const json::value& v, int depth) {
+  bool Quietly(const Node& n, const json::value& v, int depth, Evaluated* ev = nullptr) {
     SchemaViolation* saved = out_;
     out_ = nullptr;
-    bool ok = Check(n, v, depth + 1);
+    bool ok = Check(n, v, depth + 1, ev);
     out_ = saved;
     return ok;
+  }
+
+  // A subschema whose annotations count only if it passes (anyOf, oneOf, if).
+  bool QuietlyGathering(const Node& n, const json::value& v, int depth, Evaluated* ev) {
+    if (!ev) return Quietly(n, v, depth);
+    Evaluated branch;
+    if (!Quietly(n, v, depth, &branch)) return false;
+    ev->Merge(branch);
+    return true;
   }
 
   // Where in the body the check is. Kept as segments and spelled out as a pointer only when a
@@ -882,7 +1116,7 @@ class Validator {
     return true;
   }
 
-  bool CheckArray(const Node& n, const json::array& a, int depth) {
+  bool CheckArray(const Node& n, const json::array& a, int depth, Evaluated* ev) {
     if (n.min_items && a.size() < *n.min_items) {
       return Fail([&] { return fmt::format("must have at least {} items", *n.min_items); });
     }
@@ -895,14 +1129,37 @@ class Validator {
       if (!schema) continue;
       auto scope = Enter(i);
       if (!Check(*schema, a[i], depth + 1)) return false;
+      if (ev) ev->Item(i);
     }
     if (n.unique_items && !CheckUnique(a)) return false;
-    if (n.contains) {
-      bool found = false;
-      for (std::size_t i = 0; i < a.size() && !found; ++i)
-        found = Quietly(*n.contains, a[i], depth);
-      if (aborted_) return false;
-      if (!found) return Fail([] { return std::string("must contain an item the schema allows"); });
+    if (n.contains) return CheckContains(n, a, depth, ev);
+    return true;
+  }
+
+  bool CheckContains(const Node& n, const json::array& a, int depth, Evaluated* ev) {
+    const std::uint64_t least = n.min_contains.value_or(1);
+    const bool marks = ev && n.contains_marks_items;
+    // Every item is tried only when the count has an upper bound or the matches are evaluated
+    // items; otherwise the first `least` matches settle it.
+    const bool count_all = n.max_contains.has_value() || marks;
+    std::uint64_t matches = 0;
+    for (std::size_t i = 0; i < a.size() && (count_all || matches < least); ++i) {
+      if (!Quietly(*n.contains, a[i], depth)) continue;
+      ++matches;
+      if (marks) ev->Item(i);
+    }
+    if (aborted_) return false;
+    if (matches < least) {
+      if (!n.min_contains) {
+        return Fail([] { return std::string("must contain an item the schema allows"); });
+      }
+      return Fail(
+          [&] { return fmt::format("must contain at least {} items the schema allows", least); });
+    }
+    if (n.max_contains && matches > *n.max_contains) {
+      return Fail([&] {
+        return fmt::format("must contain at most {} items the schema allows", *n.max_contains);
+      });
     }
     return true;
   }
@@ -927,7 +1184,7 @@ class Validator {
     return true;
   }
 
-  bool CheckObject(const Node& n, const json::value& v, int depth) {
+  bool CheckObject(const Node& n, const json::value& v, int depth, Evaluated* ev) {
     const json::object& o = v.get_object();
     if (n.min_properties && o.size() < *n.min_properties) {
       return Fail(
@@ -969,7 +1226,9 @@ class Validator {
           return Fail([] { return std::string("is not an allowed property"); });
         }
         if (!Check(*n.additional_properties, m.value(), depth + 1)) return false;
+        matched = true;
       }
+      if (matched && ev) ev->Name(key);
     }
     for (const auto& d : n.dependencies) {
       if (!o.contains(d.property)) continue;
@@ -979,21 +1238,22 @@ class Validator {
           return Fail([&] { return "is required when " + d.property + " is present"; });
         }
       }
-      if (d.schema && !Check(*d.schema, v, depth + 1)) return false;
+      if (d.schema && !Check(*d.schema, v, depth + 1, ev)) return false;
     }
     return true;
   }
 
-  bool CheckCombinators(const Node& n, const json::value& v, int depth) {
+  bool CheckCombinators(const Node& n, const json::value& v, int depth, Evaluated* ev) {
     for (const Node* s : n.all_of) {
-      if (!Check(*s, v, depth + 1)) return false;
+      if (!Check(*s, v, depth + 1, ev)) return false;
     }
     if (!n.any_of.empty()) {
+      // Gathering evaluations needs every branch that passes, not only the first.
       bool any = false;
       for (const Node* s : n.any_of) {
-        if (Quietly(*s, v, depth)) {
+        if (QuietlyGathering(*s, v, depth, ev)) {
           any = true;
-          break;
+          if (!ev) break;
         }
       }
       if (aborted_) return false;
@@ -1002,7 +1262,7 @@ class Validator {
     if (!n.one_of.empty()) {
       int matches = 0;
       for (const Node* s : n.one_of) {
-        if (Quietly(*s, v, depth) && ++matches > 1) break;
+        if (QuietlyGathering(*s, v, depth, ev) && ++matches > 1) break;
       }
       if (aborted_) return false;
       if (matches == 0)
@@ -1017,10 +1277,10 @@ class Validator {
       if (matched) return Fail([] { return std::string("matches a schema it must not match"); });
     }
     if (n.if_schema) {
-      bool condition = Quietly(*n.if_schema, v, depth);
+      bool condition = QuietlyGathering(*n.if_schema, v, depth, ev);
       if (aborted_) return false;
       const Node* branch = condition ? n.then_schema : n.else_schema;
-      if (branch && !Check(*branch, v, depth + 1)) return false;
+      if (branch && !Check(*branch, v, depth + 1, ev)) return false;
     }
     return true;
   }

@@ -1,4 +1,5 @@
-// JSON Schema (draft-07) validation of request bodies at the edge, before they reach an upstream.
+// JSON Schema validation of request bodies at the edge, before they reach an upstream. The
+// document's root "$schema" picks draft-07 (also without one), 2019-09 or 2020-12.
 //
 // A schema is compiled once, when the config is read, into a tree of nodes with its regular
 // expressions built and its local $refs resolved, so that validating a body only walks that tree.
@@ -10,7 +11,9 @@
 //    body is answered with a violation, never a stack overflow.
 //  - $ref reaches only the schema's own document (JSON pointers, and $id names inside it).
 //    Remote references are refused at compile time: the gateway fetches nothing.
-//  - `format` is an annotation, as draft-07 makes it by default; it is not asserted.
+//  - `format` is an annotation, as every one of these drafts makes it by default; not asserted.
+//  - A keyword that the document's dialect would ignore but a later draft asserts is refused at
+//    compile time: ignoring "unevaluatedProperties": false would pass bodies meant to be refused.
 #pragma once
 
 #include <memory>

@@ -173,8 +173,8 @@ TEST(JsonSchema, RefusesWhatItCannotHonourWhenCompiled) {
   EXPECT_NE(compile_error(R"j({"properties":{"a":{"pattern":"^(?=x)"}}})j")
                 .find("#/properties/a/pattern: pattern \"^(?=x)\" is not supported"),
             std::string::npos);
-  EXPECT_NE(compile_error(R"({"$schema":"https://json-schema.org/draft/2020-12/schema"})")
-                .find("draft-07"),
+  EXPECT_NE(compile_error(R"({"$schema":"https://json-schema.org/draft/2021-01/schema"})")
+                .find("draft-07, 2019-09 and 2020-12"),
             std::string::npos);
   EXPECT_NE(compile_error(R"({"$ref":"#/definitions/missing"})").find("#/$ref"), std::string::npos);
   EXPECT_NE(compile_error(R"({"$ref":"https://example.com/schema.json"})")
@@ -237,6 +237,206 @@ TEST(JsonSchema, IdsAndPlainNameFragmentsResolveInsideTheDocument) {
   EXPECT_TRUE(schema.IsValid(json::parse(R"({"a":"x","b":2})")));
   EXPECT_EQ(schema.Validate(json::parse(R"({"a":1})"))->pointer, "/a");
   EXPECT_EQ(schema.Validate(json::parse(R"({"b":0})"))->pointer, "/b");
+}
+
+// --- 2019-09 and 2020-12 -------------------------------------------------------------------
+// Debian ships the official suite only up to draft-07, so these cases are written here, one
+// group per keyword, each with bodies on both sides of the line.
+
+struct Case {
+  const char* data;
+  bool valid;
+};
+
+void ExpectVerdicts(std::string_view schema_text, std::initializer_list<Case> cases) {
+  auto schema = JsonSchema::Compile(json::parse(schema_text));
+  ASSERT_TRUE(schema) << schema_text << ": " << schema.error();
+  for (const auto& c : cases) {
+    const json::value data = json::parse(c.data);
+    EXPECT_EQ(schema->IsValid(data), c.valid) << schema_text << " with " << c.data;
+    auto violation = schema->Validate(data);
+    EXPECT_EQ(!violation.has_value(), c.valid) << schema_text << " with " << c.data;
+  }
+}
+
+#define GH_2020 "\"$schema\":\"https://json-schema.org/draft/2020-12/schema\","
+#define GH_2019 "\"$schema\":\"https://json-schema.org/draft/2019-09/schema\","
+
+TEST(JsonSchema2020, PrefixItemsThenItems) {
+  ExpectVerdicts(R"({)" GH_2020 R"("prefixItems":[{"type":"string"},{"type":"integer"}]})",
+                 {{R"(["a",1])", true},
+                  {R"(["a"])", true},
+                  {R"(["a",1,null])", true},
+                  {R"([1,"a"])", false},
+                  {R"({"0":1})", true}});
+  ExpectVerdicts(R"({)" GH_2020 R"("prefixItems":[{"type":"string"}],"items":false})",
+                 {{R"(["a"])", true}, {R"([])", true}, {R"(["a","b"])", false}});
+  ExpectVerdicts(R"({)" GH_2020 R"("items":{"type":"integer"}})",
+                 {{R"([1,2,3])", true}, {R"([1,"2"])", false}});
+}
+
+TEST(JsonSchema2020, TheDraft07FormsOfItemsKeepTheirMeaningIn201909) {
+  ExpectVerdicts(R"({)" GH_2019 R"("items":[{"type":"string"}],"additionalItems":false})",
+                 {{R"(["a"])", true}, {R"(["a","b"])", false}});
+}
+
+TEST(JsonSchema2020, MinAndMaxContains) {
+  ExpectVerdicts(R"({)" GH_2020 R"("contains":{"const":1},"minContains":2,"maxContains":3})",
+                 {{R"([1,1])", true},
+                  {R"([1,1,1,2])", true},
+                  {R"([1,2])", false},
+                  {R"([1,1,1,1])", false},
+                  {R"("not an array")", true}});
+  // minContains 0 makes contains hold for any array, even an empty one.
+  ExpectVerdicts(R"({)" GH_2020 R"("contains":{"const":1},"minContains":0})",
+                 {{R"([])", true}, {R"([2])", true}});
+  ExpectVerdicts(R"({)" GH_2020 R"("contains":{"const":1},"minContains":0,"maxContains":1})",
+                 {{R"([])", true}, {R"([1,1])", false}});
+}
+
+TEST(JsonSchema2020, DependentRequiredAndDependentSchemas) {
+  ExpectVerdicts(R"({)" GH_2020 R"("dependentRequired":{"card":["billing_address"]}})",
+                 {{R"({})", true},
+                  {R"({"card":1,"billing_address":"x"})", true},
+                  {R"({"card":1})", false},
+                  {R"({"billing_address":"x"})", true}});
+  ExpectVerdicts(R"({)" GH_2020
+                 R"("dependentSchemas":{"stream":{"properties":{"n":{"const":1}}}}})",
+                 {{R"({"stream":true,"n":1})", true},
+                  {R"({"stream":true,"n":2})", false},
+                  {R"({"n":2})", true}});
+}
+
+TEST(JsonSchema2020, DefsAnchorsAndRefBesideOtherKeywords) {
+  ExpectVerdicts(R"({)" GH_2020 R"("$defs":{"id":{"$anchor":"ident","type":"string"}},
+                   "properties":{"a":{"$ref":"#/$defs/id"},"b":{"$ref":"#ident"}}})",
+                 {{R"({"a":"x","b":"y"})", true}, {R"({"a":1})", false}, {R"({"b":1})", false}});
+  // From 2019-09 on, $ref applies together with its siblings (in draft-07 it replaces them).
+  ExpectVerdicts(R"({)" GH_2020 R"("$defs":{"s":{"type":"string"}},"$ref":"#/$defs/s",
+                   "maxLength":3})",
+                 {{R"("abc")", true}, {R"("abcd")", false}, {R"(1)", false}});
+  ExpectVerdicts(R"({"definitions":{"s":{"type":"string"}},"$ref":"#/definitions/s",
+                   "maxLength":3})",
+                 {{R"("abcd")", true}});
+}
+
+TEST(JsonSchema2020, UnevaluatedPropertiesSeesEveryInPlaceApplicator) {
+  // The usual reason for the keyword: additionalProperties cannot see through allOf.
+  ExpectVerdicts(R"({)" GH_2020 R"("$defs":{"base":{"properties":{"model":{"type":"string"}}}},
+                   "allOf":[{"$ref":"#/$defs/base"}],
+                   "properties":{"stream":{"type":"boolean"}},
+                   "unevaluatedProperties":false})",
+                 {{R"({"model":"m","stream":true})", true},
+                  {R"({"model":"m","temperature":1})", false},
+                  {R"([])", true}});
+  // anyOf: every branch that passes counts, failing branches count for nothing.
+  ExpectVerdicts(R"({)" GH_2020 R"("anyOf":[
+                     {"properties":{"a":{"const":1}},"required":["a"]},
+                     {"properties":{"b":{"const":2}},"required":["b"]}],
+                   "unevaluatedProperties":false})",
+                 {{R"({"a":1})", true}, {R"({"a":1,"b":2})", true}, {R"({"a":1,"b":3})", false}});
+  // oneOf and if/then/else; "not" keeps nothing.
+  ExpectVerdicts(R"({)" GH_2020 R"("oneOf":[{"properties":{"a":true},"required":["a"]},
+                                            {"properties":{"b":true},"required":["b"]}],
+                   "unevaluatedProperties":false})",
+                 {{R"({"a":1})", true}, {R"({"a":1,"c":1})", false}});
+  ExpectVerdicts(R"({)" GH_2020
+                 R"("if":{"properties":{"kind":{"const":"chat"}},"required":["kind"]},
+                   "then":{"properties":{"messages":true}},
+                   "else":{"properties":{"prompt":true}},
+                   "unevaluatedProperties":false})",
+                 {{R"({"kind":"chat","messages":[]})", true},
+                  {R"({"kind":"chat","prompt":""})", false},
+                  {R"({"kind":"text","prompt":""})", false},
+                  {R"({"prompt":""})", true}});
+  ExpectVerdicts(R"({)" GH_2020 R"("not":{"not":{"properties":{"a":true}}},
+                   "unevaluatedProperties":false})",
+                 {{R"({"a":1})", false}, {R"({})", true}});
+  ExpectVerdicts(R"({)" GH_2020 R"("dependentSchemas":{"a":{"properties":{"b":true}}},
+                   "properties":{"a":true},"unevaluatedProperties":false})",
+                 {{R"({"a":1,"b":1})", true}, {R"({"b":1})", false}});
+}
+
+TEST(JsonSchema2020, UnevaluatedPropertiesAsASchemaAndNested) {
+  ExpectVerdicts(R"({)" GH_2020 R"("properties":{"a":true},
+                   "unevaluatedProperties":{"type":"string","maxLength":2}})",
+                 {{R"({"a":123,"b":"xy"})", true}, {R"({"b":"xyz"})", false}});
+  // An inner unevaluatedProperties evaluates everything it was applied to...
+  ExpectVerdicts(R"({)" GH_2020 R"("allOf":[{"unevaluatedProperties":true}],
+                   "unevaluatedProperties":false})",
+                 {{R"({"a":1})", true}});
+  // ...but a sibling branch of allOf does not see what its cousin evaluated.
+  ExpectVerdicts(R"({)" GH_2020 R"("allOf":[{"properties":{"a":true}},
+                                            {"unevaluatedProperties":false}]})",
+                 {{R"({"a":1})", false}, {R"({})", true}});
+  // Properties of nested objects are their own business.
+  ExpectVerdicts(R"({)" GH_2020 R"("properties":{"inner":{"properties":{"x":true}}},
+                   "unevaluatedProperties":false})",
+                 {{R"({"inner":{"x":1,"y":2}})", true}, {R"({"inner":{},"y":2})", false}});
+  // A recursive schema: every level closes itself.
+  ExpectVerdicts(R"({)" GH_2020
+                 R"("$defs":{"node":{"properties":{"children":{"items":{"$ref":"#/$defs/node"}},
+                   "name":{"type":"string"}},"unevaluatedProperties":false}},"$ref":"#/$defs/node"})",
+                 {{R"({"name":"a","children":[{"name":"b","children":[]}]})", true},
+                  {R"({"name":"a","children":[{"name":"b","extra":1}]})", false}});
+}
+
+TEST(JsonSchema2020, UnevaluatedItems) {
+  ExpectVerdicts(R"({)" GH_2020 R"("prefixItems":[{"type":"string"}],"unevaluatedItems":false})",
+                 {{R"(["a"])", true}, {R"(["a","b"])", false}, {R"({})", true}});
+  ExpectVerdicts(R"({)" GH_2020 R"("allOf":[{"prefixItems":[true,true]}],
+                   "unevaluatedItems":{"type":"integer"}})",
+                 {{R"(["a","b",3])", true}, {R"(["a","b","c"])", false}});
+  // 2020-12: items that matched contains are evaluated.
+  ExpectVerdicts(R"({)" GH_2020
+                 R"("contains":{"type":"string"},"unevaluatedItems":{"type":"integer"}})",
+                 {{R"(["a",1,"b"])", true}, {R"(["a",1.5])", false}});
+  // 2019-09: contains leaves items unevaluated (its unevaluatedItems reads items and
+  // additionalItems only; 2020-12 added contains).
+  ExpectVerdicts(R"({)" GH_2019 R"("contains":{"type":"string"},"unevaluatedItems":false})",
+                 {{R"(["a"])", false}, {R"([])", false}});
+  ExpectVerdicts(R"({)" GH_2019 R"("items":[true],"additionalItems":{"type":"integer"},
+                   "unevaluatedItems":false})",
+                 {{R"(["x",1,2])", true}, {R"(["x","y"])", false}});
+  const std::string error_pointer = [] {
+    auto s = JsonSchema::Compile(json::parse(R"({)" GH_2020 R"("unevaluatedItems":false})"));
+    auto v = s->Validate(json::parse("[1,2]"));
+    return v ? v->pointer + " " + v->message : std::string("valid");
+  }();
+  EXPECT_EQ(error_pointer, "/0 is not an allowed item");
+}
+
+TEST(JsonSchema2020, RefusesWhatADocumentCannotMean) {
+  auto compile_error = [](std::string_view text) {
+    auto s = JsonSchema::Compile(json::parse(text));
+    return s ? std::string("compiled") : s.error();
+  };
+  // A later keyword in a draft-07 document would be ignored by draft-07 and so fail open.
+  EXPECT_EQ(compile_error(R"({"properties":{"a":{"unevaluatedProperties":false}}})"),
+            "#/properties/a/unevaluatedProperties: is a JSON Schema 2019-09 keyword, which this "
+            "draft-07 document cannot use: declare \"$schema\": "
+            "\"https://json-schema.org/draft/2019-09/schema\" at its root");
+  EXPECT_NE(compile_error(R"({)" GH_2019 R"("prefixItems":[true]})").find("2020-12 keyword"),
+            std::string::npos);
+  EXPECT_NE(compile_error(R"({)" GH_2020 R"("items":[true]})").find("prefixItems"),
+            std::string::npos);
+  EXPECT_NE(compile_error(R"({)" GH_2020 R"("additionalItems":false})").find("#/additionalItems"),
+            std::string::npos);
+  EXPECT_NE(compile_error(R"({)" GH_2020 R"("$dynamicRef":"#x"})").find("use $ref"),
+            std::string::npos);
+  EXPECT_NE(compile_error(R"({)" GH_2019 R"("$recursiveRef":"#"})").find("use $ref"),
+            std::string::npos);
+  EXPECT_NE(compile_error(R"({)" GH_2020 R"("$anchor":"1x"})").find("plain name"),
+            std::string::npos);
+  EXPECT_NE(
+      compile_error(R"({)" GH_2020
+                    R"("properties":{"a":{"$schema":"http://json-schema.org/draft-07/schema#"}}})")
+          .find("#/properties/a/$schema: must name the dialect of the whole document, "
+                "2020-12"),
+      std::string::npos);
+  EXPECT_NE(
+      compile_error(R"({)" GH_2020 R"("minContains":-1,"contains":true})").find("#/minContains"),
+      std::string::npos);
 }
 
 }  // namespace
