@@ -82,8 +82,8 @@ struct RouteConfig {
   // empty: any), and may be at most this large (413; 0: limits.max_proxy_body_bytes).
   std::vector<std::string> content_types;
   std::size_t max_body_bytes = 0;
-  // Request bodies must match this JSON Schema (draft-07, 2019-09 or 2020-12) before they leave for the upstream
-  // (400 invalid_request with the pointer of the first violation). Written inline
+  // Request bodies must match this JSON Schema (draft-07, 2019-09 or 2020-12) before they leave for
+  // the upstream (400 invalid_request with the pointer of the first violation). Written inline
   // (`json_schema`) or as a file (`json_schema_file`, relative to the config file's folder).
   std::shared_ptr<const JsonSchema> json_schema;
   std::uint32_t source_line = 0;  // where the route was written, for messages
