@@ -819,12 +819,19 @@ class Compiler {
         if (!Compile(Child(Child(location, keyword), m.key()), m.value())) return nullptr;
       }
     }
-    if (const auto* deps = schema_map("dependencies")) {
+    // draft-07 "dependencies" takes either form per property; 2019-09 split it in two.
+    enum Form { kList = 1, kSchema = 2 };
+    for (auto [keyword, forms] : {std::pair<std::string_view, int>{"dependencies", kList | kSchema},
+                                  {"dependentRequired", kList},
+                                  {"dependentSchemas", kSchema}}) {
+      const auto* deps = schema_map(keyword);
+      if (!deps) continue;
       for (const auto& m : *deps) {
         Dependency d;
         d.property = std::string(m.key());
-        std::string at = Child(Child(location, "dependencies"), m.key());
-        if (m.value().is_array()) {
+        std::string at = Child(Child(location, keyword), m.key());
+        if ((forms & kList) && (m.value().is_array() || !(forms & kSchema))) {
+          if (!m.value().is_array()) return Bad(at, "must list property names");
           for (const auto& name : m.value().get_array()) {
             if (!name.is_string()) return Bad(at, "must list property names");
             d.required.emplace_back(name.get_string());
@@ -833,28 +840,6 @@ class Compiler {
           d.schema = Compile(at, m.value());
           if (!d.schema) return nullptr;
         }
-        n.dependencies.push_back(std::move(d));
-      }
-    }
-    if (const auto* deps = schema_map("dependentRequired")) {
-      for (const auto& m : *deps) {
-        Dependency d;
-        d.property = std::string(m.key());
-        std::string at = Child(Child(location, "dependentRequired"), m.key());
-        if (!m.value().is_array()) return Bad(at, "must list property names");
-        for (const auto& name : m.value().get_array()) {
-          if (!name.is_string()) return Bad(at, "must list property names");
-          d.required.emplace_back(name.get_string());
-        }
-        n.dependencies.push_back(std::move(d));
-      }
-    }
-    if (const auto* deps = schema_map("dependentSchemas")) {
-      for (const auto& m : *deps) {
-        Dependency d;
-        d.property = std::string(m.key());
-        d.schema = Compile(Child(Child(location, "dependentSchemas"), m.key()), m.value());
-        if (!d.schema) return nullptr;
         n.dependencies.push_back(std::move(d));
       }
     }
