@@ -2,6 +2,7 @@
 
 #include <boost/json/parse.hpp>
 
+#include <fmt/format.h>
 #include <algorithm>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
@@ -465,7 +466,8 @@ void RegisterControlPlane(Router& router, ControlPlaneDeps deps) {
                          const AuthSubject& subject, std::string_view reason) {
     auto original = Gateway::ReadOriginal(req, req.PathParam("rest"));
     std::string resource =
-        "forward:" + (original ? original->method + " " + original->uri.substr(0, 256) : "?");
+        original ? fmt::format("forward:{} {}", original->method, original->uri.substr(0, 256))
+                 : std::string("forward:?");
     if (principal) {
       RecordDecision(req, principal->org_id, principal->id, "auth.forward", std::move(resource),
                      reason);
@@ -484,7 +486,7 @@ void RegisterControlPlane(Router& router, ControlPlaneDeps deps) {
     std::string_view reason;
     if (res.status == 200 && d->limits) {
       auto original = Gateway::ReadOriginal(req, req.PathParam("rest"));
-      std::string_view uri = original ? std::string_view(original->uri) : std::string_view();
+      std::string_view uri = original ? original->uri : std::string_view();
       int route = d->gateway.Match(uri.substr(0, uri.find('?')));
       LimitChecks checks =
           d->limits->Collect(*principal, route >= 0 ? &d->gateway.route(route) : nullptr);

@@ -98,10 +98,14 @@ Result<void> Gateway::CheckBody(int index, const HttpRequest& request, bool has_
 }
 
 std::vector<std::pair<std::string, std::string>> Gateway::IdentityHeaders(const Principal& p) {
-  return {{"X-Gatehouse-Org", p.org_id},
-          {"X-Gatehouse-Principal", p.id},
-          {"X-Gatehouse-Scopes", JoinScopes(p.scopes)},
-          {"X-Gatehouse-Env", p.environment}};
+  // Room for the four RateLimit-* fields forward-auth may add, so that they cause no regrowth.
+  std::vector<std::pair<std::string, std::string>> out;
+  out.reserve(std::size(kIdentityHeaders) + 4);
+  out.emplace_back(kIdentityHeaders[0], p.org_id);
+  out.emplace_back(kIdentityHeaders[1], p.id);
+  out.emplace_back(kIdentityHeaders[2], JoinScopes(p.scopes));
+  out.emplace_back(kIdentityHeaders[3], p.environment);
+  return out;
 }
 
 // Client fields the upstream never receives as sent: hop-by-hop ones, and those gatehouse sets
@@ -163,14 +167,14 @@ Result<Gateway::OriginalRequest> Gateway::ReadOriginal(const HttpRequest& req,
   OriginalRequest o;
   auto method = req.Header("x-original-method");
   if (!method) method = req.Header("x-forwarded-method");
-  o.method = method ? std::string(*method) : std::string(req.method);
+  o.method = method ? *method : req.method;
   auto uri = req.Header("x-original-uri");
   if (!uri) uri = req.Header("x-forwarded-uri");
   if (uri) {
-    o.uri = std::string(*uri);
+    o.uri = *uri;
   } else if (!path_suffix.empty()) {
     // Envoy ext_authz (HTTP) appends the original path to the check path.
-    o.uri = std::string(path_suffix);
+    o.uri = path_suffix;
   } else {
     return FailField("X-Original-URI",
                      "forward-auth needs X-Original-URI or X-Forwarded-Uri (the request to check)");
@@ -218,7 +222,7 @@ HttpResponse Gateway::AuthzDecision(const HttpRequest& request, std::string_view
   }
   HttpResponse r;
   r.status = 200;
-  for (auto& h : IdentityHeaders(*principal)) r.headers.push_back(std::move(h));
+  r.headers = IdentityHeaders(*principal);
   return r;
 }
 

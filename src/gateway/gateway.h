@@ -54,10 +54,11 @@ class Gateway {
   // The same as header lines ("Name: value\r\n") appended to `out`, for the proxy's hot path.
   static void AppendIdentityHeaders(const Principal& p, std::string& out);
 
-  // For /v1/authz/check: the original request as the calling proxy reports it.
+  // For /v1/authz/check: the original request as the calling proxy reports it. Views into the
+  // check request's headers or path, valid as long as it is.
   struct OriginalRequest {
-    std::string method;
-    std::string uri;
+    std::string_view method;
+    std::string_view uri;
   };
   static Result<OriginalRequest> ReadOriginal(const HttpRequest& check_request,
                                               std::string_view path_suffix);

@@ -1,10 +1,15 @@
 #include "http/router.h"
 
+#include <boost/container/small_vector.hpp>
+
 namespace gatehouse {
 
 namespace {
-std::vector<std::string_view> SplitPath(std::string_view path) {
-  std::vector<std::string_view> out;
+// Every request is routed: its segments stay on the stack unless the path is unusually deep.
+using Segments = boost::container::small_vector<std::string_view, 12>;
+
+Segments SplitPath(std::string_view path) {
+  Segments out;
   std::size_t i = 0;
   while (i < path.size()) {
     if (path[i] == '/') {
