@@ -736,7 +736,7 @@ Result<void> Validate(Config& c) {
     while (r.upstream_base_path.ends_with('/')) r.upstream_base_path.pop_back();
     for (const auto& [name, value] : r.add_headers) {
       if (!IsHttpToken(name)) return Bad(site(at + ".add_headers"), "bad header name " + name);
-      if (value.find_first_of("\r\n") != std::string::npos) {
+      if (ContainsLineBreak(value)) {
         return Bad(site(at + ".add_headers"), "header values cannot contain line breaks");
       }
     }

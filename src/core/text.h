@@ -9,6 +9,8 @@ namespace gatehouse {
 
 // An HTTP token (RFC 9110 §5.6.2), as header names must be.
 bool IsHttpToken(std::string_view text);
+// A CR or LF anywhere: a header value that holds one could split a message.
+bool ContainsLineBreak(std::string_view text);
 
 // A request id we are willing to echo back: 1-128 characters of [A-Za-z0-9._:-].
 bool IsSafeRequestId(std::string_view text);
