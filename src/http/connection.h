@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <ctime>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -21,6 +22,16 @@ namespace gatehouse::io {
 
 using tcp = boost::asio::ip::tcp;
 using SteadyClock = std::chrono::steady_clock;
+
+// The monotonic clock at the kernel tick's resolution (a few ms), read without the TSC: every
+// request arms a deadline or two, and deadlines are seconds long and swept every few tens of ms.
+// Same clock as SteadyClock (CLOCK_MONOTONIC), so the two compare.
+inline SteadyClock::time_point CoarseNow() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return SteadyClock::time_point(std::chrono::seconds(ts.tv_sec) +
+                                 std::chrono::nanoseconds(ts.tv_nsec));
+}
 
 // Bytes read but not yet consumed. Views into data() stay valid until the next Prepare().
 class InputBuffer {
@@ -123,7 +134,7 @@ class Deadline {
   void Bind(tcp::socket* socket) { watch_.socket = socket; }
   // Starts a new deadline `timeout` from now and forgets an earlier expiry.
   void Arm(Millis timeout) {
-    watch_.deadline = SteadyClock::now() + timeout;
+    watch_.deadline = CoarseNow() + timeout;
     watch_.fired = false;
   }
   void Disarm() {

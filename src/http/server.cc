@@ -426,7 +426,7 @@ class Server::Impl {
       timer.expires_after(kSweepEvery);
       auto [ec] = co_await timer.async_wait(kNoThrow);
       if (ec) co_return;
-      w.watches.Sweep(io::SteadyClock::now());
+      w.watches.Sweep(io::CoarseNow());
     }
   }
 
@@ -502,7 +502,7 @@ class Server::Impl {
     bool has_type = false;
     for (const auto& [k, v] : r.headers) {
       // Defence in depth: a header that could split the response is dropped, never sent.
-      if (!IsHttpToken(k) || v.find_first_of("\r\n") != std::string::npos) continue;
+      if (!IsHttpToken(k) || ContainsLineBreak(v)) continue;
       if (EqualsIgnoreCase(k, "content-type")) has_type = true;
       proxy::AppendField(text, k, v);
     }
