@@ -225,12 +225,25 @@ Status ParseResponse(std::string_view in, const Limits& limits, bool request_met
   return s;
 }
 
+// Every field of every proxied request and response passes through here: the length picks the
+// one or two names worth comparing.
 bool IsHopByHop(std::string_view name) {
-  for (std::string_view h : {"connection", "keep-alive", "proxy-connection", "proxy-authenticate",
-                             "proxy-authorization", "te", "trailer", "upgrade"}) {
-    if (EqualsIgnoreCase(name, h)) return true;
+  switch (name.size()) {
+    case 2:
+      return EqualsIgnoreCase(name, "te");
+    case 7:
+      return EqualsIgnoreCase(name, "trailer") || EqualsIgnoreCase(name, "upgrade");
+    case 10:
+      return EqualsIgnoreCase(name, "connection") || EqualsIgnoreCase(name, "keep-alive");
+    case 16:
+      return EqualsIgnoreCase(name, "proxy-connection");
+    case 18:
+      return EqualsIgnoreCase(name, "proxy-authenticate");
+    case 19:
+      return EqualsIgnoreCase(name, "proxy-authorization");
+    default:
+      return false;
   }
-  return false;
 }
 
 std::size_t ChunkedDecoder::Feed(std::string_view in, std::string* data) {
