@@ -120,9 +120,13 @@ void ShareBlocks(gh::ThreatDetector& threats, gh::RedisLimiter* redis, gh::UnixM
 }
 
 // Where `serve` keeps the audit journal.
+// A relative journal_dir is under the data directory, not the working directory: every process
+// on one data directory, and `audit verify`, must find the same slots to replay what another left.
 std::filesystem::path AuditJournalDir(const gh::Config& config) {
-  return config.audit.journal_dir.empty() ? std::filesystem::path(config.data_dir) / "audit-journal"
-                                          : std::filesystem::path(config.audit.journal_dir);
+  const std::filesystem::path data(config.data_dir);
+  if (config.audit.journal_dir.empty()) return data / "audit-journal";
+  const std::filesystem::path dir(config.audit.journal_dir);
+  return dir.is_absolute() ? dir : data / dir;
 }
 
 int Serve(const std::shared_ptr<gh::Config>& config) {

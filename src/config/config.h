@@ -105,7 +105,8 @@ struct AuditConfig {
   std::size_t max_batch = 8192;        // events per group commit
   std::string overflow = "reject";     // full queue: "reject" (503) or "drop" (counted)
   bool fsync = true;        // answer once events are on stable storage; false: once the OS has them
-  std::string journal_dir;  // where events wait for the store; "": <data_dir>/audit-journal
+  std::string journal_dir;  // where events wait for the store; "": <data_dir>/audit-journal;
+                            // a relative path is under data_dir
   Millis retention_interval{3'600'000};  // how often retention runs
   int system_retention_days = 30;        // the org-less "system" chain; 0: forever
 };

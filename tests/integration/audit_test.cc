@@ -8,6 +8,7 @@
 #include <boost/json.hpp>
 
 #include <atomic>
+#include <filesystem>
 #include <mutex>
 #include <set>
 #include <stdexcept>
@@ -94,7 +95,8 @@ class AuditTest : public GatewayFixture {
     // `gatehouse audit verify` first moves what the dead server journaled into the store, then
     // finds the chain intact; a later start of the server finds nothing more to replay.
     int status = -1;
-    std::vector<std::string> cli = {Binary(), "audit", "verify", "--org", org_};
+    std::vector<std::string> cli = {Binary(), "audit", "verify", "--config",
+                                    config_,  "--org", org_};
     for (const auto& f : StorageFlags()) cli.push_back(f);
     std::string out = RunCommand(cli, &status);
     EXPECT_EQ(status, 0) << out;
@@ -286,11 +288,21 @@ TEST_F(AuditTest, AfterKillNineEveryAnsweredRequestHasItsEvent) {
 }
 
 // With fsync off, decisions go through the audit journal (one write() each) and the store
-// takes them in the background.
+// takes them in the background. The journal directory is given relative: it is under data_dir,
+// wherever the server and `gatehouse audit verify` were started from.
 class AuditJournalTest : public AuditTest {
  protected:
-  std::string ExtraConfig() override { return "[audit]\nfsync = false\n"; }
+  std::string ExtraConfig() override {
+    return "[audit]\nfsync = false\njournal_dir = \"journal-here\"\n";
+  }
 };
+
+TEST_F(AuditJournalTest, ARelativeJournalDirectoryIsUnderTheDataDirectory) {
+  std::string reader = NewKey(R"(["read:findings"])");
+  ASSERT_EQ(Call("GET", "/api/v1/findings/1", reader).status, 200);
+  EXPECT_TRUE(std::filesystem::is_directory(dir_.path() + "/data/journal-here"));
+  EXPECT_FALSE(std::filesystem::exists("journal-here"));  // not the working directory
+}
 
 TEST_F(AuditJournalTest, AfterKillNineEveryJournaledRequestHasItsEvent) {
   KillNineUnderLoadLosesNoAnsweredRequest();
