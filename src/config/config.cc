@@ -201,8 +201,10 @@ Result<void> ReadListeners(TableReader& root, const toml::table& t, Config& c) {
 // start instead of reaching requests.
 Result<void> ReadRouteSchema(TableReader& r, const std::string& config_source, RouteConfig& route) {
   std::string inline_text, file;
+  bool strict = true;
   GH_TRY(r.String("json_schema", inline_text));
   GH_TRY(r.String("json_schema_file", file));
+  GH_TRY(r.Bool("json_schema_strict", strict));
   if (inline_text.empty() && file.empty()) return {};
   if (!inline_text.empty() && !file.empty()) {
     return Bad(r.At("json_schema_file"), "give json_schema or json_schema_file, not both");
@@ -223,8 +225,16 @@ Result<void> ReadRouteSchema(TableReader& r, const std::string& config_source, R
   boost::system::error_code ec;
   boost::json::value doc = boost::json::parse(text, ec);
   if (ec) return Bad(r.At(key), "is not valid JSON (" + ec.message() + ")");
-  auto schema = JsonSchema::Compile(doc);
-  if (!schema) return Bad(r.At(key), "is not a schema gatehouse can apply: " + schema.error());
+  auto schema = JsonSchema::Compile(doc, {.strict = strict});
+  if (!schema) {
+    std::string hint = strict && schema.error().find("would be ignored") != std::string::npos
+                           ? "; json_schema_strict = false ignores it, as the draft does"
+                           : "";
+    if (strict && schema.error().find("is not a JSON Schema") != std::string::npos) {
+      hint = "; json_schema_strict = false ignores unknown keywords, as the drafts do";
+    }
+    return Bad(r.At(key), "is not a schema gatehouse can apply: " + schema.error() + hint);
+  }
   route.json_schema = std::make_shared<const JsonSchema>(std::move(*schema));
   return {};
 }

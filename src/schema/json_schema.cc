@@ -11,6 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include "core/text.h"
+
 #include <fmt/format.h>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
@@ -434,6 +436,94 @@ constexpr std::string_view kDialectUris[] = {"http://json-schema.org/draft-07/sc
                                              "https://json-schema.org/draft/2019-09/schema",
                                              "https://json-schema.org/draft/2020-12/schema"};
 
+// Every other keyword of draft-07's core, validation and annotation vocabularies (the later
+// drafts' are kLaterKeywords and kAnnotationKeywords). "definitions" and "dependencies" stay
+// known in 2019-09 and 2020-12, which still honour them here.
+constexpr std::string_view kDraft7Keywords[] = {"$schema",
+                                                "$id",
+                                                "$ref",
+                                                "definitions",
+                                                "type",
+                                                "enum",
+                                                "const",
+                                                "multipleOf",
+                                                "maximum",
+                                                "minimum",
+                                                "exclusiveMaximum",
+                                                "exclusiveMinimum",
+                                                "maxLength",
+                                                "minLength",
+                                                "pattern",
+                                                "items",
+                                                "additionalItems",
+                                                "maxItems",
+                                                "minItems",
+                                                "uniqueItems",
+                                                "contains",
+                                                "maxProperties",
+                                                "minProperties",
+                                                "required",
+                                                "properties",
+                                                "patternProperties",
+                                                "additionalProperties",
+                                                "dependencies",
+                                                "propertyNames",
+                                                "if",
+                                                "then",
+                                                "else",
+                                                "allOf",
+                                                "anyOf",
+                                                "oneOf",
+                                                "not"};
+// Keywords that assert nothing in any dialect: known everywhere, and harmless beside a draft-07
+// $ref, which makes every other sibling be ignored.
+constexpr std::string_view kAnnotationKeywords[] = {
+    "$comment",      "title",       "description", "default",          "examples",
+    "readOnly",      "writeOnly",   "deprecated",  "contentMediaType", "contentEncoding",
+    "contentSchema", "$vocabulary", "format"};
+
+bool IsKeyword(std::string_view k) {
+  auto in = [&](const auto& table) {
+    return std::find(std::begin(table), std::end(table), k) != std::end(table);
+  };
+  return in(kDraft7Keywords) || in(kAnnotationKeywords) ||
+         std::any_of(std::begin(kLaterKeywords), std::end(kLaterKeywords),
+                     [&](const auto& later) { return later.first == k; });
+}
+
+// The known keyword closest to a misspelt one (at most two edits, or a difference of case),
+// or "" when none is.
+std::string_view NearestKeyword(std::string_view k) {
+  auto distance = [](std::string_view a, std::string_view b) {
+    std::vector<std::size_t> row(b.size() + 1);
+    for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+    for (std::size_t i = 1; i <= a.size(); ++i) {
+      std::size_t diagonal = row[0];
+      row[0] = i;
+      for (std::size_t j = 1; j <= b.size(); ++j) {
+        std::size_t above = row[j];
+        row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+        diagonal = above;
+      }
+    }
+    return row[b.size()];
+  };
+  std::string_view best;
+  if (k.size() > 64) return best;  // a long key is no misspelling: no quadratic work on it
+  std::size_t best_distance = 3;
+  auto consider = [&](std::string_view candidate) {
+    std::size_t d = EqualsIgnoreCase(candidate, k) ? 0 : distance(k, candidate);
+    if (d < best_distance) {
+      best = candidate;
+      best_distance = d;
+    }
+  };
+  for (auto candidate : kDraft7Keywords) consider(candidate);
+  for (auto candidate : kAnnotationKeywords) consider(candidate);
+  for (auto [candidate, since] : kLaterKeywords) consider(candidate);
+  return best;
+}
+
 bool IsPlainName(std::string_view name) {
   if (name.empty()) return false;
   auto letter = [](char c) { return std::isalpha(static_cast<unsigned char>(c)) || c == '_'; };
@@ -445,7 +535,7 @@ bool IsPlainName(std::string_view name) {
 
 class Compiler {
  public:
-  explicit Compiler(JsonSchema::Impl& impl) : impl_(impl) {}
+  Compiler(JsonSchema::Impl& impl, bool strict) : impl_(impl), strict_(strict) {}
 
   tl::expected<const Node*, std::string> Run() {
     if (const auto* root = impl_.document.if_object()) {
@@ -539,6 +629,42 @@ class Compiler {
     }
   }
 
+  // Strict mode: a keyword that the drafts say to ignore is refused instead, since an ignored
+  // assertion lets through the bodies it was written to stop: an unknown (often misspelt) one,
+  // and in draft-07 any assertion beside $ref. True when it refused one (error_ says which).
+  bool RefusesIgnoredKeywords(const std::string& location, const json::object& o) {
+    for (const auto& member : o) {
+      std::string_view k = member.key();
+      if (k.starts_with("x-") || IsKeyword(k)) continue;
+      std::string_view nearest = NearestKeyword(k);
+      Bad(Child(location, k),
+          fmt::format("is not a JSON Schema {} keyword{}; unknown keywords are refused, "
+                      "not ignored, so that a misspelt one cannot let bodies through "
+                      "(name keywords of your own x-…)",
+                      DialectName(dialect_),
+                      nearest.empty() ? "" : fmt::format(" (did you mean \"{}\"?)", nearest)));
+      return true;
+    }
+    if (dialect_ == Dialect::kDraft7 && o.contains("$ref")) {
+      for (const auto& member : o) {
+        std::string_view k = member.key();
+        if (k.starts_with("x-") || k == "$ref" || k == "$schema" || k == "$id" ||
+            k == "definitions" ||
+            std::find(std::begin(kAnnotationKeywords), std::end(kAnnotationKeywords), k) !=
+                std::end(kAnnotationKeywords)) {
+          continue;
+        }
+        Bad(Child(location, k),
+            "would be ignored: in draft-07, $ref replaces the keywords beside it; put the "
+            "$ref and this keyword in an allOf, or declare \"$schema\": "
+            "\"https://json-schema.org/draft/2020-12/schema\", where $ref applies beside "
+            "them");
+        return true;
+      }
+    }
+    return false;
+  }
+
   const Node* Bad(const std::string& location, std::string message) {
     if (error_.empty()) error_ = "#" + location + ": " + std::move(message);
     return nullptr;
@@ -625,6 +751,7 @@ class Compiler {
                        std::string(kDialectUris[static_cast<int>(dialect_)]) + "\")");
       }
     }
+    if (strict_ && RefusesIgnoredKeywords(location, o)) return nullptr;
     if (const auto* r = o.if_contains("$ref")) {
       if (!r->is_string()) return Bad(Child(location, "$ref"), "must be a string");
       auto target = ResolveRef(location, std::string_view(r->get_string()));
@@ -878,6 +1005,7 @@ class Compiler {
   std::map<std::string, const Node*> compiled_;
   std::string error_;
   Dialect dialect_ = Dialect::kDraft7;
+  bool strict_ = true;
 };
 
 // --- Validating --------------------------------------------------------------------------
@@ -1279,10 +1407,11 @@ class Validator {
 
 }  // namespace
 
-tl::expected<JsonSchema, std::string> JsonSchema::Compile(const json::value& schema) {
+tl::expected<JsonSchema, std::string> JsonSchema::Compile(const json::value& schema,
+                                                          CompileOptions options) {
   auto impl = std::make_shared<Impl>();
   impl->document = schema;
-  Compiler compiler(*impl);
+  Compiler compiler(*impl, options.strict);
   auto root = compiler.Run();
   if (!root) return tl::unexpected(root.error());
   // The root is the first node compiled.

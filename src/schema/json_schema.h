@@ -12,6 +12,10 @@
 //  - $ref reaches only the schema's own document (JSON pointers, and $id names inside it).
 //    Remote references are refused at compile time: the gateway fetches nothing.
 //  - `format` is an annotation, as every one of these drafts makes it by default; not asserted.
+//  - Strict mode (the default): keywords the drafts would ignore are refused at compile time, as
+//    Ajv's strict mode does. An unknown keyword (a misspelt "requried") or, in draft-07, an
+//    assertion beside $ref would otherwise pass bodies the operator meant to refuse. Keywords
+//    named x-… are the operator's own and stay ignored. Without strict, the drafts' rules apply.
 //  - A keyword that the document's dialect would ignore but a later draft asserts is refused at
 //    compile time: ignoring "unevaluatedProperties": false would pass bodies meant to be refused.
 #pragma once
@@ -36,7 +40,14 @@ struct SchemaViolation {
 class JsonSchema {
  public:
   // A compile error names the schema location ("#/properties/model") and what is wrong there.
-  static tl::expected<JsonSchema, std::string> Compile(const boost::json::value& schema);
+  struct CompileOptions {
+    bool strict = true;
+  };
+  static tl::expected<JsonSchema, std::string> Compile(const boost::json::value& schema,
+                                                       CompileOptions options);
+  static tl::expected<JsonSchema, std::string> Compile(const boost::json::value& schema) {
+    return Compile(schema, CompileOptions{});
+  }
 
   // The first violation in document order of the schema's keywords, or none.
   std::optional<SchemaViolation> Validate(const boost::json::value& instance) const;

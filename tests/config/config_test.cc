@@ -95,6 +95,16 @@ TEST(Config, ErrorsNameFileLineAndField) {
       {"[[routes]]\npath_prefix = \"/api\"\nupstream = \"http://127.0.0.1:1\"\n"
        "json_schema_file = \"/nonexistent/s.json\"\n",
        "routes[0].json_schema_file: cannot read /nonexistent/s.json"},
+      {"[[routes]]\npath_prefix = \"/api\"\nupstream = \"http://127.0.0.1:1\"\n"
+       "json_schema = '{\"requried\":[\"model\"]}'\n",
+       "routes[0].json_schema: is not a schema gatehouse can apply: #/requried: is not a JSON "
+       "Schema draft-07 keyword (did you mean \"required\"?)"},
+      {"[[routes]]\npath_prefix = \"/api\"\nupstream = \"http://127.0.0.1:1\"\n"
+       "json_schema = '{\"requried\":[\"model\"]}'\n",
+       "json_schema_strict = false ignores unknown keywords"},
+      {"[[routes]]\npath_prefix = \"/api\"\nupstream = \"http://127.0.0.1:1\"\n"
+       "json_schema = '{}'\njson_schema_strict = \"yes\"\n",
+       "routes[0].json_schema_strict"},
   };
   for (const auto& bc : cases) {
     auto c = ParseConfig(bc.toml, "gatehouse.toml");
@@ -115,6 +125,16 @@ TEST(Config, ARoutesInlineJsonSchemaIsCompiledWhenRead) {
   auto refused = c->routes[0].json_schema->ValidateBody("{}");
   ASSERT_FALSE(refused);
   EXPECT_EQ(refused.error().pointer, "/model");
+}
+
+TEST(Config, ANonStrictRouteSchemaIgnoresWhatTheDraftIgnores) {
+  auto c = ParseConfig(
+      "[[routes]]\npath_prefix = \"/api\"\nupstream = \"http://127.0.0.1:1\"\n"
+      "json_schema = '{\"type\":\"object\",\"nullable\":true}'\njson_schema_strict = false\n",
+      "gatehouse.toml");
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_TRUE(c->routes[0].json_schema->ValidateBody("{}"));
+  EXPECT_FALSE(c->routes[0].json_schema->ValidateBody("null"));  // nullable meant nothing
 }
 
 TEST(Config, EnvironmentOverridesTheFile) {

@@ -54,7 +54,9 @@ TEST(JsonSchemaSuite, EveryDraft07CaseOfTheOfficialSuite) {
     for (const auto& group : groups.as_array()) {
       const auto& g = group.as_object();
       std::string where = file + ": " + std::string(g.at("description").as_string());
-      auto schema = JsonSchema::Compile(g.at("schema"));
+      // Not strict: the suite checks the drafts' own rules, which ignore unknown keywords and a
+      // draft-07 $ref's siblings (JsonSchemaStrict below covers what strict mode refuses).
+      auto schema = JsonSchema::Compile(g.at("schema"), {.strict = false});
       if (NeedsRemoteDocument(file, g.at("schema"))) {
         ASSERT_FALSE(schema) << where << ": a remote $ref must be refused";
         EXPECT_NE(schema.error().find("remote references are not fetched"), std::string::npos)
@@ -248,8 +250,9 @@ struct Case {
   bool valid;
 };
 
-void ExpectVerdicts(std::string_view schema_text, std::initializer_list<Case> cases) {
-  auto schema = JsonSchema::Compile(json::parse(schema_text));
+void ExpectVerdicts(std::string_view schema_text, std::initializer_list<Case> cases,
+                    JsonSchema::CompileOptions options = {}) {
+  auto schema = JsonSchema::Compile(json::parse(schema_text), options);
   ASSERT_TRUE(schema) << schema_text << ": " << schema.error();
   for (const auto& c : cases) {
     const json::value data = json::parse(c.data);
@@ -317,7 +320,55 @@ TEST(JsonSchema2020, DefsAnchorsAndRefBesideOtherKeywords) {
                  {{R"("abc")", true}, {R"("abcd")", false}, {R"(1)", false}});
   ExpectVerdicts(R"({"definitions":{"s":{"type":"string"}},"$ref":"#/definitions/s",
                    "maxLength":3})",
-                 {{R"("abcd")", true}});
+                 {{R"("abcd")", true}}, {.strict = false});
+}
+
+// Strict mode (the default) refuses, when the schema is loaded, the keywords that the drafts
+// would have ignored: each one is an assertion the operator wrote that would never apply.
+TEST(JsonSchemaStrict, RefusesKeywordsTheDraftsWouldIgnore) {
+  auto refused = [](std::string_view text) {
+    auto s = JsonSchema::Compile(json::parse(text));
+    EXPECT_FALSE(s) << text;
+    return s ? std::string() : s.error();
+  };
+  // A misspelling is named, with the keyword it probably meant.
+  std::string typo = refused(R"({"type":"object","properties":{"a":{"type":"string"}},
+                                 "requried":["a"]})");
+  EXPECT_NE(typo.find("#/requried: is not a JSON Schema draft-07 keyword"), std::string::npos)
+      << typo;
+  EXPECT_NE(typo.find(R"(did you mean "required"?)"), std::string::npos) << typo;
+  EXPECT_NE(refused(R"({"properties":{"a":{"MaxLength":3}}})").find(R"(#/properties/a/MaxLength)"),
+            std::string::npos);
+  EXPECT_NE(refused(R"({"properties":{"a":{"MaxLength":3}}})").find(R"("maxLength")"),
+            std::string::npos);
+  // OpenAPI 3.0's dialect is not JSON Schema: "nullable" would be ignored, so it is refused.
+  EXPECT_NE(refused(R"({"type":"string","nullable":true})").find("#/nullable"), std::string::npos);
+  EXPECT_EQ(refused(R"({"type":"string","zzzzzzzzzz":1})").find("did you mean"), std::string::npos);
+  // In 2020-12 as well, deep inside applicators.
+  EXPECT_NE(refused(R"({)" GH_2020 R"("allOf":[{"prefixItems":[{"tpye":"string"}]}]})")
+                .find("#/allOf/0/prefixItems/0/tpye: is not a JSON Schema 2020-12 keyword"),
+            std::string::npos);
+  // Draft-07: an assertion beside $ref never applies.
+  std::string beside = refused(R"({"definitions":{"s":{"type":"string"}},
+                                   "properties":{"a":{"$ref":"#/definitions/s","maxLength":3}}})");
+  EXPECT_NE(beside.find("#/properties/a/maxLength: would be ignored"), std::string::npos) << beside;
+  EXPECT_NE(beside.find("allOf"), std::string::npos) << beside;
+}
+
+TEST(JsonSchemaStrict, AcceptsAnnotationsAndKeywordsOfYourOwn) {
+  // Annotations of every draft, x- keywords, and annotations beside a draft-07 $ref.
+  ExpectVerdicts(R"({"$comment":"c","title":"t","description":"d","default":{},"examples":[{}],
+                     "definitions":{"s":{"type":"string","readOnly":true,"deprecated":true,
+                                         "contentMediaType":"text/plain","format":"email"}},
+                     "x-owner":"payments","x-rules":{"requried":"not a schema: not checked"},
+                     "properties":{"a":{"$ref":"#/definitions/s","description":"the a",
+                                        "x-note":1}}})",
+                 {{R"({"a":"x"})", true}, {R"({"a":1})", false}});
+  // A property *named* like a misspelt keyword is a name, not a keyword.
+  ExpectVerdicts(R"({"properties":{"requried":{"type":"integer"}},"required":["requried"]})",
+                 {{R"({"requried":1})", true}, {R"({})", false}});
+  // Without strict mode, the drafts' rules: unknown keywords and a $ref's siblings are ignored.
+  ExpectVerdicts(R"({"type":"object","requried":["a"]})", {{R"({})", true}}, {.strict = false});
 }
 
 TEST(JsonSchema2020, UnevaluatedPropertiesSeesEveryInPlaceApplicator) {
