@@ -57,7 +57,12 @@ constexpr std::string_view kSchema2020 = R"({
               "contains": {"type": "object"}, "minContains": 0, "maxContains": 3,
               "unevaluatedItems": false},
     "tree": {"$ref": "#/$defs/node"},
-    "list": {"contains": {"const": 1}, "unevaluatedItems": {"type": "string"}}
+    "list": {"contains": {"const": 1}, "unevaluatedItems": {"type": "string"}},
+    "formats": {"properties": {
+      "at": {"format": "date-time"}, "span": {"format": "duration"}, "mail": {"format": "email"},
+      "site": {"format": "uri"}, "ref": {"format": "uri-reference"}, "ip": {"format": "ipv6"},
+      "host": {"format": "hostname"}, "id": {"format": "uuid"}, "n": {"format": "int32"},
+      "ptr": {"format": "relative-json-pointer"}, "raw": {"format": "byte"}}}
   },
   "unevaluatedProperties": false
 })";

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/text.h"
+#include "schema/formats.h"
 
 #include <fmt/format.h>
 #include <boost/json/parse.hpp>
@@ -203,6 +204,8 @@ struct Node {
       max_properties;
   std::unique_ptr<RE2> pattern;
   std::string pattern_text;
+  std::optional<StringFormat> format;  // strict mode asserts it
+  std::string format_name;
   const Node* items = nullptr;  // one schema for every item
   bool tuple = false;           // items was an array: one schema per position
   std::vector<const Node*> tuple_items;
@@ -648,10 +651,12 @@ class Compiler {
     if (dialect_ == Dialect::kDraft7 && o.contains("$ref")) {
       for (const auto& member : o) {
         std::string_view k = member.key();
+        // format asserts in strict mode, so it is no annotation here.
         if (k.starts_with("x-") || k == "$ref" || k == "$schema" || k == "$id" ||
             k == "definitions" ||
-            std::find(std::begin(kAnnotationKeywords), std::end(kAnnotationKeywords), k) !=
-                std::end(kAnnotationKeywords)) {
+            (k != "format" &&
+             std::find(std::begin(kAnnotationKeywords), std::end(kAnnotationKeywords), k) !=
+                 std::end(kAnnotationKeywords))) {
           continue;
         }
         Bad(Child(location, k),
@@ -846,6 +851,18 @@ class Compiler {
       if (const auto* x = o.if_contains(name)) n.*member = Count(location, *x, name, ok);
     }
     if (!ok) return nullptr;
+    if (const auto* f = o.if_contains("format"); f && strict_) {
+      if (!f->is_string()) return Bad(Child(location, "format"), "must be a string");
+      n.format_name = std::string(f->get_string());
+      n.format = FormatNamed(n.format_name);
+      if (!n.format) {
+        return Bad(Child(location, "format"),
+                   fmt::format("\"{}\" is not a format gatehouse checks ({}); strict mode "
+                               "asserts formats, so one it cannot check is refused rather than "
+                               "ignored",
+                               n.format_name, KnownFormatNames()));
+      }
+    }
     if (const auto* p = o.if_contains("pattern")) {
       if (!p->is_string()) return Bad(Child(location, "pattern"), "must be a string");
       n.pattern_text = std::string(p->get_string());
@@ -1077,6 +1094,9 @@ class Validator {
       bool found = false;
       for (const auto& e : *n.enum_values) found = found || JsonEqual(e, v);
       if (!found) return Fail([&] { return "must be one of " + Serialize(*n.enum_values); });
+    }
+    if (n.format && !MatchesFormat(*n.format, v)) {
+      return Fail([&] { return "must be a valid " + n.format_name; });
     }
     if (kind & kNumberBit) {
       if (!CheckNumber(n, v)) return false;

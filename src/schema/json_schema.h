@@ -11,11 +11,12 @@
 //    body is answered with a violation, never a stack overflow.
 //  - $ref reaches only the schema's own document (JSON pointers, and $id names inside it).
 //    Remote references are refused at compile time: the gateway fetches nothing.
-//  - `format` is an annotation, as every one of these drafts makes it by default; not asserted.
 //  - Strict mode (the default): keywords the drafts would ignore are refused at compile time, as
 //    Ajv's strict mode does. An unknown keyword (a misspelt "requried") or, in draft-07, an
 //    assertion beside $ref would otherwise pass bodies the operator meant to refuse. Keywords
-//    named x-… are the operator's own and stay ignored. Without strict, the drafts' rules apply.
+//    named x-… are the operator's own and stay ignored. `format` is asserted (schema/formats.h),
+//    and a format gatehouse cannot check is refused. Without strict, the drafts' rules apply:
+//    unknown keywords are ignored and `format` is an annotation.
 //  - A keyword that the document's dialect would ignore but a later draft asserts is refused at
 //    compile time: ignoring "unevaluatedProperties": false would pass bodies meant to be refused.
 #pragma once
