@@ -202,9 +202,19 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
   deps.threats = &threats;
   quotas.ShareThrough(limits.redis());
   if (gh::RedisLimiter* redis = limits.redis()) {
-    threats.ShareCountsThrough([redis](std::string key, std::int64_t window_ms, auto done) {
-      redis->IncrementInWindow(std::move(key), window_ms, std::move(done));
-    });
+    threats.ShareThrough(gh::ThreatDetector::Cluster{
+        [redis](std::string key, std::int64_t window_ms, auto done) {
+          redis->IncrementInWindow(std::move(key), window_ms, std::move(done));
+        },
+        [redis](std::string key, std::string member, std::int64_t ttl_ms, std::int64_t max,
+                std::function<void(std::optional<gh::ThreatDetector::Cluster::Remembered>)> done) {
+          redis->RememberMember(
+              std::move(key), std::move(member), ttl_ms, max,
+              [done = std::move(done)](std::optional<std::pair<bool, std::int64_t>> r) {
+                if (!r) return done(std::nullopt);
+                done(gh::ThreatDetector::Cluster::Remembered{r->first, r->second});
+              });
+        }});
     // Sign-ins run on the costly pool, where waiting for Redis holds up no connection.
     auto wait_for = [](auto start) {
       std::promise<std::optional<std::int64_t>> answer;

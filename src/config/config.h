@@ -175,7 +175,8 @@ struct ThreatRule {
   bool shadow = false;              // dry run: record what it would have done, do nothing else
 };
 
-// Threat detection (issue 6). Counts are per node, in fixed windows.
+// Threat detection (issue 6). Counts are in fixed windows, shared by the cluster when
+// rate_limits.redis is set (limits/threat_detector.h), per node otherwise.
 struct ThreatsConfig {
   Millis window{60'000};
   Millis block_duration{15 * 60'000};  // how long a "block" keeps an address out

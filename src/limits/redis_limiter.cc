@@ -226,6 +226,36 @@ void RedisLimiter::IncrementInWindow(std::string key, std::int64_t window_ms,
   Submit(std::move(job));
 }
 
+void RedisLimiter::RememberMember(
+    std::string key, std::string member, std::int64_t ttl_ms, std::int64_t max_members,
+    std::function<void(std::optional<std::pair<bool, std::int64_t>>)> done) {
+  Job job;
+  job.argv = {"EVAL",
+              "if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then "
+              "redis.call('PEXPIRE', KEYS[1], ARGV[2]) "
+              "return {0, redis.call('SCARD', KEYS[1])} end "
+              "local before = redis.call('SCARD', KEYS[1]) "
+              "if before >= tonumber(ARGV[3]) then redis.call('SPOP', KEYS[1]) end "
+              "redis.call('SADD', KEYS[1], ARGV[1]) redis.call('PEXPIRE', KEYS[1], ARGV[2]) "
+              "return {1, before}",
+              "1",
+              std::move(key),
+              std::move(member),
+              std::to_string(std::max<std::int64_t>(1, ttl_ms)),
+              std::to_string(std::max<std::int64_t>(1, max_members))};
+  job.raw = [this, done = std::move(done)](void* raw) {
+    const auto* r = static_cast<const redisReply*>(raw);
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_INTEGER) {
+      if (r) failures_.fetch_add(1, std::memory_order_relaxed);
+      done(std::nullopt);
+      return;
+    }
+    done(std::make_pair(r->element[0]->integer == 1, r->element[1]->integer));
+  };
+  Submit(std::move(job));
+}
+
 void RedisLimiter::KeepUntil(std::string key, std::int64_t until_ms) {
   Job job;
   job.argv = {"EVAL",

@@ -67,6 +67,13 @@ class RedisLimiter {
   void IncrementInWindow(std::string key, std::int64_t window_ms,
                          std::function<void(std::optional<std::int64_t>)> done);
 
+  // Adds `member` to the set under `key`, which is kept `ttl_ms` from its last addition and at
+  // most `max_members` large (a random member makes room). `done` gets whether the member was
+  // new and how many the set had before, or nullopt when Redis could not answer.
+  void RememberMember(std::string key, std::string member, std::int64_t ttl_ms,
+                      std::int64_t max_members,
+                      std::function<void(std::optional<std::pair<bool, std::int64_t>>)> done);
+
   // Addresses blocked for abuse, shared by the cluster: adds `mine` (address, until in Unix
   // ms) and returns every block still in force after `now_ms`; nullopt when Redis is down.
   using Blocks = std::vector<std::pair<std::string, std::int64_t>>;

@@ -116,69 +116,94 @@ void ThreatDetector::React(const ThreatRule& rule, std::string_view name, std::s
   if (sink_) sink_(std::move(e));
 }
 
+namespace {
+// How long the cluster remembers a key's networks after it was last seen on a new one, and how
+// many it keeps (a random one makes room).
+constexpr std::int64_t kNetworkMemoryMs = 30LL * 24 * 3600 * 1000;
+constexpr std::int64_t kMaxNetworksPerKey = 64;
+}  // namespace
+
+bool ThreatDetector::CountHere(CounterMap Shard::*map, std::uint64_t subject,
+                               const ThreatRule& rule, std::uint32_t* count) {
+  Shard& s = ShardOf(subject);
+  std::lock_guard lock(s.mu);
+  return Count(s.*map, subject, rule, clock_.Now(), count);
+}
+
 void ThreatDetector::Observe(std::string_view ip, int status, std::string_view principal_id,
                              std::string_view org_id) {
   if (status != 401 && status != 403 && status != 429) return;
-  UnixMicros now = clock_.Now();
-  auto address = NetworkHash(ip, 32, 64);
-  if (address) {
-    bool fire_invalid = false, fire_failures = false;
-    std::uint32_t invalid_count = 0, failure_count = 0;
-    const bool count_invalid = status == 401 && config_.invalid_keys.threshold > 0;
-    if (count_invalid && shared_increment_) {
-      CountInvalidInCluster(ip, *address);
+  // Counted by the cluster when there is one; only then is a subject's name needed as text.
+  auto count = [&](const ThreatRule& rule, std::string_view name, CounterMap Shard::*map,
+                   std::uint64_t subject, auto redis_key, std::string_view org,
+                   std::string_view actor) {
+    if (cluster_.increment) {
+      CountInCluster(rule, name, map, subject, redis_key(), org, actor, ip);
+      return;
     }
-    {
-      Shard& s = ShardOf(*address);
-      std::lock_guard lock(s.mu);
-      if (count_invalid && !shared_increment_) {
-        fire_invalid = Count(s.invalid, *address, config_.invalid_keys, now, &invalid_count);
-      }
-      if (config_.address_failures.threshold > 0) {
-        fire_failures =
-            Count(s.address_failures, *address, config_.address_failures, now, &failure_count);
-      }
+    std::uint32_t n = 0;
+    if (CountHere(map, subject, rule, &n)) React(rule, name, org, actor, ip, n);
+  };
+  if (auto address = NetworkHash(ip, 32, 64)) {
+    auto bucket = [&](std::string_view rule) {
+      return [ip, rule] { return fmt::format("gh:th:{}:{}", rule, AddressBucket(ip, 32, 64)); };
+    };
+    if (status == 401 && config_.invalid_keys.threshold > 0) {
+      count(config_.invalid_keys, "invalid_keys", &Shard::invalid, *address, bucket("invalid_keys"),
+            "", "");
     }
-    if (fire_invalid) React(config_.invalid_keys, "invalid_keys", "", "", ip, invalid_count);
-    if (fire_failures) {
-      React(config_.address_failures, "address_failures", "", "", ip, failure_count);
+    if (config_.address_failures.threshold > 0) {
+      count(config_.address_failures, "address_failures", &Shard::address_failures, *address,
+            bucket("address_failures"), "", "");
     }
   }
   if (!principal_id.empty() && !org_id.empty() && config_.key_failures.threshold > 0) {
-    const std::uint64_t key = SubjectHash("key", principal_id);
-    bool fire = false;
-    std::uint32_t count = 0;
-    {
-      Shard& s = ShardOf(key);
-      std::lock_guard lock(s.mu);
-      fire = Count(s.key_failures, key, config_.key_failures, now, &count);
-    }
-    if (fire) React(config_.key_failures, "key_failures", org_id, principal_id, ip, count);
+    count(
+        config_.key_failures, "key_failures", &Shard::key_failures,
+        SubjectHash("key", principal_id),
+        [principal_id] { return fmt::format("gh:th:key_failures:{}", principal_id); }, org_id,
+        principal_id);
   }
 }
 
-void ThreatDetector::CountInvalidInCluster(std::string_view ip, std::uint64_t address) {
-  const auto window_ms = static_cast<std::int64_t>(config_.window.count());
-  shared_increment_(
-      "gh:th:invalid_keys:" + AddressBucket(ip, 32, 64), window_ms,
-      [this, ip = std::string(ip), address](std::optional<std::int64_t> count) {
-        const auto threshold = static_cast<std::int64_t>(config_.invalid_keys.threshold);
+void ThreatDetector::CountInCluster(const ThreatRule& rule, std::string_view name,
+                                    CounterMap Shard::*map, std::uint64_t subject,
+                                    std::string redis_key, std::string_view org_id,
+                                    std::string_view actor, std::string_view ip) {
+  const UnixMicros window = ToMicros(config_.window);
+  {
+    Shard& s = ShardOf(subject);
+    std::lock_guard lock(s.mu);
+    auto it = (s.*map).find(subject);
+    // The cluster's count passed the threshold this window: the rule fired, nothing to ask.
+    if (it != (s.*map).end() && it->second.fired &&
+        clock_.Now() - it->second.window_start < window) {
+      return;
+    }
+  }
+  cluster_.increment(
+      std::move(redis_key), static_cast<std::int64_t>(config_.window.count()),
+      [this, &rule, name, map, subject, window, org = std::string(org_id),
+       actor = std::string(actor), ip = std::string(ip)](std::optional<std::int64_t> count) {
+        const auto threshold = static_cast<std::int64_t>(rule.threshold);
         if (count) {
+          if (*count >= threshold) {
+            Shard& s = ShardOf(subject);
+            std::lock_guard lock(s.mu);
+            if (!(s.*map).contains(subject)) Bound(s.*map);
+            Counter& c = (s.*map)[subject];
+            const UnixMicros now = clock_.Now();
+            if (now - c.window_start >= window) c = Counter{now, 0, false};
+            c.fired = true;
+          }
           // Exactly one node sees the count reach the threshold: it reacts for the cluster.
           if (*count == threshold) {
-            React(config_.invalid_keys, "invalid_keys", "", "", ip,
-                  static_cast<std::uint32_t>(*count));
+            React(rule, name, org, actor, ip, static_cast<std::uint32_t>(*count));
           }
           return;
         }
-        bool fire = false;
         std::uint32_t local = 0;
-        {
-          Shard& s = ShardOf(address);
-          std::lock_guard lock(s.mu);
-          fire = Count(s.invalid, address, config_.invalid_keys, clock_.Now(), &local);
-        }
-        if (fire) React(config_.invalid_keys, "invalid_keys", "", "", ip, local);
+        if (CountHere(map, subject, rule, &local)) React(rule, name, org, actor, ip, local);
       });
 }
 
@@ -188,7 +213,7 @@ void ThreatDetector::KeyUsed(std::string_view key_id, std::string_view org_id,
   auto net = NetworkHash(ip, 24, 48);
   if (!net) return;
   const std::uint64_t key = SubjectHash("key", key_id);
-  bool is_new = false;
+  bool first_here = false;
   {
     Shard& s = ShardOf(key);
     std::lock_guard lock(s.mu);
@@ -198,25 +223,48 @@ void ThreatDetector::KeyUsed(std::string_view key_id, std::string_view org_id,
       Networks n;
       n.seen[0] = *net;
       n.size = 1;
-      s.networks.emplace(key, n);  // the first network this node sees is learned, not reported
-      return;
-    }
-    Networks& n = it->second;
-    if (std::find(n.seen.begin(), n.seen.begin() + n.size, *net) != n.seen.begin() + n.size) {
-      return;
-    }
-    is_new = true;
-    if (n.size < n.seen.size()) {
-      n.seen[n.size++] = *net;
+      s.networks.emplace(key, n);
+      first_here = true;
     } else {
-      n.seen[n.next] = *net;
-      n.next = static_cast<std::uint8_t>((n.next + 1) % n.seen.size());
+      Networks& n = it->second;
+      if (std::find(n.seen.begin(), n.seen.begin() + n.size, *net) != n.seen.begin() + n.size) {
+        return;
+      }
+      if (n.size < n.seen.size()) {
+        n.seen[n.size++] = *net;
+      } else {
+        n.seen[n.next] = *net;
+        n.next = static_cast<std::uint8_t>((n.next + 1) % n.seen.size());
+      }
     }
   }
-  if (is_new) {
-    std::string network = AddressBucket(ip, 24, 48);
-    React(config_.new_network, "new_network", org_id, key_id, ip, 1, "network", network);
+  // New to this node: the cluster knows whether it is new to the key.
+  if (cluster_.remember) {
+    AskClusterAboutNetwork(std::string(key_id), std::string(org_id), std::string(ip), !first_here);
+    return;
   }
+  // Alone, the first network this node sees is learned, not reported.
+  if (!first_here) {
+    React(config_.new_network, "new_network", org_id, key_id, ip, 1, "network",
+          AddressBucket(ip, 24, 48));
+  }
+}
+
+void ThreatDetector::AskClusterAboutNetwork(std::string key_id, std::string org_id, std::string ip,
+                                            bool known_here_before) {
+  std::string network = AddressBucket(ip, 24, 48);
+  std::string redis_key = "gh:th:networks:" + key_id;
+  cluster_.remember(
+      std::move(redis_key), network, kNetworkMemoryMs, kMaxNetworksPerKey,
+      [this, key_id = std::move(key_id), org_id = std::move(org_id), ip = std::move(ip), network,
+       known_here_before](std::optional<Cluster::Remembered> r) {
+        // The key's first network in the cluster is learned; one the cluster had not seen it on
+        // is reported. Without an answer, this node's own knowledge decides.
+        const bool report = r ? r->added && r->before > 0 : known_here_before;
+        if (report) {
+          React(config_.new_network, "new_network", org_id, key_id, ip, 1, "network", network);
+        }
+      });
 }
 
 void ThreatDetector::Sweep() {

@@ -15,9 +15,12 @@
 // nothing on the common paths, and BlockedFor costs one atomic load while nothing is blocked.
 // In a cluster, blocks are shared: each node hands its own (OwnBlocks) to the others through
 // Redis once a second, and adopts theirs (AdoptBlock), so an address blocked by one node is
-// blocked by all within about a second. Refused credentials per address (invalid_keys) are
-// counted by the cluster too (ShareCountsThrough), so spreading a key enumeration over the nodes
-// behind a load balancer does not multiply its allowance; the other rules count per node.
+// blocked by all within about a second. Every rule also counts in the cluster (ShareThrough):
+// spreading a key enumeration or a burst of failures over the nodes behind a load balancer does
+// not multiply its allowance, and a key's networks are the cluster's, so a stolen key's first use
+// on a node that never saw the key is still news. Once a rule fired for a subject, a node stops
+// asking Redis about it for the rest of the window, so a flood of 429s is no flood of Redis
+// calls. When Redis cannot answer, a node counts and learns alone.
 #pragma once
 
 #include <array>
@@ -56,12 +59,25 @@ class ThreatDetector {
   // Forgets expired blocks and finished windows; the periodic housekeeping calls it.
   void Sweep();
 
-  // Adds one to the cluster's count under `key` for a window of `window_ms`, and answers the
-  // count (nullopt: it could not; this node counts alone then). `done` may run on any thread.
-  using SharedIncrement =
-      std::function<void(std::string key, std::int64_t window_ms,
-                         std::function<void(std::optional<std::int64_t>)> done)>;
-  void ShareCountsThrough(SharedIncrement increment) { shared_increment_ = std::move(increment); }
+  // The cluster's shared state (Redis). Each call answers through `done`, which may run on any
+  // thread, with nullopt when it could not (this node decides alone then).
+  struct Cluster {
+    // Adds one to the count under `key`, a window of `window_ms` from its first increment.
+    std::function<void(std::string key, std::int64_t window_ms,
+                       std::function<void(std::optional<std::int64_t>)> done)>
+        increment;
+    // Adds `member` to the set under `key` (kept `ttl_ms` from its last addition, and at most
+    // `max_members`); answers whether it was new and how many the set had before.
+    struct Remembered {
+      bool added = false;
+      std::int64_t before = 0;
+    };
+    std::function<void(std::string key, std::string member, std::int64_t ttl_ms,
+                       std::int64_t max_members,
+                       std::function<void(std::optional<Remembered>)> done)>
+        remember;
+  };
+  void ShareThrough(Cluster cluster) { cluster_ = std::move(cluster); }
 
   // The blocks this node imposed that are still in force: (address, until).
   std::vector<std::pair<std::string, UnixMicros>> OwnBlocks();
@@ -101,7 +117,16 @@ class ThreatDetector {
              std::string_view actor, std::string_view ip, std::uint32_t count,
              std::string_view extra_key = {}, std::string_view extra_value = {});
   void Block(std::string_view ip, UnixMicros now);
-  void CountInvalidInCluster(std::string_view ip, std::uint64_t address);
+  using CounterMap = std::unordered_map<std::uint64_t, Counter>;
+  // One event for `subject` under `rule`, counted by the cluster (or here, when it cannot be).
+  void CountInCluster(const ThreatRule& rule, std::string_view name, CounterMap Shard::*map,
+                      std::uint64_t subject, std::string redis_key, std::string_view org_id,
+                      std::string_view actor, std::string_view ip);
+  // Counts here; true when the rule fires now (reacting is the caller's).
+  bool CountHere(CounterMap Shard::*map, std::uint64_t subject, const ThreatRule& rule,
+                 std::uint32_t* count);
+  void AskClusterAboutNetwork(std::string key_id, std::string org_id, std::string ip,
+                              bool known_here_before);
   Shard& ShardOf(std::uint64_t h) { return shards_[h % kShards]; }
   template <typename Map>
   void Bound(Map& map) {
@@ -112,7 +137,7 @@ class ThreatDetector {
   const Clock& clock_;
   Sink sink_;
   std::array<Shard, kShards> shards_;
-  SharedIncrement shared_increment_;
+  Cluster cluster_;
   std::mutex own_mu_;
   std::unordered_map<std::string, UnixMicros> own_blocks_;  // guarded by own_mu_
   std::atomic<std::size_t> blocked_count_{0};

@@ -259,5 +259,74 @@ TEST_F(SharedLimitsTest, KeyEnumerationSpreadOverTheNodesIsCountedByTheCluster) 
   }
 }
 
+// How often `action` appears in the org's security events, once the count stops changing: the
+// event is written by the audit writer of whichever node reacted, a moment later.
+int SecurityEvents(int port, const std::string& org, const std::string& owner,
+                   const std::string& action, int at_least) {
+  int seen = 0;
+  for (int i = 0; i < 100; ++i) {
+    std::string body = Request(port, "GET", "/v1/orgs/" + org + "/security-events?action=" + action,
+                               {{"Authorization", "Bearer " + owner}})
+                           .body;
+    seen = 0;
+    for (auto at = body.find("\"" + action + "\""); at != std::string::npos;
+         at = body.find("\"" + action + "\"", at + 1)) {
+      ++seen;
+    }
+    if (seen >= at_least) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // any late duplicate shows now
+  std::string body = Request(port, "GET", "/v1/orgs/" + org + "/security-events?action=" + action,
+                             {{"Authorization", "Bearer " + owner}})
+                         .body;
+  seen = 0;
+  for (auto at = body.find("\"" + action + "\""); at != std::string::npos;
+       at = body.find("\"" + action + "\"", at + 1)) {
+    ++seen;
+  }
+  return seen;
+}
+
+// A burst of failures for one key, spread over the nodes: 70 refusals on each is past the
+// default rule's 200 for the cluster, where no node alone saw 200. It fires once, not per node.
+TEST_F(SharedLimitsTest, AKeysFailuresSpreadOverTheNodesAreCountedByTheCluster) {
+  std::string key = NewKey(R"({"requests":1,"window":"1h"})");
+  std::vector<std::thread> clients;
+  for (int n = 0; n < 3; ++n) {
+    clients.emplace_back([&, n] {
+      for (int i = 0; i < 70; ++i) {
+        (void)Request(nodes_[static_cast<std::size_t>(n)]->port(), "GET", "/api/v1/findings/1",
+                      {{"Authorization", "Bearer " + key}});
+      }
+    });
+  }
+  for (auto& c : clients) c.join();
+  EXPECT_EQ(SecurityEvents(nodes_[0]->port(), org_, owner_, "security.key_failures", 1), 1);
+}
+
+// A key's networks are the cluster's: its first use on a node that never saw it is news when
+// the network is new to the key, and is not when another node saw the key there.
+TEST_F(SharedLimitsTest, ANetworkNewToTheKeyIsNewsOnANodeThatNeverSawTheKey) {
+  std::string key = NewKey(R"({"requests":1000,"window":"1h"})");
+  auto use = [&](int node, const char* from) {
+    return RequestFrom(from, nodes_[static_cast<std::size_t>(node)]->port(), "GET",
+                       "/api/v1/findings/1", {{"Authorization", "Bearer " + key}})
+        .status;
+  };
+  ASSERT_EQ(use(0, "127.0.0.5"), 200);  // the key's first network: learned
+  ASSERT_EQ(use(1, "127.0.0.6"), 200);  // node 1's first sight of the key, on a known network
+  ASSERT_EQ(use(2, "127.0.1.5"), 200);  // node 2's first sight, on a network new to the key
+  EXPECT_EQ(SecurityEvents(nodes_[1]->port(), org_, owner_, "security.new_network", 1), 1);
+  std::string body = Request(nodes_[1]->port(), "GET",
+                             "/v1/orgs/" + org_ + "/security-events?action=security.new_network",
+                             {{"Authorization", "Bearer " + owner_}})
+                         .body;
+  EXPECT_NE(body.find("127.0.1.0/24"), std::string::npos) << body;
+  // Node 0 has not seen that network, but the cluster has: no news.
+  ASSERT_EQ(use(0, "127.0.1.9"), 200);
+  EXPECT_EQ(SecurityEvents(nodes_[1]->port(), org_, owner_, "security.new_network", 2), 1);
+}
+
 }  // namespace
 }  // namespace gatehouse::testing
