@@ -228,6 +228,13 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
             redis->IncrementInWindow(std::move(key), window_ms, std::move(done));
           });
         },
+        [redis, wait_for, max = config->login.stuffing_accounts](
+            std::string key, std::string account, std::int64_t window_ms) {
+          return wait_for([&](auto done) {
+            redis->AddToWindowSet(std::move(key), std::move(account), window_ms, max,
+                                  std::move(done));
+          });
+        },
         [redis](std::string key, gh::UnixMicros until) {
           redis->KeepUntil(std::move(key), until / 1000);
         },

@@ -256,6 +256,32 @@ void RedisLimiter::RememberMember(
   Submit(std::move(job));
 }
 
+void RedisLimiter::AddToWindowSet(std::string key, std::string member, std::int64_t window_ms,
+                                  std::int64_t max_members,
+                                  std::function<void(std::optional<std::int64_t>)> done) {
+  Job job;
+  job.argv = {"EVAL",
+              "if redis.call('SCARD', KEYS[1]) < tonumber(ARGV[3]) then "
+              "redis.call('SADD', KEYS[1], ARGV[1]) end "
+              "if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end "
+              "return redis.call('SCARD', KEYS[1])",
+              "1",
+              std::move(key),
+              std::move(member),
+              std::to_string(std::max<std::int64_t>(1, window_ms)),
+              std::to_string(std::max<std::int64_t>(1, max_members))};
+  job.raw = [this, done = std::move(done)](void* raw) {
+    const auto* r = static_cast<const redisReply*>(raw);
+    if (!r || r->type != REDIS_REPLY_INTEGER) {
+      if (r) failures_.fetch_add(1, std::memory_order_relaxed);
+      done(std::nullopt);
+      return;
+    }
+    done(r->integer);
+  };
+  Submit(std::move(job));
+}
+
 void RedisLimiter::KeepUntil(std::string key, std::int64_t until_ms) {
   Job job;
   job.argv = {"EVAL",

@@ -74,6 +74,13 @@ class RedisLimiter {
                       std::int64_t max_members,
                       std::function<void(std::optional<std::pair<bool, std::int64_t>>)> done);
 
+  // Adds `member` to the set under `key`, which expires `window_ms` after its first member and
+  // holds at most `max_members`; `done` gets the set's size, or nullopt when Redis could not
+  // answer.
+  void AddToWindowSet(std::string key, std::string member, std::int64_t window_ms,
+                      std::int64_t max_members,
+                      std::function<void(std::optional<std::int64_t>)> done);
+
   // Addresses blocked for abuse, shared by the cluster: adds `mine` (address, until in Unix
   // ms) and returns every block still in force after `now_ms`; nullopt when Redis is down.
   using Blocks = std::vector<std::pair<std::string, std::int64_t>>;

@@ -70,9 +70,12 @@ std::optional<LoginGuard::Block> LoginGuard::Failure(std::string_view address,
                                                      std::string_view subject) {
   std::string key = KeyOf(address);
   // The cluster's count first, outside the lock: it waits for Redis.
-  std::optional<std::int64_t> cluster_failures;
-  if (cluster_.count) {
-    cluster_failures = cluster_.count(ClusterKey(key, "failures"), ToMicros(config_.window) / 1000);
+  std::optional<std::int64_t> cluster_failures, cluster_accounts;
+  const std::int64_t window_ms = ToMicros(config_.window) / 1000;
+  if (cluster_.count) cluster_failures = cluster_.count(ClusterKey(key, "failures"), window_ms);
+  if (cluster_.accounts) {
+    cluster_accounts =
+        cluster_.accounts(ClusterKey(key, "accounts"), std::string(subject), window_ms);
   }
   std::optional<Block> started;
   {
@@ -86,7 +89,9 @@ std::optional<LoginGuard::Block> LoginGuard::Failure(std::string_view address,
     for (const auto& f : e.failures) accounts.insert(f.second);
     const auto failures = std::max<std::int64_t>(static_cast<std::int64_t>(e.failures.size()),
                                                  cluster_failures.value_or(0));
-    bool stuffing = static_cast<int>(accounts.size()) >= config_.stuffing_accounts;
+    const auto distinct = std::max<std::int64_t>(static_cast<std::int64_t>(accounts.size()),
+                                                 cluster_accounts.value_or(0));
+    bool stuffing = distinct >= config_.stuffing_accounts;
     bool flood = failures >= config_.address_failures;
     if (stuffing || flood) {
       e.blocked_until = now + ToMicros(config_.address_lock);

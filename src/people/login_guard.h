@@ -5,7 +5,8 @@
 // end in a temporary block of the address:
 //   - too many failures from one address in a window;
 //   - failures against many different accounts from one address in a window: credential
-//     stuffing, which per-account limits alone never notice (counted per node).
+//     stuffing, which per-account limits alone never notice (in a cluster, the accounts are
+//     counted by all nodes together too).
 // Memory is bounded: at most kMaxAddresses addresses are tracked, the stalest forgotten first,
 // each with at most `address_failures` entries of 16 bytes. IPv6 clients are tracked by their
 // /64, since one host can use any address in it.
@@ -47,6 +48,11 @@ class LoginGuard {
   struct Cluster {
     // Counts one failure of `key` in a window of `window_ms`; the cluster's total.
     std::function<std::optional<std::int64_t>(std::string key, std::int64_t window_ms)> count;
+    // Adds `account` (a keyed hash, never an email) to the set under `key`, which lasts
+    // `window_ms` from its first member; the number of accounts in it.
+    std::function<std::optional<std::int64_t>(std::string key, std::string account,
+                                              std::int64_t window_ms)>
+        accounts;
     // Keeps `key` blocked until `until` (Unix microseconds).
     std::function<void(std::string key, UnixMicros until)> block;
     // Until when `key` is blocked (0: it is not).

@@ -31,8 +31,8 @@ class SharedLimitsTest : public ::testing::Test {
     c << "data_dir = \"" << dir_.path() << "/data\"\nscopes = [\"read:findings\"]\n"
       << "[[listeners]]\naddress = \"127.0.0.1:0\"\n"
       << "[log]\naccess_log = false\n"
-      << "[login]\naddress_free_failures = 8\naddress_failures = 9\nstuffing_accounts = 100\n"
-      << "[rate_limits]\nredis = \"" << redis_.Url() << "\"\nredis_timeout = \"200ms\"\n"
+      << "[login]\n"
+      << login_ << "[rate_limits]\nredis = \"" << redis_.Url() << "\"\nredis_timeout = \"200ms\"\n"
       << "[[routes]]\nname = \"findings\"\npath_prefix = \"/api/v1/findings\"\n"
       << "upstream = \"http://127.0.0.1:" << upstream_->port() << "\"\n"
       << "scopes = [\"read:findings\"]\n";
@@ -82,6 +82,7 @@ class SharedLimitsTest : public ::testing::Test {
     return Request(nodes_[static_cast<std::size_t>(node)]->port(), "GET", "/metrics").body;
   }
 
+  std::string login_ = "address_free_failures = 8\naddress_failures = 9\nstuffing_accounts = 100\n";
   RedisServer redis_;
   TempDir dir_;
   std::unique_ptr<TestUpstream> upstream_;
@@ -203,6 +204,36 @@ TEST_F(SharedLimitsTest, FailedSignInsSpreadOverTheNodesBlockTheAddressEverywher
                            {{"Content-Type", "application/json"}},
                            R"({"email":"someone@example.com","password":"not-the-password-1"})");
   EXPECT_EQ(other.status, 401) << other.body;
+}
+
+// Credential stuffing spread over the nodes: two accounts tried through each of three nodes
+// are six accounts from one address, the rule's limit, though no node saw more than two.
+class SharedStuffingTest : public SharedLimitsTest {
+ protected:
+  SharedStuffingTest() {
+    login_ = "address_free_failures = 40\naddress_failures = 50\nstuffing_accounts = 6\n";
+  }
+};
+
+TEST_F(SharedStuffingTest, AccountsTriedThroughEveryNodeAreCountedByTheCluster) {
+  auto sign_in = [&](int node, const std::string& email) {
+    return RequestFrom("127.0.0.6", nodes_[static_cast<std::size_t>(node)]->port(), "POST",
+                       "/v1/auth/login", {{"Content-Type", "application/json"}},
+                       R"({"email":")" + email + R"(","password":"not-the-password-1"})");
+  };
+  int account = 0;
+  for (int round = 0; round < 2; ++round) {
+    for (int node = 0; node < 3; ++node) {
+      auto r = sign_in(node, "victim" + std::to_string(account++) + "@example.com");
+      if (account < 6) {  // the sixth starts the block, whatever it is answered
+        EXPECT_EQ(r.status, 401) << "account " << account << ": " << r.body;
+      }
+    }
+  }
+  for (int node = 0; node < 3; ++node) {
+    auto r = sign_in(node, "victim0@example.com");
+    EXPECT_EQ(r.status, 429) << "node " << node << ": " << r.body;
+  }
 }
 
 TEST(SharedLimitsAuth, ANodeAuthenticatesToARedisThatRequiresAPassword) {
