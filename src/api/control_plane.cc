@@ -278,27 +278,6 @@ Result<HttpResponse> VerifyKey(ControlPlaneDeps& d, HttpRequest& req, const Prin
   return Json(200, o);
 }
 
-json::object AuditEventJson(const AuditEvent& e) {
-  json::object o;
-  o["seq"] = e.seq;
-  o["time"] = FormatRfc3339(e.at);
-  o["org_id"] = e.org_id;
-  o["actor"] = e.actor;
-  o["action"] = e.action;
-  o["resource"] = e.resource;
-  o["result"] = e.result;
-  o["status"] = e.status;
-  o["client_ip"] = e.client_ip;
-  o["user_agent"] = e.user_agent;
-  o["request_id"] = e.request_id;
-  boost::system::error_code ec;
-  json::value details = json::parse(e.details, ec);
-  o["details"] = ec ? json::value(json::object()) : std::move(details);
-  o["prev_hash"] = e.prev_hash;
-  o["hash"] = e.hash;
-  return o;
-}
-
 json::object VerifyReportJson(const AuditVerifyReport& r) {
   json::object o;
   o["intact"] = r.intact;

@@ -1,9 +1,33 @@
 #include "audit/details.h"
 
+#include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
+#include "core/time_format.h"
+
 namespace gatehouse {
+
+boost::json::object AuditEventJson(const AuditEvent& e) {
+  boost::json::object o;
+  o["seq"] = e.seq;
+  o["time"] = FormatRfc3339(e.at);
+  o["org_id"] = e.org_id;
+  o["actor"] = e.actor;
+  o["action"] = e.action;
+  o["resource"] = e.resource;
+  o["result"] = e.result;
+  o["status"] = e.status;
+  o["client_ip"] = e.client_ip;
+  o["user_agent"] = e.user_agent;
+  o["request_id"] = e.request_id;
+  boost::system::error_code ec;
+  boost::json::value details = boost::json::parse(e.details, ec);
+  o["details"] = ec ? boost::json::value(boost::json::object()) : std::move(details);
+  o["prev_hash"] = e.prev_hash;
+  o["hash"] = e.hash;
+  return o;
+}
 
 namespace {
 boost::json::object OrgSettings(const Org& org) {

@@ -2,6 +2,8 @@
 // the services describe the same change the same way.
 #pragma once
 
+#include <boost/json/object.hpp>
+
 #include <string>
 #include <string_view>
 #include <utility>
@@ -35,6 +37,9 @@ AuditEvent DecisionEvent(std::string_view org, std::string_view actor, std::stri
 
 // "success" below 400, "denied" for 401 and 403, "failure" otherwise.
 std::string_view ResultOfStatus(int status);
+
+// An event as the audit API and `gatehouse audit export` show it.
+boost::json::object AuditEventJson(const AuditEvent& e);
 
 // A flat object of string fields, e.g. {"reason":"expired","route":"/api"}.
 std::string DetailsOf(const std::vector<std::pair<std::string_view, std::string_view>>& fields);

@@ -410,6 +410,21 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
 }
 
 // `gatehouse audit verify`: every org's chain, plus the org-less "system" chain.
+// JSON lines, a page at a time, so that memory stays flat for any chain.
+int ExportAudit(gh::App& a, const std::string& org, std::int64_t after_seq) {
+  auto replayed = gh::ReplayLeftJournals(*a.store, AuditJournalDir(*a.config), nullptr);
+  if (!replayed) return Die(replayed.error().message);
+  for (;;) {
+    auto page = a.audit->ChainPage(org, after_seq);
+    if (!page) return Die(org + ": " + page.error().message);
+    for (const auto& e : *page) std::cout << boost::json::serialize(gh::AuditEventJson(e)) << '\n';
+    if (static_cast<int>(page->size()) < gh::AuditService::kChainPage) break;
+    after_seq = page->back().seq;
+  }
+  std::cout.flush();
+  return std::cout ? 0 : 2;
+}
+
 int VerifyAudit(gh::App& a, const std::string& only_org, bool json) {
   // Events journaled by a process that is gone belong in the log before it is judged; slots of
   // running servers are theirs, and skipped.
@@ -506,6 +521,7 @@ int main(int argc, char** argv) {
   auto* keys = cli.add_subcommand("keys", "manage API keys");
   keys->require_subcommand(1);
   std::string org, key_id, label, env = "live", expires_in, grace = "24h";
+  std::int64_t after_seq = 0;
   std::vector<std::string> scopes, allow;
   auto* kc = keys->add_subcommand("create", "create a key (printed once)");
   AddCommon(kc, common);
@@ -537,6 +553,13 @@ int main(int argc, char** argv) {
   AddCommon(audit_verify, common);
   audit_verify->add_option("--org", org, "only this organization (\"system\": org-less events)");
   audit_verify->add_flag("--json", json, "print one JSON report per org");
+  auto* audit_export = audit->add_subcommand(
+      "export",
+      "print an organization's audit chain as JSON lines, oldest first (\"system\": "
+      "the org-less events, such as refused credentials that name no org)");
+  AddCommon(audit_export, common);
+  audit_export->add_option("--org", org, "organization id, or \"system\"")->required();
+  audit_export->add_option("--after-seq", after_seq, "only events after this sequence number");
   auto* audit_prune = audit->add_subcommand(
       "prune", "apply every org's audit retention now (the server also does this hourly)");
   AddCommon(audit_prune, common);
@@ -726,6 +749,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (audit_verify->parsed()) return VerifyAudit(a, org, json);
+  if (audit_export->parsed()) return ExportAudit(a, org, after_seq);
   if (audit_prune->parsed()) {
     auto r = a.audit->ApplyAllRetention();
     if (!r) return Die(r.error().message);

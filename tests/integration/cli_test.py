@@ -107,6 +107,35 @@ class CliTest(unittest.TestCase):
         self.assertNotEqual(bad.returncode, 0)
         self.assertIn("unknown scope", bad.stderr)
 
+    def test_audit_export_prints_a_chain_as_json_lines(self):
+        gh = Gatehouse(BINARY).start()
+        try:
+            admin = {"Authorization": f"Bearer {gh.key}"}
+            for label in ("one", "two"):
+                self.assertEqual(requests.post(f"{gh.url}/v1/orgs/{gh.org}/keys", headers=admin,
+                                               json={"label": label, "scopes": []}).status_code, 201)
+            # A credential that names no org is recorded in the operator's "system" chain,
+            # which no org's key can read through the API.
+            self.assertEqual(requests.get(f"{gh.url}/api/v1/findings",
+                                          headers={"X-API-Key": "not-a-key"}).status_code, 401)
+
+            def export(*args):
+                out = run(BINARY, "audit", "export", *args, "--data-dir", gh.data_dir).stdout
+                return [json.loads(line) for line in out.splitlines()]
+
+            events = export("--org", gh.org)
+            self.assertEqual([e["seq"] for e in events], list(range(1, len(events) + 1)))
+            self.assertEqual([e["action"] for e in events].count("key.create"), 2)
+            self.assertTrue(all(e["org_id"] == gh.org and len(e["hash"]) == 64 for e in events))
+            self.assertEqual(len(export("--org", gh.org, "--after-seq", "1")), len(events) - 1)
+            system = export("--org", "system")
+            self.assertTrue([e for e in system if e["status"] == 401], system)
+            self.assertNotIn("not-a-key", json.dumps(system))  # the credential is never kept
+            missing = run(BINARY, "audit", "export", "--data-dir", gh.data_dir, check=False)
+            self.assertNotEqual(missing.returncode, 0)
+        finally:
+            gh.stop()
+
     def test_config_check(self):
         good = run(BINARY, "config", "check", "--config", os.path.join(SOURCE, "gatehouse.example.toml"))
         self.assertIn("OK", good.stdout)
