@@ -194,17 +194,36 @@ void RedisLimiter::SpendCredits(std::string_view key_id, std::int64_t period, st
               std::to_string(seed),
               shadow ? "1" : "0",
               std::to_string(std::max<std::int64_t>(1, ttl_seconds))};
-  job.raw = [this, done = std::move(done)](void* raw) {
+  job.raw = AnswerIntegerPair([done = std::move(done)](auto pair) {
+    if (!pair) return done(std::nullopt);
+    done(SharedSpend{pair->first == 1, pair->second});
+  });
+  Submit(std::move(job));
+}
+
+std::function<void(void*)> RedisLimiter::AnswerInteger(
+    std::function<void(std::optional<std::int64_t>)> done) {
+  return [this, done = std::move(done)](void* raw) {
+    const auto* r = static_cast<const redisReply*>(raw);
+    if (!r || r->type != REDIS_REPLY_INTEGER) {
+      if (r) failures_.fetch_add(1, std::memory_order_relaxed);
+      return done(std::nullopt);
+    }
+    done(r->integer);
+  };
+}
+
+std::function<void(void*)> RedisLimiter::AnswerIntegerPair(
+    std::function<void(std::optional<std::pair<std::int64_t, std::int64_t>>)> done) {
+  return [this, done = std::move(done)](void* raw) {
     const auto* r = static_cast<const redisReply*>(raw);
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
         r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_INTEGER) {
       if (r) failures_.fetch_add(1, std::memory_order_relaxed);
-      done(std::nullopt);
-      return;
+      return done(std::nullopt);
     }
-    done(SharedSpend{r->element[0]->integer == 1, r->element[1]->integer});
+    done(std::make_pair(r->element[0]->integer, r->element[1]->integer));
   };
-  Submit(std::move(job));
 }
 
 void RedisLimiter::IncrementInWindow(std::string key, std::int64_t window_ms,
@@ -214,15 +233,7 @@ void RedisLimiter::IncrementInWindow(std::string key, std::int64_t window_ms,
               "local n = redis.call('INCR', KEYS[1]) "
               "if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end return n",
               "1", std::move(key), std::to_string(std::max<std::int64_t>(1, window_ms))};
-  job.raw = [this, done = std::move(done)](void* raw) {
-    const auto* r = static_cast<const redisReply*>(raw);
-    if (!r || r->type != REDIS_REPLY_INTEGER) {
-      if (r) failures_.fetch_add(1, std::memory_order_relaxed);
-      done(std::nullopt);
-      return;
-    }
-    done(r->integer);
-  };
+  job.raw = AnswerInteger(std::move(done));
   Submit(std::move(job));
 }
 
@@ -243,16 +254,10 @@ void RedisLimiter::RememberMember(
               std::move(member),
               std::to_string(std::max<std::int64_t>(1, ttl_ms)),
               std::to_string(std::max<std::int64_t>(1, max_members))};
-  job.raw = [this, done = std::move(done)](void* raw) {
-    const auto* r = static_cast<const redisReply*>(raw);
-    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-        r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_INTEGER) {
-      if (r) failures_.fetch_add(1, std::memory_order_relaxed);
-      done(std::nullopt);
-      return;
-    }
-    done(std::make_pair(r->element[0]->integer == 1, r->element[1]->integer));
-  };
+  job.raw = AnswerIntegerPair([done = std::move(done)](auto pair) {
+    if (!pair) return done(std::nullopt);
+    done(std::make_pair(pair->first == 1, pair->second));
+  });
   Submit(std::move(job));
 }
 
@@ -270,15 +275,7 @@ void RedisLimiter::AddToWindowSet(std::string key, std::string member, std::int6
               std::move(member),
               std::to_string(std::max<std::int64_t>(1, window_ms)),
               std::to_string(std::max<std::int64_t>(1, max_members))};
-  job.raw = [this, done = std::move(done)](void* raw) {
-    const auto* r = static_cast<const redisReply*>(raw);
-    if (!r || r->type != REDIS_REPLY_INTEGER) {
-      if (r) failures_.fetch_add(1, std::memory_order_relaxed);
-      done(std::nullopt);
-      return;
-    }
-    done(r->integer);
-  };
+  job.raw = AnswerInteger(std::move(done));
   Submit(std::move(job));
 }
 

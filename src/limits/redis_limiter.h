@@ -109,6 +109,11 @@ class RedisLimiter {
     std::size_t keys = 0;
   };
   static RateVerdict VerdictFromReply(const void* reply, const Job& job);
+  // A Job::raw that hands `done` an integer reply, or a two-integer array; nullopt (counted as
+  // a failure when Redis answered something else) otherwise.
+  std::function<void(void*)> AnswerInteger(std::function<void(std::optional<std::int64_t>)> done);
+  std::function<void(void*)> AnswerIntegerPair(
+      std::function<void(std::optional<std::pair<std::int64_t, std::int64_t>>)> done);
   void Submit(Job job);
   void Run();
   bool Connect();

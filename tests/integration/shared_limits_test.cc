@@ -294,29 +294,22 @@ TEST_F(SharedLimitsTest, KeyEnumerationSpreadOverTheNodesIsCountedByTheCluster) 
 // event is written by the audit writer of whichever node reacted, a moment later.
 int SecurityEvents(int port, const std::string& org, const std::string& owner,
                    const std::string& action, int at_least) {
-  int seen = 0;
-  for (int i = 0; i < 100; ++i) {
+  auto count = [&] {
     std::string body = Request(port, "GET", "/v1/orgs/" + org + "/security-events?action=" + action,
                                {{"Authorization", "Bearer " + owner}})
                            .body;
-    seen = 0;
-    for (auto at = body.find("\"" + action + "\""); at != std::string::npos;
-         at = body.find("\"" + action + "\"", at + 1)) {
+    int seen = 0;
+    const std::string quoted = "\"" + action + "\"";
+    for (auto at = body.find(quoted); at != std::string::npos; at = body.find(quoted, at + 1)) {
       ++seen;
     }
-    if (seen >= at_least) break;
+    return seen;
+  };
+  for (int i = 0; i < 100 && count() < at_least; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(30));
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(300));  // any late duplicate shows now
-  std::string body = Request(port, "GET", "/v1/orgs/" + org + "/security-events?action=" + action,
-                             {{"Authorization", "Bearer " + owner}})
-                         .body;
-  seen = 0;
-  for (auto at = body.find("\"" + action + "\""); at != std::string::npos;
-       at = body.find("\"" + action + "\"", at + 1)) {
-    ++seen;
-  }
-  return seen;
+  return count();
 }
 
 // A burst of failures for one key, spread over the nodes: 70 refusals on each is past the
