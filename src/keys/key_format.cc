@@ -1,14 +1,23 @@
 #include "keys/key_format.h"
 
+#include <array>
+
 #include "core/crypto.h"
 #include "core/random.h"
 
 namespace gatehouse {
 
 namespace {
-bool IsBase62(char c) {
-  return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
-}
+// A table, since every request's key is checked a character at a time.
+constexpr std::array<bool, 256> kBase62 = [] {
+  std::array<bool, 256> table{};
+  for (char c :
+       std::string_view("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")) {
+    table[static_cast<unsigned char>(c)] = true;
+  }
+  return table;
+}();
+bool IsBase62(char c) { return kBase62[static_cast<unsigned char>(c)]; }
 }  // namespace
 
 std::string_view EnvironmentName(KeyEnvironment env) {
