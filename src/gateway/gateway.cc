@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/text.h"
+#include "http/h1.h"
 
 namespace gatehouse {
 
@@ -108,23 +109,19 @@ std::vector<std::pair<std::string, std::string>> Gateway::IdentityHeaders(const 
   return out;
 }
 
-// Client fields the upstream never receives as sent: hop-by-hop ones, and those gatehouse sets
-// itself (identity, request id, forwarding, Host) or removes (the credential, Expect). Every
-// request runs each of its fields through this, so the length is checked before any compare.
+// Client fields the upstream never receives as sent: hop-by-hop ones (h1::IsHopByHop), and those
+// gatehouse sets itself (identity, request id, forwarding, Host) or removes (the credential,
+// Expect). Every request runs each of its fields through this, so the length is checked before any
+// compare.
 bool Gateway::ReplacedUpstream(std::string_view n, bool forward_credential) {
+  if (h1::IsHopByHop(n)) return true;
   switch (n.size()) {
-    case 2:
-      return EqualsIgnoreCase(n, "te");
     case 4:
       return EqualsIgnoreCase(n, "host");
     case 6:
       return EqualsIgnoreCase(n, "expect");
-    case 7:
-      return EqualsIgnoreCase(n, "upgrade") || EqualsIgnoreCase(n, "trailer");
     case 9:
       return !forward_credential && EqualsIgnoreCase(n, "x-api-key");
-    case 10:
-      return EqualsIgnoreCase(n, "connection") || EqualsIgnoreCase(n, "keep-alive");
     case 12:
       return EqualsIgnoreCase(n, "x-request-id");
     case 13:
@@ -132,14 +129,10 @@ bool Gateway::ReplacedUpstream(std::string_view n, bool forward_credential) {
     case 15:
       return EqualsIgnoreCase(n, "x-gatehouse-org") || EqualsIgnoreCase(n, "x-gatehouse-env") ||
              EqualsIgnoreCase(n, "x-forwarded-for");
-    case 16:
-      return EqualsIgnoreCase(n, "proxy-connection");
     case 17:
       return EqualsIgnoreCase(n, "x-forwarded-proto");
     case 18:
-      return EqualsIgnoreCase(n, "x-gatehouse-scopes") || EqualsIgnoreCase(n, "proxy-authenticate");
-    case 19:
-      return EqualsIgnoreCase(n, "proxy-authorization");
+      return EqualsIgnoreCase(n, "x-gatehouse-scopes");
     case 21:
       return EqualsIgnoreCase(n, "x-gatehouse-principal");
     default:
