@@ -306,19 +306,23 @@ Result<void> AuditJournal::StartSegment(std::int64_t number) {
 }
 
 Result<JournalMark> AuditJournal::Append(const AuditEvent& event) {
+  buffer_.clear();
+  EncodeJournalRecord(event, buffer_);
+  return AppendRecords(buffer_);
+}
+
+Result<JournalMark> AuditJournal::AppendRecords(std::string_view records) {
   if (offset_ >= segment_bytes_) {
     if (auto r = StartSegment(segment_ + 1); !r) return tl::unexpected(r.error());
   }
-  buffer_.clear();
-  EncodeJournalRecord(event, buffer_);
-  if (!WriteAll(fd_, buffer_)) {
+  if (!WriteAll(fd_, records)) {
     // A short write leaves a partial record at the tail. Later records go to a new segment, so
     // that replay meets the damage only at a segment's end, where it stops reading that one.
     auto error = SystemError("append to", dir_ / SegmentName(segment_));
     (void)StartSegment(segment_ + 1);
     return tl::unexpected(error);
   }
-  offset_ += static_cast<std::int64_t>(buffer_.size());
+  offset_ += static_cast<std::int64_t>(records.size());
   return JournalMark{segment_, offset_};
 }
 

@@ -57,6 +57,8 @@ class AuditJournal {
 
   // Appends one event. Callers serialise appends (the audit writer holds its lock).
   Result<JournalMark> Append(const AuditEvent& event);
+  // Appends whole records framed by EncodeJournalRecord, with one write(); likewise serialised.
+  Result<JournalMark> AppendRecords(std::string_view records);
   // Flushes every record appended before the call to stable storage. Safe beside Append.
   Result<void> Sync();
   // Calls `visit` for every record after `from`, oldest first, in the segments written before

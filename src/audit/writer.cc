@@ -100,33 +100,39 @@ AuditWriter::AuditWriter(Store& store, AuditWriterOptions options,
 
 AuditWriter::~AuditWriter() { Stop(); }
 
-AuditWriter::Admission AuditWriter::Overflow() {
+AuditWriter::Admission AuditWriter::Overflow(std::size_t count) {
   if (options_.overflow == AuditWriterOptions::Overflow::kDrop) {
-    dropped_.fetch_add(1, std::memory_order_relaxed);
+    dropped_.fetch_add(count, std::memory_order_relaxed);
     return Admission::kDropped;
   }
-  rejected_.fetch_add(1, std::memory_order_relaxed);
+  rejected_.fetch_add(count, std::memory_order_relaxed);
   return Admission::kRejected;
 }
 
-AuditWriter::Admission AuditWriter::SubmitToJournal(AuditEvent& event, Done& done) {
-  std::lock_guard lock(mu_);
-  if (stopping_ || submitted_ - settled_ >= options_.capacity) return Overflow();
-  auto mark = journal_->Append(event);
+AuditWriter::Admission AuditWriter::Journaled(const Result<JournalMark>& mark, std::size_t count) {
   if (!mark) {
     // Once per thousand, so that a full disk does not also flood the log.
     if (journal_failures_.fetch_add(1, std::memory_order_relaxed) % 1000 == 0) {
       spdlog::error("audit: {}", mark.error().message);
     }
-    failed_.fetch_add(1, std::memory_order_relaxed);
+    failed_.fetch_add(count, std::memory_order_relaxed);
     return Admission::kFailed;
   }
-  // The writer thread reads the event back from the journal: nothing is handed over but a
-  // count and a mark, and `event` is freed here, on the thread that made it.
+  // The writer thread reads the events back from the journal: nothing is handed over but a
+  // count and a mark.
   appended_ = *mark;
-  ++submitted_;
+  const bool idle = submitted_ == taken_;
+  submitted_ += count;
   depth_.store(submitted_ - settled_, std::memory_order_relaxed);
-  if (submitted_ - taken_ == 1) wake_.notify_one();
+  if (idle) wake_.notify_one();
+  return Admission::kJournaled;
+}
+
+AuditWriter::Admission AuditWriter::SubmitToJournal(AuditEvent& event, Done& done) {
+  std::lock_guard lock(mu_);
+  if (stopping_ || submitted_ - settled_ >= options_.capacity) return Overflow();
+  // `event` is freed here, on the thread that made it.
+  if (Journaled(journal_->Append(event), 1) != Admission::kJournaled) return Admission::kFailed;
   if (!options_.fsync) return Admission::kJournaled;
   bool first = false;
   {
@@ -136,6 +142,14 @@ AuditWriter::Admission AuditWriter::SubmitToJournal(AuditEvent& event, Done& don
   }
   if (first) sync_wake_.notify_one();
   return Admission::kQueued;
+}
+
+AuditWriter::Admission AuditWriter::SubmitRecords(std::string_view records, std::size_t count) {
+  if (count == 0) return Admission::kJournaled;
+  if (!AnswersAtOnce()) return Admission::kFailed;  // a caller's mistake: nothing was recorded
+  std::lock_guard lock(mu_);
+  if (stopping_ || submitted_ - settled_ + count > options_.capacity) return Overflow(count);
+  return Journaled(journal_->AppendRecords(records), count);
 }
 
 void AuditWriter::RunSyncer() {

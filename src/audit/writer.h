@@ -83,6 +83,10 @@ class AuditWriter {
   // the journal, fsync off), and `done` never runs. kRejected (queue full), kDropped (queue
   // full, overflow = drop) and kFailed (the journal cannot be written): it never runs either.
   Admission Submit(AuditEvent event, Done done);
+  // With AnswersAtOnce() only: `count` events framed by EncodeJournalRecord, journaled with one
+  // write() where Submit makes one each (a network thread gathers what one turn of its loop
+  // decided). All are taken (kJournaled) or none: kRejected, kDropped or kFailed.
+  Admission SubmitRecords(std::string_view records, std::size_t count);
 
   // Blocks until every event submitted before the call is in the store (and the key usage
   // counts with it), or `timeout` passed; false then. Readers of the log call it first, so that
@@ -105,7 +109,9 @@ class AuditWriter {
  private:
   AuditWriter(Store& store, AuditWriterOptions options, std::unique_ptr<AuditJournal> journal);
   Admission SubmitToJournal(AuditEvent& event, Done& done);
-  Admission Overflow();
+  // Under mu_: records the outcome of a journal append of `count` events.
+  Admission Journaled(const Result<JournalMark>& mark, std::size_t count);
+  Admission Overflow(std::size_t count = 1);
   void Run();
   void RunSyncer();
   bool WriteBatch(std::vector<AuditEvent>& events, const std::vector<KeyUsageCount>& usage,

@@ -1,6 +1,7 @@
 #include "http/server.h"
 
 #include "audit/details.h"
+#include "audit/journal.h"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -69,10 +70,24 @@ struct AuditCompletions {
   std::vector<std::pair<std::shared_ptr<AuditTicket>, bool>> draining;  // worker thread only
 };
 
+// The events one turn of a worker's loop decided, journaled together by a handler posted
+// behind the turn's completions: one write() for the lot (AuditWriter::SubmitRecords). Worker
+// thread only.
+struct AuditRecordBatch {
+  struct Outcome {
+    bool journaled = false;  // SubmitRecords ran
+    AuditWriter::Admission admission = AuditWriter::Admission::kFailed;
+  };
+  std::string records;  // framed by EncodeJournalRecord
+  std::size_t count = 0;
+  std::shared_ptr<Outcome> outcome;  // one per batch, held by each of its requests
+};
+
 struct Worker {
   io::WatchList watches;  // touched only on this worker's thread
   net::io_context ioc{1};
   AuditCompletions audit_done;
+  AuditRecordBatch audit_records;
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
   proxy::UpstreamPool upstreams;
   std::thread thread;
@@ -611,6 +626,16 @@ class Server::Impl {
     c.draining.clear();
   }
 
+  static void JournalAuditRecords(Worker& w, AuditWriter& writer) {
+    AuditRecordBatch& batch = w.audit_records;
+    if (batch.count == 0) return;
+    batch.outcome->admission = writer.SubmitRecords(batch.records, batch.count);
+    batch.outcome->journaled = true;
+    batch.outcome.reset();
+    batch.records.clear();
+    batch.count = 0;
+  }
+
   // The worker whose thread is running; set once per worker thread.
   static thread_local Worker* current_worker_;
 
@@ -626,8 +651,22 @@ class Server::Impl {
     event.client_ip.assign(ex.client_ip);
     event.user_agent.assign(head.Find("user-agent").value_or("").substr(0, 256));
     event.request_id.assign(ex.request_id);
-    if (writer->AnswersAtOnce()) {  // the journal has it once Submit returns: nothing to wait for
-      co_return RefusalOf(writer->Submit(std::move(event), nullptr));
+    if (writer->AnswersAtOnce()) {  // the journal has it once written: no commit to wait for
+      Worker* worker = current_worker_;
+      if (!worker) co_return RefusalOf(writer->Submit(std::move(event), nullptr));
+      AuditRecordBatch& batch = worker->audit_records;
+      if (batch.count == 0) {
+        batch.outcome = std::make_shared<AuditRecordBatch::Outcome>();
+        net::post(worker->ioc, [worker, writer] { JournalAuditRecords(*worker, *writer); });
+      }
+      EncodeJournalRecord(event, batch.records);
+      ++batch.count;
+      auto outcome = batch.outcome;
+      // The io_context runs handlers in the order posted, so the batch is written by the time
+      // this resumes; were it not, it is written now. Either way, before the answer.
+      co_await net::post(co_await net::this_coro::executor, net::use_awaitable);
+      if (!outcome->journaled) JournalAuditRecords(*worker, *writer);
+      co_return RefusalOf(outcome->admission);
     }
     auto ticket = std::make_shared<AuditTicket>(co_await net::this_coro::executor);
     Worker* worker = current_worker_;

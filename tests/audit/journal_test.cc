@@ -190,6 +190,31 @@ TEST_F(JournalTest, TheWriterMovesJournaledEventsIntoTheStoreAndReadersSeeThemAt
   EXPECT_LE(segments, 2);
 }
 
+TEST_F(JournalTest, EventsFramedTogetherAreJournaledAllOrNone) {
+  auto options = Options();
+  options.capacity = 8;
+  options.journal_gather = std::chrono::milliseconds(500);  // nothing moves for a while
+  auto writer = AuditWriter::Open(*store_, options);
+  ASSERT_TRUE(writer) << writer.error().message;
+  auto framed = [](int first, int count) {
+    std::string records;
+    for (int i = first; i < first + count; ++i)
+      EncodeJournalRecord(Event("req_" + std::to_string(i)), records);
+    return records;
+  };
+  EXPECT_EQ((*writer)->SubmitRecords(framed(0, 5), 5), AuditWriter::Admission::kJournaled);
+  EXPECT_EQ((*writer)->queue_depth(), 5u);
+  // Three more would fit, four do not: none of the four is taken.
+  EXPECT_EQ((*writer)->SubmitRecords(framed(5, 4), 4), AuditWriter::Admission::kRejected);
+  EXPECT_EQ((*writer)->rejected(), 4u);
+  EXPECT_EQ((*writer)->SubmitRecords(framed(9, 3), 3), AuditWriter::Admission::kJournaled);
+  EXPECT_TRUE((*writer)->CatchUp(std::chrono::seconds(5)));
+  std::map<std::string, int> expected;
+  for (int i : {0, 1, 2, 3, 4, 9, 10, 11}) expected["req_" + std::to_string(i)] = 1;
+  EXPECT_EQ(Recorded(), expected);
+  (*writer)->Stop();
+}
+
 TEST_F(JournalTest, WithFsyncARequestIsAnsweredOnceTheJournalIsFlushed) {
   auto writer = AuditWriter::Open(*store_, Options(true));
   ASSERT_TRUE(writer) << writer.error().message;
