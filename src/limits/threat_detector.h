@@ -142,6 +142,7 @@ class ThreatDetector {
   std::unordered_map<std::string, UnixMicros> own_blocks_;  // guarded by own_mu_
   std::atomic<std::size_t> blocked_count_{0};
   std::atomic<std::uint64_t> events_{0}, blocks_{0}, shadow_actions_{0}, blocked_requests_{0};
+  std::uint64_t instance_ = 0;  // numbers the per-thread memo of KeyUsed
 };
 
 // A hash of the network an address belongs to (IPv4 /v4_bits, IPv6 /v6_bits), without

@@ -67,6 +67,19 @@ TEST_F(ThreatDetectorTest, AloneTheFirstNetworkIsLearnedAndTheNextReported) {
   EXPECT_EQ(Seen("security.new_network"), 1);
 }
 
+TEST_F(ThreatDetectorTest, RepeatedPairsAreSkippedButEachDetectorLearnsForItself) {
+  auto first = Make();
+  for (int i = 0; i < 3; ++i) first->KeyUsed("key_a", "org_a", "198.51.100.7");
+  first->KeyUsed("key_a", "org_a", "203.0.113.1");
+  first->KeyUsed("key_a", "org_a", "203.0.113.1");  // known now: reported once
+  EXPECT_EQ(Seen("security.new_network"), 1);
+  // A second detector on the same thread has learned nothing from the first one's pairs.
+  auto second = Make();
+  second->KeyUsed("key_a", "org_a", "198.51.100.7");  // its first network: learned
+  second->KeyUsed("key_a", "org_a", "192.0.2.1");
+  EXPECT_EQ(Seen("security.new_network"), 2);
+}
+
 TEST_F(ThreatDetectorTest, TheClusterDecidesWhetherANetworkIsNewToTheKey) {
   auto first = Make(), second = Make();  // two nodes, one cluster
   first->ShareThrough(Answering());
