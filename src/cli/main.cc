@@ -15,6 +15,7 @@
 #include "api/control_plane.h"
 #include "cli/app.h"
 #include "core/crypto.h"
+#include "core/heap_stats.h"
 #include "core/random.h"
 #include "core/time_format.h"
 #include "demo/echo.h"
@@ -154,6 +155,13 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
                      "Requests an org's shadow (dry-run) IP allowlist would have refused.",
                      "counter",
                      [&auth] { return static_cast<double>(auth.shadow_allowlist_refusals()); });
+  if (gh::ReadHeapStats()) {  // on jemalloc (the release binary)
+    metrics.AddReading(
+        "gatehouse_heap_allocated_bytes",
+        "Heap memory in use, as the allocator (jemalloc) counts it.", "gauge", [] {
+          return static_cast<double>(gh::ReadHeapStats().value_or(gh::HeapStats{}).allocated_bytes);
+        });
+  }
   // The metrics token is optional: without it /metrics answers loopback clients only.
   std::string metrics_token;
   if (auto t = gh::ReadSecret(config->metrics_token, gh::ProcessEnv(), "the metrics token")) {

@@ -2,6 +2,7 @@
 
 #include "audit/details.h"
 #include "audit/journal.h"
+#include "core/heap_stats.h"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -84,6 +85,9 @@ struct AuditRecordBatch {
 };
 
 struct Worker {
+  // jemalloc's count of the bytes this thread allocated (null: not on jemalloc, or the thread
+  // ended); guarded by Server::Impl's allocated_mu_, read for /metrics.
+  const std::uint64_t* allocated = nullptr;
   io::WatchList watches;  // touched only on this worker's thread
   net::io_context ioc{1};
   AuditCompletions audit_done;
@@ -347,13 +351,39 @@ class Server::Impl {
       }
       net::co_spawn(w->ioc, SweepLoop(*w), net::detached);
       Worker* wp = w.get();
-      w->thread = std::thread([wp] {
+      w->thread = std::thread([this, wp] {
         current_worker_ = wp;
+        {
+          std::lock_guard lock(allocated_mu_);
+          wp->allocated = ThisThreadAllocatedCounter();
+        }
         auto guard = net::make_work_guard(wp->ioc);
         wp->ioc.run();
+        std::lock_guard lock(allocated_mu_);
+        if (wp->allocated) allocated_by_ended_ += *wp->allocated;
+        wp->allocated = nullptr;
       });
     }
+    if (ThisThreadAllocatedCounter()) {
+      parts_.metrics->AddReading(
+          "gatehouse_network_thread_allocated_bytes_total",
+          "Bytes the network threads allocated since the start (jemalloc's count): the heap "
+          "traffic of the request paths.",
+          "counter", [this] { return static_cast<double>(NetworkThreadAllocatedBytes()); });
+    }
     return {};
+  }
+
+  std::uint64_t NetworkThreadAllocatedBytes() {
+    std::lock_guard lock(allocated_mu_);
+    std::uint64_t total = allocated_by_ended_;
+    for (const auto& w : workers_) {
+      // Written by its own thread on every allocation: read as an atomic, never torn.
+      if (w->allocated)
+        total += std::atomic_ref(*const_cast<std::uint64_t*>(w->allocated))
+                     .load(std::memory_order_relaxed);
+    }
+    return total;
   }
 
   std::vector<std::uint16_t> ports() const { return ports_; }
@@ -1265,6 +1295,8 @@ class Server::Impl {
   Parts parts_;
   const Config& cfg_;
   std::vector<std::unique_ptr<Worker>> workers_;
+  std::mutex allocated_mu_;
+  std::uint64_t allocated_by_ended_ = 0;  // guarded by allocated_mu_
   net::thread_pool blocking_;
   net::thread_pool costly_;
   std::shared_ptr<spdlog::logger> access_;
