@@ -15,7 +15,18 @@ bool ContainsLineBreak(std::string_view text);
 // A request id we are willing to echo back: 1-128 characters of [A-Za-z0-9._:-].
 bool IsSafeRequestId(std::string_view text);
 
-bool EqualsIgnoreCase(std::string_view a, std::string_view b);
+// Inline: header parsing and proxying compare every field's name with several constants, and
+// most comparisons end at the length check.
+inline bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    char x = a[i], y = b[i];
+    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x + 32);
+    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y + 32);
+    if (x != y) return false;
+  }
+  return true;
+}
 
 // A hash that lets unordered maps keyed by std::string be searched with a string_view, without
 // building a string per lookup: std::unordered_map<std::string, V, StringHash, std::equal_to<>>.

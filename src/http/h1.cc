@@ -163,14 +163,13 @@ std::optional<std::string_view> Head::Find(std::string_view name) const {
   return std::nullopt;
 }
 
-bool Head::ConnectionLists(std::string_view token) const {
-  bool found = false;
+ConnectionTokens Head::ListedInConnection() const {
+  ConnectionTokens listed;
   for (const auto& f : fields) {
     if (!EqualsIgnoreCase(f.name, "connection")) continue;
-    ForEachListItem(f.value,
-                    [&](std::string_view t) { found = found || EqualsIgnoreCase(t, token); });
+    ForEachListItem(f.value, [&](std::string_view t) { listed.tokens.push_back(t); });
   }
-  return found;
+  return listed;
 }
 
 Status ParseRequest(std::string_view in, const Limits& limits, RequestHead& out) {

@@ -9,11 +9,15 @@
 // one Host in HTTP/1.1 requests.
 #pragma once
 
+#include <boost/container/small_vector.hpp>
+
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "core/text.h"
 
 namespace gatehouse::h1 {
 
@@ -45,6 +49,17 @@ struct Limits {
   std::size_t max_fields = 100;
 };
 
+// The names a message's Connection fields list; a handful at most in practice.
+struct ConnectionTokens {
+  boost::container::small_vector<std::string_view, 4> tokens;
+  bool Contains(std::string_view name) const {
+    for (std::string_view t : tokens) {
+      if (EqualsIgnoreCase(t, name)) return true;
+    }
+    return false;
+  }
+};
+
 struct Head {
   int minor_version = 1;
   std::vector<Field> fields;
@@ -56,8 +71,9 @@ struct Head {
 
   // First field with that name, compared case-insensitively.
   std::optional<std::string_view> Find(std::string_view name) const;
-  // Whether the Connection header lists `token` (so the field is hop-by-hop).
-  bool ConnectionLists(std::string_view token) const;
+  // Every token the Connection fields list (those fields are hop-by-hop too), as views into
+  // their values: read once by code that asks about each field in turn.
+  ConnectionTokens ListedInConnection() const;
 };
 
 struct RequestHead : Head {

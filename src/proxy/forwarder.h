@@ -12,12 +12,14 @@
 #pragma once
 
 #include <spdlog/spdlog.h>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <charconv>
 
 #include <sys/socket.h>
 
@@ -257,9 +259,9 @@ inline std::string UpstreamTarget(const RouteConfig& route, std::string_view tar
 
 inline void AppendField(std::string& out, std::string_view name, std::string_view value) {
   out += name;
-  out += ": ";
+  out += std::string_view(": ");
   out += value;
-  out += "\r\n";
+  out += std::string_view("\r\n");
 }
 
 // The request head the upstream receives: the client's fields minus hop-by-hop ones, spoofable
@@ -271,7 +273,7 @@ inline void BuildUpstreamHead(const h1::RequestHead& head, const ForwardContext&
                               std::string& out,
                               std::optional<std::size_t> whole_body_length = std::nullopt) {
   const RouteConfig& route = *ctx.route;
-  const bool has_connection = head.Find("connection").has_value();
+  const h1::ConnectionTokens listed = head.ListedInConnection();
   out.clear();
   out += head.method;
   out += ' ';
@@ -279,7 +281,7 @@ inline void BuildUpstreamHead(const h1::RequestHead& head, const ForwardContext&
   out += " HTTP/1.1\r\n";
   for (const auto& f : head.fields) {
     std::string_view n = f.name;
-    if (h1::IsHopByHop(n) || (has_connection && head.ConnectionLists(n)) || IsIdentityHeader(n) ||
+    if (h1::IsHopByHop(n) || listed.Contains(n) || IsIdentityHeader(n) ||
         EqualsIgnoreCase(n, "host") || EqualsIgnoreCase(n, "expect") ||
         EqualsIgnoreCase(n, "x-request-id") || EqualsIgnoreCase(n, "x-forwarded-for") ||
         EqualsIgnoreCase(n, "x-forwarded-proto")) {
@@ -331,15 +333,16 @@ inline void BuildUpstreamHead(const h1::RequestHead& head, const ForwardContext&
 // Transfer-Encoding field is dropped and the close of the connection ends the body.
 inline void BuildClientHead(const h1::ResponseHead& res, std::string_view request_id, bool close,
                             std::string& out, std::string_view extra = {}, bool unchunked = false) {
-  const bool has_connection = res.Find("connection").has_value();
+  const h1::ConnectionTokens listed = res.ListedInConnection();
   out.clear();
-  out += "HTTP/1.1 ";
-  out += std::to_string(res.status);
+  out += std::string_view("HTTP/1.1 ");
+  char status[12];
+  out.append(status, std::to_chars(status, status + sizeof(status), res.status).ptr);
   out += ' ';
   out += res.reason;
   out += "\r\n";
   for (const auto& f : res.fields) {
-    if (h1::IsHopByHop(f.name) || (has_connection && res.ConnectionLists(f.name)) ||
+    if (h1::IsHopByHop(f.name) || listed.Contains(f.name) ||
         EqualsIgnoreCase(f.name, "x-request-id") ||
         (unchunked && EqualsIgnoreCase(f.name, "transfer-encoding"))) {
       continue;

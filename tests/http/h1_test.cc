@@ -49,8 +49,8 @@ TEST(H1Request, KeepAliveFollowsVersionAndConnection) {
   EXPECT_TRUE(h.keep_alive);
   ASSERT_EQ(Request("GET / HTTP/1.1\r\nHost: a\r\nConnection: x-foo, close\r\n\r\n", h),
             Status::kComplete);
-  EXPECT_TRUE(h.ConnectionLists("X-Foo"));
-  EXPECT_FALSE(h.ConnectionLists("x-bar"));
+  EXPECT_TRUE(h.ListedInConnection().Contains("X-Foo"));
+  EXPECT_FALSE(h.ListedInConnection().Contains("x-bar"));
 }
 
 TEST(H1Request, ChunkedAndExpect) {
