@@ -75,7 +75,9 @@ Result<Principal> Authenticator::Decide(const KeyVerdict& verdict, const HttpReq
       return Fail(ErrorCode::kIpNotAllowed, "this key may not be used from your address");
     }
   }
-  Principal p{f.org_id, f.key_id, "api_key", f.scopes, f.environment, clock_.Now(), {}, {}};
+  // The verifier read the clock to judge expiry a moment ago: no second read per request.
+  const UnixMicros now = verdict.judged_at ? verdict.judged_at : clock_.Now();
+  Principal p{f.org_id, f.key_id, "api_key", f.scopes, f.environment, now, {}, {}};
   p.key_rate_limit = f.rate_limit;
   p.key_quota = f.quota;
   p.credits_used = f.credits_used;

@@ -51,9 +51,9 @@ KeyVerifier::KeyVerifier(KeyFormat format, HmacSha256Key pepper, Store& store, c
 std::string KeyVerifier::HashKey(std::string_view key) const { return HexEncode(pepper_.Mac(key)); }
 
 KeyVerdict KeyVerifier::Judge(const std::shared_ptr<const KeyFacts>& facts, UnixMicros now) const {
-  if (facts->revoked_at) return {KeyStatus::kRevoked, facts};
-  if (facts->expires_at && *facts->expires_at <= now) return {KeyStatus::kExpired, facts};
-  return {KeyStatus::kValid, facts};
+  if (facts->revoked_at) return {KeyStatus::kRevoked, facts, now};
+  if (facts->expires_at && *facts->expires_at <= now) return {KeyStatus::kExpired, facts, now};
+  return {KeyStatus::kValid, facts, now};
 }
 
 std::optional<KeyVerdict> KeyVerifier::TryCached(std::string_view key, std::string_view client_ip) {

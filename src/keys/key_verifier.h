@@ -68,6 +68,7 @@ std::string_view KeyStatusName(KeyStatus s);
 struct KeyVerdict {
   KeyStatus status = KeyStatus::kNotFound;
   std::shared_ptr<const KeyFacts> facts;  // set for kValid, kExpired and kRevoked
+  UnixMicros judged_at = 0;               // the time expiry was judged at (with facts)
 };
 
 class KeyVerifier {

@@ -78,7 +78,9 @@ class UpstreamPool {
                                                   io::WatchList& watches,
                                                   bool must_be_alive = false) {
     Target& t = targets_[route.upstream_authority];
-    const auto now = std::chrono::steady_clock::now();
+    // Idle ages (kCheckIdleAfter) and DNS refresh intervals are tens of ms and more: the
+    // coarse clock serves, without a TSC read per request.
+    const auto now = io::CoarseNow();
     while (allow_reuse && !t.idle.empty()) {
       auto c = std::move(t.idle.back());
       t.idle.pop_back();
@@ -145,7 +147,7 @@ class UpstreamPool {
     Target& t = targets_[route.upstream_authority];
     if (t.idle.size() >= kMaxIdlePerUpstream) return;
     c->in.ShrinkIfIdle(16 * 1024);
-    c->idle_since = std::chrono::steady_clock::now();
+    c->idle_since = io::CoarseNow();
     t.idle.push_back(std::move(c));
   }
 
