@@ -62,7 +62,8 @@ constexpr std::string_view kSchema2020 = R"({
       "at": {"format": "date-time"}, "span": {"format": "duration"}, "mail": {"format": "email"},
       "site": {"format": "uri"}, "ref": {"format": "uri-reference"}, "ip": {"format": "ipv6"},
       "host": {"format": "hostname"}, "id": {"format": "uuid"}, "n": {"format": "int32"},
-      "ptr": {"format": "relative-json-pointer"}, "raw": {"format": "byte"}}}
+      "ptr": {"format": "relative-json-pointer"}, "raw": {"format": "byte"},
+      "iri": {"format": "iri"}, "tpl": {"format": "uri-template"}, "re": {"format": "regex"}}}
   },
   "unevaluatedProperties": false
 })";

@@ -8,6 +8,8 @@
 #include <string>
 #include <utility>
 
+#include <re2/re2.h>
+
 namespace gatehouse {
 
 namespace {
@@ -23,6 +25,10 @@ constexpr std::pair<std::string_view, StringFormat> kFormats[] = {
     {"ipv6", StringFormat::kIpv6},
     {"uri", StringFormat::kUri},
     {"uri-reference", StringFormat::kUriReference},
+    {"iri", StringFormat::kIri},
+    {"iri-reference", StringFormat::kIriReference},
+    {"uri-template", StringFormat::kUriTemplate},
+    {"regex", StringFormat::kRegex},
     {"uuid", StringFormat::kUuid},
     {"json-pointer", StringFormat::kJsonPointer},
     {"relative-json-pointer", StringFormat::kRelativeJsonPointer},
@@ -185,13 +191,17 @@ bool IsSubDelim(char c) {
          c == '+' || c == ',' || c == ';' || c == '=';
 }
 
-// Every character of `s` is unreserved, a sub-delim, percent-encoded, or one of `extra`.
-bool AllOf(std::string_view s, std::string_view extra) {
+// Every character of `s` is unreserved, a sub-delim, percent-encoded, or one of `extra`; with
+// `iri`, also any non-ASCII character (RFC 3987's ucschar and iprivate: a JSON string is UTF-8
+// already, so its bytes from 0x80 up are whole characters).
+bool AllOf(std::string_view s, std::string_view extra, bool iri = false) {
   for (std::size_t i = 0; i < s.size(); ++i) {
     const char c = s[i];
     if (c == '%') {
       if (i + 2 >= s.size() || !IsHex(s[i + 1]) || !IsHex(s[i + 2])) return false;
       i += 2;
+    } else if (iri && static_cast<unsigned char>(c) >= 0x80) {
+      continue;
     } else if (!IsUnreserved(c) && !IsSubDelim(c) && extra.find(c) == std::string_view::npos) {
       return false;
     }
@@ -199,9 +209,9 @@ bool AllOf(std::string_view s, std::string_view extra) {
   return true;
 }
 
-bool IsAuthority(std::string_view a) {
+bool IsAuthority(std::string_view a, bool iri) {
   if (std::size_t at = a.find('@'); at != std::string_view::npos) {
-    if (!AllOf(a.substr(0, at), ":")) return false;
+    if (!AllOf(a.substr(0, at), ":", iri)) return false;
     a.remove_prefix(at + 1);
   }
   std::string_view host = a, port;
@@ -233,7 +243,7 @@ bool IsAuthority(std::string_view a) {
       host = a.substr(0, colon);
       port = a.substr(colon + 1);
     }
-    if (!AllOf(host, "")) return false;  // reg-name, which IPv4 addresses are too
+    if (!AllOf(host, "", iri)) return false;  // reg-name, which IPv4 addresses are too
   }
   for (char c : port) {
     if (!IsDigit(c)) return false;
@@ -242,13 +252,14 @@ bool IsAuthority(std::string_view a) {
 }
 
 // scheme ":" hier-part, or (references) a relative-ref; then [ "?" query ] [ "#" fragment ].
-bool IsUriOrReference(std::string_view s, bool reference) {
+// `iri`: RFC 3987's IRI, the same grammar with non-ASCII characters allowed.
+bool IsUriOrReference(std::string_view s, bool reference, bool iri = false) {
   if (std::size_t hash = s.find('#'); hash != std::string_view::npos) {
-    if (!AllOf(s.substr(hash + 1), ":@/?")) return false;
+    if (!AllOf(s.substr(hash + 1), ":@/?", iri)) return false;
     s = s.substr(0, hash);
   }
   if (std::size_t q = s.find('?'); q != std::string_view::npos) {
-    if (!AllOf(s.substr(q + 1), ":@/?")) return false;
+    if (!AllOf(s.substr(q + 1), ":@/?", iri)) return false;
     s = s.substr(0, q);
   }
   // A scheme is what precedes the first ':' when no '/' comes before it.
@@ -267,12 +278,91 @@ bool IsUriOrReference(std::string_view s, bool reference) {
   if (s.starts_with("//")) {
     s.remove_prefix(2);
     const std::size_t slash = s.find('/');
-    if (!IsAuthority(s.substr(0, slash))) return false;
+    if (!IsAuthority(s.substr(0, slash), iri)) return false;
     s = slash == std::string_view::npos ? std::string_view() : s.substr(slash);
   }
   // The path; a relative path's first segment cannot hold a ':' (it would read as a scheme),
   // which the scheme test above already turned away.
-  return AllOf(s, ":@/");
+  return AllOf(s, ":@/", iri);
+}
+
+// RFC 6570 URI Template, levels 1-4: literals (what a URI may hold, percent-encodings, and
+// non-ASCII characters) and expressions "{" [operator] varspec *( "," varspec ) "}", where a
+// varspec is a name of ALPHA / DIGIT / "_" / percent-encodings, dot-separated, with an optional
+// ":" max-length (1-9999) or "*".
+bool IsUriTemplate(std::string_view s) {
+  auto is_literal = [](char c) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u >= 0x80) return true;
+    if (u <= 0x20 || c == 0x7f) return false;
+    return std::string_view("\"'%<>\\^`{|}").find(c) == std::string_view::npos;
+  };
+  auto pct = [&](std::string_view t, std::size_t i) {
+    return i + 2 < t.size() && IsHex(t[i + 1]) && IsHex(t[i + 2]);
+  };
+  std::size_t i = 0;
+  while (i < s.size()) {
+    const char c = s[i];
+    if (c == '%') {
+      if (!pct(s, i)) return false;
+      i += 3;
+      continue;
+    }
+    if (c != '{') {
+      if (!is_literal(c)) return false;
+      ++i;
+      continue;
+    }
+    const std::size_t close = s.find('}', i);
+    if (close == std::string_view::npos) return false;
+    std::string_view expr = s.substr(i + 1, close - i - 1);
+    i = close + 1;
+    if (!expr.empty() && std::string_view("+#./;?&").find(expr.front()) != std::string_view::npos) {
+      expr.remove_prefix(1);
+    }
+    // Each varspec, split at commas; an empty one (or expression) is not a name.
+    for (;;) {
+      const std::size_t comma = expr.find(',');
+      std::string_view spec = expr.substr(0, comma);
+      std::string_view name = spec;
+      if (std::size_t colon = spec.find(':'); colon != std::string_view::npos) {
+        name = spec.substr(0, colon);
+        std::string_view len = spec.substr(colon + 1);
+        if (len.empty() || len.size() > 4 || len.front() == '0') return false;
+        for (char d : len) {
+          if (!IsDigit(d)) return false;
+        }
+      } else if (spec.ends_with('*')) {
+        name = spec.substr(0, spec.size() - 1);
+      }
+      if (name.empty() || name.front() == '.' || name.back() == '.') return false;
+      for (std::size_t k = 0; k < name.size(); ++k) {
+        const char v = name[k];
+        if (v == '%') {
+          if (!pct(name, k)) return false;
+          k += 2;
+        } else if (v == '.') {
+          if (name[k + 1] == '.') return false;
+        } else if (!IsAlpha(v) && !IsDigit(v) && v != '_') {
+          return false;
+        }
+      }
+      if (comma == std::string_view::npos) break;
+      expr.remove_prefix(comma + 1);
+    }
+  }
+  return true;
+}
+
+// A pattern the `pattern` keyword would take: RE2's syntax, which is ECMA-262's without
+// lookaround and backreferences. Bounded, since the text comes from a request body.
+bool IsRegex(std::string_view s) {
+  if (s.size() > 4096) return false;
+  RE2::Options options;
+  options.set_log_errors(false);
+  options.set_max_mem(1 << 20);
+  RE2 re(re2::StringPiece(s.data(), s.size()), options);
+  return re.ok();
 }
 
 bool IsJsonPointer(std::string_view s) {
@@ -371,8 +461,8 @@ std::optional<StringFormat> FormatNamed(std::string_view name) {
 
 std::string_view KnownFormatNames() {
   return "date-time, date, time, duration, email, hostname, ipv4, ipv6, uri, uri-reference, "
-         "uuid, json-pointer, relative-json-pointer, and OpenAPI's int32, int64, float, double, "
-         "byte, binary, password";
+         "iri, iri-reference, uri-template, regex, uuid, json-pointer, relative-json-pointer, "
+         "and OpenAPI's int32, int64, float, double, byte, binary, password";
 }
 
 bool MatchesFormat(StringFormat format, std::string_view s) {
@@ -397,6 +487,14 @@ bool MatchesFormat(StringFormat format, std::string_view s) {
       return IsUriOrReference(s, false);
     case StringFormat::kUriReference:
       return IsUriOrReference(s, true);
+    case StringFormat::kIri:
+      return IsUriOrReference(s, false, true);
+    case StringFormat::kIriReference:
+      return IsUriOrReference(s, true, true);
+    case StringFormat::kUriTemplate:
+      return IsUriTemplate(s);
+    case StringFormat::kRegex:
+      return IsRegex(s);
     case StringFormat::kUuid:
       return IsUuid(s);
     case StringFormat::kJsonPointer:

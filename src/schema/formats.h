@@ -22,6 +22,10 @@ enum class StringFormat {
   kIpv6,                 // RFC 4291 text forms
   kUri,                  // RFC 3986 URI (with a scheme)
   kUriReference,         // RFC 3986 URI-reference
+  kIri,                  // RFC 3987 IRI (a URI with non-ASCII characters)
+  kIriReference,         // RFC 3987 IRI-reference
+  kUriTemplate,          // RFC 6570, levels 1-4
+  kRegex,                // a pattern RE2 compiles (ECMA-262 without lookaround/backreferences)
   kUuid,                 // RFC 4122 string form
   kJsonPointer,          // RFC 6901
   kRelativeJsonPointer,  // draft-handrews-relative-json-pointer

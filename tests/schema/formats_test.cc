@@ -119,6 +119,35 @@ TEST(JsonSchemaFormats, IdentifiersAndPointers) {
   Expect("byte", {{"", true}, {"aGk=", true}, {"aGk", false}, {"a===", false}, {"aG!=", false}});
 }
 
+TEST(JsonSchemaFormats, IrisTemplatesAndPatterns) {
+  Expect("iri", {{"https://bücher.example/straße?q=größe#teil", true},
+                 {"https://example.com/plain", true},
+                 {"/relative/only", false},
+                 {"https://exa mple.com/", false},  // a space is no more allowed than in a URI
+                 {"https://example.com/%zz", false}});
+  Expect("iri-reference", {{"/über/uns", true}, {"#fragmänt", true}, {"a\\b", false}});
+  Expect("uri-template", {{"https://api.example/{version}/users{/id*}{?fields,limit}", true},
+                          {"/search{?q:30}", true},
+                          {"{+path}/here{#section}", true},
+                          {"{var.sub}{x%20y}", true},
+                          {"/no/expressions", true},
+                          {"/open/{brace", false},
+                          {"/close}/brace", false},
+                          {"/{}", false},     // an expression names a variable
+                          {"/{a,}", false},   // so does each varspec
+                          {"/{q:0}", false},  // a prefix is 1 to 9999
+                          {"/{q:10000}", false},
+                          {"/{a..b}", false},
+                          {"/{a b}", false},
+                          {"/{=reserved}", false},  // operators RFC 6570 keeps for later
+                          {"/a<b", false}});
+  Expect("regex", {{"^[a-z]+(-[a-z]+)*$", true},
+                   {"\\d{3}", true},
+                   {"(unclosed", false},
+                   {"(?=lookahead)", false},  // what `pattern` refuses too (RE2)
+                   {"(a)\\1", false}});
+}
+
 TEST(JsonSchemaFormats, OpenApisIntegerFormatsBoundNumbers) {
   auto int32 = JsonSchema::Compile(json::parse(R"({"format":"int32"})"));
   ASSERT_TRUE(int32);
