@@ -191,6 +191,11 @@ bool IsSubDelim(char c) {
          c == '+' || c == ',' || c == ';' || c == '=';
 }
 
+// A percent-encoding ("%" and two hex digits) starts at s[i].
+bool IsPercentEncodedAt(std::string_view s, std::size_t i) {
+  return i + 2 < s.size() && s[i] == '%' && IsHex(s[i + 1]) && IsHex(s[i + 2]);
+}
+
 // Every character of `s` is unreserved, a sub-delim, percent-encoded, or one of `extra`; with
 // `iri`, also any non-ASCII character (RFC 3987's ucschar and iprivate: a JSON string is UTF-8
 // already, so its bytes from 0x80 up are whole characters).
@@ -198,7 +203,7 @@ bool AllOf(std::string_view s, std::string_view extra, bool iri = false) {
   for (std::size_t i = 0; i < s.size(); ++i) {
     const char c = s[i];
     if (c == '%') {
-      if (i + 2 >= s.size() || !IsHex(s[i + 1]) || !IsHex(s[i + 2])) return false;
+      if (!IsPercentEncodedAt(s, i)) return false;
       i += 2;
     } else if (iri && static_cast<unsigned char>(c) >= 0x80) {
       continue;
@@ -297,14 +302,11 @@ bool IsUriTemplate(std::string_view s) {
     if (u <= 0x20 || c == 0x7f) return false;
     return std::string_view("\"'%<>\\^`{|}").find(c) == std::string_view::npos;
   };
-  auto pct = [&](std::string_view t, std::size_t i) {
-    return i + 2 < t.size() && IsHex(t[i + 1]) && IsHex(t[i + 2]);
-  };
   std::size_t i = 0;
   while (i < s.size()) {
     const char c = s[i];
     if (c == '%') {
-      if (!pct(s, i)) return false;
+      if (!IsPercentEncodedAt(s, i)) return false;
       i += 3;
       continue;
     }
@@ -339,7 +341,7 @@ bool IsUriTemplate(std::string_view s) {
       for (std::size_t k = 0; k < name.size(); ++k) {
         const char v = name[k];
         if (v == '%') {
-          if (!pct(name, k)) return false;
+          if (!IsPercentEncodedAt(name, k)) return false;
           k += 2;
         } else if (v == '.') {
           if (name[k + 1] == '.') return false;
