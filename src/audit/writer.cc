@@ -133,6 +133,10 @@ AuditWriter::Admission AuditWriter::SubmitToJournal(AuditEvent& event, Done& don
   if (stopping_ || submitted_ - settled_ >= options_.capacity) return Overflow();
   // `event` is freed here, on the thread that made it.
   if (Journaled(journal_->Append(event), 1) != Admission::kJournaled) return Admission::kFailed;
+  return AwaitSync(done);
+}
+
+AuditWriter::Admission AuditWriter::AwaitSync(Done& done) {
   if (!options_.fsync) return Admission::kJournaled;
   bool first = false;
   {
@@ -144,12 +148,15 @@ AuditWriter::Admission AuditWriter::SubmitToJournal(AuditEvent& event, Done& don
   return Admission::kQueued;
 }
 
-AuditWriter::Admission AuditWriter::SubmitRecords(std::string_view records, std::size_t count) {
+AuditWriter::Admission AuditWriter::SubmitRecords(std::string_view records, std::size_t count,
+                                                  Done done) {
   if (count == 0) return Admission::kJournaled;
-  if (!AnswersAtOnce()) return Admission::kFailed;  // a caller's mistake: nothing was recorded
+  if (!journal_) return Admission::kFailed;  // a caller's mistake: nothing was recorded
   std::lock_guard lock(mu_);
   if (stopping_ || submitted_ - settled_ + count > options_.capacity) return Overflow(count);
-  return Journaled(journal_->AppendRecords(records), count);
+  const Admission journaled = Journaled(journal_->AppendRecords(records), count);
+  if (journaled != Admission::kJournaled) return journaled;
+  return AwaitSync(done);
 }
 
 void AuditWriter::RunSyncer() {

@@ -83,10 +83,11 @@ class AuditWriter {
   // the journal, fsync off), and `done` never runs. kRejected (queue full), kDropped (queue
   // full, overflow = drop) and kFailed (the journal cannot be written): it never runs either.
   Admission Submit(AuditEvent event, Done done);
-  // With AnswersAtOnce() only: `count` events framed by EncodeJournalRecord, journaled with one
+  // With a journal only: `count` events framed by EncodeJournalRecord, journaled with one
   // write() where Submit makes one each (a network thread gathers what one turn of its loop
-  // decided). All are taken (kJournaled) or none: kRejected, kDropped or kFailed.
-  Admission SubmitRecords(std::string_view records, std::size_t count);
+  // decided). All are taken or none: kRejected, kDropped or kFailed. Taken, they are kJournaled
+  // without fsync; with it kQueued, and `done` runs once the fdatasync that covers them ended.
+  Admission SubmitRecords(std::string_view records, std::size_t count, Done done = {});
 
   // Blocks until every event submitted before the call is in the store (and the key usage
   // counts with it), or `timeout` passed; false then. Readers of the log call it first, so that
@@ -95,6 +96,8 @@ class AuditWriter {
 
   // True when Submit answers for good (kJournaled): callers need not prepare to wait.
   bool AnswersAtOnce() const { return journal_ && !options_.fsync; }
+  // True when events go through the journal, so that SubmitRecords takes them.
+  bool Journals() const { return journal_ != nullptr; }
 
   // Writes what is queued, then ends the thread. Later submissions are rejected.
   void Stop();
@@ -109,6 +112,8 @@ class AuditWriter {
  private:
   AuditWriter(Store& store, AuditWriterOptions options, std::unique_ptr<AuditJournal> journal);
   Admission SubmitToJournal(AuditEvent& event, Done& done);
+  // Under mu_, after a journal append that succeeded: with fsync, hands `done` to the syncer.
+  Admission AwaitSync(Done& done);
   // Under mu_: records the outcome of a journal append of `count` events.
   Admission Journaled(const Result<JournalMark>& mark, std::size_t count);
   Admission Overflow(std::size_t count = 1);

@@ -78,6 +78,9 @@ struct AuditRecordBatch {
   struct Outcome {
     bool journaled = false;  // SubmitRecords ran
     AuditWriter::Admission admission = AuditWriter::Admission::kFailed;
+    // With fsync (kQueued): resolved once the fdatasync that covers the batch ended; every
+    // request of the batch waits on its timer.
+    std::shared_ptr<AuditTicket> synced;
   };
   std::string records;  // framed by EncodeJournalRecord
   std::size_t count = 0;
@@ -656,10 +659,36 @@ class Server::Impl {
     c.draining.clear();
   }
 
+  // The writer's verdict on `ticket`, handed to the worker's thread: appended to its list, and
+  // one drain posted for however many verdicts arrive before it runs.
+  static AuditWriter::Done ResolveOnWorker(Worker* worker, std::shared_ptr<AuditTicket> ticket) {
+    return [ticket = std::move(ticket), worker](bool durable) {
+      if (!worker) {  // not on a worker thread (never expected): answer through the timer's own
+        net::post(ticket->timer.get_executor(), [ticket, durable] { ticket->Resolve(durable); });
+        return;
+      }
+      AuditCompletions& c = worker->audit_done;
+      bool first = false;
+      {
+        std::lock_guard lock(c.mu);
+        first = c.ready.empty();
+        c.ready.emplace_back(ticket, durable);
+      }
+      if (first) net::post(worker->ioc, [worker] { DrainAuditCompletions(*worker); });
+    };
+  }
+
   static void JournalAuditRecords(Worker& w, AuditWriter& writer) {
     AuditRecordBatch& batch = w.audit_records;
     if (batch.count == 0) return;
-    batch.outcome->admission = writer.SubmitRecords(batch.records, batch.count);
+    if (!writer.AnswersAtOnce()) {
+      // Set once, before anyone waits: expires_after would cancel waits already begun.
+      batch.outcome->synced = std::make_shared<AuditTicket>(w.ioc.get_executor());
+      batch.outcome->synced->timer.expires_after(std::chrono::hours(1));
+    }
+    batch.outcome->admission = writer.SubmitRecords(
+        batch.records, batch.count,
+        batch.outcome->synced ? ResolveOnWorker(&w, batch.outcome->synced) : AuditWriter::Done{});
     batch.outcome->journaled = true;
     batch.outcome.reset();
     batch.records.clear();
@@ -681,9 +710,10 @@ class Server::Impl {
     event.client_ip.assign(ex.client_ip);
     event.user_agent.assign(head.Find("user-agent").value_or("").substr(0, 256));
     event.request_id.assign(ex.request_id);
-    if (writer->AnswersAtOnce()) {  // the journal has it once written: no commit to wait for
-      Worker* worker = current_worker_;
-      if (!worker) co_return RefusalOf(writer->Submit(std::move(event), nullptr));
+    Worker* worker = current_worker_;
+    if (writer->Journals() && worker) {
+      // The journal has it once written (with fsync: once flushed), so this turn's decisions
+      // go in with one write(), and with fsync wait for one fdatasync together.
       AuditRecordBatch& batch = worker->audit_records;
       if (batch.count == 0) {
         batch.outcome = std::make_shared<AuditRecordBatch::Outcome>();
@@ -696,24 +726,16 @@ class Server::Impl {
       // this resumes; were it not, it is written now. Either way, before the answer.
       co_await net::post(co_await net::this_coro::executor, net::use_awaitable);
       if (!outcome->journaled) JournalAuditRecords(*worker, *writer);
-      co_return RefusalOf(outcome->admission);
+      if (outcome->admission != AuditWriter::Admission::kQueued)
+        co_return RefusalOf(outcome->admission);
+      const std::shared_ptr<AuditTicket>& synced = outcome->synced;
+      if (!synced->done) co_await synced->timer.async_wait(kNoThrow);
+      if (!synced->durable) co_return RefusalOf(AuditWriter::Admission::kFailed);
+      co_return std::nullopt;
     }
+    if (writer->AnswersAtOnce()) co_return RefusalOf(writer->Submit(std::move(event), nullptr));
     auto ticket = std::make_shared<AuditTicket>(co_await net::this_coro::executor);
-    Worker* worker = current_worker_;
-    auto admission = writer->Submit(std::move(event), [ticket, worker](bool durable) {
-      if (!worker) {  // not on a worker thread (never expected): answer through the timer's own
-        net::post(ticket->timer.get_executor(), [ticket, durable] { ticket->Resolve(durable); });
-        return;
-      }
-      AuditCompletions& c = worker->audit_done;
-      bool first = false;
-      {
-        std::lock_guard lock(c.mu);
-        first = c.ready.empty();
-        c.ready.emplace_back(ticket, durable);
-      }
-      if (first) net::post(worker->ioc, [worker] { DrainAuditCompletions(*worker); });
-    });
+    auto admission = writer->Submit(std::move(event), ResolveOnWorker(worker, ticket));
     if (admission != AuditWriter::Admission::kQueued) co_return RefusalOf(admission);
     if (!ticket->done) {
       ticket->timer.expires_after(std::chrono::hours(1));

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <future>
 
 #include "audit/journal.h"
 #include "audit/writer.h"
@@ -229,6 +230,22 @@ TEST_F(JournalTest, WithFsyncARequestIsAnsweredOnceTheJournalIsFlushed) {
   (*writer)->Stop();
   EXPECT_EQ(durable.load(), 50);
   EXPECT_EQ(Recorded().size(), 50u);
+}
+
+TEST_F(JournalTest, WithFsyncEventsFramedTogetherWaitForOneFlush) {
+  auto writer = AuditWriter::Open(*store_, Options(true));
+  ASSERT_TRUE(writer) << writer.error().message;
+  std::string records;
+  for (int i = 0; i < 7; ++i) EncodeJournalRecord(Event("req_" + std::to_string(i)), records);
+  std::promise<bool> flushed;
+  auto admission = (*writer)->SubmitRecords(records, 7, [&](bool ok) { flushed.set_value(ok); });
+  ASSERT_EQ(admission, AuditWriter::Admission::kQueued);
+  auto answer = flushed.get_future();
+  ASSERT_EQ(answer.wait_for(std::chrono::seconds(5)), std::future_status::ready);
+  EXPECT_TRUE(answer.get());
+  EXPECT_TRUE((*writer)->CatchUp(std::chrono::seconds(5)));
+  EXPECT_EQ(Recorded().size(), 7u);
+  (*writer)->Stop();
 }
 
 TEST_F(JournalTest, WhatTheStoreDidNotTakeIsReplayedOnceAtTheNextStart) {
