@@ -418,16 +418,18 @@ Result<ListenerConfig> ParseListenAddress(std::string_view text) {
 }
 
 Result<RedisAddress> ParseRedisUrl(std::string_view url) {
-  if (!url.starts_with("redis://")) {
-    return Fail(ErrorCode::kInvalidArgument, "must be a redis://host:port URL");
+  RedisAddress a;
+  a.tls = url.starts_with("rediss://");
+  if (!a.tls && !url.starts_with("redis://")) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "must be a redis://host:port or rediss://host:port URL");
   }
-  std::string_view rest = url.substr(8);
+  std::string_view rest = url.substr(a.tls ? 9 : 8);
   if (rest.ends_with('/')) rest.remove_suffix(1);
   if (rest.find_first_of("@/?#") != std::string_view::npos) {
     return Fail(ErrorCode::kInvalidArgument,
-                "must be redis://host[:port] with no credentials, database or options");
+                "must be redis[s]://host[:port] with no credentials, database or options");
   }
-  RedisAddress a;
   std::string_view host = rest, port;
   if (rest.starts_with('[')) {
     auto close = rest.find(']');
@@ -577,6 +579,10 @@ Result<Config> ParseConfig(std::string_view toml_text, std::string source) {
     auto& l = c.rate_limits;
     GH_TRY(t.String("redis", l.redis));
     GH_TRY(t.String("redis_user", l.redis_user));
+    GH_TRY(t.String("redis_tls_ca_file", l.redis_tls_ca_file));
+    GH_TRY(t.String("redis_tls_server_name", l.redis_tls_server_name));
+    GH_TRY(t.String("redis_tls_cert_file", l.redis_tls_cert_file));
+    GH_TRY(t.String("redis_tls_key_file", l.redis_tls_key_file));
     GH_TRY(t.String("redis_password_env", l.redis_password.env));
     GH_TRY(t.String("redis_password_file", l.redis_password.file));
     GH_TRY(t.Duration("redis_timeout", l.redis_timeout));
@@ -590,6 +596,23 @@ Result<Config> ParseConfig(std::string_view toml_text, std::string source) {
     if (!l.redis.empty()) {
       auto addr = ParseRedisUrl(l.redis);
       if (!addr) return Bad(t.At("redis"), addr.error().message);
+      const bool tls_options = !l.redis_tls_ca_file.empty() || !l.redis_tls_server_name.empty() ||
+                               !l.redis_tls_cert_file.empty() || !l.redis_tls_key_file.empty();
+      if (tls_options && !addr->tls) {
+        return Bad(t.At("redis"), "the redis_tls_* settings need a rediss:// URL");
+      }
+    }
+    if (l.redis_tls_cert_file.empty() != l.redis_tls_key_file.empty()) {
+      return Bad(t.At("redis_tls_cert_file"),
+                 "redis_tls_cert_file and redis_tls_key_file go together");
+    }
+    using NamedPath = std::pair<std::string_view, const std::string*>;
+    for (const auto& [name, path] : {NamedPath{"redis_tls_ca_file", &l.redis_tls_ca_file},
+                                     NamedPath{"redis_tls_cert_file", &l.redis_tls_cert_file},
+                                     NamedPath{"redis_tls_key_file", &l.redis_tls_key_file}}) {
+      if (!path->empty() && !std::ifstream(*path).good()) {
+        return Bad(t.At(name), "cannot be read: " + *path);
+      }
     }
     if (l.redis_timeout.count() < 1 || l.redis_timeout.count() > 10'000) {
       return Bad(t.At("redis_timeout"), "must be from 1ms to 10s");

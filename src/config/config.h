@@ -153,6 +153,10 @@ struct LoginConfig {
 struct RateLimitsConfig {
   std::string redis;       // redis://host:port: limits shared by every node; empty: per node
   std::string redis_user;  // Redis 6+ ACL user; empty: the default user
+  // With rediss:// only (RedisAddress): the CA bundle that signed Redis's certificate (empty:
+  // the system's), the name that certificate must carry (empty: the URL's host), and a client
+  // certificate and key for a Redis that requires one (tls-auth-clients).
+  std::string redis_tls_ca_file, redis_tls_server_name, redis_tls_cert_file, redis_tls_key_file;
   // Redis's password (AUTH), never in the file: an environment variable or a file holding it.
   SecretSource redis_password{"GATEHOUSE_REDIS_PASSWORD", ""};
   Millis redis_timeout{50};  // a decision waits this long for Redis, then falls back locally
@@ -196,9 +200,14 @@ struct RedisAddress {
   std::uint16_t port = 6379;
   std::string user;      // AUTH user (ACL); empty: the default user
   std::string password;  // AUTH password; empty: none
+  // rediss://: TLS, the server's certificate verified against tls_ca_file (empty: the system's
+  // trusted CAs) for tls_server_name (empty: the host), and tls_cert_file/tls_key_file
+  // presented when the server asks for a client certificate.
+  bool tls = false;
+  std::string tls_ca_file, tls_cert_file, tls_key_file, tls_server_name;
 };
-// redis://host[:port] (no credentials in the file: a protected Redis listens on loopback or a
-// private network).
+// redis://host[:port] or rediss://host[:port] (TLS); no credentials in the URL: they come from
+// redis_user and the password's secret source.
 Result<RedisAddress> ParseRedisUrl(std::string_view url);
 
 struct DemoConfig {

@@ -32,6 +32,10 @@ LimitService::LimitService(const RateLimitsConfig& config, const Clock& clock,
     if (address) {
       address->user = config.redis_user;
       address->password = std::move(redis_password);
+      address->tls_ca_file = config.redis_tls_ca_file;
+      address->tls_cert_file = config.redis_tls_cert_file;
+      address->tls_key_file = config.redis_tls_key_file;
+      address->tls_server_name = config.redis_tls_server_name;
       redis_ = std::make_unique<RedisLimiter>(*address, config.redis_timeout);
     }
   }

@@ -1,10 +1,11 @@
 #include "limits/redis_limiter.h"
 
-#include <charconv>
-
 #include <hiredis/hiredis.h>
+#include <pthread.h>
 #include <spdlog/spdlog.h>
 
+#include <charconv>
+#include <csignal>
 #include <cstdlib>
 #include <future>
 
@@ -69,8 +70,6 @@ if used + cost > tonumber(ARGV[1]) and ARGV[4] ~= '1' then
 end
 return {1, redis.call('INCRBY', KEYS[1], cost)}
 )lua";
-
-redisContext* Ctx(void* p) { return static_cast<redisContext*>(p); }
 
 std::string SubjectKey(const LimitCheck& c) {
   std::string k = "gh:rl:";
@@ -379,10 +378,7 @@ RedisLimiter::RedisLimiter(RedisAddress address, Millis timeout)
   thread_ = std::thread([this] { Run(); });
 }
 
-RedisLimiter::~RedisLimiter() {
-  Stop();
-  if (ctx_) redisFree(Ctx(ctx_));
-}
+RedisLimiter::~RedisLimiter() { Stop(); }
 
 void RedisLimiter::Stop() {
   {
@@ -394,44 +390,50 @@ void RedisLimiter::Stop() {
 }
 
 bool RedisLimiter::Connect() {
-  if (ctx_) {
-    redisFree(Ctx(ctx_));
-    ctx_ = nullptr;
-  }
-  struct timeval tv;
-  tv.tv_sec = timeout_.count() / 1000;
-  tv.tv_usec = static_cast<suseconds_t>((timeout_.count() % 1000) * 1000);
-  redisContext* c = redisConnectWithTimeout(address_.host.c_str(), address_.port, tv);
-  if (!c || c->err) {
-    if (c) redisFree(c);
+  conn_.reset();
+  auto failed = [&](const std::string& why) {
+    if (why != last_failure_) spdlog::warn("rate limits: {}", why);
+    last_failure_ = why;
     return false;
+  };
+  if (address_.tls && !tls_) {
+    auto loaded = RedisTlsContext::Load(address_);
+    if (!loaded) return failed(loaded.error().message);
+    tls_ = std::move(*loaded);
   }
-  redisSetTimeout(c, tv);
+  auto opened = RedisConnection::Open(address_, timeout_, tls_.get());
+  if (!opened) return failed(opened.error().message);
+  RedisConnection& c = **opened;
   if (!address_.password.empty()) {
-    auto* auth = static_cast<redisReply*>(
-        address_.user.empty()
-            ? redisCommand(c, "AUTH %b", address_.password.data(), address_.password.size())
-            : redisCommand(c, "AUTH %b %b", address_.user.data(), address_.user.size(),
-                           address_.password.data(), address_.password.size()));
-    const bool accepted = auth && auth->type == REDIS_REPLY_STATUS;
-    if (auth) freeReplyObject(auth);
+    std::vector<std::string> argv{"AUTH"};
+    if (!address_.user.empty()) argv.push_back(address_.user);
+    argv.push_back(address_.password);
+    auto* auth = static_cast<redisReply*>(c.Command(argv));
+    if (!auth) {
+      return failed(fmt::format("Redis at {}:{}: {}", address_.host, address_.port, c.failure()));
+    }
+    const bool accepted = auth->type == REDIS_REPLY_STATUS;
+    freeReplyObject(auth);
     if (!accepted) {
       // Never the password itself, nor Redis's reply (which could echo it).
-      spdlog::error("rate limits: Redis at {}:{} refused gatehouse's credentials", address_.host,
-                    address_.port);
-      redisFree(c);
-      return false;
+      return failed(fmt::format("Redis at {}:{} refused gatehouse's credentials", address_.host,
+                                address_.port));
     }
   }
-  auto* reply = static_cast<redisReply*>(redisCommand(c, "SCRIPT LOAD %s", kGcraScript));
-  if (!reply || reply->type != REDIS_REPLY_STRING) {
-    if (reply) freeReplyObject(reply);
-    redisFree(c);
-    return false;
+  const std::vector<std::string> load{"SCRIPT", "LOAD", kGcraScript};
+  auto* reply = static_cast<redisReply*>(c.Command(load));
+  if (!reply) {
+    return failed(fmt::format("Redis at {}:{}: {}", address_.host, address_.port, c.failure()));
+  }
+  if (reply->type != REDIS_REPLY_STRING) {
+    freeReplyObject(reply);
+    return failed(fmt::format("Redis at {}:{} did not load the rate-limit script", address_.host,
+                              address_.port));
   }
   sha_.assign(reply->str, reply->len);
   freeReplyObject(reply);
-  ctx_ = c;
+  conn_ = std::move(*opened);
+  last_failure_.clear();
   return true;
 }
 
@@ -444,8 +446,15 @@ void RedisLimiter::FailAll(std::deque<Job>& jobs) {
 }
 
 void RedisLimiter::Run() {
+  // A write to a connection Redis closed fails with EPIPE here instead of killing the process
+  // (OpenSSL writes with write(), which raises SIGPIPE on this thread).
+  sigset_t pipe;
+  sigemptyset(&pipe);
+  sigaddset(&pipe, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
   auto next_attempt = std::chrono::steady_clock::now();
   std::deque<Job> batch;
+  std::string out;
   for (;;) {
     {
       std::unique_lock lock(mu_);
@@ -458,12 +467,13 @@ void RedisLimiter::Run() {
       }
       batch.swap(queue_);
     }
-    if (!ctx_ && std::chrono::steady_clock::now() >= next_attempt) {
+    if (!conn_ && std::chrono::steady_clock::now() >= next_attempt) {
       bool was_up = up_.load();
       connected_once_.store(true);
       if (Connect()) {
         up_.store(true);
-        spdlog::info("rate limits: shared through Redis at {}:{}", address_.host, address_.port);
+        spdlog::info("rate limits: shared through Redis at {}:{}{}", address_.host, address_.port,
+                     address_.tls ? " (TLS)" : "");
       } else {
         up_.store(false);
         if (was_up) spdlog::warn("rate limits: Redis unreachable; limiting locally");
@@ -471,26 +481,21 @@ void RedisLimiter::Run() {
       }
     }
     if (batch.empty()) continue;
-    if (!ctx_) {
+    if (!conn_) {
       failures_.fetch_add(batch.size(), std::memory_order_relaxed);
       FailAll(batch);
       continue;
     }
-    redisContext* c = Ctx(ctx_);
+    // Every command waiting goes out in one write; the replies come back in order.
+    out.clear();
     for (auto& j : batch) {
       if (j.done) j.argv[1] = sha_;
-      std::vector<const char*> argv;
-      std::vector<std::size_t> lens;
-      for (const auto& a : j.argv) {
-        argv.push_back(a.c_str());
-        lens.push_back(a.size());
-      }
-      redisAppendCommandArgv(c, static_cast<int>(argv.size()), argv.data(), lens.data());
+      RedisConnection::Format(j.argv, out);
     }
-    bool broken = false;
+    bool broken = !conn_->Send(out);
     for (auto& j : batch) {
-      void* raw = nullptr;
-      if (broken || redisGetReply(c, &raw) != REDIS_OK || !raw) {
+      void* raw = broken ? nullptr : conn_->Receive();
+      if (!raw) {
         broken = true;
         failures_.fetch_add(1, std::memory_order_relaxed);
         if (j.done) j.done(std::nullopt);
@@ -512,8 +517,7 @@ void RedisLimiter::Run() {
     batch.clear();
     if (broken) {
       // A timed-out or dropped connection is in an unknown state: start over.
-      redisFree(c);
-      ctx_ = nullptr;
+      conn_.reset();
       if (up_.exchange(false)) spdlog::warn("rate limits: Redis unreachable; limiting locally");
     }
   }

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <span>
@@ -25,6 +26,7 @@
 
 #include "config/config.h"
 #include "limits/rate_limiter.h"
+#include "limits/redis_connection.h"
 
 namespace gatehouse {
 
@@ -128,7 +130,11 @@ class RedisLimiter {
   std::atomic<bool> up_{false};
   std::atomic<bool> connected_once_{false};  // a first connection was attempted
   std::atomic<std::uint64_t> failures_{0};
-  void* ctx_ = nullptr;  // redisContext*, owned by the thread
+  // The Redis thread's own: the connection (null while down), TLS settings loaded at the first
+  // attempt, and the last reason a connection failed (said in the log once, not every second).
+  std::unique_ptr<RedisConnection> conn_;
+  std::shared_ptr<RedisTlsContext> tls_;
+  std::string last_failure_;
   std::string sha_;
   std::thread thread_;
 };

@@ -180,6 +180,19 @@ TEST(Config, SecretsComeFromEnvThenFile) {
 namespace gatehouse {
 namespace {
 
+TEST(ConfigAbuse, ARedissUrlMeansTls) {
+  auto plain = ParseRedisUrl("redis://cache:6380");
+  ASSERT_TRUE(plain);
+  EXPECT_FALSE(plain->tls);
+  auto tls = ParseRedisUrl("rediss://[::1]:6390/");
+  ASSERT_TRUE(tls) << tls.error().message;
+  EXPECT_TRUE(tls->tls);
+  EXPECT_EQ(tls->host, "::1");
+  EXPECT_EQ(tls->port, 6390);
+  EXPECT_FALSE(ParseRedisUrl("redisss://cache"));
+  EXPECT_FALSE(ParseRedisUrl("rediss://user:pw@cache"));
+}
+
 TEST(ConfigAbuse, RateLimitsAndThreatRulesAreReadAndCheckedWithTheirLines) {
   auto c = ParseConfig(R"(
 [rate_limits]
@@ -219,6 +232,12 @@ rate_limit_per_principal = { requests = 60, window = "1m" }
             "per_key.oops"},
            {"[rate_limits]\nredis = \"http://x\"\n", "t.toml:2: rate_limits.redis"},
            {"[rate_limits]\nredis = \"redis://:pw@host\"\n", "rate_limits.redis"},
+           {"[rate_limits]\nredis = \"redis://h\"\nredis_tls_ca_file = \"/etc/hostname\"\n",
+            "need a rediss:// URL"},
+           {"[rate_limits]\nredis = \"rediss://h\"\nredis_tls_cert_file = \"/etc/hostname\"\n",
+            "redis_tls_cert_file and redis_tls_key_file go together"},
+           {"[rate_limits]\nredis = \"rediss://h\"\nredis_tls_ca_file = \"/nonexistent/ca.pem\"\n",
+            "rate_limits.redis_tls_ca_file: cannot be read"},
            {"[threats]\ninvalid_keys = { threshold = 5, reaction = \"ban\" }\n",
             "invalid_keys.reaction"},
            {"[threats]\nblocked_status = 404\n", "threats.blocked_status"},

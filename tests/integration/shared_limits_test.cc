@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <fstream>
+#include <stdexcept>
 #include <thread>
 
 #include "support/http_client.h"
@@ -350,6 +351,162 @@ TEST_F(SharedLimitsTest, ANetworkNewToTheKeyIsNewsOnANodeThatNeverSawTheKey) {
   // Node 0 has not seen that network, but the cluster has: no news.
   ASSERT_EQ(use(0, "127.0.1.9"), 200);
   EXPECT_EQ(SecurityEvents(nodes_[1]->port(), org_, owner_, "security.new_network", 2), 1);
+}
+
+// A CA, a Redis server certificate it signed for 127.0.0.1 and redis.internal, a client
+// certificate it signed, and a second CA that signed nothing here.
+struct TestPki {
+  explicit TestPki(const std::string& dir) : dir(dir) {
+    Run({"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-keyout", dir + "/ca.key", "-out", ca, "-days", "2", "-subj", "/CN=test-ca"});
+    Run({"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-keyout", dir + "/other-ca.key", "-out", other_ca, "-days", "2", "-subj",
+         "/CN=other-ca"});
+    Issue("redis", "subjectAltName=IP:127.0.0.1,DNS:redis.internal", server_cert, server_key);
+    Issue("gatehouse", "extendedKeyUsage=clientAuth", client_cert, client_key);
+  }
+  void Issue(const std::string& cn, const std::string& extension, const std::string& cert,
+             const std::string& key) {
+    Run({"req",
+         "-x509",
+         "-newkey",
+         "ec",
+         "-pkeyopt",
+         "ec_paramgen_curve:P-256",
+         "-nodes",
+         "-keyout",
+         key,
+         "-out",
+         cert,
+         "-days",
+         "2",
+         "-subj",
+         "/CN=" + cn,
+         "-CA",
+         ca,
+         "-CAkey",
+         dir + "/ca.key",
+         "-addext",
+         extension});
+  }
+  static void Run(std::vector<std::string> args) {
+    args.insert(args.begin(), "/usr/bin/openssl");
+    int status = -1;
+    std::string out = RunCommand(args, &status);
+    if (status != 0) throw std::runtime_error("openssl failed: " + out);
+  }
+  std::string dir;
+  std::string ca = dir + "/ca.pem", other_ca = dir + "/other-ca.pem";
+  std::string server_cert = dir + "/server.pem", server_key = dir + "/server.key";
+  std::string client_cert = dir + "/client.pem", client_key = dir + "/client.key";
+};
+
+// What /readyz says of the rate limits once it says `want` (or after four seconds).
+std::string RateLimitMode(ServerProcess& node, const std::string& want) {
+  std::string body;
+  for (int i = 0; i < 40; ++i) {
+    body = Request(node.port(), "GET", "/readyz").body;
+    if (body.find("\"rate_limits\":\"" + want + "\"") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return body;
+}
+
+// Whether the node's output says `text` within four seconds.
+bool SaysSoon(ServerProcess& node, const std::string& text) {
+  for (int i = 0; i < 40; ++i) {
+    if (node.Output().find(text) != std::string::npos) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
+class SharedLimitsTlsTest : public ::testing::Test {
+ protected:
+  std::string WriteConfig(const std::string& name, const std::string& tls_settings) {
+    std::string path = dir_.path() + "/" + name + ".toml";
+    std::ofstream(path) << "data_dir = \"" << dir_.path()
+                        << "/data\"\nscopes = [\"read:findings\"]\n"
+                        << "[[listeners]]\naddress = \"127.0.0.1:0\"\n"
+                        << "[rate_limits]\nredis = \"" << redis_.Url() << "\"\n"
+                        << "redis_timeout = \"500ms\"\n"
+                        << tls_settings << "[[routes]]\nname = \"findings\"\n"
+                        << "path_prefix = \"/api/v1/findings\"\n"
+                        << "upstream = \"http://127.0.0.1:9\"\nscopes = [\"read:findings\"]\n";
+    return path;
+  }
+  std::string Trusting(const std::string& ca) const {
+    return "redis_tls_ca_file = \"" + ca + "\"\nredis_tls_cert_file = \"" + pki_.client_cert +
+           "\"\nredis_tls_key_file = \"" + pki_.client_key + "\"\n";
+  }
+
+  TempDir dir_;
+  TestPki pki_{dir_.path()};
+  // Clients must present a certificate from the CA, as with Redis's own default.
+  RedisServer redis_{"", RedisServer::Tls{pki_.server_cert, pki_.server_key, pki_.ca}};
+  std::pair<std::string, std::string> init_ = InitDataDir(dir_.path() + "/data");
+};
+
+TEST_F(SharedLimitsTlsTest, NodesShareLimitsThroughRedisOverVerifiedTls) {
+  ASSERT_EQ(redis_.Url().rfind("rediss://", 0), 0u);
+  std::string config = WriteConfig("tls", Trusting(pki_.ca));
+  ServerProcess a(config), b(config);
+  ASSERT_NE(RateLimitMode(a, "shared").find("\"rate_limits\":\"shared\""), std::string::npos)
+      << a.Output();
+  ASSERT_NE(RateLimitMode(b, "shared").find("\"rate_limits\":\"shared\""), std::string::npos)
+      << b.Output();
+  EXPECT_NE(a.Output().find("(TLS)"), std::string::npos) << a.Output();
+  const auto& [org, owner] = init_;
+  auto created =
+      Request(a.port(), "POST", "/v1/orgs/" + org + "/keys", {{"Authorization", "Bearer " + owner}},
+              R"({"label":"k","scopes":["read:findings"],)"
+              R"("rate_limit":{"requests":5,"window":"1m"}})");
+  ASSERT_EQ(created.status, 201) << created.body;
+  auto at = created.body.find("\"key\":\"");
+  std::string key = created.body.substr(at + 7, created.body.find('"', at + 7) - at - 7);
+  // Four checks on each node: together they admit the policy's five, as one node would.
+  int admitted = 0, limited = 0;
+  for (int i = 0; i < 8; ++i) {
+    auto r =
+        Request((i % 2 ? a : b).port(), "GET", "/v1/authz/check",
+                {{"Authorization", "Bearer " + key}, {"X-Original-URI", "/api/v1/findings/1"}});
+    admitted += r.status == 200;
+    limited += r.status == 429;
+  }
+  EXPECT_EQ(admitted, 5);
+  EXPECT_EQ(limited, 3);
+}
+
+TEST_F(SharedLimitsTlsTest, ARedisThatCannotProveItsNameIsNotUsedAndTheLogSaysWhy) {
+  // Signed by a CA this node does not trust.
+  {
+    ServerProcess node(WriteConfig("other-ca", Trusting(pki_.other_ca)));
+    EXPECT_TRUE(SaysSoon(node, "TLS certificate is not trusted")) << node.Output();
+    EXPECT_NE(Request(node.port(), "GET", "/readyz").body.find("local-fallback"),
+              std::string::npos);
+  }
+  // Trusted CA, but the certificate does not name the server the node expects.
+  {
+    ServerProcess node(WriteConfig(
+        "wrong-name", Trusting(pki_.ca) + "redis_tls_server_name = \"cache.elsewhere\"\n"));
+    EXPECT_TRUE(SaysSoon(node, "not trusted for \"cache.elsewhere\"")) << node.Output();
+    EXPECT_NE(Request(node.port(), "GET", "/readyz").body.find("local-fallback"),
+              std::string::npos);
+  }
+  // The name it does carry is accepted.
+  {
+    ServerProcess node(WriteConfig(
+        "right-name", Trusting(pki_.ca) + "redis_tls_server_name = \"redis.internal\"\n"));
+    std::string body = RateLimitMode(node, "shared");
+    EXPECT_NE(body.find("\"rate_limits\":\"shared\""), std::string::npos) << node.Output();
+  }
+  // Without a client certificate, Redis ends the session (with TLS 1.3, after the handshake).
+  {
+    ServerProcess node(WriteConfig("no-client-cert", "redis_tls_ca_file = \"" + pki_.ca + "\"\n"));
+    EXPECT_TRUE(SaysSoon(node, "certificate required")) << node.Output();
+    EXPECT_NE(Request(node.port(), "GET", "/readyz").body.find("local-fallback"),
+              std::string::npos);
+  }
 }
 
 }  // namespace

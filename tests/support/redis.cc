@@ -28,7 +28,8 @@ bool Accepts(int port) {
 
 }  // namespace
 
-RedisServer::RedisServer(std::string password) : password_(std::move(password)) {
+RedisServer::RedisServer(std::string password, std::optional<Tls> tls)
+    : password_(std::move(password)), tls_(std::move(tls)) {
   if (access("/usr/bin/redis-server", X_OK) != 0) {
     throw std::runtime_error("no /usr/bin/redis-server (scripts/install-deps installs it)");
   }
@@ -40,7 +41,7 @@ void RedisServer::Start() {
   std::string port = std::to_string(port_);
   std::vector<std::string> args = {"/usr/bin/redis-server",
                                    "--port",
-                                   port,
+                                   tls_ ? "0" : port,
                                    "--bind",
                                    "127.0.0.1",
                                    "--save",
@@ -53,6 +54,18 @@ void RedisServer::Start() {
                                    dir_.path() + "/redis.log",
                                    "--daemonize",
                                    "no"};
+  if (tls_) {
+    for (const std::string& a :
+         {std::string("--tls-port"), port, std::string("--tls-cert-file"), tls_->cert_file,
+          std::string("--tls-key-file"), tls_->key_file, std::string("--tls-auth-clients"),
+          std::string(tls_->client_ca_file.empty() ? "no" : "yes")}) {
+      args.push_back(a);
+    }
+    if (!tls_->client_ca_file.empty()) {
+      args.emplace_back("--tls-ca-cert-file");
+      args.push_back(tls_->client_ca_file);
+    }
+  }
   if (!password_.empty()) {
     args.emplace_back("--requirepass");
     args.push_back(password_);
