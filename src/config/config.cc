@@ -259,6 +259,7 @@ Result<void> ReadRoutes(TableReader& root, Config& c) {
     GH_TRY(r.StringArray("scopes", route.scopes));
     GH_TRY(r.Bool("strip_prefix", route.strip_prefix));
     GH_TRY(r.Bool("forward_credential", route.forward_credential));
+    GH_TRY(r.Bool("websocket", route.websocket));
     GH_TRY(r.Duration("connect_timeout", route.connect_timeout));
     GH_TRY(r.Duration("response_timeout", route.response_timeout));
     GH_TRY(r.Duration("dns_refresh", route.dns_refresh));

@@ -70,6 +70,10 @@ struct RouteConfig {
   std::vector<std::string> scopes;   // all required
   bool strip_prefix = false;         // drop path_prefix before appending to the base path
   bool forward_credential = false;   // pass the client's Authorization / X-API-Key upstream
+  // Let a client's authenticated GET with `Upgrade: websocket` through: once the upstream
+  // answers 101, bytes are relayed both ways until either side closes, or neither sends
+  // anything for stream_idle_timeout.
+  bool websocket = false;
   Millis connect_timeout{5'000};
   Millis response_timeout{60'000};      // request sent -> response headers
   Millis dns_refresh{30'000};           // upstream names are looked up again this often

@@ -16,6 +16,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/connect.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -271,9 +272,11 @@ inline void AppendField(std::string& out, std::string_view name, std::string_vie
 // gatehouse's own.
 // `whole_body_length`: the body was read whole (and its chunked framing undone), so it goes
 // with this Content-Length in place of the client's framing fields.
+// `upgrade`: the protocol the client asked to switch to, which the route lets through.
 inline void BuildUpstreamHead(const h1::RequestHead& head, const ForwardContext& ctx,
                               std::string& out,
-                              std::optional<std::size_t> whole_body_length = std::nullopt) {
+                              std::optional<std::size_t> whole_body_length = std::nullopt,
+                              std::string_view upgrade = {}) {
   const RouteConfig& route = *ctx.route;
   const h1::ConnectionTokens listed = head.ListedInConnection();
   out.clear();
@@ -326,15 +329,42 @@ inline void BuildUpstreamHead(const h1::RequestHead& head, const ForwardContext&
   AppendField(out, "X-Forwarded-Proto", ctx.client_tls ? "https" : "http");
   for (const auto& [name, value] : route.add_headers) AppendField(out, name, value);
   if (whole_body_length) AppendField(out, "Content-Length", std::to_string(*whole_body_length));
+  if (!upgrade.empty()) {
+    AppendField(out, "Connection", "Upgrade");
+    AppendField(out, "Upgrade", upgrade);
+  }
   out += "\r\n";
+}
+
+// Whether `value`, a comma-separated Upgrade field, offers `protocol` (any version of it).
+inline bool OffersProtocol(std::string_view value, std::string_view protocol) {
+  while (!value.empty()) {
+    const std::size_t comma = value.find(',');
+    std::string_view item = value.substr(0, comma);
+    value = comma == std::string_view::npos ? std::string_view{} : value.substr(comma + 1);
+    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+    if (EqualsIgnoreCase(item.substr(0, item.find('/')), protocol)) return true;
+  }
+  return false;
+}
+
+// Whether the request asks for a WebSocket (RFC 6455 §4.1) on a route that lets it through:
+// an HTTP/1.1 GET without a body, with Upgrade named in Connection.
+inline bool WantsWebSocket(const h1::RequestHead& head, const RouteConfig& route) {
+  return route.websocket && head.method == "GET" && head.minor_version == 1 &&
+         head.framing == h1::Framing::kNone && head.ListedInConnection().Contains("upgrade") &&
+         OffersProtocol(head.Find("upgrade").value_or(""), "websocket");
 }
 
 // The response head the client receives: the upstream's, minus hop-by-hop fields, with
 // gatehouse's request id.
 // `unchunked`: the body goes out without its chunked framing (to an HTTP/1.0 client), so the
 // Transfer-Encoding field is dropped and the close of the connection ends the body.
+// `upgrade`: a 101's protocol, named again after the hop-by-hop fields went.
 inline void BuildClientHead(const h1::ResponseHead& res, std::string_view request_id, bool close,
-                            std::string& out, std::string_view extra = {}, bool unchunked = false) {
+                            std::string& out, std::string_view extra = {}, bool unchunked = false,
+                            std::string_view upgrade = {}) {
   const h1::ConnectionTokens listed = res.ListedInConnection();
   out.clear();
   out += std::string_view("HTTP/1.1 ");
@@ -357,7 +387,12 @@ inline void BuildClientHead(const h1::ResponseHead& res, std::string_view reques
   }
   out += extra;
   AppendField(out, "X-Request-Id", request_id);
-  if (close) out += "Connection: close\r\n";
+  if (!upgrade.empty()) {
+    AppendField(out, "Connection", "Upgrade");
+    AppendField(out, "Upgrade", upgrade);
+  } else if (close) {
+    out += "Connection: close\r\n";
+  }
   out += "\r\n";
 }
 
@@ -482,6 +517,50 @@ net::awaitable<std::optional<ForwardResult>> ReadWholeBody(ClientSide<Stream>& c
   }
 }
 
+// One direction of a WebSocket tunnel: bytes from `from` to `to` as they come. A side that has
+// been quiet for `idle` has its deadline fire, which ends the tunnel.
+template <class From, class To>
+net::awaitable<boost::system::error_code> Pump(From& from, io::Deadline& from_deadline, To& to,
+                                               io::Deadline& to_deadline, Millis idle,
+                                               const bool& over) {
+  std::unique_ptr<char[]> buffer(new char[kRelayPiece]);
+  while (!over) {
+    from_deadline.Arm(idle);
+    auto [ec, n] = co_await from.async_read_some(net::buffer(buffer.get(), kRelayPiece), kNoThrow);
+    if (ec) co_return ec;
+    to_deadline.Arm(idle);
+    auto [wec, wn] = co_await net::async_write(to, net::buffer(buffer.get(), n), kNoThrow);
+    if (wec) co_return wec;
+  }
+  co_return net::error::operation_aborted;
+}
+
+// After a 101: relays both ways until either side ends. The upstream's end closes the client;
+// the client's clean end (FIN) is passed on as a half-close, so the upstream can finish.
+template <class Stream>
+net::awaitable<void> Tunnel(ClientSide<Stream>& client, UpstreamConnection& up,
+                            io::Deadline& up_deadline, Millis idle) {
+  using namespace net::experimental::awaitable_operators;
+  bool over = false;
+  auto to_client = [&]() -> net::awaitable<void> {
+    (void)co_await Pump(up.socket, up_deadline, client.stream, client.deadline, idle, over);
+    over = true;
+    boost::system::error_code ignored;
+    client.stream.lowest_layer().cancel(ignored);
+  };
+  auto to_upstream = [&]() -> net::awaitable<void> {
+    auto ec = co_await Pump(client.stream, client.deadline, up.socket, up_deadline, idle, over);
+    boost::system::error_code ignored;
+    if (ec == net::error::eof && !over) {
+      up.socket.shutdown(tcp::socket::shutdown_send, ignored);
+    } else {
+      over = true;
+      up.socket.cancel(ignored);
+    }
+  };
+  co_await (to_client() && to_upstream());
+}
+
 inline bool MethodCarriesContent(std::string_view method) {
   return method == "POST" || method == "PUT" || method == "PATCH";
 }
@@ -520,10 +599,11 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
     }
   }
   std::string& out = client.scratch;
+  const bool websocket = WantsWebSocket(head, route);
   if (whole) {
     BuildUpstreamHead(head, ctx, out, whole_body.size());
   } else {
-    BuildUpstreamHead(head, ctx, out);
+    BuildUpstreamHead(head, ctx, out, std::nullopt, websocket ? "websocket" : "");
   }
 
   // A pooled connection may have been closed by the upstream while idle; that shows only when
@@ -575,7 +655,9 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
       if (st == h1::Status::kComplete) {
         if (res.status >= 200) break;
         if (res.status == 101) {
-          co_return Failure(ErrorCode::kUpstreamUnavailable, "upstream switched protocols");
+          if (websocket && OffersProtocol(res.Find("upgrade").value_or(""), "websocket")) break;
+          co_return Failure(ErrorCode::kUpstreamUnavailable,
+                            "upstream switched to a protocol the client did not ask for");
         }
         up.in.Consume(res.head_bytes);
         continue;
@@ -596,7 +678,7 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
       received_any = true;
       up.in.Commit(rn);
     }
-    if (res.status < 200) continue;  // a stale pooled connection: replay on a fresh one
+    if (res.status < 200 && res.status != 101) continue;  // stale pooled: replay on a fresh one
 
     if (ctx.gate) {
       std::optional<Error> refused = co_await ctx.gate->Pass(res.status);
@@ -609,6 +691,27 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
     }
     ForwardResult result;
     result.status = res.status;
+    if (res.status == 101) {
+      // The switch, with whatever the upstream sent after it; then what the client sent after
+      // its request head (its first frames), and from there on, bytes both ways.
+      BuildClientHead(res, ctx.request_id, false, out, ctx.extra_response_headers, false,
+                      "websocket");
+      result.response_started = true;
+      client.deadline.Arm(route.stream_idle_timeout);
+      std::string_view early_down = up.in.data().substr(res.head_bytes);
+      std::array<net::const_buffer, 2> switched{net::buffer(out), net::buffer(early_down)};
+      auto [wec, wn] = co_await net::async_write(client.stream, switched, kNoThrow);
+      up.in.Consume(up.in.size());
+      if (wec) co_return result;
+      std::string_view early_up = client.in.data().substr(head.head_bytes);
+      if (!early_up.empty()) {
+        up_deadline.Arm(route.stream_idle_timeout);
+        auto [uec, un] = co_await net::async_write(up.socket, net::buffer(early_up), kNoThrow);
+        if (uec) co_return result;
+      }
+      co_await Tunnel(client, up, up_deadline, route.stream_idle_timeout);
+      co_return result;  // neither connection carries anything else
+    }
     const bool until_close = res.framing == h1::Framing::kUntilClose;
     // An HTTP/1.0 client cannot read chunked framing (RFC 9112 §6.1): it gets the data alone,
     // and the close of the connection marks the end.

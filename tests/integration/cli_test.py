@@ -4,10 +4,12 @@ import http.client
 import json
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -203,6 +205,67 @@ class CliTest(unittest.TestCase):
             self.assertIn(b"08AE", serial)  # 2222
         finally:
             gh.stop()
+
+    def test_websocket_through_a_tls_listener(self):
+        # An upstream that switches protocols, says hello, echoes in capitals and closes on "bye".
+        upstream = socket.socket()
+        upstream.bind(("127.0.0.1", 0))
+        upstream.listen(1)
+
+        def serve():
+            conn, _ = upstream.accept()
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(4096)
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                         b"Connection: Upgrade\r\n\r\nhello;")
+            while True:
+                data = conn.recv(4096)
+                if not data:
+                    break
+                conn.sendall(data.upper())
+                if b"bye" in data:
+                    break
+            conn.close()
+
+        threading.Thread(target=serve, daemon=True).start()
+        cert, key = make_cert(self.dir, "ws", 3333)
+        route = (f'[[routes]]\nname = "live"\npath_prefix = "/live"\n'
+                 f'upstream = "http://127.0.0.1:{upstream.getsockname()[1]}"\n'
+                 f'scopes = ["read:findings"]\nwebsocket = true\n')
+        gh = Gatehouse(BINARY, extra_config=route,
+                       listener_extra=f'tls_cert_file = "{cert}"\ntls_key_file = "{key}"\n').start()
+        try:
+            ctx = ssl.create_default_context(cafile=cert)
+            with ctx.wrap_socket(socket.create_connection(("127.0.0.1", gh.port)),
+                                 server_hostname="127.0.0.1") as c:
+                c.settimeout(5)
+                c.sendall(b"GET /live/x HTTP/1.1\r\nHost: gw\r\nConnection: Upgrade\r\n"
+                          b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                          b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                          b"Authorization: Bearer " + gh.key.encode() + b"\r\n\r\n")
+                got = b""
+                while b"hello;" not in got:
+                    got += c.recv(4096)
+                self.assertTrue(got.startswith(b"HTTP/1.1 101 "), got)
+                c.sendall(b"abc;")
+                while b"ABC;" not in got:
+                    got += c.recv(4096)
+                c.sendall(b"bye")
+                while b"BYE" not in got:
+                    got += c.recv(4096)
+                # The upstream's close ends the tunnel: the client sees the end too.
+                end = time.time() + 5
+                closed = False
+                while time.time() < end and not closed:
+                    try:
+                        closed = c.recv(4096) == b""
+                    except ssl.SSLError:
+                        closed = True
+                self.assertTrue(closed)
+        finally:
+            gh.stop()
+            upstream.close()
 
 
 if __name__ == "__main__":

@@ -1,4 +1,10 @@
 // The proxy path over real sockets: identity headers, streaming both ways, pooling, failures.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cctype>
 #include <chrono>
 #include <thread>
 
@@ -289,6 +295,156 @@ TEST_F(ProxyTest, TrustedProxyForwardedForIsBelievedOthersAreNot) {
   auto spoofed = Call("GET", "/api/v1/findings", office, "", {{"X-Forwarded-For", "198.51.100.7"}});
   EXPECT_EQ(spoofed.status, 403);
   EXPECT_NE(spoofed.body.find("ip_not_allowed"), std::string::npos);
+}
+
+// A route that lets WebSockets through, to an upstream that switches protocols, says hello,
+// and then answers each piece it reads with the piece in capitals, until the client is done.
+class WebSocketTest : public GatewayFixture {
+ protected:
+  std::string ExtraConfig() override {
+    return "[[routes]]\nname = \"live\"\npath_prefix = \"/api/live\"\n"
+           "upstream = \"http://127.0.0.1:" +
+           std::to_string(upstream_->port()) +
+           "\"\nscopes = [\"read:findings\"]\nwebsocket = true\nstream_idle_timeout = \"1s\"\n";
+  }
+  bool Upstream(int fd, const std::string& head, const std::string& body) override {
+    if (head.find("/api/live") == std::string::npos ||
+        head.find("Upgrade: websocket") == std::string::npos) {
+      return GatewayFixture::Upstream(fd, head, body);
+    }
+    TestUpstream::WriteAll(
+        fd,
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+        "\r\nhello;");
+    char buf[4096];
+    for (;;) {
+      ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      std::string piece(buf, static_cast<std::size_t>(n));
+      for (auto& ch : piece) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+      TestUpstream::WriteAll(fd, piece);
+    }
+    return false;
+  }
+
+  static std::string Handshake(const std::string& key, const std::string& path = "/api/live/chat") {
+    std::string r = "GET " + path +
+                    " HTTP/1.1\r\nHost: gw\r\nConnection: keep-alive, Upgrade\r\n"
+                    "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    if (!key.empty()) r += "Authorization: Bearer " + key + "\r\n";
+    return r + "\r\n";
+  }
+};
+
+// A client socket that reads whatever arrives, for the bytes after a 101.
+class RawClient {
+ public:
+  explicit RawClient(int port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<std::uint16_t>(port));
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) ADD_FAILURE() << "connect";
+    timeval tv{5, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  }
+  ~RawClient() { ::close(fd_); }
+  void Send(const std::string& bytes) {
+    ASSERT_EQ(::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(bytes.size()));
+  }
+  void EndSending() { ::shutdown(fd_, SHUT_WR); }
+  // Reads until `want` has arrived (true) or the connection ends or goes quiet for 5 s.
+  bool ReadUntil(const std::string& want) {
+    while (received.find(want) == std::string::npos) {
+      char buf[4096];
+      ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+      if (n <= 0) return false;
+      received.append(buf, static_cast<std::size_t>(n));
+    }
+    return true;
+  }
+  // True when the peer closes within the 5 s receive timeout, whatever it sends first.
+  bool Closed() {
+    char buf[4096];
+    for (;;) {
+      ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+      if (n == 0) return true;
+      if (n < 0) return false;
+      received.append(buf, static_cast<std::size_t>(n));
+    }
+  }
+  std::string received;
+
+ private:
+  int fd_ = -1;
+};
+
+TEST_F(WebSocketTest, AnAuthorizedUpgradeBecomesATunnelBothWays) {
+  std::string reader = NewKey(R"(["read:findings"])");
+  RawClient client(server_->port());
+  // The first frame rides with the handshake, as clients may send it.
+  client.Send(Handshake(reader) + "first;");
+  ASSERT_TRUE(client.ReadUntil("hello;FIRST;")) << client.received;
+  const std::string head = client.received.substr(0, client.received.find("\r\n\r\n"));
+  EXPECT_EQ(head.rfind("HTTP/1.1 101 ", 0), 0u) << head;
+  EXPECT_NE(head.find("Upgrade: websocket"), std::string::npos) << head;
+  EXPECT_NE(head.find("Connection: Upgrade"), std::string::npos) << head;
+  EXPECT_NE(head.find("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), std::string::npos);
+  EXPECT_NE(head.find("X-Request-Id: req_"), std::string::npos) << head;
+  client.Send("second;");
+  ASSERT_TRUE(client.ReadUntil("SECOND;")) << client.received;
+  // The upstream got the switch asked for, the WebSocket fields, and identity, not the key.
+  std::string up = upstream_->last_head();
+  EXPECT_NE(up.find("Connection: Upgrade\r\nUpgrade: websocket\r\n"), std::string::npos) << up;
+  EXPECT_NE(up.find("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=="), std::string::npos) << up;
+  EXPECT_NE(up.find("X-Gatehouse-Org: " + org_), std::string::npos) << up;
+  EXPECT_EQ(up.find(reader), std::string::npos) << up;
+  // The client's end reaches the upstream, whose close ends the tunnel.
+  client.EndSending();
+  EXPECT_TRUE(client.Closed());
+  // The decision is in the audit log with the status the client got.
+  std::string id = head.substr(head.find("X-Request-Id: ") + 14);
+  id = id.substr(0, id.find("\r\n"));
+  auto events = Call("GET", "/v1/orgs/" + org_ + "/audit?action=auth.proxy", key_);
+  ASSERT_EQ(events.status, 200);
+  auto at = events.body.find(id);
+  ASSERT_NE(at, std::string::npos) << events.body;
+  std::string event = events.body.substr(events.body.rfind('{', at));
+  EXPECT_NE(event.substr(0, event.find('}')).find("\"status\":101"), std::string::npos) << event;
+}
+
+TEST_F(WebSocketTest, NoCredentialNoUpgrade) {
+  const int before = upstream_->requests.load();
+  RawClient client(server_->port());
+  client.Send(Handshake(""));
+  ASSERT_TRUE(client.ReadUntil("\r\n\r\n"));
+  EXPECT_EQ(client.received.rfind("HTTP/1.1 401 ", 0), 0u) << client.received;
+  EXPECT_EQ(client.received.find("Upgrade: websocket"), std::string::npos);
+  EXPECT_EQ(upstream_->requests.load(), before);
+}
+
+TEST_F(WebSocketTest, ARouteThatDoesNotAllowItPassesAnOrdinaryRequest) {
+  std::string reader = NewKey(R"(["read:findings"])");
+  RawClient client(server_->port());
+  client.Send(Handshake(reader, "/api/v1/findings/ws"));
+  ASSERT_TRUE(client.ReadUntil("{\"ok\":true"));
+  EXPECT_EQ(client.received.rfind("HTTP/1.1 200 ", 0), 0u) << client.received;
+  std::string up = upstream_->last_head();
+  EXPECT_EQ(up.find("Upgrade"), std::string::npos) << up;  // a hop-by-hop field, not asked for
+}
+
+TEST_F(WebSocketTest, AQuietTunnelIsClosedAfterTheRoutesIdleTimeout) {
+  std::string reader = NewKey(R"(["read:findings"])");
+  RawClient client(server_->port());
+  client.Send(Handshake(reader));
+  ASSERT_TRUE(client.ReadUntil("hello;"));
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_TRUE(client.Closed());  // stream_idle_timeout = 1s on the route
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(4));
 }
 
 }  // namespace
