@@ -1181,7 +1181,9 @@ class Server::Impl {
         else
           principal = Result<Principal>(tl::unexpected(slow.error()));
       }
-      std::string resource = "route:" + parts_.gateway->route(groute).path_prefix;
+      // Only the audit log reads decision events: without it, none is built.
+      std::string resource;
+      if (parts_.audit) resource = "route:" + parts_.gateway->route(groute).path_prefix;
       ex.org =
           *principal ? std::string_view((*principal)->org_id) : std::string_view(subject.org_id);
       if (!*principal) {
@@ -1258,8 +1260,9 @@ class Server::Impl {
           conn.rate_headers.clear();
           AppendRateLimitLines(verdict, checks.span(), conn.rate_headers);
           ProxyGate gate(*this, ex, h,
-                         DecisionEvent((*principal)->org_id, (*principal)->id, "auth.proxy",
-                                       std::move(resource)));
+                         parts_.audit ? DecisionEvent((*principal)->org_id, (*principal)->id,
+                                                      "auth.proxy", std::move(resource))
+                                      : AuditEvent{});
           ok = co_await Forward(w, stream, conn, ex, **principal, groute, tls, gate);
         }
       }
