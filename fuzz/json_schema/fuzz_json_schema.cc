@@ -63,7 +63,8 @@ constexpr std::string_view kSchema2020 = R"({
       "site": {"format": "uri"}, "ref": {"format": "uri-reference"}, "ip": {"format": "ipv6"},
       "host": {"format": "hostname"}, "id": {"format": "uuid"}, "n": {"format": "int32"},
       "ptr": {"format": "relative-json-pointer"}, "raw": {"format": "byte"},
-      "iri": {"format": "iri"}, "tpl": {"format": "uri-template"}, "re": {"format": "regex"}}}
+      "iri": {"format": "iri"}, "tpl": {"format": "uri-template"}, "re": {"format": "regex"},
+      "idn": {"format": "idn-hostname"}, "imail": {"format": "idn-email"}}}
   },
   "unevaluatedProperties": false
 })";

@@ -1,7 +1,9 @@
 #include "schema/formats.h"
 
 #include <arpa/inet.h>
+#include <idn2.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdint>
@@ -21,6 +23,8 @@ constexpr std::pair<std::string_view, StringFormat> kFormats[] = {
     {"duration", StringFormat::kDuration},
     {"email", StringFormat::kEmail},
     {"hostname", StringFormat::kHostname},
+    {"idn-email", StringFormat::kIdnEmail},
+    {"idn-hostname", StringFormat::kIdnHostname},
     {"ipv4", StringFormat::kIpv4},
     {"ipv6", StringFormat::kIpv6},
     {"uri", StringFormat::kUri},
@@ -157,6 +161,37 @@ bool IsHostname(std::string_view s) {
     start = end + 1;
   }
   return true;
+}
+
+// IDNA2008's rules (libidn2 without UTS 46 mapping: disallowed code points, CONTEXTJ/CONTEXTO,
+// bidi, NFC, a leading combining mark, A-labels that do not decode), then RFC 1123's on the
+// ASCII form, which is what DNS sees.
+bool IsIdnHostname(std::string_view s) {
+  if (s.empty() || s.size() > 1024 || s.find('\0') != std::string_view::npos) return false;
+  // RFC 5891 §4.2.3.1 where libidn2 leaves it to its caller: no hyphen at either end of a
+  // label, and no ASCII label with hyphens in both its third and fourth places but an A-label's
+  // "xn--" (libidn2 checks the places of U-labels' characters itself).
+  for (std::size_t start = 0; start <= s.size();) {
+    std::size_t end = std::min(s.find('.', start), s.size());
+    std::string_view label = s.substr(start, end - start);
+    if (label.starts_with('-') || label.ends_with('-')) return false;
+    if (label.size() >= 4 && label.substr(2, 2) == "--" &&
+        std::all_of(label.begin(), label.end(), [](char c) { return c > 0 && c < 0x7f; }) &&
+        !(label.size() > 4 && (label[0] == 'x' || label[0] == 'X') &&
+          (label[1] == 'n' || label[1] == 'N'))) {
+      return false;
+    }
+    start = end + 1;
+  }
+  const std::string text(s);
+  char* ascii = nullptr;
+  if (idn2_lookup_u8(reinterpret_cast<const std::uint8_t*>(text.c_str()),
+                     reinterpret_cast<std::uint8_t**>(&ascii), IDN2_NO_TR46) != IDN2_OK) {
+    return false;
+  }
+  const bool valid = IsHostname(ascii);
+  idn2_free(ascii);
+  return valid;
 }
 
 bool IsIpv4(std::string_view s) {
@@ -394,14 +429,16 @@ bool IsUuid(std::string_view s) {
 }
 
 // RFC 5321's Mailbox: a dot-atom or quoted local part (at most 64 octets), then a host name or
-// an address literal.
-bool IsEmail(std::string_view s) {
+// an address literal. `international`: RFC 6531's, whose local part may hold UTF-8 and whose
+// domain is an IDN.
+bool IsEmail(std::string_view s, bool international = false) {
+  auto non_ascii = [&](char c) { return international && static_cast<unsigned char>(c) >= 0x80; };
   std::size_t i = 0;
   if (s.starts_with('"')) {
     for (i = 1; i < s.size() && s[i] != '"'; ++i) {
       if (s[i] == '\\') {
         if (++i >= s.size() || s[i] < 32 || s[i] > 126) return false;
-      } else if (s[i] < 32 || s[i] > 126) {
+      } else if ((s[i] < 32 || s[i] > 126) && !non_ascii(s[i])) {
         return false;
       }
     }
@@ -415,7 +452,8 @@ bool IsEmail(std::string_view s) {
       if (c == '.') {
         if (after_dot) return false;
         after_dot = true;
-      } else if (IsAlpha(c) || IsDigit(c) || kAtextSymbols.find(c) != std::string_view::npos) {
+      } else if (IsAlpha(c) || IsDigit(c) || kAtextSymbols.find(c) != std::string_view::npos ||
+                 non_ascii(c)) {
         after_dot = false;
       } else {
         return false;
@@ -430,7 +468,7 @@ bool IsEmail(std::string_view s) {
     if (literal.starts_with("IPv6:")) return IsIpv6(literal.substr(5));
     return IsIpv4(literal);
   }
-  return IsHostname(domain);
+  return international ? IsIdnHostname(domain) : IsHostname(domain);
 }
 
 bool IsBase64(std::string_view s) {
@@ -462,8 +500,9 @@ std::optional<StringFormat> FormatNamed(std::string_view name) {
 }
 
 std::string_view KnownFormatNames() {
-  return "date-time, date, time, duration, email, hostname, ipv4, ipv6, uri, uri-reference, "
-         "iri, iri-reference, uri-template, regex, uuid, json-pointer, relative-json-pointer, "
+  return "date-time, date, time, duration, email, idn-email, hostname, idn-hostname, ipv4, ipv6, "
+         "uri, uri-reference, iri, iri-reference, uri-template, regex, uuid, json-pointer, "
+         "relative-json-pointer, "
          "and OpenAPI's int32, int64, float, double, byte, binary, password";
 }
 
@@ -481,6 +520,10 @@ bool MatchesFormat(StringFormat format, std::string_view s) {
       return IsEmail(s);
     case StringFormat::kHostname:
       return IsHostname(s);
+    case StringFormat::kIdnEmail:
+      return IsEmail(s, true);
+    case StringFormat::kIdnHostname:
+      return IsIdnHostname(s);
     case StringFormat::kIpv4:
       return IsIpv4(s);
     case StringFormat::kIpv6:

@@ -18,6 +18,9 @@ enum class StringFormat {
   kDuration,             // RFC 3339 appendix A
   kEmail,                // RFC 5321 Mailbox: dot-atom or quoted local part, host or address
   kHostname,             // RFC 1123
+  kIdnEmail,             // RFC 6531: kEmail with UTF-8 in the local part and an IDN domain
+  kIdnHostname,          // RFC 5890-5893 (IDNA2008): U-labels or A-labels, within RFC 1123's
+                         // lengths once in ASCII
   kIpv4,                 // dotted quad, no leading zeros
   kIpv6,                 // RFC 4291 text forms
   kUri,                  // RFC 3986 URI (with a scheme)

@@ -13,7 +13,7 @@ namespace {
 namespace json = boost::json;
 
 struct FormatCase {
-  const char* text;
+  std::string text;
   bool valid;
 };
 
@@ -99,6 +99,38 @@ TEST(JsonSchemaFormats, NetworkNamesAndAddresses) {
                    {"a@[IPv6:2001:db8::1]", true},
                    {"a@[300.0.0.1]", false},
                    {"a@b@example.com", false}});
+}
+
+TEST(JsonSchemaFormats, InternationalHostNamesAndAddresses) {
+  Expect("idn-hostname", {{"bücher.example", true},
+                          {"실례.테스트", true},
+                          {"xn--bcher-kva.example", true},  // an A-label that decodes
+                          {"example.com", true},
+                          {"xn--bcher-xxx.example", false},  // one that does not
+                          {"Bücher.example", false},         // upper case is not IDNA2008
+                          {"\u302e실례.테스트", false},      // a leading combining mark
+                          {"a\u200db.example", false},       // ZWJ outside its context
+                          {"\u0660\u0663.example", false},   // digits breaking the bidi rule
+                          {"-bücher.example", false},
+                          {"bü--cher.example", false},  // characters 3 and 4, not bytes
+                          {"büc--her.example", true},
+                          {"ab--cd.example", false},  // reserved for A-labels' xn--
+                          {"a.b", true},
+                          {"bücher..example", false},
+                          {std::string(64, 'a') + ".example", false},
+                          {"", false}});
+  Expect("idn-email", {{"用户@例子.广告", true},
+                       {"josé@bücher.example", true},
+                       {"plain@example.com", true},
+                       {"\"quoted ü\"@example.com", true},
+                       {"a@[192.0.2.1]", true},
+                       {"josé@-bücher.example", false},
+                       {"josé.@example.com", false},
+                       {"no-at-sign", false},
+                       {std::string(65, 'a') + "@example.com", false}});
+  // The plain formats stay ASCII.
+  Expect("email", {{"josé@example.com", false}});
+  Expect("hostname", {{"bücher.example", false}});
 }
 
 TEST(JsonSchemaFormats, IdentifiersAndPointers) {
