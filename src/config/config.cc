@@ -256,6 +256,8 @@ Result<void> ReadRoutes(TableReader& root, Config& c) {
     GH_TRY(r.String("path_prefix", route.path_prefix));
     GH_TRY(r.StringArray("methods", route.methods));
     GH_TRY(r.String("upstream", route.upstream));
+    GH_TRY(r.String("upstream_tls_ca_file", route.upstream_tls_ca_file));
+    GH_TRY(r.String("upstream_tls_server_name", route.upstream_tls_server_name));
     GH_TRY(r.StringArray("scopes", route.scopes));
     GH_TRY(r.Bool("strip_prefix", route.strip_prefix));
     GH_TRY(r.Bool("forward_credential", route.forward_credential));
@@ -756,14 +758,23 @@ Result<void> Validate(Config& c) {
       }
     }
     auto url = boost::urls::parse_uri(r.upstream);
-    if (!url || url->scheme() != "http" || url->host().empty() || url->has_query() ||
-        url->has_fragment() || url->has_userinfo()) {
+    if (!url || (url->scheme() != "http" && url->scheme() != "https") || url->host().empty() ||
+        url->has_query() || url->has_fragment() || url->has_userinfo()) {
       return Bad(site(at + ".upstream"),
-                 "must be an http:// URL with a host, e.g. http://127.0.0.1:9000");
+                 "must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:9000");
     }
+    r.upstream_tls = url->scheme() == "https";
+    if (!r.upstream_tls &&
+        (!r.upstream_tls_ca_file.empty() || !r.upstream_tls_server_name.empty())) {
+      return Bad(site(at + ".upstream"), "the upstream_tls_* settings need an https:// upstream");
+    }
+    if (!r.upstream_tls_ca_file.empty() && !std::ifstream(r.upstream_tls_ca_file).good()) {
+      return Bad(site(at + ".upstream_tls_ca_file"), "cannot be read: " + r.upstream_tls_ca_file);
+    }
+    const std::uint16_t default_port = r.upstream_tls ? 443 : 80;
     r.upstream_host = std::string(url->host());
-    r.upstream_port = url->has_port() ? url->port_number() : 80;
-    r.upstream_authority = r.upstream_port == 80
+    r.upstream_port = url->has_port() ? url->port_number() : default_port;
+    r.upstream_authority = r.upstream_port == default_port
                                ? r.upstream_host
                                : r.upstream_host + ":" + std::to_string(r.upstream_port);
     r.upstream_base_path = std::string(url->encoded_path());

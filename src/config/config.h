@@ -62,14 +62,19 @@ struct RouteConfig {
   std::string name;
   std::string path_prefix;           // longest matching prefix wins
   std::vector<std::string> methods;  // empty: any method
-  std::string upstream;              // http://host:port[/base]
+  std::string upstream;              // http://host:port[/base] or https://host:port[/base]
   std::string upstream_host;         // derived
   std::uint16_t upstream_port = 80;  // derived
-  std::string upstream_base_path;    // derived, no trailing '/'
-  std::string upstream_authority;    // derived: "host" or "host:port", the upstream Host header
-  std::vector<std::string> scopes;   // all required
-  bool strip_prefix = false;         // drop path_prefix before appending to the base path
-  bool forward_credential = false;   // pass the client's Authorization / X-API-Key upstream
+  // https://: TLS to the upstream, its certificate verified against upstream_tls_ca_file (empty:
+  // the system's CAs) for upstream_tls_server_name (empty: the URL's host).
+  bool upstream_tls = false;  // derived
+  std::string upstream_tls_ca_file;
+  std::string upstream_tls_server_name;
+  std::string upstream_base_path;   // derived, no trailing '/'
+  std::string upstream_authority;   // derived: "host" or "host:port", the upstream Host header
+  std::vector<std::string> scopes;  // all required
+  bool strip_prefix = false;        // drop path_prefix before appending to the base path
+  bool forward_credential = false;  // pass the client's Authorization / X-API-Key upstream
   // Let a client's authenticated GET with `Upgrade: websocket` through: once the upstream
   // answers 101, bytes are relayed both ways until either side closes, or neither sends
   // anything for stream_idle_timeout.

@@ -18,10 +18,13 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <charconv>
 
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <sys/socket.h>
 
 #include <array>
@@ -47,6 +50,7 @@
 namespace gatehouse::proxy {
 
 namespace net = boost::asio;
+namespace ssl = net::ssl;
 using tcp = net::ip::tcp;
 inline constexpr auto kNoThrow = net::as_tuple(net::use_awaitable);
 // Upstream responses with a declared length up to this are read whole and sent in one write.
@@ -54,9 +58,26 @@ inline constexpr std::uint64_t kBufferWholeBelow = 64 * 1024;
 inline constexpr std::size_t kMaxUpstreamHead = 64 * 1024;
 inline constexpr std::size_t kRelayPiece = 16 * 1024;
 
+// One connection to an upstream: TCP, with TLS over it for an https:// upstream. It is itself
+// the stream reads and writes go through, whichever it is.
 struct UpstreamConnection {
   explicit UpstreamConnection(const net::any_io_executor& ex) : socket(ex) {}
   tcp::socket socket;
+  std::unique_ptr<ssl::stream<tcp::socket&>> tls;
+
+  using executor_type = tcp::socket::executor_type;
+  executor_type get_executor() { return socket.get_executor(); }
+  template <class MutableBuffers, class Token>
+  auto async_read_some(const MutableBuffers& buffers, Token&& token) {
+    if (tls) return tls->async_read_some(buffers, std::forward<Token>(token));
+    return socket.async_read_some(buffers, std::forward<Token>(token));
+  }
+  template <class ConstBuffers, class Token>
+  auto async_write_some(const ConstBuffers& buffers, Token&& token) {
+    if (tls) return tls->async_write_some(buffers, std::forward<Token>(token));
+    return socket.async_write_some(buffers, std::forward<Token>(token));
+  }
+
   io::InputBuffer in;
   h1::ResponseHead head;  // reused, so that parsing a response allocates nothing
   std::chrono::steady_clock::time_point idle_since;
@@ -78,7 +99,7 @@ class UpstreamPool {
   net::awaitable<std::pair<Lease, Error>> Acquire(const RouteConfig& route, bool allow_reuse,
                                                   io::WatchList& watches,
                                                   bool must_be_alive = false) {
-    Target& t = targets_[route.upstream_authority];
+    Target& t = TargetOf(route);
     // Idle ages (kCheckIdleAfter) and DNS refresh intervals are tens of ms and more: the
     // coarse clock serves, without a TSC read per request.
     const auto now = io::CoarseNow();
@@ -131,6 +152,11 @@ class UpstreamPool {
     }
     boost::system::error_code opt_ec;
     conn->socket.set_option(tcp::no_delay(true), opt_ec);
+    if (route.upstream_tls) {
+      if (auto failed = co_await StartTls(route, *conn, deadline)) {
+        co_return std::pair{Lease{}, std::move(*failed)};
+      }
+    }
     co_return std::pair{Lease{std::move(conn), false}, Error{}};
   }
 
@@ -145,7 +171,7 @@ class UpstreamPool {
   // first read, and such a request is replayed on a fresh connection (or, when its body
   // streams and cannot be replayed, the connection is checked however young).
   void Release(const RouteConfig& route, std::unique_ptr<UpstreamConnection> c) {
-    Target& t = targets_[route.upstream_authority];
+    Target& t = TargetOf(route);
     if (t.idle.size() >= kMaxIdlePerUpstream) return;
     c->in.ShrinkIfIdle(16 * 1024);
     c->idle_since = io::CoarseNow();
@@ -175,7 +201,69 @@ class UpstreamPool {
     std::vector<tcp::endpoint> endpoints;
     UpstreamResolution resolution;
     std::vector<std::unique_ptr<UpstreamConnection>> idle;
+    std::unique_ptr<ssl::context> tls;  // https:// only, made at the first connection
   };
+
+  // Connections are pooled by scheme, authority and TLS settings: a plain and a TLS connection
+  // to one host:port are never interchangeable, nor are two that trust different CAs.
+  Target& TargetOf(const RouteConfig& route) {
+    if (!route.upstream_tls) return targets_[route.upstream_authority];
+    return targets_["https://" + route.upstream_authority + " " + route.upstream_tls_ca_file + " " +
+                    route.upstream_tls_server_name];
+  }
+
+  // The TLS handshake on a fresh connection, with the certificate verified for the route's
+  // server name (or the URL's host). Returns the error the request gets when it fails.
+  net::awaitable<std::optional<Error>> StartTls(const RouteConfig& route, UpstreamConnection& conn,
+                                                io::Deadline& deadline) {
+    Target& t = TargetOf(route);
+    if (!t.tls) {
+      auto ctx = std::make_unique<ssl::context>(ssl::context::tls_client);
+      SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION);
+      boost::system::error_code ec;
+      if (route.upstream_tls_ca_file.empty()) {
+        ctx->set_default_verify_paths(ec);
+      } else {
+        ctx->load_verify_file(route.upstream_tls_ca_file, ec);
+      }
+      if (ec) {
+        spdlog::error("proxy: cannot load the CA certificates for {}: {}", route.upstream,
+                      ec.message());
+        co_return Error{ErrorCode::kUpstreamUnavailable, "upstream TLS is not set up", {}, {}};
+      }
+      ctx->set_verify_mode(ssl::verify_peer);
+      t.tls = std::move(ctx);
+    }
+    conn.tls = std::make_unique<ssl::stream<tcp::socket&>>(conn.socket, *t.tls);
+    SSL* native = conn.tls->native_handle();
+    const std::string& name = route.upstream_tls_server_name.empty()
+                                  ? route.upstream_host
+                                  : route.upstream_tls_server_name;
+    boost::system::error_code not_ip;
+    net::ip::make_address(name, not_ip);
+    if (!not_ip) {
+      X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(native), name.c_str());
+    } else {
+      SSL_set_tlsext_host_name(native, name.c_str());
+      SSL_set1_host(native, name.c_str());
+    }
+    deadline.Arm(route.connect_timeout);
+    auto [ec] = co_await conn.tls->async_handshake(ssl::stream_base::client, kNoThrow);
+    if (!ec) co_return std::nullopt;
+    if (deadline.fired()) {
+      co_return Error{
+          ErrorCode::kUpstreamTimeout, "upstream did not finish the TLS handshake in time", {}, {}};
+    }
+    const long verdict = SSL_get_verify_result(native);
+    if (verdict != X509_V_OK) {
+      spdlog::warn("proxy: {}'s TLS certificate is not trusted for \"{}\": {}", route.upstream,
+                   name, X509_verify_cert_error_string(verdict));
+      co_return Error{
+          ErrorCode::kUpstreamUnavailable, "upstream's TLS certificate is not trusted", {}, {}};
+    }
+    spdlog::warn("proxy: the TLS handshake with {} failed: {}", route.upstream, ec.message());
+    co_return Error{ErrorCode::kUpstreamUnavailable, "upstream TLS handshake failed", {}, {}};
+  }
   std::unordered_map<std::string, Target> targets_;
 };
 
@@ -480,7 +568,7 @@ net::awaitable<std::optional<ForwardResult>> RelayRequestBody(ClientSide<Stream>
       co_return Failure(ErrorCode::kPayloadTooLarge, "request body is too large");
     up_deadline.Arm(idle);
     auto [wec, wn] =
-        co_await net::async_write(up.socket, net::buffer(client.in.data().data(), n), kNoThrow);
+        co_await net::async_write(up, net::buffer(client.in.data().data(), n), kNoThrow);
     client.in.Consume(n);
     if (wec) co_return Failure(ErrorCode::kUpstreamUnavailable, "request body relay failed");
   }
@@ -543,13 +631,13 @@ net::awaitable<void> Tunnel(ClientSide<Stream>& client, UpstreamConnection& up,
   using namespace net::experimental::awaitable_operators;
   bool over = false;
   auto to_client = [&]() -> net::awaitable<void> {
-    (void)co_await Pump(up.socket, up_deadline, client.stream, client.deadline, idle, over);
+    (void)co_await Pump(up, up_deadline, client.stream, client.deadline, idle, over);
     over = true;
     boost::system::error_code ignored;
     client.stream.lowest_layer().cancel(ignored);
   };
   auto to_upstream = [&]() -> net::awaitable<void> {
-    auto ec = co_await Pump(client.stream, client.deadline, up.socket, up_deadline, idle, over);
+    auto ec = co_await Pump(client.stream, client.deadline, up, up_deadline, idle, over);
     boost::system::error_code ignored;
     if (ec == net::error::eof && !over) {
       up.socket.shutdown(tcp::socket::shutdown_send, ignored);
@@ -633,7 +721,7 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
     std::array<net::const_buffer, 2> head_and_body{
         net::buffer(out),
         whole ? net::buffer(whole_body) : net::buffer(client.in.data().data(), first)};
-    auto [hec, hn] = co_await net::async_write(up.socket, head_and_body, kNoThrow);
+    auto [hec, hn] = co_await net::async_write(up, head_and_body, kNoThrow);
     client.in.Consume(first);
     if (hec) {
       if (retryable) continue;
@@ -667,7 +755,7 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
       }
       auto space = up.in.Prepare(4096, kMaxUpstreamHead + 4);
       auto [rec, rn] =
-          co_await up.socket.async_read_some(net::buffer(space.data(), space.size()), kNoThrow);
+          co_await up.async_read_some(net::buffer(space.data(), space.size()), kNoThrow);
       if (rec) {
         if (up_deadline.fired()) {
           co_return Failure(ErrorCode::kUpstreamTimeout, "upstream did not answer in time");
@@ -706,7 +794,7 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
       std::string_view early_up = client.in.data().substr(head.head_bytes);
       if (!early_up.empty()) {
         up_deadline.Arm(route.stream_idle_timeout);
-        auto [uec, un] = co_await net::async_write(up.socket, net::buffer(early_up), kNoThrow);
+        auto [uec, un] = co_await net::async_write(up, net::buffer(early_up), kNoThrow);
         if (uec) co_return result;
       }
       co_await Tunnel(client, up, up_deadline, route.stream_idle_timeout);
@@ -733,7 +821,7 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
         // Prepare may move the buffer: the head is rebuilt from a fresh parse below.
         auto space = up.in.Prepare(want - up.in.size(), want);
         auto [bec, bn] =
-            co_await up.socket.async_read_some(net::buffer(space.data(), space.size()), kNoThrow);
+            co_await up.async_read_some(net::buffer(space.data(), space.size()), kNoThrow);
         if (bec)
           co_return Failure(ErrorCode::kUpstreamUnavailable, "upstream response was cut short");
         up.in.Commit(bn);
@@ -772,7 +860,7 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
       auto space = up.in.Prepare(kRelayPiece, kRelayPiece * 2);
       up_deadline.Arm(route.stream_idle_timeout);
       auto [uec, un] =
-          co_await up.socket.async_read_some(net::buffer(space.data(), space.size()), kNoThrow);
+          co_await up.async_read_some(net::buffer(space.data(), space.size()), kNoThrow);
       if (uec) {
         // The end of a close-delimited body; anything else cut the response short, and closing
         // the client is the only way left to say so.

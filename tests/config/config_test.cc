@@ -50,6 +50,17 @@ TEST(Config, ParsesEverySectionAndDerivesUpstreams) {
   EXPECT_TRUE(c->KnowsScope("keys:verify"));  // built-in permissions are always known
   EXPECT_FALSE(c->KnowsScope("delete:everything"));
   EXPECT_EQ(c->storage_connections, 4);  // the default
+  auto tls = ParseConfig(
+      "[[routes]]\npath_prefix = \"/models\"\nupstream = \"https://api.example.com/v1\"\n"
+      "upstream_tls_server_name = \"api.example.com\"\n"
+      "[[routes]]\npath_prefix = \"/other\"\nupstream = \"https://api.example.com:8443\"\n",
+      "gatehouse.toml");
+  ASSERT_TRUE(tls) << tls.error().message;
+  EXPECT_TRUE(tls->routes[0].upstream_tls);
+  EXPECT_EQ(tls->routes[0].upstream_port, 443);
+  EXPECT_EQ(tls->routes[0].upstream_authority, "api.example.com");
+  EXPECT_EQ(tls->routes[1].upstream_authority, "api.example.com:8443");
+  EXPECT_FALSE(c->routes[0].upstream_tls);
   auto pg = ParseConfig("storage = \"postgres://app@db:5432/gh\"\nstorage_connections = 16\n",
                         "gatehouse.toml");
   ASSERT_TRUE(pg) << pg.error().message;
@@ -73,6 +84,12 @@ TEST(Config, ErrorsNameFileLineAndField) {
        "listeners[0].address: listen host must be an IP"},
       {"scopes = [\"Bad Scope\"]\n", "scopes[0]"},
       {"[[routes]]\npath_prefix = \"/api\"\nupstream = \"ftp://x\"\n", "routes[0].upstream"},
+      {"[[routes]]\npath_prefix = \"/api\"\nupstream = \"http://x\"\n"
+       "upstream_tls_server_name = \"x\"\n",
+       "the upstream_tls_* settings need an https:// upstream"},
+      {"[[routes]]\npath_prefix = \"/api\"\nupstream = \"https://x\"\n"
+       "upstream_tls_ca_file = \"/nonexistent/ca.pem\"\n",
+       "routes[0].upstream_tls_ca_file: cannot be read"},
       {"[[routes]]\npath_prefix = \"/v1/keys\"\nupstream = \"http://127.0.0.1:1\"\n",
        "routes[0].path_prefix: overlaps"},
       {"[[routes]]\npath_prefix = \"/api\"\nupstream = \"http://127.0.0.1:1\"\nscopes = "
