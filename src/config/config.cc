@@ -258,6 +258,8 @@ Result<void> ReadRoutes(TableReader& root, Config& c) {
     GH_TRY(r.String("upstream", route.upstream));
     GH_TRY(r.String("upstream_tls_ca_file", route.upstream_tls_ca_file));
     GH_TRY(r.String("upstream_tls_server_name", route.upstream_tls_server_name));
+    GH_TRY(r.String("upstream_tls_cert_file", route.upstream_tls_cert_file));
+    GH_TRY(r.String("upstream_tls_key_file", route.upstream_tls_key_file));
     GH_TRY(r.StringArray("scopes", route.scopes));
     GH_TRY(r.Bool("strip_prefix", route.strip_prefix));
     GH_TRY(r.Bool("forward_credential", route.forward_credential));
@@ -765,11 +767,22 @@ Result<void> Validate(Config& c) {
     }
     r.upstream_tls = url->scheme() == "https";
     if (!r.upstream_tls &&
-        (!r.upstream_tls_ca_file.empty() || !r.upstream_tls_server_name.empty())) {
+        (!r.upstream_tls_ca_file.empty() || !r.upstream_tls_server_name.empty() ||
+         !r.upstream_tls_cert_file.empty() || !r.upstream_tls_key_file.empty())) {
       return Bad(site(at + ".upstream"), "the upstream_tls_* settings need an https:// upstream");
     }
-    if (!r.upstream_tls_ca_file.empty() && !std::ifstream(r.upstream_tls_ca_file).good()) {
-      return Bad(site(at + ".upstream_tls_ca_file"), "cannot be read: " + r.upstream_tls_ca_file);
+    if (r.upstream_tls_cert_file.empty() != r.upstream_tls_key_file.empty()) {
+      return Bad(site(at + ".upstream_tls_cert_file"),
+                 "upstream_tls_cert_file and upstream_tls_key_file go together");
+    }
+    using NamedPath = std::pair<std::string_view, const std::string*>;
+    for (const auto& [name, path] :
+         {NamedPath{"upstream_tls_ca_file", &r.upstream_tls_ca_file},
+          NamedPath{"upstream_tls_cert_file", &r.upstream_tls_cert_file},
+          NamedPath{"upstream_tls_key_file", &r.upstream_tls_key_file}}) {
+      if (!path->empty() && !std::ifstream(*path).good()) {
+        return Bad(site(at + "." + std::string(name)), "cannot be read: " + *path);
+      }
     }
     const std::uint16_t default_port = r.upstream_tls ? 443 : 80;
     r.upstream_host = std::string(url->host());

@@ -70,6 +70,9 @@ struct RouteConfig {
   bool upstream_tls = false;  // derived
   std::string upstream_tls_ca_file;
   std::string upstream_tls_server_name;
+  // A client certificate and key gatehouse presents, for upstreams that accept only it (mTLS):
+  // then they know the identity headers came from gatehouse, wherever the network is.
+  std::string upstream_tls_cert_file, upstream_tls_key_file;
   std::string upstream_base_path;   // derived, no trailing '/'
   std::string upstream_authority;   // derived: "host" or "host:port", the upstream Host header
   std::vector<std::string> scopes;  // all required

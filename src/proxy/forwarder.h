@@ -209,7 +209,7 @@ class UpstreamPool {
   Target& TargetOf(const RouteConfig& route) {
     if (!route.upstream_tls) return targets_[route.upstream_authority];
     return targets_["https://" + route.upstream_authority + " " + route.upstream_tls_ca_file + " " +
-                    route.upstream_tls_server_name];
+                    route.upstream_tls_server_name + " " + route.upstream_tls_cert_file];
   }
 
   // The TLS handshake on a fresh connection, with the certificate verified for the route's
@@ -230,6 +230,20 @@ class UpstreamPool {
         spdlog::error("proxy: cannot load the CA certificates for {}: {}", route.upstream,
                       ec.message());
         co_return Error{ErrorCode::kUpstreamUnavailable, "upstream TLS is not set up", {}, {}};
+      }
+      if (!route.upstream_tls_cert_file.empty()) {
+        ctx->use_certificate_chain_file(route.upstream_tls_cert_file, ec);
+        if (!ec) ctx->use_private_key_file(route.upstream_tls_key_file, ssl::context::pem, ec);
+        if (!ec && SSL_CTX_check_private_key(ctx->native_handle()) != 1) {
+          ec = net::error::invalid_argument;
+        }
+        if (ec) {
+          // The files' names only: OpenSSL's reason never quotes the key.
+          spdlog::error("proxy: cannot use the client certificate {} and key {} for {}: {}",
+                        route.upstream_tls_cert_file, route.upstream_tls_key_file, route.upstream,
+                        ec.message());
+          co_return Error{ErrorCode::kUpstreamUnavailable, "upstream TLS is not set up", {}, {}};
+        }
       }
       ctx->set_verify_mode(ssl::verify_peer);
       t.tls = std::move(ctx);

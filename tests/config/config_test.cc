@@ -90,6 +90,9 @@ TEST(Config, ErrorsNameFileLineAndField) {
       {"[[routes]]\npath_prefix = \"/api\"\nupstream = \"https://x\"\n"
        "upstream_tls_ca_file = \"/nonexistent/ca.pem\"\n",
        "routes[0].upstream_tls_ca_file: cannot be read"},
+      {"[[routes]]\npath_prefix = \"/api\"\nupstream = \"https://x\"\n"
+       "upstream_tls_cert_file = \"/etc/hostname\"\n",
+       "upstream_tls_cert_file and upstream_tls_key_file go together"},
       {"[[routes]]\npath_prefix = \"/v1/keys\"\nupstream = \"http://127.0.0.1:1\"\n",
        "routes[0].path_prefix: overlaps"},
       {"[[routes]]\npath_prefix = \"/api\"\nupstream = \"http://127.0.0.1:1\"\nscopes = "

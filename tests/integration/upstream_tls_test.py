@@ -41,7 +41,9 @@ class Upstream(BaseHTTPRequestHandler):
                 time.sleep(0.2)
             self.wfile.write(b"0\r\n\r\n")
             return
+        peer = self.connection.getpeercert() if hasattr(self.connection, "getpeercert") else None
         body = json.dumps({
+            "client_cn": dict(x[0] for x in peer["subject"])["commonName"] if peer else None,
             "path": self.path,
             "host": self.headers.get("Host"),
             "org": self.headers.get("X-Gatehouse-Org"),
@@ -82,16 +84,48 @@ class UpstreamTlsTest(unittest.TestCase):
         cls.server.socket = ctx.wrap_socket(cls.server.socket, server_side=True)
         cls.port = cls.server.server_address[1]
         threading.Thread(target=cls.server.serve_forever, daemon=True).start()
+        # A second upstream that serves only clients with a certificate from the CA (mTLS).
+        openssl("req", "-x509", *ec, "-keyout", f"{d}/client.key", "-out", f"{d}/client.pem",
+                "-subj", "/CN=gatehouse", "-CA", f"{d}/ca.pem", "-CAkey", f"{d}/ca.key",
+                "-addext", "extendedKeyUsage=clientAuth")
+        mutual = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        mutual.load_cert_chain(f"{d}/server.pem", f"{d}/server.key")
+        mutual.load_verify_locations(f"{d}/ca.pem")
+        mutual.verify_mode = ssl.CERT_REQUIRED
+        cls.mutual = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+        cls.mutual.socket = mutual.wrap_socket(cls.mutual.socket, server_side=True)
+        threading.Thread(target=cls.mutual.serve_forever, daemon=True).start()
 
     @classmethod
     def tearDownClass(cls):
         cls.server.shutdown()
+        cls.mutual.shutdown()
 
-    def gatehouse(self, name, settings):
+    def gatehouse(self, name, settings, port=None):
         route = (f'[[routes]]\nname = "{name}"\npath_prefix = "/models"\n'
-                 f'upstream = "https://127.0.0.1:{self.port}/v1"\nstrip_prefix = true\n'
+                 f'upstream = "https://127.0.0.1:{port or self.port}/v1"\nstrip_prefix = true\n'
                  f'scopes = ["read:findings"]\n{settings}')
         return Gatehouse(BINARY, extra_config=route).start()
+
+    def test_an_upstream_that_requires_a_client_certificate_gets_gatehouses(self):
+        port = self.mutual.server_address[1]
+        trusted = f'upstream_tls_ca_file = "{self.dir}/ca.pem"\n'
+        gh = self.gatehouse("models", trusted + f'upstream_tls_cert_file = "{self.dir}/client.pem"\n'
+                            f'upstream_tls_key_file = "{self.dir}/client.key"\n', port)
+        try:
+            r = requests.get(f"{gh.url}/models/x", headers={"Authorization": f"Bearer {gh.key}"})
+            self.assertEqual(r.status_code, 200, r.text)
+            self.assertEqual(r.json()["client_cn"], "gatehouse")
+            self.assertEqual(r.json()["org"], gh.org)
+        finally:
+            gh.stop()
+        # Without the certificate the upstream ends the session: nothing is served.
+        gh = self.gatehouse("models", trusted, port)
+        try:
+            r = requests.get(f"{gh.url}/models/x", headers={"Authorization": f"Bearer {gh.key}"})
+            self.assertEqual(r.status_code, 502, r.text)
+        finally:
+            gh.stop()
 
     def test_a_verified_upstream_gets_the_request_over_one_pooled_connection(self):
         gh = self.gatehouse("models", f'upstream_tls_ca_file = "{self.dir}/ca.pem"\n')
