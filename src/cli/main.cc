@@ -14,6 +14,7 @@
 
 #include "api/control_plane.h"
 #include "cli/app.h"
+#include "config/tls_check.h"
 #include "core/crypto.h"
 #include "core/heap_stats.h"
 #include "core/random.h"
@@ -608,6 +609,9 @@ int main(int argc, char** argv) {
   if (check->parsed()) {
     auto c = LoadConfig(common);
     if (!c) return Die(c.error().message);
+    if (auto tls = gh::CheckTlsMaterial(**c); !tls) {
+      return Die((*c)->source + ": " + tls.error().message);
+    }
     std::printf("%s: OK (%zu listener(s), %zu route(s))\n", (*c)->source.c_str(),
                 (*c)->listeners.size(), (*c)->routes.size());
     return 0;
@@ -627,7 +631,12 @@ int main(int argc, char** argv) {
     return 0;
   }
   spdlog::set_level(spdlog::level::from_str((*config)->log.level));
-  if (serve->parsed()) return Serve(*config);
+  if (serve->parsed()) {
+    if (auto tls = gh::CheckTlsMaterial(**config); !tls) {
+      return Die((*config)->source + ": " + tls.error().message);
+    }
+    return Serve(*config);
+  }
 
   auto app = gh::App::Open(*config, init->parsed());
   if (!app) return Die(app.error().message);

@@ -147,6 +147,22 @@ class CliTest(unittest.TestCase):
         bad = run(BINARY, "config", "check", "--config", bad_path, check=False)
         self.assertNotEqual(bad.returncode, 0)
         self.assertIn(bad_path + ":3: routes[0].upstream", bad.stderr)
+        # TLS material is loaded as the server would: a key that is not PEM is found now,
+        # by check and by serve alike, not at the first request to that upstream.
+        cert, _ = make_cert(self.dir, "client", 4444)
+        garbage = os.path.join(self.dir, "client-key.pem")
+        with open(garbage, "w") as f:
+            f.write("not a key\n")
+        tls_path = os.path.join(self.dir, "tls.toml")
+        with open(tls_path, "w") as f:
+            f.write(f'[[routes]]\nname = "models"\npath_prefix = "/models"\n'
+                    f'upstream = "https://127.0.0.1:9"\nupstream_tls_cert_file = "{cert}"\n'
+                    f'upstream_tls_key_file = "{garbage}"\n')
+        for command in (["config", "check"], ["serve"]):
+            bad = run(BINARY, *command, "--config", tls_path, check=False)
+            self.assertNotEqual(bad.returncode, 0, command)
+            self.assertIn("routes[0] (models): cannot use upstream_tls_key_file " + garbage,
+                          bad.stderr)
 
     def test_cli_revocation_reaches_a_running_server(self):
         gh = Gatehouse(BINARY).start()
