@@ -197,12 +197,28 @@ class UpstreamPool {
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
   }
 
+  struct SessionFree {
+    void operator()(SSL_SESSION* s) const { SSL_SESSION_free(s); }
+  };
   struct Target {
     std::vector<tcp::endpoint> endpoints;
     UpstreamResolution resolution;
     std::vector<std::unique_ptr<UpstreamConnection>> idle;
     std::unique_ptr<ssl::context> tls;  // https:// only, made at the first connection
+    // The newest session the upstream gave (a TLS 1.3 ticket or a 1.2 session), which the next
+    // new connection offers, once, so that its handshake resumes instead of starting over.
+    std::unique_ptr<SSL_SESSION, SessionFree> session;
   };
+
+  // OpenSSL shows each new session here (for TLS 1.3, when its ticket arrives, after the
+  // handshake); the context's app data is its target, on this worker's thread. A copy is kept:
+  // the connection's own is marked unusable when the connection ends without a close_notify,
+  // which is how upstream connections end here.
+  static int RememberSession(SSL* ssl, SSL_SESSION* session) {
+    auto* t = static_cast<Target*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
+    t->session.reset(SSL_SESSION_dup(session));
+    return 0;  // OpenSSL keeps its own reference
+  }
 
   // Connections are pooled by scheme, authority and TLS settings: a plain and a TLS connection
   // to one host:port are never interchangeable, nor are two that trust different CAs.
@@ -246,10 +262,18 @@ class UpstreamPool {
         }
       }
       ctx->set_verify_mode(ssl::verify_peer);
+      SSL_CTX_set_session_cache_mode(ctx->native_handle(),
+                                     SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+      SSL_CTX_sess_set_new_cb(ctx->native_handle(), &RememberSession);
+      SSL_CTX_set_app_data(ctx->native_handle(), &t);  // map nodes never move
       t.tls = std::move(ctx);
     }
     conn.tls = std::make_unique<ssl::stream<tcp::socket&>>(conn.socket, *t.tls);
     SSL* native = conn.tls->native_handle();
+    if (t.session) {
+      SSL_set_session(native, t.session.get());
+      t.session.reset();  // a ticket is offered once (RFC 8446 C.4)
+    }
     const std::string& name = route.upstream_tls_server_name.empty()
                                   ? route.upstream_host
                                   : route.upstream_tls_server_name;

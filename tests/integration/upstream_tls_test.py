@@ -49,10 +49,14 @@ class Upstream(BaseHTTPRequestHandler):
             "org": self.headers.get("X-Gatehouse-Org"),
             "authorization": self.headers.get("Authorization"),
             "sni": getattr(self.connection, "gatehouse_sni", None),
+            "resumed": getattr(self.connection, "session_reused", None),
         }).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
+        if self.path.endswith("/close"):  # this connection ends here: the next one is new
+            self.send_header("Connection", "close")
+            self.close_connection = True
         self.end_headers()
         self.wfile.write(body)
 
@@ -101,8 +105,8 @@ class UpstreamTlsTest(unittest.TestCase):
         cls.server.shutdown()
         cls.mutual.shutdown()
 
-    def gatehouse(self, name, settings, port=None):
-        route = (f'[[routes]]\nname = "{name}"\npath_prefix = "/models"\n'
+    def gatehouse(self, name, settings, port=None, top=""):
+        route = (f'{top}[[routes]]\nname = "{name}"\npath_prefix = "/models"\n'
                  f'upstream = "https://127.0.0.1:{port or self.port}/v1"\nstrip_prefix = true\n'
                  f'scopes = ["read:findings"]\n{settings}')
         return Gatehouse(BINARY, extra_config=route).start()
@@ -153,6 +157,23 @@ class UpstreamTlsTest(unittest.TestCase):
             self.assertEqual([a[1] for a in arrivals], [b"data: token0", b"data: token1",
                                                         b"data: token2"])
             self.assertGreater(arrivals[2][0] - arrivals[0][0], 0.3)
+        finally:
+            gh.stop()
+
+    def test_a_new_connection_resumes_the_last_tls_session(self):
+        # One network thread: sessions are kept per thread, with its connection pool.
+        gh = self.gatehouse("models", f'upstream_tls_ca_file = "{self.dir}/ca.pem"\n',
+                            top="threads = 1\n")
+        try:
+            auth = {"Authorization": f"Bearer {gh.key}"}
+            first = requests.get(f"{gh.url}/models/a/close", headers=auth)
+            self.assertEqual(first.status_code, 200, first.text)
+            self.assertFalse(first.json()["resumed"])
+            # The upstream closed that connection; the next one resumes its session, once
+            # verified: the resumed session carries the verified certificate.
+            second = requests.get(f"{gh.url}/models/b/close", headers=auth)
+            self.assertEqual(second.status_code, 200, second.text)
+            self.assertTrue(second.json()["resumed"], gh.output()[-2000:])
         finally:
             gh.stop()
 
