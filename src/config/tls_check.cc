@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 
+#include "core/tls_client.h"
 #include "limits/redis_connection.h"
 
 namespace gatehouse {
@@ -62,19 +63,16 @@ Result<void> CheckTlsMaterial(const Config& config) {
   for (std::size_t i = 0; i < config.routes.size(); ++i) {
     const RouteConfig& route = config.routes[i];
     if (!route.upstream_tls) continue;
-    const std::string where = "routes[" + std::to_string(i) + "] (" + route.name + ")";
-    SslCtx ctx(SSL_CTX_new(TLS_client_method()), SSL_CTX_free);
-    if (!ctx) return Unusable(where, "TLS", "");
-    if (!route.upstream_tls_ca_file.empty() &&
-        SSL_CTX_load_verify_locations(ctx.get(), route.upstream_tls_ca_file.c_str(), nullptr) !=
-            1) {
-      return Unusable(where, "upstream_tls_ca_file", route.upstream_tls_ca_file);
+    auto ctx = MakeClientTlsContext(
+        {route.upstream_tls_ca_file, route.upstream_tls_cert_file, route.upstream_tls_key_file});
+    if (!ctx) {
+      return tl::unexpected(
+          Error{ErrorCode::kInvalidArgument,
+                "routes[" + std::to_string(i) + "] (" + route.name + "): " + ctx.error().message,
+                {},
+                {}});
     }
-    if (!route.upstream_tls_cert_file.empty()) {
-      auto r = CheckPair(ctx.get(), where, "upstream_tls_cert_file", route.upstream_tls_cert_file,
-                         "upstream_tls_key_file", route.upstream_tls_key_file);
-      if (!r) return r;
-    }
+    SSL_CTX_free(*ctx);
   }
   if (!config.rate_limits.redis.empty()) {
     auto address = ParseRedisUrl(config.rate_limits.redis);

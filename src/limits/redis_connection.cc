@@ -7,7 +7,6 @@
 #include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -16,7 +15,7 @@
 #include <charconv>
 #include <cstring>
 
-#include "core/cidr.h"
+#include "core/tls_client.h"
 
 namespace gatehouse {
 
@@ -95,35 +94,10 @@ int ConnectSocket(const RedisAddress& a, std::chrono::milliseconds timeout, std:
 }  // namespace
 
 Result<std::shared_ptr<RedisTlsContext>> RedisTlsContext::Load(const RedisAddress& address) {
-  ERR_clear_error();
-  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
-  if (!ctx) return Unreachable(address, "cannot set up TLS: " + OpenSslError());
-  std::shared_ptr<RedisTlsContext> out(new RedisTlsContext(ctx));
-  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
-  const bool cas =
-      address.tls_ca_file.empty()
-          ? SSL_CTX_set_default_verify_paths(ctx) == 1
-          : SSL_CTX_load_verify_locations(ctx, address.tls_ca_file.c_str(), nullptr) == 1;
-  if (!cas) {
-    return Unreachable(address, "cannot load the CA certificates " +
-                                    (address.tls_ca_file.empty() ? std::string("of the system")
-                                                                 : address.tls_ca_file) +
-                                    ": " + OpenSslError());
-  }
-  if (!address.tls_cert_file.empty()) {
-    if (SSL_CTX_use_certificate_chain_file(ctx, address.tls_cert_file.c_str()) != 1) {
-      return Unreachable(address, "cannot load the client certificate " + address.tls_cert_file +
-                                      ": " + OpenSslError());
-    }
-    if (SSL_CTX_use_PrivateKey_file(ctx, address.tls_key_file.c_str(), SSL_FILETYPE_PEM) != 1 ||
-        SSL_CTX_check_private_key(ctx) != 1) {
-      // The file's name only: OpenSSL's reason never quotes the key.
-      return Unreachable(
-          address, "cannot use the client key " + address.tls_key_file + ": " + OpenSslError());
-    }
-  }
-  return out;
+  auto ctx =
+      MakeClientTlsContext({address.tls_ca_file, address.tls_cert_file, address.tls_key_file});
+  if (!ctx) return Unreachable(address, ctx.error().message);
+  return std::shared_ptr<RedisTlsContext>(new RedisTlsContext(*ctx));
 }
 
 RedisTlsContext::~RedisTlsContext() { SSL_CTX_free(ctx_); }
@@ -147,12 +121,7 @@ Result<std::unique_ptr<RedisConnection>> RedisConnection::Open(const RedisAddres
   // The certificate must name what we asked for: the configured server name, or the URL's host.
   const std::string& name =
       address.tls_server_name.empty() ? address.host : address.tls_server_name;
-  if (ParseIp(name)) {
-    X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name.c_str());
-  } else {
-    SSL_set_tlsext_host_name(ssl, name.c_str());
-    SSL_set1_host(ssl, name.c_str());
-  }
+  ExpectPeerName(ssl, name);
   if (SSL_connect(ssl) != 1) {
     const long verdict = SSL_get_verify_result(ssl);
     if (verdict != X509_V_OK) {

@@ -24,7 +24,6 @@
 #include <charconv>
 
 #include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 #include <sys/socket.h>
 
 #include <array>
@@ -39,6 +38,7 @@
 #include "authz/principal.h"
 #include "config/config.h"
 #include "core/text.h"
+#include "core/tls_client.h"
 #include "gateway/gateway.h"
 #include "http/connection.h"
 #include "http/cookies.h"
@@ -234,34 +234,13 @@ class UpstreamPool {
                                                 io::Deadline& deadline) {
     Target& t = TargetOf(route);
     if (!t.tls) {
-      auto ctx = std::make_unique<ssl::context>(ssl::context::tls_client);
-      SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION);
-      boost::system::error_code ec;
-      if (route.upstream_tls_ca_file.empty()) {
-        ctx->set_default_verify_paths(ec);
-      } else {
-        ctx->load_verify_file(route.upstream_tls_ca_file, ec);
-      }
-      if (ec) {
-        spdlog::error("proxy: cannot load the CA certificates for {}: {}", route.upstream,
-                      ec.message());
+      auto native_ctx = MakeClientTlsContext(
+          {route.upstream_tls_ca_file, route.upstream_tls_cert_file, route.upstream_tls_key_file});
+      if (!native_ctx) {
+        spdlog::error("proxy: TLS to {}: {}", route.upstream, native_ctx.error().message);
         co_return Error{ErrorCode::kUpstreamUnavailable, "upstream TLS is not set up", {}, {}};
       }
-      if (!route.upstream_tls_cert_file.empty()) {
-        ctx->use_certificate_chain_file(route.upstream_tls_cert_file, ec);
-        if (!ec) ctx->use_private_key_file(route.upstream_tls_key_file, ssl::context::pem, ec);
-        if (!ec && SSL_CTX_check_private_key(ctx->native_handle()) != 1) {
-          ec = net::error::invalid_argument;
-        }
-        if (ec) {
-          // The files' names only: OpenSSL's reason never quotes the key.
-          spdlog::error("proxy: cannot use the client certificate {} and key {} for {}: {}",
-                        route.upstream_tls_cert_file, route.upstream_tls_key_file, route.upstream,
-                        ec.message());
-          co_return Error{ErrorCode::kUpstreamUnavailable, "upstream TLS is not set up", {}, {}};
-        }
-      }
-      ctx->set_verify_mode(ssl::verify_peer);
+      auto ctx = std::make_unique<ssl::context>(*native_ctx);  // takes it over
       SSL_CTX_set_session_cache_mode(ctx->native_handle(),
                                      SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
       SSL_CTX_sess_set_new_cb(ctx->native_handle(), &RememberSession);
@@ -277,14 +256,7 @@ class UpstreamPool {
     const std::string& name = route.upstream_tls_server_name.empty()
                                   ? route.upstream_host
                                   : route.upstream_tls_server_name;
-    boost::system::error_code not_ip;
-    net::ip::make_address(name, not_ip);
-    if (!not_ip) {
-      X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(native), name.c_str());
-    } else {
-      SSL_set_tlsext_host_name(native, name.c_str());
-      SSL_set1_host(native, name.c_str());
-    }
+    ExpectPeerName(native, name);
     deadline.Arm(route.connect_timeout);
     auto [ec] = co_await conn.tls->async_handshake(ssl::stream_base::client, kNoThrow);
     if (!ec) co_return std::nullopt;

@@ -161,8 +161,7 @@ class CliTest(unittest.TestCase):
         for command in (["config", "check"], ["serve"]):
             bad = run(BINARY, *command, "--config", tls_path, check=False)
             self.assertNotEqual(bad.returncode, 0, command)
-            self.assertIn("routes[0] (models): cannot use upstream_tls_key_file " + garbage,
-                          bad.stderr)
+            self.assertIn("routes[0] (models): cannot use the client key " + garbage, bad.stderr)
 
     def test_cli_revocation_reaches_a_running_server(self):
         gh = Gatehouse(BINARY).start()
