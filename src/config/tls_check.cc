@@ -15,22 +15,14 @@ namespace {
 
 using SslCtx = std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)>;
 
-std::string OpenSslReason() {
-  const unsigned long code = ERR_get_error();
-  ERR_clear_error();
-  if (code == 0) return "not usable";
-  char buf[256];
-  ERR_error_string_n(code, buf, sizeof buf);
-  return buf;
-}
-
 tl::unexpected<Error> Unusable(const std::string& where, const std::string& what,
                                const std::string& path) {
   // The file's name and OpenSSL's reason, which never quotes a key.
-  return tl::unexpected(Error{ErrorCode::kInvalidArgument,
-                              where + ": cannot use " + what + " " + path + ": " + OpenSslReason(),
-                              {},
-                              {}});
+  return tl::unexpected(
+      Error{ErrorCode::kInvalidArgument,
+            where + ": cannot use " + what + " " + path + ": " + TakeOpenSslError(),
+            {},
+            {}});
 }
 
 // A certificate chain and the key that goes with it.

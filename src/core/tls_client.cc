@@ -11,19 +11,22 @@ namespace gatehouse {
 namespace {
 
 tl::unexpected<Error> Unusable(const std::string& what, const std::string& path) {
-  const unsigned long code = ERR_get_error();
-  ERR_clear_error();
-  std::string reason = "not usable";
-  if (code != 0) {
-    char buf[256];
-    ERR_error_string_n(code, buf, sizeof buf);
-    reason = buf;
-  }
-  return tl::unexpected(Error{
-      ErrorCode::kInvalidArgument, "cannot use " + what + " " + path + ": " + reason, {}, {}});
+  return tl::unexpected(Error{ErrorCode::kInvalidArgument,
+                              "cannot use " + what + " " + path + ": " + TakeOpenSslError(),
+                              {},
+                              {}});
 }
 
 }  // namespace
+
+std::string TakeOpenSslError() {
+  const unsigned long code = ERR_get_error();
+  ERR_clear_error();
+  if (code == 0) return "unknown error";
+  char buf[256];
+  ERR_error_string_n(code, buf, sizeof buf);
+  return buf;
+}
 
 Result<SSL_CTX*> MakeClientTlsContext(const ClientTlsFiles& files) {
   ERR_clear_error();

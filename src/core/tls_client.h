@@ -22,6 +22,9 @@ struct ClientTlsFiles {
 // names and OpenSSL's reason, which never quotes a key.
 Result<ssl_ctx_st*> MakeClientTlsContext(const ClientTlsFiles& files);
 
+// The oldest error in this thread's OpenSSL queue, as text for a message; the queue is emptied.
+std::string TakeOpenSslError();
+
 // Makes `ssl` accept only a certificate for `name`, and send it as SNI unless it is an address.
 void ExpectPeerName(ssl_st* ssl, const std::string& name);
 

@@ -21,19 +21,6 @@ namespace gatehouse {
 
 namespace {
 
-// The newest OpenSSL error of this thread, for messages; the queue is left empty.
-std::string OpenSslError() {
-  unsigned long code = ERR_get_error();
-  std::string out = "unknown error";
-  if (code != 0) {
-    char buf[256];
-    ERR_error_string_n(code, buf, sizeof buf);
-    out = buf;
-  }
-  ERR_clear_error();
-  return out;
-}
-
 tl::unexpected<Error> Unreachable(const RedisAddress& a, std::string_view why) {
   return tl::unexpected(
       Error{ErrorCode::kUnavailable,
@@ -114,7 +101,7 @@ Result<std::unique_ptr<RedisConnection>> RedisConnection::Open(const RedisAddres
   SSL* ssl = SSL_new(tls->native());
   if (!ssl) {
     ::close(fd);
-    return Unreachable(address, "cannot set up TLS: " + OpenSslError());
+    return Unreachable(address, "cannot set up TLS: " + TakeOpenSslError());
   }
   std::unique_ptr<RedisConnection> conn(new RedisConnection(fd, ssl));
   SSL_set_fd(ssl, fd);
@@ -129,7 +116,7 @@ Result<std::unique_ptr<RedisConnection>> RedisConnection::Open(const RedisAddres
       return Unreachable(address, std::string("its TLS certificate is not trusted for \"") + name +
                                       "\": " + X509_verify_cert_error_string(verdict));
     }
-    return Unreachable(address, "the TLS handshake failed: " + OpenSslError());
+    return Unreachable(address, "the TLS handshake failed: " + TakeOpenSslError());
   }
   return conn;
 }
@@ -167,7 +154,7 @@ bool RedisConnection::Failed(long n) {
         failure_ = "Redis closed the connection";
         return false;
       case SSL_ERROR_SSL:
-        failure_ = OpenSslError();
+        failure_ = TakeOpenSslError();
         return false;
       default:
         break;
