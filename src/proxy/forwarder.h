@@ -656,7 +656,11 @@ net::awaitable<void> Tunnel(ClientSide<Stream>& client, UpstreamConnection& up,
       up.socket.cancel(ignored);
     }
   };
+  // A graceful drain closes idle connections; a tunnel counts as one, or every open WebSocket
+  // would hold the drain for all of its timeout.
+  client.deadline.SetIdle(true);
   co_await (to_client() && to_upstream());
+  client.deadline.SetIdle(false);
 }
 
 inline bool MethodCarriesContent(std::string_view method) {

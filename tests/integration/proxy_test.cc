@@ -1,6 +1,7 @@
 // The proxy path over real sockets: identity headers, streaming both ways, pooling, failures.
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -435,6 +436,21 @@ TEST_F(WebSocketTest, ARouteThatDoesNotAllowItPassesAnOrdinaryRequest) {
   EXPECT_EQ(client.received.rfind("HTTP/1.1 200 ", 0), 0u) << client.received;
   std::string up = upstream_->last_head();
   EXPECT_EQ(up.find("Upgrade"), std::string::npos) << up;  // a hop-by-hop field, not asked for
+}
+
+TEST_F(WebSocketTest, AGracefulDrainClosesOpenTunnelsAtOnce) {
+  std::string reader = NewKey(R"(["read:findings"])");
+  RawClient client(server_->port());
+  client.Send(Handshake(reader));
+  ASSERT_TRUE(client.ReadUntil("hello;"));
+  client.Send("still here;");
+  ASSERT_TRUE(client.ReadUntil("STILL HERE;"));
+  auto start = std::chrono::steady_clock::now();
+  server_->Signal(SIGTERM);
+  EXPECT_TRUE(client.Closed());
+  EXPECT_EQ(server_->Wait(), 0);
+  // Well before the fixture's drain_timeout (5 s) and the route's idle timeout.
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(900));
 }
 
 TEST_F(WebSocketTest, AQuietTunnelIsClosedAfterTheRoutesIdleTimeout) {
