@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <sstream>
 
@@ -239,6 +240,25 @@ Result<void> ReadRouteSchema(TableReader& r, const std::string& config_source, R
   return {};
 }
 
+// The client TLS files of a setting group (`prefix` then ca_file, cert_file, key_file): the
+// certificate and key go together, and each file named can be read now.
+Result<void> CheckClientTlsFiles(const std::string& prefix, const std::string& ca,
+                                 const std::string& cert, const std::string& key,
+                                 const std::function<Site(const std::string&)>& at) {
+  if (cert.empty() != key.empty()) {
+    return Bad(at(prefix + "cert_file"),
+               prefix + "cert_file and " + prefix + "key_file go together");
+  }
+  for (const auto& [name, path] : {std::pair<const char*, const std::string*>{"ca_file", &ca},
+                                   {"cert_file", &cert},
+                                   {"key_file", &key}}) {
+    if (!path->empty() && !std::ifstream(*path).good()) {
+      return Bad(at(prefix + name), "cannot be read: " + *path);
+    }
+  }
+  return {};
+}
+
 Result<void> ReadRoutes(TableReader& root, Config& c) {
   const auto* n = root.Get("routes");
   if (!n) return {};
@@ -461,6 +481,17 @@ Result<RedisAddress> ParseRedisUrl(std::string_view url) {
   return a;
 }
 
+Result<RedisAddress> SharedRedisAddress(const RateLimitsConfig& config) {
+  auto address = ParseRedisUrl(config.redis);
+  if (!address) return address;
+  address->user = config.redis_user;
+  address->tls_ca_file = config.redis_tls_ca_file;
+  address->tls_cert_file = config.redis_tls_cert_file;
+  address->tls_key_file = config.redis_tls_key_file;
+  address->tls_server_name = config.redis_tls_server_name;
+  return address;
+}
+
 Result<Config> ParseConfig(std::string_view toml_text, std::string source) {
   Config c = DefaultConfig();
   c.source = std::move(source);
@@ -607,18 +638,9 @@ Result<Config> ParseConfig(std::string_view toml_text, std::string source) {
         return Bad(t.At("redis"), "the redis_tls_* settings need a rediss:// URL");
       }
     }
-    if (l.redis_tls_cert_file.empty() != l.redis_tls_key_file.empty()) {
-      return Bad(t.At("redis_tls_cert_file"),
-                 "redis_tls_cert_file and redis_tls_key_file go together");
-    }
-    using NamedPath = std::pair<std::string_view, const std::string*>;
-    for (const auto& [name, path] : {NamedPath{"redis_tls_ca_file", &l.redis_tls_ca_file},
-                                     NamedPath{"redis_tls_cert_file", &l.redis_tls_cert_file},
-                                     NamedPath{"redis_tls_key_file", &l.redis_tls_key_file}}) {
-      if (!path->empty() && !std::ifstream(*path).good()) {
-        return Bad(t.At(name), "cannot be read: " + *path);
-      }
-    }
+    GH_TRY(CheckClientTlsFiles("redis_tls_", l.redis_tls_ca_file, l.redis_tls_cert_file,
+                               l.redis_tls_key_file,
+                               [&](const std::string& name) { return t.At(name); }));
     if (l.redis_timeout.count() < 1 || l.redis_timeout.count() > 10'000) {
       return Bad(t.At("redis_timeout"), "must be from 1ms to 10s");
     }
@@ -771,25 +793,21 @@ Result<void> Validate(Config& c) {
          !r.upstream_tls_cert_file.empty() || !r.upstream_tls_key_file.empty())) {
       return Bad(site(at + ".upstream"), "the upstream_tls_* settings need an https:// upstream");
     }
-    if (r.upstream_tls_cert_file.empty() != r.upstream_tls_key_file.empty()) {
-      return Bad(site(at + ".upstream_tls_cert_file"),
-                 "upstream_tls_cert_file and upstream_tls_key_file go together");
-    }
-    using NamedPath = std::pair<std::string_view, const std::string*>;
-    for (const auto& [name, path] :
-         {NamedPath{"upstream_tls_ca_file", &r.upstream_tls_ca_file},
-          NamedPath{"upstream_tls_cert_file", &r.upstream_tls_cert_file},
-          NamedPath{"upstream_tls_key_file", &r.upstream_tls_key_file}}) {
-      if (!path->empty() && !std::ifstream(*path).good()) {
-        return Bad(site(at + "." + std::string(name)), "cannot be read: " + *path);
-      }
-    }
+    GH_TRY(CheckClientTlsFiles("upstream_tls_", r.upstream_tls_ca_file, r.upstream_tls_cert_file,
+                               r.upstream_tls_key_file,
+                               [&](const std::string& name) { return site(at + "." + name); }));
     const std::uint16_t default_port = r.upstream_tls ? 443 : 80;
     r.upstream_host = std::string(url->host());
     r.upstream_port = url->has_port() ? url->port_number() : default_port;
     r.upstream_authority = r.upstream_port == default_port
                                ? r.upstream_host
                                : r.upstream_host + ":" + std::to_string(r.upstream_port);
+    // Pools are keyed by this: a plain and a TLS connection to one host:port, or two that trust
+    // different CAs or present different certificates, are never interchangeable.
+    r.upstream_pool_key =
+        r.upstream_tls ? "https://" + r.upstream_authority + " " + r.upstream_tls_ca_file + " " +
+                             r.upstream_tls_server_name + " " + r.upstream_tls_cert_file
+                       : r.upstream_authority;
     r.upstream_base_path = std::string(url->encoded_path());
     while (r.upstream_base_path.ends_with('/')) r.upstream_base_path.pop_back();
     for (const auto& [name, value] : r.add_headers) {

@@ -75,6 +75,7 @@ struct RouteConfig {
   std::string upstream_tls_cert_file, upstream_tls_key_file;
   std::string upstream_base_path;   // derived, no trailing '/'
   std::string upstream_authority;   // derived: "host" or "host:port", the upstream Host header
+  std::string upstream_pool_key;    // derived: which pooled connections can serve this route
   std::vector<std::string> scopes;  // all required
   bool strip_prefix = false;        // drop path_prefix before appending to the base path
   bool forward_credential = false;  // pass the client's Authorization / X-API-Key upstream
@@ -221,6 +222,10 @@ struct RedisAddress {
 // redis://host[:port] or rediss://host[:port] (TLS); no credentials in the URL: they come from
 // redis_user and the password's secret source.
 Result<RedisAddress> ParseRedisUrl(std::string_view url);
+struct RateLimitsConfig;
+// The cluster's Redis as configured: the URL's address with the ACL user and the TLS settings
+// (the password, a secret, is the caller's to add). An error when rate_limits.redis is not set.
+Result<RedisAddress> SharedRedisAddress(const RateLimitsConfig& config);
 
 struct DemoConfig {
   // Serves the built-in echo upstream on this address inside the same process; empty: off.

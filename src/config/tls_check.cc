@@ -67,12 +67,8 @@ Result<void> CheckTlsMaterial(const Config& config) {
     SSL_CTX_free(*ctx);
   }
   if (!config.rate_limits.redis.empty()) {
-    auto address = ParseRedisUrl(config.rate_limits.redis);
+    auto address = SharedRedisAddress(config.rate_limits);
     if (address && address->tls) {
-      const RateLimitsConfig& l = config.rate_limits;
-      address->tls_ca_file = l.redis_tls_ca_file;
-      address->tls_cert_file = l.redis_tls_cert_file;
-      address->tls_key_file = l.redis_tls_key_file;
       auto loaded = RedisTlsContext::Load(*address);
       if (!loaded) {
         return tl::unexpected(

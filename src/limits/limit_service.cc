@@ -28,14 +28,9 @@ LimitService::LimitService(const RateLimitsConfig& config, const Clock& clock,
   node_id_ = "node_" + RandomBase62(16);
   if (config.cluster_nodes > 0) nodes_.store(static_cast<std::uint32_t>(config.cluster_nodes));
   if (!config.redis.empty()) {
-    auto address = ParseRedisUrl(config.redis);
+    auto address = SharedRedisAddress(config);
     if (address) {
-      address->user = config.redis_user;
       address->password = std::move(redis_password);
-      address->tls_ca_file = config.redis_tls_ca_file;
-      address->tls_cert_file = config.redis_tls_cert_file;
-      address->tls_key_file = config.redis_tls_key_file;
-      address->tls_server_name = config.redis_tls_server_name;
       redis_ = std::make_unique<RedisLimiter>(*address, config.redis_timeout);
     }
   }

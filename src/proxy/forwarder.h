@@ -220,13 +220,7 @@ class UpstreamPool {
     return 0;  // OpenSSL keeps its own reference
   }
 
-  // Connections are pooled by scheme, authority and TLS settings: a plain and a TLS connection
-  // to one host:port are never interchangeable, nor are two that trust different CAs.
-  Target& TargetOf(const RouteConfig& route) {
-    if (!route.upstream_tls) return targets_[route.upstream_authority];
-    return targets_["https://" + route.upstream_authority + " " + route.upstream_tls_ca_file + " " +
-                    route.upstream_tls_server_name + " " + route.upstream_tls_cert_file];
-  }
+  Target& TargetOf(const RouteConfig& route) { return targets_[route.upstream_pool_key]; }
 
   // The TLS handshake on a fresh connection, with the certificate verified for the route's
   // server name (or the URL's host). Returns the error the request gets when it fails.
