@@ -11,25 +11,38 @@
 
 namespace gatehouse::testing {
 
-TestUpstream::TestUpstream(Handler handler) : handler_(std::move(handler)) {
-  listen_fd_ = socket(AF_INET, SOCK_STREAM, 0);
+TestUpstream::TestUpstream(Handler handler, int port, bool ipv6) : handler_(std::move(handler)) {
+  // CLOEXEC: a server process the test starts later must not inherit (and keep) the port.
+  listen_fd_ = socket(ipv6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   int one = 1;
   setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      listen(listen_fd_, 64) != 0) {
+  sockaddr_storage storage{};
+  socklen_t len = 0;
+  if (ipv6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&storage);
+    a->sin6_family = AF_INET6;
+    a->sin6_addr = in6addr_loopback;
+    a->sin6_port = htons(static_cast<std::uint16_t>(port));
+    len = sizeof(sockaddr_in6);
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&storage);
+    a->sin_family = AF_INET;
+    a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a->sin_port = htons(static_cast<std::uint16_t>(port));
+    len = sizeof(sockaddr_in);
+  }
+  auto* addr = reinterpret_cast<sockaddr*>(&storage);
+  if (bind(listen_fd_, addr, len) != 0 || listen(listen_fd_, 64) != 0) {
     throw std::runtime_error("upstream bind");
   }
-  socklen_t len = sizeof(addr);
-  getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
-  port_ = ntohs(addr.sin_port);
+  getsockname(listen_fd_, addr, &len);
+  port_ = ipv6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&storage)->sin6_port)
+               : ntohs(reinterpret_cast<sockaddr_in*>(&storage)->sin_port);
   acceptor_ = std::thread([this] {
     while (!stop_) {
       pollfd p{listen_fd_, POLLIN, 0};
       if (poll(&p, 1, 50) <= 0) continue;
-      int fd = accept(listen_fd_, nullptr, nullptr);
+      int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
       if (fd < 0) continue;
       connections++;
       std::lock_guard lock(mu_);

@@ -17,7 +17,8 @@ class TestUpstream {
   // Returns false to close the connection afterwards.
   using Handler = std::function<bool(int fd, const std::string& head, const std::string& body)>;
 
-  explicit TestUpstream(Handler handler);
+  // Listens on the loopback address (::1 with `ipv6`), on `port` (0: any free one).
+  explicit TestUpstream(Handler handler, int port = 0, bool ipv6 = false);
   ~TestUpstream();
 
   int port() const { return port_; }
