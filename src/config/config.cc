@@ -259,6 +259,37 @@ Result<void> CheckClientTlsFiles(const std::string& prefix, const std::string& c
   return {};
 }
 
+// One of a route's upstream URLs, with what connecting to it needs. The route's TLS settings
+// are part of the pool key: a plain and a TLS connection to one host:port, or two that trust
+// different CAs or present different certificates, are never interchangeable.
+Result<UpstreamServer> ParseUpstreamUrl(const std::string& text, const RouteConfig& route) {
+  auto url = boost::urls::parse_uri(text);
+  if (!url || (url->scheme() != "http" && url->scheme() != "https") || url->host().empty() ||
+      url->has_query() || url->has_fragment() || url->has_userinfo()) {
+    return Fail(ErrorCode::kInvalidArgument,
+                "must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:9000 (got " +
+                    text + ")");
+  }
+  const bool tls = url->scheme() == "https";
+  const std::uint16_t default_port = tls ? 443 : 80;
+  UpstreamServer s;
+  s.url = text;
+  const bool ipv6 = url->host_type() == boost::urls::host_type::ipv6;
+  s.host = ipv6 ? url->host_ipv6_address().to_string() : std::string(url->host());
+  s.port = url->has_port() ? url->port_number() : default_port;
+  if (url->has_port() && s.port == 0) {
+    return Fail(ErrorCode::kInvalidArgument, "port 0 cannot be connected to (" + text + ")");
+  }
+  const std::string host_field = ipv6 ? "[" + s.host + "]" : s.host;
+  s.authority = s.port == default_port ? host_field : host_field + ":" + std::to_string(s.port);
+  s.pool_key = tls ? "https://" + s.authority + " " + route.upstream_tls_ca_file + " " +
+                         route.upstream_tls_server_name + " " + route.upstream_tls_cert_file
+                   : s.authority;
+  s.base_path = std::string(url->encoded_path());
+  while (s.base_path.ends_with('/')) s.base_path.pop_back();
+  return s;
+}
+
 Result<void> ReadRoutes(TableReader& root, Config& c) {
   const auto* n = root.Get("routes");
   if (!n) return {};
@@ -275,7 +306,14 @@ Result<void> ReadRoutes(TableReader& root, Config& c) {
     GH_TRY(r.String("name", route.name));
     GH_TRY(r.String("path_prefix", route.path_prefix));
     GH_TRY(r.StringArray("methods", route.methods));
-    GH_TRY(r.String("upstream", route.upstream));
+    if (const auto* u = r.Get("upstream"); u && u->is_array()) {
+      GH_TRY(r.StringArray("upstream", route.upstream));
+      if (route.upstream.empty()) return Bad(r.At("upstream"), "names no URL");
+    } else if (u) {
+      std::string one;
+      GH_TRY(r.String("upstream", one));
+      route.upstream = {std::move(one)};
+    }
     GH_TRY(r.String("upstream_tls_ca_file", route.upstream_tls_ca_file));
     GH_TRY(r.String("upstream_tls_server_name", route.upstream_tls_server_name));
     GH_TRY(r.String("upstream_tls_cert_file", route.upstream_tls_cert_file));
@@ -287,6 +325,7 @@ Result<void> ReadRoutes(TableReader& root, Config& c) {
     GH_TRY(r.Duration("connect_timeout", route.connect_timeout));
     GH_TRY(r.Duration("response_timeout", route.response_timeout));
     GH_TRY(r.Duration("dns_refresh", route.dns_refresh));
+    GH_TRY(r.Duration("upstream_fail_timeout", route.upstream_fail_timeout));
     GH_TRY(r.Duration("stream_idle_timeout", route.stream_idle_timeout));
     GH_TRY(r.Rate("rate_limit", route.rate_limit));
     GH_TRY(r.Rate("rate_limit_per_principal", route.rate_limit_per_principal));
@@ -387,7 +426,7 @@ Config DefaultConfig() {
     r.name = std::move(name);
     r.path_prefix = std::move(prefix);
     r.methods = std::move(methods);
-    r.upstream = "http://127.0.0.1:8081";
+    r.upstream = {"http://127.0.0.1:8081"};
     r.scopes = std::move(scopes);
     return r;
   };
@@ -781,13 +820,27 @@ Result<void> Validate(Config& c) {
         return Bad(site(at + ".scopes"), "scope " + s + " is not in the scopes catalogue");
       }
     }
-    auto url = boost::urls::parse_uri(r.upstream);
-    if (!url || (url->scheme() != "http" && url->scheme() != "https") || url->host().empty() ||
-        url->has_query() || url->has_fragment() || url->has_userinfo()) {
-      return Bad(site(at + ".upstream"),
-                 "must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:9000");
+    if (r.upstream.empty()) {
+      return Bad(site(at + ".upstream"), "is required: the URL requests are forwarded to");
     }
-    r.upstream_tls = url->scheme() == "https";
+    r.upstreams.clear();
+    for (const auto& text : r.upstream) {
+      auto server = ParseUpstreamUrl(text, r);
+      if (!server) return Bad(site(at + ".upstream"), server.error().message);
+      if (r.upstreams.empty()) {
+        r.upstream_tls = text.starts_with("https:");
+      } else if (r.upstream_tls != text.starts_with("https:")) {
+        return Bad(site(at + ".upstream"),
+                   "the URLs of one route must share a scheme (its upstream_tls_* settings "
+                   "apply to all of them)");
+      }
+      for (const auto& other : r.upstreams) {
+        if (other.pool_key == server->pool_key) {
+          return Bad(site(at + ".upstream"), "names " + other.authority + " twice");
+        }
+      }
+      r.upstreams.push_back(std::move(*server));
+    }
     if (!r.upstream_tls &&
         (!r.upstream_tls_ca_file.empty() || !r.upstream_tls_server_name.empty() ||
          !r.upstream_tls_cert_file.empty() || !r.upstream_tls_key_file.empty())) {
@@ -796,20 +849,6 @@ Result<void> Validate(Config& c) {
     GH_TRY(CheckClientTlsFiles("upstream_tls_", r.upstream_tls_ca_file, r.upstream_tls_cert_file,
                                r.upstream_tls_key_file,
                                [&](const std::string& name) { return site(at + "." + name); }));
-    const std::uint16_t default_port = r.upstream_tls ? 443 : 80;
-    r.upstream_host = std::string(url->host());
-    r.upstream_port = url->has_port() ? url->port_number() : default_port;
-    r.upstream_authority = r.upstream_port == default_port
-                               ? r.upstream_host
-                               : r.upstream_host + ":" + std::to_string(r.upstream_port);
-    // Pools are keyed by this: a plain and a TLS connection to one host:port, or two that trust
-    // different CAs or present different certificates, are never interchangeable.
-    r.upstream_pool_key =
-        r.upstream_tls ? "https://" + r.upstream_authority + " " + r.upstream_tls_ca_file + " " +
-                             r.upstream_tls_server_name + " " + r.upstream_tls_cert_file
-                       : r.upstream_authority;
-    r.upstream_base_path = std::string(url->encoded_path());
-    while (r.upstream_base_path.ends_with('/')) r.upstream_base_path.pop_back();
     for (const auto& [name, value] : r.add_headers) {
       if (!IsHttpToken(name)) return Bad(site(at + ".add_headers"), "bad header name " + name);
       if (ContainsLineBreak(value)) {

@@ -58,13 +58,24 @@ struct KeysConfig {
   Millis usage_flush_interval{1'000};    // last_used_at is written in batches this often
 };
 
+// One upstream server of a route, from its URL.
+struct UpstreamServer {
+  std::string url;   // as written
+  std::string host;  // a name or an IP address (IPv6 without brackets)
+  std::uint16_t port = 80;
+  std::string base_path;  // no trailing '/'
+  std::string authority;  // the Host header: "host" or "host:port" ("[::1]:9000")
+  std::string pool_key;   // which pooled connections can serve it
+};
+
 struct RouteConfig {
   std::string name;
   std::string path_prefix;           // longest matching prefix wins
   std::vector<std::string> methods;  // empty: any method
-  std::string upstream;              // http://host:port[/base] or https://host:port[/base]
-  std::string upstream_host;         // derived
-  std::uint16_t upstream_port = 80;  // derived
+  // Where requests go: one URL (`upstream = "http://host:port[/base]"`, or https://), or several
+  // (`upstream = ["http://a:9000", "http://b:9000"]`, one scheme), taken in turn per request.
+  std::vector<std::string> upstream;
+  std::vector<UpstreamServer> upstreams;  // derived, one per URL
   // https://: TLS to the upstream, its certificate verified against upstream_tls_ca_file (empty:
   // the system's CAs) for upstream_tls_server_name (empty: the URL's host).
   bool upstream_tls = false;  // derived
@@ -73,9 +84,9 @@ struct RouteConfig {
   // A client certificate and key gatehouse presents, for upstreams that accept only it (mTLS):
   // then they know the identity headers came from gatehouse, wherever the network is.
   std::string upstream_tls_cert_file, upstream_tls_key_file;
-  std::string upstream_base_path;   // derived, no trailing '/'
-  std::string upstream_authority;   // derived: "host" or "host:port", the upstream Host header
-  std::string upstream_pool_key;    // derived: which pooled connections can serve this route
+  // A server that refused or dropped a new connection (or failed its TLS handshake) is passed
+  // over for this long while the route has others that have not.
+  Millis upstream_fail_timeout{10'000};
   std::vector<std::string> scopes;  // all required
   bool strip_prefix = false;        // drop path_prefix before appending to the base path
   bool forward_credential = false;  // pass the client's Authorization / X-API-Key upstream

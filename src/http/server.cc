@@ -311,7 +311,11 @@ class Server::Impl {
                 : (cfg_.threads > 0
                        ? cfg_.threads
                        : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
-    for (int i = 0; i < n; ++i) workers_.push_back(std::make_unique<Worker>());
+    upstream_health_ = std::make_unique<proxy::UpstreamHealth>(cfg_.routes);
+    for (int i = 0; i < n; ++i) {
+      workers_.push_back(std::make_unique<Worker>());
+      workers_.back()->upstreams.ShareHealth(upstream_health_.get());
+    }
     for (std::size_t li = 0; li < parts_.listeners.size(); ++li) {
       const auto& l = parts_.listeners[li];
       std::shared_ptr<ssl::context> tls;
@@ -1319,6 +1323,7 @@ class Server::Impl {
 
   Parts parts_;
   const Config& cfg_;
+  std::unique_ptr<proxy::UpstreamHealth> upstream_health_;  // before workers_: they point to it
   std::vector<std::unique_ptr<Worker>> workers_;
   std::mutex allocated_mu_;
   std::uint64_t allocated_by_ended_ = 0;  // guarded by allocated_mu_

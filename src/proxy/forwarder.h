@@ -27,6 +27,7 @@
 #include <sys/socket.h>
 
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <memory>
@@ -81,11 +82,36 @@ struct UpstreamConnection {
   io::InputBuffer in;
   h1::ResponseHead head;  // reused, so that parsing a response allocates nothing
   std::chrono::steady_clock::time_point idle_since;
+  const UpstreamServer* server = nullptr;  // which of its route's servers it reaches
 };
 
-// Per worker thread; never shared, so no locks.
+// Which upstream servers failed a new connection lately, shared by every worker thread, so that
+// a server that refuses is passed over by all of them at once. Every server of the config is
+// entered at the start and nothing is added later: lookups need no lock.
+class UpstreamHealth {
+ public:
+  explicit UpstreamHealth(const std::vector<RouteConfig>& routes) {
+    for (const auto& r : routes) {
+      for (const auto& s : r.upstreams) until_.try_emplace(s.pool_key, 0);
+    }
+  }
+  // Steady-clock nanoseconds until which the server is passed over; null for one not entered.
+  std::atomic<std::int64_t>* Of(const UpstreamServer& server) {
+    auto it = until_.find(server.pool_key);
+    return it == until_.end() ? nullptr : &it->second;
+  }
+
+ private:
+  std::unordered_map<std::string, std::atomic<std::int64_t>> until_;
+};
+
+// Per worker thread; never shared, so no locks. A route with several upstream servers takes
+// them in turn, request by request; a server that failed a new connection rests for the route's
+// upstream_fail_timeout (in UpstreamHealth, when the server gives one, else in this pool).
 class UpstreamPool {
  public:
+  void ShareHealth(UpstreamHealth* health) { health_ = health; }
+
   static constexpr std::size_t kMaxIdlePerUpstream = 256;
   static constexpr std::chrono::milliseconds kCheckIdleAfter{50};
 
@@ -94,70 +120,46 @@ class UpstreamPool {
     bool reused = false;
   };
 
+  // A connection to the route's next server: a pooled one when it has one idle, else a new one.
+  // A new connection that fails (nothing was sent on it) moves on to the next server. Servers
+  // that failed lately are tried only when none of the others answered: one of them may be back,
+  // and refusing without asking would be a guess.
   // `must_be_alive`: the request cannot be replayed (its body streams), so a pooled connection
   // is checked however briefly it idled.
   net::awaitable<std::pair<Lease, Error>> Acquire(const RouteConfig& route, bool allow_reuse,
                                                   io::WatchList& watches,
                                                   bool must_be_alive = false) {
-    Target& t = TargetOf(route);
-    // Idle ages (kCheckIdleAfter) and DNS refresh intervals are tens of ms and more: the
+    // Idle ages (kCheckIdleAfter), rests and DNS refresh intervals are tens of ms and more: the
     // coarse clock serves, without a TSC read per request.
     const auto now = io::CoarseNow();
-    while (allow_reuse && !t.idle.empty()) {
-      auto c = std::move(t.idle.back());
-      t.idle.pop_back();
-      if ((must_be_alive || now - c->idle_since >= kCheckIdleAfter) && !StillQuiet(*c)) continue;
-      co_return std::pair{Lease{std::move(c), true}, Error{}};
-    }
-    auto ex = co_await net::this_coro::executor;
-    if (!t.resolution.known() && t.endpoints.empty()) {
-      boost::system::error_code not_literal;
-      net::ip::make_address(route.upstream_host, not_literal);
-      t.resolution = UpstreamResolution(!not_literal);
-    }
-    if (t.resolution.Due(now, route.dns_refresh)) {
-      tcp::resolver resolver(ex);
-      auto [ec, results] = co_await resolver.async_resolve(
-          route.upstream_host, std::to_string(route.upstream_port), kNoThrow);
-      if (ec || results.empty()) {
-        t.resolution.LookupFailed(now);
-        if (!t.resolution.known()) {
-          co_return std::pair{
-              Lease{},
-              Error{ErrorCode::kUpstreamUnavailable, "upstream host cannot be resolved", {}, {}}};
+    const std::size_t n = route.upstreams.size();
+    const std::size_t first = n == 1 ? 0 : turns_[&route]++ % n;
+    Error last{ErrorCode::kUpstreamUnavailable, "the route has no upstream", {}, {}};
+    for (int pass = 0; pass < 2; ++pass) {
+      for (std::size_t k = 0; k < n; ++k) {
+        const UpstreamServer& server = route.upstreams[(first + k) % n];
+        Target& t = TargetOf(server);
+        const bool resting = FailedUntil(t) > now.time_since_epoch().count();
+        if (resting != (pass == 1)) continue;
+        if (allow_reuse) {
+          if (auto c = TakeIdle(t, now, must_be_alive)) {
+            co_return std::pair{Lease{std::move(c), true}, Error{}};
+          }
         }
-        spdlog::warn("proxy: looking up {} failed ({}); keeping its last known addresses",
-                     route.upstream_host, ec ? ec.message() : "no addresses");
-      } else {
-        t.endpoints.clear();
-        for (const auto& r : results) t.endpoints.push_back(r.endpoint());
-        t.resolution.Resolved(now);
+        auto [conn, err] = co_await Connect(route, server, t, watches, now);
+        if (conn) {
+          if (resting) SetFailedUntil(t, 0);
+          co_return std::pair{Lease{std::move(conn), false}, Error{}};
+        }
+        if (n > 1 && !resting) {
+          spdlog::warn("proxy: route {}: {} failed ({}); others are preferred for {} ms",
+                       route.name, server.url, err.message, route.upstream_fail_timeout.count());
+        }
+        SetFailedUntil(t, (now + route.upstream_fail_timeout).time_since_epoch().count());
+        last = std::move(err);
       }
     }
-    auto conn = std::make_unique<UpstreamConnection>(ex);
-    io::Deadline deadline(watches, &conn->socket);
-    deadline.Arm(route.connect_timeout);
-    auto [ec, ep] = co_await net::async_connect(conn->socket, t.endpoints, kNoThrow);
-    if (ec) {
-      t.resolution.ConnectFailed();
-      if (deadline.fired()) {
-        co_return std::pair{Lease{}, Error{ErrorCode::kUpstreamTimeout,
-                                           "upstream did not accept the connection in time",
-                                           {},
-                                           {}}};
-      }
-      co_return std::pair{
-          Lease{},
-          Error{ErrorCode::kUpstreamUnavailable, "upstream refused the connection", {}, {}}};
-    }
-    boost::system::error_code opt_ec;
-    conn->socket.set_option(tcp::no_delay(true), opt_ec);
-    if (route.upstream_tls) {
-      if (auto failed = co_await StartTls(route, *conn, deadline)) {
-        co_return std::pair{Lease{}, std::move(*failed)};
-      }
-    }
-    co_return std::pair{Lease{std::move(conn), false}, Error{}};
+    co_return std::pair{Lease{}, std::move(last)};
   }
 
   // Pools a connection whose last response ended cleanly. An idle upstream connection has
@@ -170,8 +172,8 @@ class UpstreamPool {
   // longer gets a non-blocking peek. A close that lands inside that window shows as a failed
   // first read, and such a request is replayed on a fresh connection (or, when its body
   // streams and cannot be replayed, the connection is checked however young).
-  void Release(const RouteConfig& route, std::unique_ptr<UpstreamConnection> c) {
-    Target& t = TargetOf(route);
+  void Release(std::unique_ptr<UpstreamConnection> c) {
+    Target& t = TargetOf(*c->server);
     if (t.idle.size() >= kMaxIdlePerUpstream) return;
     c->in.ShrinkIfIdle(16 * 1024);
     c->idle_since = io::CoarseNow();
@@ -189,6 +191,76 @@ class UpstreamPool {
   }
 
  private:
+  struct Target;
+
+  std::unique_ptr<UpstreamConnection> TakeIdle(Target& t, io::SteadyClock::time_point now,
+                                               bool must_be_alive) {
+    while (!t.idle.empty()) {
+      auto c = std::move(t.idle.back());
+      t.idle.pop_back();
+      if ((must_be_alive || now - c->idle_since >= kCheckIdleAfter) && !StillQuiet(*c)) continue;
+      return c;
+    }
+    return nullptr;
+  }
+
+  // A new connection to `server`: its name looked up when due, then TCP, then TLS for https.
+  net::awaitable<std::pair<std::unique_ptr<UpstreamConnection>, Error>> Connect(
+      const RouteConfig& route, const UpstreamServer& server, Target& t, io::WatchList& watches,
+      io::SteadyClock::time_point now) {
+    using Result = std::pair<std::unique_ptr<UpstreamConnection>, Error>;
+    auto ex = co_await net::this_coro::executor;
+    if (!t.resolution.known() && t.endpoints.empty()) {
+      boost::system::error_code not_literal;
+      net::ip::make_address(server.host, not_literal);
+      t.resolution = UpstreamResolution(!not_literal);
+    }
+    if (t.resolution.Due(now, route.dns_refresh)) {
+      tcp::resolver resolver(ex);
+      auto [ec, results] =
+          co_await resolver.async_resolve(server.host, std::to_string(server.port), kNoThrow);
+      if (ec || results.empty()) {
+        t.resolution.LookupFailed(now);
+        if (!t.resolution.known()) {
+          co_return Result{
+              nullptr,
+              Error{ErrorCode::kUpstreamUnavailable, "upstream host cannot be resolved", {}, {}}};
+        }
+        spdlog::warn("proxy: looking up {} failed ({}); keeping its last known addresses",
+                     server.host, ec ? ec.message() : "no addresses");
+      } else {
+        t.endpoints.clear();
+        for (const auto& r : results) t.endpoints.push_back(r.endpoint());
+        t.resolution.Resolved(now);
+      }
+    }
+    auto conn = std::make_unique<UpstreamConnection>(ex);
+    conn->server = &server;
+    io::Deadline deadline(watches, &conn->socket);
+    deadline.Arm(route.connect_timeout);
+    auto [ec, ep] = co_await net::async_connect(conn->socket, t.endpoints, kNoThrow);
+    if (ec) {
+      t.resolution.ConnectFailed();
+      if (deadline.fired()) {
+        co_return Result{nullptr, Error{ErrorCode::kUpstreamTimeout,
+                                        "upstream did not accept the connection in time",
+                                        {},
+                                        {}}};
+      }
+      co_return Result{
+          nullptr,
+          Error{ErrorCode::kUpstreamUnavailable, "upstream refused the connection", {}, {}}};
+    }
+    boost::system::error_code opt_ec;
+    conn->socket.set_option(tcp::no_delay(true), opt_ec);
+    if (route.upstream_tls) {
+      if (auto failed = co_await StartTls(route, server, *conn, deadline)) {
+        co_return Result{nullptr, std::move(*failed)};
+      }
+    }
+    co_return Result{std::move(conn), Error{}};
+  }
+
   // True when the upstream has sent nothing and not closed: a peek that would block.
   static bool StillQuiet(UpstreamConnection& c) {
     if (!c.socket.is_open()) return false;
@@ -208,7 +280,21 @@ class UpstreamPool {
     // The newest session the upstream gave (a TLS 1.3 ticket or a 1.2 session), which the next
     // new connection offers, once, so that its handshake resumes instead of starting over.
     std::unique_ptr<SSL_SESSION, SessionFree> session;
+    // Until then (steady-clock ns) the server is passed over while the route has others: a new
+    // connection to it failed. Shared by the workers when `shared` is set.
+    std::int64_t failed_until = 0;
+    std::atomic<std::int64_t>* shared = nullptr;
   };
+  static std::int64_t FailedUntil(const Target& t) {
+    return t.shared ? t.shared->load(std::memory_order_relaxed) : t.failed_until;
+  }
+  static void SetFailedUntil(Target& t, std::int64_t until) {
+    if (t.shared) {
+      t.shared->store(until, std::memory_order_relaxed);
+    } else {
+      t.failed_until = until;
+    }
+  }
 
   // OpenSSL shows each new session here (for TLS 1.3, when its ticket arrives, after the
   // handshake); the context's app data is its target, on this worker's thread. A copy is kept:
@@ -220,18 +306,23 @@ class UpstreamPool {
     return 0;  // OpenSSL keeps its own reference
   }
 
-  Target& TargetOf(const RouteConfig& route) { return targets_[route.upstream_pool_key]; }
+  Target& TargetOf(const UpstreamServer& server) {
+    auto [it, fresh] = targets_.try_emplace(server.pool_key);
+    if (fresh && health_) it->second.shared = health_->Of(server);
+    return it->second;
+  }
 
   // The TLS handshake on a fresh connection, with the certificate verified for the route's
   // server name (or the URL's host). Returns the error the request gets when it fails.
-  net::awaitable<std::optional<Error>> StartTls(const RouteConfig& route, UpstreamConnection& conn,
-                                                io::Deadline& deadline) {
-    Target& t = TargetOf(route);
+  net::awaitable<std::optional<Error>> StartTls(const RouteConfig& route,
+                                                const UpstreamServer& server,
+                                                UpstreamConnection& conn, io::Deadline& deadline) {
+    Target& t = TargetOf(server);
     if (!t.tls) {
       auto native_ctx = MakeClientTlsContext(
           {route.upstream_tls_ca_file, route.upstream_tls_cert_file, route.upstream_tls_key_file});
       if (!native_ctx) {
-        spdlog::error("proxy: TLS to {}: {}", route.upstream, native_ctx.error().message);
+        spdlog::error("proxy: TLS to {}: {}", server.url, native_ctx.error().message);
         co_return Error{ErrorCode::kUpstreamUnavailable, "upstream TLS is not set up", {}, {}};
       }
       auto ctx = std::make_unique<ssl::context>(*native_ctx);  // takes it over
@@ -247,9 +338,8 @@ class UpstreamPool {
       SSL_set_session(native, t.session.get());
       t.session.reset();  // a ticket is offered once (RFC 8446 C.4)
     }
-    const std::string& name = route.upstream_tls_server_name.empty()
-                                  ? route.upstream_host
-                                  : route.upstream_tls_server_name;
+    const std::string& name =
+        route.upstream_tls_server_name.empty() ? server.host : route.upstream_tls_server_name;
     ExpectPeerName(native, name);
     deadline.Arm(route.connect_timeout);
     auto [ec] = co_await conn.tls->async_handshake(ssl::stream_base::client, kNoThrow);
@@ -260,15 +350,17 @@ class UpstreamPool {
     }
     const long verdict = SSL_get_verify_result(native);
     if (verdict != X509_V_OK) {
-      spdlog::warn("proxy: {}'s TLS certificate is not trusted for \"{}\": {}", route.upstream,
-                   name, X509_verify_cert_error_string(verdict));
+      spdlog::warn("proxy: {}'s TLS certificate is not trusted for \"{}\": {}", server.url, name,
+                   X509_verify_cert_error_string(verdict));
       co_return Error{
           ErrorCode::kUpstreamUnavailable, "upstream's TLS certificate is not trusted", {}, {}};
     }
-    spdlog::warn("proxy: the TLS handshake with {} failed: {}", route.upstream, ec.message());
+    spdlog::warn("proxy: the TLS handshake with {} failed: {}", server.url, ec.message());
     co_return Error{ErrorCode::kUpstreamUnavailable, "upstream TLS handshake failed", {}, {}};
   }
   std::unordered_map<std::string, Target> targets_;
+  std::unordered_map<const RouteConfig*, std::size_t> turns_;  // routes with several servers
+  UpstreamHealth* health_ = nullptr;
 };
 
 // Consulted once the upstream's status is known and before any byte reaches the client (the
@@ -331,12 +423,12 @@ struct ClientSide {
   std::string& scratch;  // reused for both heads gatehouse writes
 };
 
-inline void AppendUpstreamTarget(const RouteConfig& route, std::string_view target,
-                                 std::string& out) {
+inline void AppendUpstreamTarget(const RouteConfig& route, const UpstreamServer& server,
+                                 std::string_view target, std::string& out) {
   std::string_view path = target.substr(0, target.find('?'));
   std::string_view query = target.substr(path.size());
   std::size_t start = out.size();
-  out += route.upstream_base_path;
+  out += server.base_path;
   if (route.strip_prefix) {
     path.remove_prefix(std::min(path.size(), route.path_prefix.size()));
     if (!path.starts_with('/')) out += '/';
@@ -344,12 +436,6 @@ inline void AppendUpstreamTarget(const RouteConfig& route, std::string_view targ
   out += path;
   if (out.size() == start) out += '/';
   out += query;
-}
-
-inline std::string UpstreamTarget(const RouteConfig& route, std::string_view target) {
-  std::string out;
-  AppendUpstreamTarget(route, target, out);
-  return out;
 }
 
 inline void AppendField(std::string& out, std::string_view name, std::string_view value) {
@@ -366,7 +452,7 @@ inline void AppendField(std::string& out, std::string_view name, std::string_vie
 // with this Content-Length in place of the client's framing fields.
 // `upgrade`: the protocol the client asked to switch to, which the route lets through.
 inline void BuildUpstreamHead(const h1::RequestHead& head, const ForwardContext& ctx,
-                              std::string& out,
+                              const UpstreamServer& server, std::string& out,
                               std::optional<std::size_t> whole_body_length = std::nullopt,
                               std::string_view upgrade = {}) {
   const RouteConfig& route = *ctx.route;
@@ -374,7 +460,7 @@ inline void BuildUpstreamHead(const h1::RequestHead& head, const ForwardContext&
   out.clear();
   out += head.method;
   out += ' ';
-  AppendUpstreamTarget(route, head.target, out);
+  AppendUpstreamTarget(route, server, head.target, out);
   out += " HTTP/1.1\r\n";
   for (const auto& f : head.fields) {
     std::string_view n = f.name;
@@ -406,7 +492,7 @@ inline void BuildUpstreamHead(const h1::RequestHead& head, const ForwardContext&
     if (replaced) continue;
     AppendField(out, n, f.value);
   }
-  AppendField(out, "Host", route.upstream_authority);
+  AppendField(out, "Host", server.authority);
   Gateway::AppendIdentityHeaders(*ctx.principal, out);
   AppendField(out, "X-Request-Id", ctx.request_id);
   // X-Forwarded-For: a trusted proxy's list is kept and extended; anyone else's is replaced.
@@ -696,11 +782,6 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
   }
   std::string& out = client.scratch;
   const bool websocket = WantsWebSocket(head, route);
-  if (whole) {
-    BuildUpstreamHead(head, ctx, out, whole_body.size());
-  } else {
-    BuildUpstreamHead(head, ctx, out, std::nullopt, websocket ? "websocket" : "");
-  }
 
   // A pooled connection may have been closed by the upstream while idle; that shows only when
   // we use it. Without a body the request can be replayed once on a fresh connection.
@@ -713,6 +794,12 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
       co_return r;
     }
     UpstreamConnection& up = *lease.conn;
+    // Built per attempt: a replay may go to another of the route's servers (Host, base path).
+    if (whole) {
+      BuildUpstreamHead(head, ctx, *up.server, out, whole_body.size());
+    } else {
+      BuildUpstreamHead(head, ctx, *up.server, out, std::nullopt, websocket ? "websocket" : "");
+    }
     io::Deadline up_deadline(watches, &up.socket);
     // A body held whole can be sent again; one relayed as it arrives cannot.
     const bool retryable = lease.reused && (!has_body || whole);
@@ -845,7 +932,7 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
       auto [wec, wn] = co_await net::async_write(client.stream, whole, kNoThrow);
       up.in.Consume(want);
       if (wec) co_return result;
-      if (res.keep_alive && up.in.empty()) pool.Release(route, std::move(lease.conn));
+      if (res.keep_alive && up.in.empty()) pool.Release(std::move(lease.conn));
       result.client_reusable = !close_client;
       co_return result;
     }
@@ -885,7 +972,7 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
       if (wec) co_return result;
     }
     if (res.keep_alive && !until_close && up.in.empty()) {
-      pool.Release(route, std::move(lease.conn));
+      pool.Release(std::move(lease.conn));
     }
     result.client_reusable = !close_client;
     co_return result;

@@ -43,9 +43,10 @@ TEST(Config, ParsesEverySectionAndDerivesUpstreams) {
   EXPECT_EQ(c->limits.header_timeout, Millis(5000));
   EXPECT_EQ(c->keys.prefix, "aiia_key");
   ASSERT_EQ(c->routes.size(), 1u);
-  EXPECT_EQ(c->routes[0].upstream_host, "127.0.0.1");
-  EXPECT_EQ(c->routes[0].upstream_port, 9000);
-  EXPECT_EQ(c->routes[0].upstream_base_path, "/base");
+  ASSERT_EQ(c->routes[0].upstreams.size(), 1u);
+  EXPECT_EQ(c->routes[0].upstreams[0].host, "127.0.0.1");
+  EXPECT_EQ(c->routes[0].upstreams[0].port, 9000);
+  EXPECT_EQ(c->routes[0].upstreams[0].base_path, "/base");
   EXPECT_EQ(c->routes[0].add_headers.at(0).first, "X-Tenant-Source");
   EXPECT_TRUE(c->KnowsScope("keys:verify"));  // built-in permissions are always known
   EXPECT_FALSE(c->KnowsScope("delete:everything"));
@@ -57,10 +58,25 @@ TEST(Config, ParsesEverySectionAndDerivesUpstreams) {
       "gatehouse.toml");
   ASSERT_TRUE(tls) << tls.error().message;
   EXPECT_TRUE(tls->routes[0].upstream_tls);
-  EXPECT_EQ(tls->routes[0].upstream_port, 443);
-  EXPECT_EQ(tls->routes[0].upstream_authority, "api.example.com");
-  EXPECT_EQ(tls->routes[1].upstream_authority, "api.example.com:8443");
+  EXPECT_EQ(tls->routes[0].upstreams.at(0).port, 443);
+  EXPECT_EQ(tls->routes[0].upstreams.at(0).authority, "api.example.com");
+  EXPECT_EQ(tls->routes[1].upstreams.at(0).authority, "api.example.com:8443");
   EXPECT_FALSE(c->routes[0].upstream_tls);
+  auto several = ParseConfig(
+      "[[routes]]\npath_prefix = \"/api\"\n"
+      "upstream = [\"http://10.0.0.1:9000/v1/\", \"http://[::1]:9001\", \"http://b.internal\"]\n"
+      "upstream_fail_timeout = \"2s\"\n",
+      "gatehouse.toml");
+  ASSERT_TRUE(several) << several.error().message;
+  const auto& servers = several->routes[0].upstreams;
+  ASSERT_EQ(servers.size(), 3u);
+  EXPECT_EQ(servers[0].authority, "10.0.0.1:9000");
+  EXPECT_EQ(servers[0].base_path, "/v1");
+  EXPECT_EQ(servers[1].host, "::1");  // connectable: no brackets
+  EXPECT_EQ(servers[1].authority, "[::1]:9001");
+  EXPECT_EQ(servers[2].authority, "b.internal");
+  EXPECT_EQ(servers[2].port, 80);
+  EXPECT_EQ(several->routes[0].upstream_fail_timeout, Millis(2000));
   auto pg = ParseConfig("storage = \"postgres://app@db:5432/gh\"\nstorage_connections = 16\n",
                         "gatehouse.toml");
   ASSERT_TRUE(pg) << pg.error().message;
@@ -84,6 +100,14 @@ TEST(Config, ErrorsNameFileLineAndField) {
        "listeners[0].address: listen host must be an IP"},
       {"scopes = [\"Bad Scope\"]\n", "scopes[0]"},
       {"[[routes]]\npath_prefix = \"/api\"\nupstream = \"ftp://x\"\n", "routes[0].upstream"},
+      {"[[routes]]\npath_prefix = \"/api\"\nupstream = []\n", "routes[0].upstream: names no URL"},
+      {"[[routes]]\npath_prefix = \"/api\"\nupstream = [\"http://a\", \"https://b\"]\n",
+       "the URLs of one route must share a scheme"},
+      {"[[routes]]\npath_prefix = \"/api\"\nupstream = [\"http://a:80\", \"http://a\"]\n",
+       "names a twice"},
+      {"[[routes]]\npath_prefix = \"/api\"\nupstream = [\"http://a\", 7]\n",
+       "routes[0].upstream: must be an array of strings"},
+      {"[[routes]]\npath_prefix = \"/api\"\n", "routes[0].upstream: is required"},
       {"[[routes]]\npath_prefix = \"/api\"\nupstream = \"http://x\"\n"
        "upstream_tls_server_name = \"x\"\n",
        "the upstream_tls_* settings need an https:// upstream"},

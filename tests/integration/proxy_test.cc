@@ -298,6 +298,84 @@ TEST_F(ProxyTest, TrustedProxyForwardedForIsBelievedOthersAreNot) {
   EXPECT_NE(spoofed.body.find("ip_not_allowed"), std::string::npos);
 }
 
+// Routes with several upstream servers: the fixture's upstream on 127.0.0.1 and a second one on
+// ::1 (also a check that IPv6 literals in URLs work), taken in turn; and routes with servers
+// that refuse connections.
+class UpstreamServersTest : public GatewayFixture {
+ protected:
+  std::string ExtraConfig() override {
+    second_ = StartSecond(0);
+    const std::string first = "\"http://127.0.0.1:" + std::to_string(upstream_->port()) + "\"";
+    const std::string second = "\"http://[::1]:" + std::to_string(second_->port()) + "\"";
+    return "[[routes]]\nname = \"pair\"\npath_prefix = \"/api/pair\"\nupstream = [" + first + ", " +
+           second + "]\nscopes = [\"read:findings\"]\nupstream_fail_timeout = \"1s\"\n" +
+           "[[routes]]\nname = \"half\"\npath_prefix = \"/api/half\"\n" +
+           "upstream = [\"http://127.0.0.1:1\", " + first + "]\nscopes = [\"read:findings\"]\n" +
+           "[[routes]]\nname = \"none\"\npath_prefix = \"/api/none\"\n" +
+           "upstream = [\"http://127.0.0.1:1\", \"http://127.0.0.1:2\"]\n" +
+           "scopes = [\"read:findings\"]\n";
+  }
+  std::unique_ptr<TestUpstream> StartSecond(int port) {
+    return std::make_unique<TestUpstream>(
+        [this](int fd, const std::string& h, const std::string& b) { return Upstream(fd, h, b); },
+        port, true);
+  }
+  // Requests over one client connection, so that one worker (and its turn counter) serves them.
+  std::vector<int> Statuses(const std::string& path, const std::string& key, int n) {
+    std::vector<int> out;
+    Connection c(server_->port());
+    for (int i = 0; i < n; ++i) {
+      c.Send(BuildRequest("GET", path, {{"Authorization", "Bearer " + key}}, ""));
+      out.push_back(c.Read().status);
+    }
+    return out;
+  }
+  std::unique_ptr<TestUpstream> second_;
+};
+
+TEST_F(UpstreamServersTest, ServersAreTakenInTurnEachWithItsOwnHost) {
+  std::string reader = NewKey(R"(["read:findings"])");
+  for (int status : Statuses("/api/pair/x", reader, 10)) EXPECT_EQ(status, 200);
+  EXPECT_EQ(upstream_->requests.load(), 5);
+  EXPECT_EQ(second_->requests.load(), 5);
+  EXPECT_NE(second_->last_head().find("Host: [::1]:" + std::to_string(second_->port())),
+            std::string::npos)
+      << second_->last_head();
+  EXPECT_NE(upstream_->last_head().find("Host: 127.0.0.1:" + std::to_string(upstream_->port())),
+            std::string::npos);
+}
+
+TEST_F(UpstreamServersTest, AServerThatRefusesIsPassedOverUntilItsRestEnds) {
+  std::string reader = NewKey(R"(["read:findings"])");
+  // A refused connection costs the request nothing: it goes to the other server.
+  for (int status : Statuses("/api/half/x", reader, 6)) EXPECT_EQ(status, 200);
+  EXPECT_EQ(upstream_->requests.load(), 6);
+
+  ASSERT_EQ(Statuses("/api/pair/x", reader, 2), (std::vector<int>{200, 200}));
+  const int port = second_->port();
+  second_.reset();  // the ::1 server goes away: its connections close, new ones are refused
+  upstream_->requests = 0;
+  for (int status : Statuses("/api/pair/x", reader, 6)) EXPECT_EQ(status, 200);
+  EXPECT_EQ(upstream_->requests.load(), 6);
+  // Back on its port, it is left alone while its second of rest lasts, then taken in turn again.
+  second_ = StartSecond(port);
+  for (int status : Statuses("/api/pair/x", reader, 4)) EXPECT_EQ(status, 200);
+  EXPECT_EQ(second_->requests.load(), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1300));
+  for (int status : Statuses("/api/pair/x", reader, 8)) EXPECT_EQ(status, 200);
+  EXPECT_GE(second_->requests.load(), 3);
+}
+
+TEST_F(UpstreamServersTest, WhenEveryServerRefusesTheClientGets502) {
+  std::string reader = NewKey(R"(["read:findings"])");
+  for (int i = 0; i < 3; ++i) {  // resting servers are still tried when no other is left
+    auto r = Call("GET", "/api/none/x", reader);
+    EXPECT_EQ(r.status, 502);
+    EXPECT_NE(r.body.find("\"code\":\"upstream_unavailable\""), std::string::npos) << r.body;
+  }
+  EXPECT_EQ(Call("GET", "/api/half/x", reader).status, 200);
+}
+
 // A route that lets WebSockets through, to an upstream that switches protocols, says hello,
 // and then answers each piece it reads with the piece in capitals, until the client is done.
 class WebSocketTest : public GatewayFixture {
