@@ -352,6 +352,15 @@ class Server::Impl {
       }
       ports_.push_back(port);
     }
+    // Before any thread serves /metrics, which reads the list these add to.
+    if (parts_.gateway && !cfg_.routes.empty()) RegisterUpstreamMetrics();
+    if (ThisThreadAllocatedCounter()) {
+      parts_.metrics->AddReading(
+          "gatehouse_network_thread_allocated_bytes_total",
+          "Bytes the network threads allocated since the start (jemalloc's count): the heap "
+          "traffic of the request paths.",
+          "counter", [this] { return static_cast<double>(NetworkThreadAllocatedBytes()); });
+    }
     for (auto& w : workers_) {
       for (std::size_t li = 0; li < w->acceptors.size(); ++li) {
         net::co_spawn(w->ioc, AcceptLoop(*w, *w->acceptors[li], li), net::detached);
@@ -371,14 +380,35 @@ class Server::Impl {
         wp->allocated = nullptr;
       });
     }
-    if (ThisThreadAllocatedCounter()) {
-      parts_.metrics->AddReading(
-          "gatehouse_network_thread_allocated_bytes_total",
-          "Bytes the network threads allocated since the start (jemalloc's count): the heap "
-          "traffic of the request paths.",
-          "counter", [this] { return static_cast<double>(NetworkThreadAllocatedBytes()); });
-    }
     return {};
+  }
+
+  void RegisterUpstreamMetrics() {
+    auto* health = upstream_health_.get();
+    parts_.metrics->AddFamily(
+        "gatehouse_upstream_connect_failures_total",
+        "New connections to an upstream server that were refused, timed out or failed TLS.",
+        "counter", [health] {
+          Metrics::LabeledValues out;
+          health->ForEach([&](const proxy::UpstreamHealth::Server& s) {
+            out.emplace_back(Metrics::Label("server", s.url),
+                             static_cast<double>(s.failures.load(std::memory_order_relaxed)));
+          });
+          return out;
+        });
+    parts_.metrics->AddFamily(
+        "gatehouse_upstream_passed_over",
+        "1 while an upstream server rests after a failed connection (upstream_fail_timeout): "
+        "routes with other servers send its requests to them.",
+        "gauge", [health] {
+          Metrics::LabeledValues out;
+          const auto now = io::CoarseNow().time_since_epoch().count();
+          health->ForEach([&](const proxy::UpstreamHealth::Server& s) {
+            out.emplace_back(Metrics::Label("server", s.url),
+                             s.failed_until.load(std::memory_order_relaxed) > now ? 1.0 : 0.0);
+          });
+          return out;
+        });
   }
 
   std::uint64_t NetworkThreadAllocatedBytes() {

@@ -4,9 +4,27 @@
 
 namespace gatehouse {
 
+std::string Metrics::Label(std::string_view name, std::string_view value) {
+  std::string out(name);
+  out += "=\"";
+  for (char c : value) {
+    if (c == '\\' || c == '"') {
+      out += '\\';
+      out += c;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out += c;
+    }
+  }
+  out += '"';
+  return out;
+}
+
 void Metrics::DefineRoutes(std::vector<std::string> route_labels) {
-  labels_ = std::move(route_labels);
-  labels_.insert(labels_.begin(), "unmatched");
+  labels_.clear();
+  labels_.push_back(Label("route", "unmatched"));
+  for (const auto& l : route_labels) labels_.push_back(Label("route", l));
   routes_ = std::make_unique<RouteCounters[]>(labels_.size());
 }
 
@@ -32,6 +50,11 @@ void Metrics::ObserveRequest(std::size_t slot, int status, double seconds) {
   r.latency_sum_us.fetch_add(static_cast<std::uint64_t>(seconds * 1e6), std::memory_order_relaxed);
 }
 
+void Metrics::AddFamily(std::string name, std::string help, std::string type,
+                        std::function<LabeledValues()> read) {
+  families_.push_back(Family{std::move(name), std::move(help), std::move(type), std::move(read)});
+}
+
 void Metrics::AddReading(std::string name, std::string help, std::string type,
                          std::function<double()> read) {
   gauges_.push_back(Gauge{std::move(name), std::move(help), std::move(type), std::move(read)});
@@ -49,7 +72,7 @@ std::string Metrics::Render() const {
       auto n = routes_[i].by_status[s].load(std::memory_order_relaxed);
       if (n == 0) continue;
       std::string status = s < kStatuses.size() ? std::to_string(kStatuses[s]) : "other";
-      line("gatehouse_requests_total{{route=\"{}\",status=\"{}\"}} {}\n", labels_[i], status, n);
+      line("gatehouse_requests_total{{{},status=\"{}\"}} {}\n", labels_[i], status, n);
     }
   }
   line(
@@ -61,16 +84,16 @@ std::string Metrics::Render() const {
     for (std::size_t b = 0; b <= kBuckets.size(); ++b) {
       cumulative += routes_[i].latency[b].load(std::memory_order_relaxed);
       if (b < kBuckets.size()) {
-        line("gatehouse_request_duration_seconds_bucket{{route=\"{}\",le=\"{}\"}} {}\n", labels_[i],
+        line("gatehouse_request_duration_seconds_bucket{{{},le=\"{}\"}} {}\n", labels_[i],
              kBuckets[b], cumulative);
       } else {
-        line("gatehouse_request_duration_seconds_bucket{{route=\"{}\",le=\"+Inf\"}} {}\n",
-             labels_[i], cumulative);
+        line("gatehouse_request_duration_seconds_bucket{{{},le=\"+Inf\"}} {}\n", labels_[i],
+             cumulative);
       }
     }
-    line("gatehouse_request_duration_seconds_sum{{route=\"{}\"}} {}\n", labels_[i],
+    line("gatehouse_request_duration_seconds_sum{{{}}} {}\n", labels_[i],
          static_cast<double>(routes_[i].latency_sum_us.load(std::memory_order_relaxed)) / 1e6);
-    line("gatehouse_request_duration_seconds_count{{route=\"{}\"}} {}\n", labels_[i], cumulative);
+    line("gatehouse_request_duration_seconds_count{{{}}} {}\n", labels_[i], cumulative);
   }
   static constexpr const char* kReasons[] = {"missing", "malformed", "unknown",   "expired",
                                              "revoked", "ip_denied", "forbidden", "org_mismatch"};
@@ -100,6 +123,10 @@ std::string Metrics::Render() const {
           upstream_errors.load());
   for (const auto& g : gauges_) {
     line("# HELP {} {}\n# TYPE {} {}\n{} {}\n", g.name, g.help, g.name, g.type, g.name, g.read());
+  }
+  for (const auto& f : families_) {
+    line("# HELP {} {}\n# TYPE {} {}\n", f.name, f.help, f.name, f.type);
+    for (const auto& [labels, value] : f.read()) line("{}{{{}}} {}\n", f.name, labels, value);
   }
   return fmt::to_string(out);
 }

@@ -51,6 +51,14 @@ class Metrics {
   void AddReading(std::string name, std::string help, std::string type,
                   std::function<double()> read);
 
+  // A family of readings told apart by labels, read at render time: each item is its label
+  // text (made with Label) and its value.
+  using LabeledValues = std::vector<std::pair<std::string, double>>;
+  void AddFamily(std::string name, std::string help, std::string type,
+                 std::function<LabeledValues()> read);
+  // `name="value"`, the value escaped as the text format asks (backslash, quote, newline).
+  static std::string Label(std::string_view name, std::string_view value);
+
   std::string Render() const;
   std::size_t route_count() const { return labels_.size(); }
 
@@ -76,6 +84,11 @@ class Metrics {
   std::array<std::atomic<std::uint64_t>, static_cast<std::size_t>(AuthFailure::kCount)>
       auth_failures_{};
   std::vector<Gauge> gauges_;
+  struct Family {
+    std::string name, help, type;
+    std::function<LabeledValues()> read;
+  };
+  std::vector<Family> families_;
 };
 
 }  // namespace gatehouse

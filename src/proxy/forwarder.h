@@ -90,19 +90,33 @@ struct UpstreamConnection {
 // entered at the start and nothing is added later: lookups need no lock.
 class UpstreamHealth {
  public:
+  struct Server {
+    std::string url;
+    // Steady-clock nanoseconds until which the server is passed over (0: in good standing).
+    std::atomic<std::int64_t> failed_until{0};
+    std::atomic<std::uint64_t> failures{0};  // new connections that failed, for /metrics
+  };
+
   explicit UpstreamHealth(const std::vector<RouteConfig>& routes) {
     for (const auto& r : routes) {
-      for (const auto& s : r.upstreams) until_.try_emplace(s.pool_key, 0);
+      for (const auto& s : r.upstreams) {
+        auto [it, fresh] = servers_.try_emplace(s.pool_key);
+        if (fresh) it->second.url = s.url;
+      }
     }
   }
-  // Steady-clock nanoseconds until which the server is passed over; null for one not entered.
-  std::atomic<std::int64_t>* Of(const UpstreamServer& server) {
-    auto it = until_.find(server.pool_key);
-    return it == until_.end() ? nullptr : &it->second;
+  // Null for a server that was not configured at the start.
+  Server* Of(const UpstreamServer& server) {
+    auto it = servers_.find(server.pool_key);
+    return it == servers_.end() ? nullptr : &it->second;
+  }
+  template <class F>
+  void ForEach(F&& f) const {
+    for (const auto& [key, s] : servers_) f(s);
   }
 
  private:
-  std::unordered_map<std::string, std::atomic<std::int64_t>> until_;
+  std::unordered_map<std::string, Server> servers_;
 };
 
 // Per worker thread; never shared, so no locks. A route with several upstream servers takes
@@ -156,6 +170,7 @@ class UpstreamPool {
                        route.name, server.url, err.message, route.upstream_fail_timeout.count());
         }
         SetFailedUntil(t, (now + route.upstream_fail_timeout).time_since_epoch().count());
+        if (t.shared) t.shared->failures.fetch_add(1, std::memory_order_relaxed);
         last = std::move(err);
       }
     }
@@ -283,14 +298,14 @@ class UpstreamPool {
     // Until then (steady-clock ns) the server is passed over while the route has others: a new
     // connection to it failed. Shared by the workers when `shared` is set.
     std::int64_t failed_until = 0;
-    std::atomic<std::int64_t>* shared = nullptr;
+    UpstreamHealth::Server* shared = nullptr;
   };
   static std::int64_t FailedUntil(const Target& t) {
-    return t.shared ? t.shared->load(std::memory_order_relaxed) : t.failed_until;
+    return t.shared ? t.shared->failed_until.load(std::memory_order_relaxed) : t.failed_until;
   }
   static void SetFailedUntil(Target& t, std::int64_t until) {
     if (t.shared) {
-      t.shared->store(until, std::memory_order_relaxed);
+      t.shared->failed_until.store(until, std::memory_order_relaxed);
     } else {
       t.failed_until = until;
     }

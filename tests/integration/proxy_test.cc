@@ -357,6 +357,15 @@ TEST_F(UpstreamServersTest, AServerThatRefusesIsPassedOverUntilItsRestEnds) {
   upstream_->requests = 0;
   for (int status : Statuses("/api/pair/x", reader, 6)) EXPECT_EQ(status, 200);
   EXPECT_EQ(upstream_->requests.load(), 6);
+  const std::string metrics = Request(server_->port(), "GET", "/metrics").body;
+  const std::string v6 = "server=\"http://[::1]:" + std::to_string(port) + "\"";
+  EXPECT_NE(metrics.find("gatehouse_upstream_passed_over{" + v6 + "} 1"), std::string::npos)
+      << metrics;
+  EXPECT_NE(metrics.find("gatehouse_upstream_connect_failures_total{" + v6 + "} 1"),
+            std::string::npos);
+  EXPECT_NE(
+      metrics.find("gatehouse_upstream_connect_failures_total{server=\"http://127.0.0.1:1\"} 1"),
+      std::string::npos);
   // Back on its port, it is left alone while its second of rest lasts, then taken in turn again.
   second_ = StartSecond(port);
   for (int status : Statuses("/api/pair/x", reader, 4)) EXPECT_EQ(status, 200);
