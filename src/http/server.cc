@@ -386,8 +386,9 @@ class Server::Impl {
   void RegisterUpstreamMetrics() {
     auto* health = upstream_health_.get();
     parts_.metrics->AddFamily(
-        "gatehouse_upstream_connect_failures_total",
-        "New connections to an upstream server that were refused, timed out or failed TLS.",
+        "gatehouse_upstream_failures_total",
+        "New connections to an upstream server that were refused, timed out or failed TLS, and "
+        "requests it dropped on a new connection before answering.",
         "counter", [health] {
           Metrics::LabeledValues out;
           health->ForEach([&](const proxy::UpstreamHealth::Server& s) {

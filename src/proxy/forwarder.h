@@ -165,12 +165,7 @@ class UpstreamPool {
           if (resting) SetFailedUntil(t, 0);
           co_return std::pair{Lease{std::move(conn), false}, Error{}};
         }
-        if (n > 1 && !resting) {
-          spdlog::warn("proxy: route {}: {} failed ({}); others are preferred for {} ms",
-                       route.name, server.url, err.message, route.upstream_fail_timeout.count());
-        }
-        SetFailedUntil(t, (now + route.upstream_fail_timeout).time_since_epoch().count());
-        if (t.shared) t.shared->failures.fetch_add(1, std::memory_order_relaxed);
+        Rest(route, server, t, now, err.message, resting);
         last = std::move(err);
       }
     }
@@ -187,6 +182,15 @@ class UpstreamPool {
   // longer gets a non-blocking peek. A close that lands inside that window shows as a failed
   // first read, and such a request is replayed on a fresh connection (or, when its body
   // streams and cannot be replayed, the connection is checked however young).
+  // The server dropped a request on a new connection before answering: it rests as if it had
+  // refused the connection.
+  void Dropped(const RouteConfig& route, const UpstreamServer& server) {
+    Target& t = TargetOf(server);
+    const auto now = io::CoarseNow();
+    Rest(route, server, t, now, "closed the connection before answering",
+         FailedUntil(t) > now.time_since_epoch().count());
+  }
+
   void Release(std::unique_ptr<UpstreamConnection> c) {
     Target& t = TargetOf(*c->server);
     if (t.idle.size() >= kMaxIdlePerUpstream) return;
@@ -207,6 +211,16 @@ class UpstreamPool {
 
  private:
   struct Target;
+
+  void Rest(const RouteConfig& route, const UpstreamServer& server, Target& t,
+            io::SteadyClock::time_point now, std::string_view why, bool resting) {
+    if (route.upstreams.size() > 1 && !resting) {
+      spdlog::warn("proxy: route {}: {} failed ({}); others are preferred for {} ms", route.name,
+                   server.url, why, route.upstream_fail_timeout.count());
+    }
+    SetFailedUntil(t, (now + route.upstream_fail_timeout).time_since_epoch().count());
+    if (t.shared) t.shared->failures.fetch_add(1, std::memory_order_relaxed);
+  }
 
   std::unique_ptr<UpstreamConnection> TakeIdle(Target& t, io::SteadyClock::time_point now,
                                                bool must_be_alive) {
@@ -762,6 +776,12 @@ inline bool MethodCarriesContent(std::string_view method) {
   return method == "POST" || method == "PUT" || method == "PATCH";
 }
 
+// RFC 9110 9.2.2: repeating the request has the effect of sending it once.
+inline bool IsIdempotent(std::string_view method) {
+  return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "PUT" ||
+         method == "DELETE";
+}
+
 template <class Stream>
 net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardContext& ctx,
                                       UpstreamPool& pool, io::WatchList& watches) {
@@ -799,9 +819,18 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
   const bool websocket = WantsWebSocket(head, route);
 
   // A pooled connection may have been closed by the upstream while idle; that shows only when
-  // we use it. Without a body the request can be replayed once on a fresh connection.
-  for (int attempt = 0; attempt < 2; ++attempt) {
-    auto [lease, err] = co_await pool.Acquire(route, attempt == 0, watches, has_body && !whole);
+  // we use it. Without a body (or with one held whole) the request is replayed on a fresh
+  // connection. On a route with several servers, a request whose method allows repeating it
+  // (RFC 9110 9.2.2) and whose server dropped it unanswered on a new connection goes to the next
+  // server, as with nginx's proxy_next_upstream: at most once to each. A timeout is not retried:
+  // the server may still be working on it (a model's completion, billed).
+  const bool replayable = !has_body || whole;
+  const bool repeatable = IsIdempotent(head.method);
+  const std::size_t servers = route.upstreams.size();
+  std::size_t failovers = 0;
+  bool allow_reuse = true;
+  for (std::size_t attempt = 0; attempt < 2 + servers; ++attempt) {
+    auto [lease, err] = co_await pool.Acquire(route, allow_reuse, watches, has_body && !whole);
     if (!lease.conn) {
       ForwardResult r;
       r.error = err;
@@ -817,7 +846,20 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
     }
     io::Deadline up_deadline(watches, &up.socket);
     // A body held whole can be sent again; one relayed as it arrives cannot.
-    const bool retryable = lease.reused && (!has_body || whole);
+    const bool retryable = replayable && (lease.reused || (repeatable && failovers + 1 < servers));
+    // The request was lost before any answer. A pooled connection was stale: the next one is
+    // fresh. A new one was dropped by its server, which rests; the next server's pooled
+    // connections are as good as any.
+    const bool pooled = lease.reused;  // clang 14 cannot capture a structured binding
+    auto lost = [&] {
+      if (pooled) {
+        allow_reuse = false;
+      } else {
+        pool.Dropped(route, *up.server);
+        ++failovers;
+        allow_reuse = true;
+      }
+    };
 
     // The head, with whatever body bytes have already arrived, in one write.
     BodyTracker request_body{whole ? h1::Framing::kNone : head.framing, head.content_length, {}};
@@ -834,6 +876,7 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
     auto [hec, hn] = co_await net::async_write(up, head_and_body, kNoThrow);
     client.in.Consume(first);
     if (hec) {
+      lost();
       if (retryable) continue;
       co_return Failure(ErrorCode::kUpstreamUnavailable, "upstream connection failed");
     }
@@ -870,13 +913,14 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
         if (up_deadline.fired()) {
           co_return Failure(ErrorCode::kUpstreamTimeout, "upstream did not answer in time");
         }
+        if (!received_any) lost();
         if (retryable && !received_any) break;
         co_return Failure(ErrorCode::kUpstreamUnavailable, "upstream sent no valid response");
       }
       received_any = true;
       up.in.Commit(rn);
     }
-    if (res.status < 200 && res.status != 101) continue;  // stale pooled: replay on a fresh one
+    if (res.status < 200 && res.status != 101) continue;  // dropped unanswered: retry
 
     if (ctx.gate) {
       std::optional<Error> refused = co_await ctx.gate->Pass(res.status);

@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <thread>
@@ -315,17 +316,22 @@ class UpstreamServersTest : public GatewayFixture {
            "upstream = [\"http://127.0.0.1:1\", \"http://127.0.0.1:2\"]\n" +
            "scopes = [\"read:findings\"]\n";
   }
+  // Like the fixture's upstream, except that it closes without answering paths with /drop.
   std::unique_ptr<TestUpstream> StartSecond(int port) {
     return std::make_unique<TestUpstream>(
-        [this](int fd, const std::string& h, const std::string& b) { return Upstream(fd, h, b); },
+        [this](int fd, const std::string& h, const std::string& b) {
+          if (h.find("/drop") != std::string::npos) return false;
+          return Upstream(fd, h, b);
+        },
         port, true);
   }
   // Requests over one client connection, so that one worker (and its turn counter) serves them.
-  std::vector<int> Statuses(const std::string& path, const std::string& key, int n) {
+  std::vector<int> Statuses(const std::string& path, const std::string& key, int n,
+                            const std::string& method = "GET") {
     std::vector<int> out;
     Connection c(server_->port());
     for (int i = 0; i < n; ++i) {
-      c.Send(BuildRequest("GET", path, {{"Authorization", "Bearer " + key}}, ""));
+      c.Send(BuildRequest(method, path, {{"Authorization", "Bearer " + key}}, ""));
       out.push_back(c.Read().status);
     }
     return out;
@@ -361,11 +367,9 @@ TEST_F(UpstreamServersTest, AServerThatRefusesIsPassedOverUntilItsRestEnds) {
   const std::string v6 = "server=\"http://[::1]:" + std::to_string(port) + "\"";
   EXPECT_NE(metrics.find("gatehouse_upstream_passed_over{" + v6 + "} 1"), std::string::npos)
       << metrics;
-  EXPECT_NE(metrics.find("gatehouse_upstream_connect_failures_total{" + v6 + "} 1"),
+  EXPECT_NE(metrics.find("gatehouse_upstream_failures_total{" + v6 + "} 1"), std::string::npos);
+  EXPECT_NE(metrics.find("gatehouse_upstream_failures_total{server=\"http://127.0.0.1:1\"} 1"),
             std::string::npos);
-  EXPECT_NE(
-      metrics.find("gatehouse_upstream_connect_failures_total{server=\"http://127.0.0.1:1\"} 1"),
-      std::string::npos);
   // Back on its port, it is left alone while its second of rest lasts, then taken in turn again.
   second_ = StartSecond(port);
   for (int status : Statuses("/api/pair/x", reader, 4)) EXPECT_EQ(status, 200);
@@ -373,6 +377,28 @@ TEST_F(UpstreamServersTest, AServerThatRefusesIsPassedOverUntilItsRestEnds) {
   std::this_thread::sleep_for(std::chrono::milliseconds(1300));
   for (int status : Statuses("/api/pair/x", reader, 8)) EXPECT_EQ(status, 200);
   EXPECT_GE(second_->requests.load(), 3);
+}
+
+TEST_F(UpstreamServersTest, ARepeatableRequestThatAServerDropsGoesToTheNextServer) {
+  std::string reader = NewKey(R"(["read:findings"])");
+  // Turns alternate, so the ::1 server, which drops these, is asked too; then it rests.
+  for (int status : Statuses("/api/pair/drop", reader, 4)) EXPECT_EQ(status, 200);
+  EXPECT_EQ(upstream_->requests.load(), 4);
+  EXPECT_EQ(second_->requests.load(), 1);
+  const std::string metrics = Request(server_->port(), "GET", "/metrics").body;
+  EXPECT_NE(metrics.find("gatehouse_upstream_failures_total{server=\"http://[::1]:" +
+                         std::to_string(second_->port()) + "\"} 1"),
+            std::string::npos)
+      << metrics;
+}
+
+TEST_F(UpstreamServersTest, APostThatAServerDropsIsNotRepeated) {
+  std::string reader = NewKey(R"(["read:findings"])");
+  auto statuses = Statuses("/api/pair/drop", reader, 2, "POST");
+  std::sort(statuses.begin(), statuses.end());
+  EXPECT_EQ(statuses, (std::vector<int>{200, 502}));  // the first server, then the second's drop
+  EXPECT_EQ(upstream_->requests.load(), 1);
+  EXPECT_EQ(second_->requests.load(), 1);
 }
 
 TEST_F(UpstreamServersTest, WhenEveryServerRefusesTheClientGets502) {
