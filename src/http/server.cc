@@ -139,6 +139,7 @@ struct Exchange {
   std::string_view client_ip;
   std::string_view principal;  // lives as long as the exchange
   std::string_view org;        // the principal's (or the refused key's) org, when known
+  const UpstreamServer* upstream = nullptr;  // the proxy's last attempt went to it
   std::size_t slot = 0;
   int status = 0;
   std::chrono::steady_clock::time_point start;
@@ -678,6 +679,7 @@ class Server::Impl {
     line["duration_ms"] = seconds * 1000.0;
     line["client_ip"] = ex.client_ip;
     if (!ex.principal.empty()) line["principal"] = ex.principal;
+    if (ex.upstream) line["upstream"] = ex.upstream->url;
     access_->info(boost::json::serialize(line));
   }
 
@@ -1328,6 +1330,7 @@ class Server::Impl {
     ctx.client_tls = tls;
     ctx.limits = &cfg_.limits;
     ctx.extra_response_headers = conn.rate_headers;
+    ctx.upstream_used = &ex.upstream;
     proxy::ClientSide<Stream> client{stream, conn.in, conn.deadline, h, conn.out};
     proxy::ForwardResult fr = co_await proxy::Forward(client, ctx, w.upstreams, w.watches);
     conn.deadline.Disarm();

@@ -420,6 +420,8 @@ struct ForwardContext {
   std::string_view peer_ip;
   bool client_tls = false;
   const LimitsConfig* limits = nullptr;
+  // Set to the server each attempt goes to (the access log names the last); null: not wanted.
+  const UpstreamServer** upstream_used = nullptr;
   // Header lines ("Name: value\r\n") for the client's response head: the rate-limit state.
   // Replaces the upstream's own RateLimit-* fields when set.
   std::string_view extra_response_headers;
@@ -838,6 +840,7 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
       co_return r;
     }
     UpstreamConnection& up = *lease.conn;
+    if (ctx.upstream_used) *ctx.upstream_used = up.server;
     // Built per attempt: a replay may go to another of the route's servers (Host, base path).
     if (whole) {
       BuildUpstreamHead(head, ctx, *up.server, out, whole_body.size());

@@ -349,6 +349,14 @@ TEST_F(UpstreamServersTest, ServersAreTakenInTurnEachWithItsOwnHost) {
       << second_->last_head();
   EXPECT_NE(upstream_->last_head().find("Host: 127.0.0.1:" + std::to_string(upstream_->port())),
             std::string::npos);
+  // The access log says which server served each request.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const std::string log = server_->Output();
+  EXPECT_NE(log.find("\"upstream\":\"http://[::1]:" + std::to_string(second_->port()) + "\""),
+            std::string::npos)
+      << log;
+  EXPECT_NE(log.find("\"upstream\":\"http://127.0.0.1:" + std::to_string(upstream_->port()) + "\""),
+            std::string::npos);
 }
 
 TEST_F(UpstreamServersTest, AServerThatRefusesIsPassedOverUntilItsRestEnds) {
