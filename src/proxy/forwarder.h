@@ -15,7 +15,9 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl.hpp>
@@ -128,6 +130,8 @@ class UpstreamPool {
 
   static constexpr std::size_t kMaxIdlePerUpstream = 256;
   static constexpr std::chrono::milliseconds kCheckIdleAfter{50};
+  // Beyond a probe's own timeouts (connect and TLS), before another worker may probe again.
+  static constexpr std::chrono::milliseconds kProbeMargin{1000};
 
   struct Lease {
     std::unique_ptr<UpstreamConnection> conn;
@@ -153,7 +157,18 @@ class UpstreamPool {
       for (std::size_t k = 0; k < n; ++k) {
         const UpstreamServer& server = route.upstreams[(first + k) % n];
         Target& t = TargetOf(server);
-        const bool resting = FailedUntil(t) > now.time_since_epoch().count();
+        const std::int64_t until = FailedUntil(t);
+        bool resting = until > now.time_since_epoch().count();
+        if (!resting && until != 0 && n > 1) {
+          // Its rest is over. It is tried in the background, and requests keep going to the
+          // others until it answers: none waits out connect_timeout on a server that may still
+          // be down (one whose packets are dropped is only seen to be down that way).
+          if (ClaimProbe(t, until, now + 2 * route.connect_timeout + kProbeMargin)) {
+            net::co_spawn(co_await net::this_coro::executor, Probe(route, server, watches),
+                          net::detached);
+          }
+          resting = true;
+        }
         if (resting != (pass == 1)) continue;
         if (allow_reuse) {
           if (auto c = TakeIdle(t, now, must_be_alive)) {
@@ -162,7 +177,7 @@ class UpstreamPool {
         }
         auto [conn, err] = co_await Connect(route, server, t, watches, now);
         if (conn) {
-          if (resting) SetFailedUntil(t, 0);
+          if (until != 0) SetFailedUntil(t, 0);
           co_return std::pair{Lease{std::move(conn), false}, Error{}};
         }
         Rest(route, server, t, now, err.message, resting);
@@ -170,6 +185,15 @@ class UpstreamPool {
       }
     }
     co_return std::pair{Lease{}, std::move(last)};
+  }
+
+  // The server dropped a request on a new connection before answering: it rests as if it had
+  // refused the connection.
+  void Dropped(const RouteConfig& route, const UpstreamServer& server) {
+    Target& t = TargetOf(server);
+    const auto now = io::CoarseNow();
+    Rest(route, server, t, now, "closed the connection before answering",
+         FailedUntil(t) > now.time_since_epoch().count());
   }
 
   // Pools a connection whose last response ended cleanly. An idle upstream connection has
@@ -182,15 +206,6 @@ class UpstreamPool {
   // longer gets a non-blocking peek. A close that lands inside that window shows as a failed
   // first read, and such a request is replayed on a fresh connection (or, when its body
   // streams and cannot be replayed, the connection is checked however young).
-  // The server dropped a request on a new connection before answering: it rests as if it had
-  // refused the connection.
-  void Dropped(const RouteConfig& route, const UpstreamServer& server) {
-    Target& t = TargetOf(server);
-    const auto now = io::CoarseNow();
-    Rest(route, server, t, now, "closed the connection before answering",
-         FailedUntil(t) > now.time_since_epoch().count());
-  }
-
   void Release(std::unique_ptr<UpstreamConnection> c) {
     Target& t = TargetOf(*c->server);
     if (t.idle.size() >= kMaxIdlePerUpstream) return;
@@ -314,6 +329,31 @@ class UpstreamPool {
     std::int64_t failed_until = 0;
     UpstreamHealth::Server* shared = nullptr;
   };
+  // Takes the probe of a server whose rest ended at `until`, holding it out of turn until
+  // `hold`; false when another worker took it first.
+  static bool ClaimProbe(Target& t, std::int64_t until, io::SteadyClock::time_point hold) {
+    const std::int64_t held = hold.time_since_epoch().count();
+    if (!t.shared) {
+      t.failed_until = held;
+      return true;
+    }
+    return t.shared->failed_until.compare_exchange_strong(until, held, std::memory_order_relaxed);
+  }
+  // A new connection to a server whose rest is over: it rejoins the turn (and its connection
+  // the pool) when this succeeds, and rests again when it fails.
+  net::awaitable<void> Probe(const RouteConfig& route, const UpstreamServer& server,
+                             io::WatchList& watches) {
+    Target& t = TargetOf(server);
+    auto [conn, err] = co_await Connect(route, server, t, watches, io::CoarseNow());
+    if (conn) {
+      SetFailedUntil(t, 0);
+      spdlog::info("proxy: route {}: {} answers again", route.name, server.url);
+      Release(std::move(conn));
+      co_return;
+    }
+    Rest(route, server, t, io::CoarseNow(), err.message, true);
+  }
+
   static std::int64_t FailedUntil(const Target& t) {
     return t.shared ? t.shared->failed_until.load(std::memory_order_relaxed) : t.failed_until;
   }

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cctype>
 #include <chrono>
+#include <stdexcept>
 #include <thread>
 
 #include "integration/fixture.h"
@@ -417,6 +418,70 @@ TEST_F(UpstreamServersTest, WhenEveryServerRefusesTheClientGets502) {
     EXPECT_NE(r.body.find("\"code\":\"upstream_unavailable\""), std::string::npos) << r.body;
   }
   EXPECT_EQ(Call("GET", "/api/half/x", reader).status, 200);
+}
+
+// A server whose packets are dropped, as a host that vanished behind a firewall looks: a
+// listening socket whose accept queue is full, so that new connections neither complete nor
+// get refused.
+class BlackHole {
+ public:
+  BlackHole() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), len) != 0 || ::listen(fd_, 0) != 0) {
+      throw std::runtime_error("black hole bind");
+    }
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    for (int i = 0; i < 3; ++i) {
+      int c = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      ::connect(c, reinterpret_cast<sockaddr*>(&addr), len);
+      fillers_.push_back(c);
+    }
+  }
+  ~BlackHole() {
+    for (int c : fillers_) ::close(c);
+    ::close(fd_);
+  }
+  int port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+  std::vector<int> fillers_;
+};
+
+class UpstreamProbeTest : public GatewayFixture {
+ protected:
+  std::string ExtraConfig() override {
+    hole_ = std::make_unique<BlackHole>();
+    return "[[routes]]\nname = \"probed\"\npath_prefix = \"/api/probed\"\nupstream = "
+           "[\"http://127.0.0.1:" +
+           std::to_string(upstream_->port()) +
+           "\", \"http://127.0.0.1:" + std::to_string(hole_->port()) +
+           "\"]\nscopes = [\"read:findings\"]\nconnect_timeout = \"400ms\"\n"
+           "upstream_fail_timeout = \"300ms\"\n";
+  }
+  std::unique_ptr<BlackHole> hole_;
+};
+
+TEST_F(UpstreamProbeTest, AServerThatDropsPacketsDelaysOneRequestNotOneAfterEachRest) {
+  std::string reader = NewKey(R"(["read:findings"])");
+  Connection c(server_->port());
+  int slow = 0;
+  // 2.5 s of requests: without probes, the end of each 300 ms rest would cost a request 400 ms.
+  for (int i = 0; i < 40; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    c.Send(BuildRequest("GET", "/api/probed/x", {{"Authorization", "Bearer " + reader}}, ""));
+    EXPECT_EQ(c.Read().status, 200);
+    if (std::chrono::steady_clock::now() - start > std::chrono::milliseconds(300)) ++slow;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(slow, 1);  // the first time its turn came
+  EXPECT_EQ(upstream_->requests.load(), 40);
 }
 
 // A route that lets WebSockets through, to an upstream that switches protocols, says hello,
