@@ -123,7 +123,7 @@ class UpstreamHealth {
 
 // Per worker thread; never shared, so no locks. A route with several upstream servers takes
 // them in turn, request by request; a server that failed a new connection rests for the route's
-// upstream_fail_timeout (in UpstreamHealth, when the server gives one, else in this pool).
+// upstream_fail_timeout (kept in UpstreamHealth, which every configured server is in).
 class UpstreamPool {
  public:
   void ShareHealth(UpstreamHealth* health) { health_ = health; }
@@ -180,7 +180,7 @@ class UpstreamPool {
           if (until != 0) SetFailedUntil(t, 0);
           co_return std::pair{Lease{std::move(conn), false}, Error{}};
         }
-        Rest(route, server, t, now, err.message, resting);
+        Rest(route, server, t, io::CoarseNow(), err.message, resting);  // the connect took time
         last = std::move(err);
       }
     }
