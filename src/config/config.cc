@@ -326,6 +326,7 @@ Result<void> ReadRoutes(TableReader& root, Config& c) {
     GH_TRY(r.Duration("response_timeout", route.response_timeout));
     GH_TRY(r.Duration("dns_refresh", route.dns_refresh));
     GH_TRY(r.Duration("upstream_fail_timeout", route.upstream_fail_timeout));
+    GH_TRY(r.Integer("upstream_max_failures", route.upstream_max_failures, 0, 1'000'000));
     GH_TRY(r.Duration("stream_idle_timeout", route.stream_idle_timeout));
     GH_TRY(r.Rate("rate_limit", route.rate_limit));
     GH_TRY(r.Rate("rate_limit_per_principal", route.rate_limit_per_principal));

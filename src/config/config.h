@@ -87,6 +87,9 @@ struct RouteConfig {
   // A server that refused or dropped a new connection (or failed its TLS handshake) is passed
   // over for this long while the route has others that have not.
   Millis upstream_fail_timeout{10'000};
+  // A server that answers this many requests in a row with 502, 503 or 504 (it is up, but what
+  // is behind it is not) rests too, while the route has others. 0: never for answers.
+  std::uint32_t upstream_max_failures = 5;
   std::vector<std::string> scopes;  // all required
   bool strip_prefix = false;        // drop path_prefix before appending to the base path
   bool forward_credential = false;  // pass the client's Authorization / X-API-Key upstream

@@ -388,8 +388,9 @@ class Server::Impl {
     auto* health = upstream_health_.get();
     parts_.metrics->AddFamily(
         "gatehouse_upstream_failures_total",
-        "New connections to an upstream server that were refused, timed out or failed TLS, and "
-        "requests it dropped on a new connection before answering.",
+        "Times an upstream server was found failing: a new connection refused, timed out or "
+        "failed TLS, a request dropped unanswered on a new connection, or upstream_max_failures "
+        "502/503/504 answers in a row.",
         "counter", [health] {
           Metrics::LabeledValues out;
           health->ForEach([&](const proxy::UpstreamHealth::Server& s) {

@@ -61,6 +61,41 @@ inline constexpr std::uint64_t kBufferWholeBelow = 64 * 1024;
 inline constexpr std::size_t kMaxUpstreamHead = 64 * 1024;
 inline constexpr std::size_t kRelayPiece = 16 * 1024;
 
+// Which upstream servers failed a new connection lately, shared by every worker thread, so that
+// a server that refuses is passed over by all of them at once. Every server of the config is
+// entered at the start and nothing is added later: lookups need no lock.
+class UpstreamHealth {
+ public:
+  struct Server {
+    std::string url;
+    // Steady-clock nanoseconds until which the server is passed over (0: in good standing).
+    std::atomic<std::int64_t> failed_until{0};
+    std::atomic<std::uint64_t> failures{0};        // new connections that failed, for /metrics
+    std::atomic<std::uint32_t> failed_answers{0};  // 502, 503 or 504 in a row
+  };
+
+  explicit UpstreamHealth(const std::vector<RouteConfig>& routes) {
+    for (const auto& r : routes) {
+      for (const auto& s : r.upstreams) {
+        auto [it, fresh] = servers_.try_emplace(s.pool_key);
+        if (fresh) it->second.url = s.url;
+      }
+    }
+  }
+  // Null for a server that was not configured at the start.
+  Server* Of(const UpstreamServer& server) {
+    auto it = servers_.find(server.pool_key);
+    return it == servers_.end() ? nullptr : &it->second;
+  }
+  template <class F>
+  void ForEach(F&& f) const {
+    for (const auto& [key, s] : servers_) f(s);
+  }
+
+ private:
+  std::unordered_map<std::string, Server> servers_;
+};
+
 // One connection to an upstream: TCP, with TLS over it for an https:// upstream. It is itself
 // the stream reads and writes go through, whichever it is.
 struct UpstreamConnection {
@@ -84,41 +119,8 @@ struct UpstreamConnection {
   io::InputBuffer in;
   h1::ResponseHead head;  // reused, so that parsing a response allocates nothing
   std::chrono::steady_clock::time_point idle_since;
-  const UpstreamServer* server = nullptr;  // which of its route's servers it reaches
-};
-
-// Which upstream servers failed a new connection lately, shared by every worker thread, so that
-// a server that refuses is passed over by all of them at once. Every server of the config is
-// entered at the start and nothing is added later: lookups need no lock.
-class UpstreamHealth {
- public:
-  struct Server {
-    std::string url;
-    // Steady-clock nanoseconds until which the server is passed over (0: in good standing).
-    std::atomic<std::int64_t> failed_until{0};
-    std::atomic<std::uint64_t> failures{0};  // new connections that failed, for /metrics
-  };
-
-  explicit UpstreamHealth(const std::vector<RouteConfig>& routes) {
-    for (const auto& r : routes) {
-      for (const auto& s : r.upstreams) {
-        auto [it, fresh] = servers_.try_emplace(s.pool_key);
-        if (fresh) it->second.url = s.url;
-      }
-    }
-  }
-  // Null for a server that was not configured at the start.
-  Server* Of(const UpstreamServer& server) {
-    auto it = servers_.find(server.pool_key);
-    return it == servers_.end() ? nullptr : &it->second;
-  }
-  template <class F>
-  void ForEach(F&& f) const {
-    for (const auto& [key, s] : servers_) f(s);
-  }
-
- private:
-  std::unordered_map<std::string, Server> servers_;
+  const UpstreamServer* server = nullptr;    // which of its route's servers it reaches
+  UpstreamHealth::Server* health = nullptr;  // that server's shared standing (null: none kept)
 };
 
 // Per worker thread; never shared, so no locks. A route with several upstream servers takes
@@ -193,6 +195,26 @@ class UpstreamPool {
     Target& t = TargetOf(server);
     const auto now = io::CoarseNow();
     Rest(route, server, t, now, "closed the connection before answering",
+         FailedUntil(t) > now.time_since_epoch().count());
+  }
+
+  // The server answered with `status`. Gateway failures in a row (502, 503, 504: the server is
+  // up, but what is behind it is not) rest it once there are upstream_max_failures of them; any
+  // other answer ends the run.
+  void Answered(const RouteConfig& route, UpstreamConnection& conn, int status) {
+    if (!conn.health || route.upstream_max_failures == 0) return;
+    std::atomic<std::uint32_t>& run = conn.health->failed_answers;
+    if (status < 502 || status > 504) {
+      if (run.load(std::memory_order_relaxed) != 0) run.store(0, std::memory_order_relaxed);
+      return;
+    }
+    if (run.fetch_add(1, std::memory_order_relaxed) + 1 < route.upstream_max_failures) return;
+    run.store(0, std::memory_order_relaxed);
+    Target& t = TargetOf(*conn.server);
+    const auto now = io::CoarseNow();
+    Rest(route, *conn.server, t, now,
+         "answered " + std::to_string(route.upstream_max_failures) + " requests in a row with " +
+             std::to_string(status),
          FailedUntil(t) > now.time_since_epoch().count());
   }
 
@@ -280,6 +302,7 @@ class UpstreamPool {
     }
     auto conn = std::make_unique<UpstreamConnection>(ex);
     conn->server = &server;
+    conn->health = t.shared;
     io::Deadline deadline(watches, &conn->socket);
     deadline.Arm(route.connect_timeout);
     auto [ec, ep] = co_await net::async_connect(conn->socket, t.endpoints, kNoThrow);
@@ -964,6 +987,7 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
       up.in.Commit(rn);
     }
     if (res.status < 200 && res.status != 101) continue;  // dropped unanswered: retry
+    pool.Answered(route, up, res.status);
 
     if (ctx.gate) {
       std::optional<Error> refused = co_await ctx.gate->Pass(res.status);

@@ -65,7 +65,7 @@ TEST(Config, ParsesEverySectionAndDerivesUpstreams) {
   auto several = ParseConfig(
       "[[routes]]\npath_prefix = \"/api\"\n"
       "upstream = [\"http://10.0.0.1:9000/v1/\", \"http://[::1]:9001\", \"http://b.internal\"]\n"
-      "upstream_fail_timeout = \"2s\"\n",
+      "upstream_fail_timeout = \"2s\"\nupstream_max_failures = 0\n",
       "gatehouse.toml");
   ASSERT_TRUE(several) << several.error().message;
   const auto& servers = several->routes[0].upstreams;
@@ -77,6 +77,8 @@ TEST(Config, ParsesEverySectionAndDerivesUpstreams) {
   EXPECT_EQ(servers[2].authority, "b.internal");
   EXPECT_EQ(servers[2].port, 80);
   EXPECT_EQ(several->routes[0].upstream_fail_timeout, Millis(2000));
+  EXPECT_EQ(several->routes[0].upstream_max_failures, 0u);
+  EXPECT_EQ(c->routes[0].upstream_max_failures, 5u);  // the default
   auto pg = ParseConfig("storage = \"postgres://app@db:5432/gh\"\nstorage_connections = 16\n",
                         "gatehouse.toml");
   ASSERT_TRUE(pg) << pg.error().message;

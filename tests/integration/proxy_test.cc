@@ -311,17 +311,24 @@ class UpstreamServersTest : public GatewayFixture {
     const std::string second = "\"http://[::1]:" + std::to_string(second_->port()) + "\"";
     return "[[routes]]\nname = \"pair\"\npath_prefix = \"/api/pair\"\nupstream = [" + first + ", " +
            second + "]\nscopes = [\"read:findings\"]\nupstream_fail_timeout = \"1s\"\n" +
+           "upstream_max_failures = 2\n" +
            "[[routes]]\nname = \"half\"\npath_prefix = \"/api/half\"\n" +
            "upstream = [\"http://127.0.0.1:1\", " + first + "]\nscopes = [\"read:findings\"]\n" +
            "[[routes]]\nname = \"none\"\npath_prefix = \"/api/none\"\n" +
            "upstream = [\"http://127.0.0.1:1\", \"http://127.0.0.1:2\"]\n" +
            "scopes = [\"read:findings\"]\n";
   }
-  // Like the fixture's upstream, except that it closes without answering paths with /drop.
+  // Like the fixture's upstream, except that it closes without answering paths with /drop, and
+  // answers paths with /sick with 503.
   std::unique_ptr<TestUpstream> StartSecond(int port) {
     return std::make_unique<TestUpstream>(
         [this](int fd, const std::string& h, const std::string& b) {
           if (h.find("/drop") != std::string::npos) return false;
+          if (h.find("/sick") != std::string::npos) {
+            TestUpstream::WriteAll(fd,
+                                   "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
+            return true;
+          }
           return Upstream(fd, h, b);
         },
         port, true);
@@ -408,6 +415,19 @@ TEST_F(UpstreamServersTest, APostThatAServerDropsIsNotRepeated) {
   EXPECT_EQ(statuses, (std::vector<int>{200, 502}));  // the first server, then the second's drop
   EXPECT_EQ(upstream_->requests.load(), 1);
   EXPECT_EQ(second_->requests.load(), 1);
+}
+
+TEST_F(UpstreamServersTest, AServerThatAnswers503AgainAndAgainRests) {
+  std::string reader = NewKey(R"(["read:findings"])");
+  // Its turns come every other request; after two 503s in a row it rests for a second.
+  EXPECT_EQ(Statuses("/api/pair/sick", reader, 10),
+            (std::vector<int>{200, 503, 200, 503, 200, 200, 200, 200, 200, 200}));
+  EXPECT_EQ(second_->requests.load(), 2);
+  const std::string metrics = Request(server_->port(), "GET", "/metrics").body;
+  EXPECT_NE(metrics.find("gatehouse_upstream_failures_total{server=\"http://[::1]:" +
+                         std::to_string(second_->port()) + "\"} 1"),
+            std::string::npos)
+      << metrics;
 }
 
 TEST_F(UpstreamServersTest, WhenEveryServerRefusesTheClientGets502) {
