@@ -327,6 +327,9 @@ Result<void> ReadRoutes(TableReader& root, Config& c) {
     GH_TRY(r.Duration("dns_refresh", route.dns_refresh));
     GH_TRY(r.Duration("upstream_fail_timeout", route.upstream_fail_timeout));
     GH_TRY(r.Integer("upstream_max_failures", route.upstream_max_failures, 0, 1'000'000));
+    GH_TRY(r.String("upstream_health_path", route.upstream_health_path));
+    GH_TRY(r.Duration("upstream_health_interval", route.upstream_health_interval));
+    GH_TRY(r.Duration("upstream_health_timeout", route.upstream_health_timeout));
     GH_TRY(r.Duration("stream_idle_timeout", route.stream_idle_timeout));
     GH_TRY(r.Rate("rate_limit", route.rate_limit));
     GH_TRY(r.Rate("rate_limit_per_principal", route.rate_limit_per_principal));
@@ -841,6 +844,18 @@ Result<void> Validate(Config& c) {
         }
       }
       r.upstreams.push_back(std::move(*server));
+    }
+    if (!r.upstream_health_path.empty()) {
+      const auto& hp = r.upstream_health_path;
+      if (!hp.starts_with('/') || hp.find_first_of(" \t\r\n") != std::string::npos ||
+          hp.find('#') != std::string::npos) {
+        return Bad(site(at + ".upstream_health_path"),
+                   "must be a path such as /healthz (an optional ?query, no spaces)");
+      }
+      if (r.upstream_health_interval < Millis(100) || r.upstream_health_timeout < Millis(10)) {
+        return Bad(site(at + ".upstream_health_interval"),
+                   "checks need an interval of at least 100ms and a timeout of at least 10ms");
+      }
     }
     if (!r.upstream_tls &&
         (!r.upstream_tls_ca_file.empty() || !r.upstream_tls_server_name.empty() ||

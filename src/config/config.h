@@ -90,6 +90,12 @@ struct RouteConfig {
   // A server that answers this many requests in a row with 502, 503 or 504 (it is up, but what
   // is behind it is not) rests too, while the route has others. 0: never for answers.
   std::uint32_t upstream_max_failures = 5;
+  // Active health checks (empty path: none): every upstream_health_interval each server gets
+  // `GET <path>` on a new connection and must answer 2xx or 3xx within upstream_health_timeout;
+  // one that does not is left out of the turn until a check passes.
+  std::string upstream_health_path;
+  Millis upstream_health_interval{10'000};
+  Millis upstream_health_timeout{2'000};
   std::vector<std::string> scopes;  // all required
   bool strip_prefix = false;        // drop path_prefix before appending to the base path
   bool forward_credential = false;  // pass the client's Authorization / X-API-Key upstream

@@ -367,6 +367,13 @@ class Server::Impl {
         net::co_spawn(w->ioc, AcceptLoop(*w, *w->acceptors[li], li), net::detached);
       }
       net::co_spawn(w->ioc, SweepLoop(*w), net::detached);
+      if (w == workers_.front() && parts_.gateway) {
+        for (const auto& route : cfg_.routes) {
+          if (!route.upstream_health_path.empty()) {
+            net::co_spawn(w->ioc, HealthCheckLoop(*w, route), net::detached);
+          }
+        }
+      }
       Worker* wp = w.get();
       w->thread = std::thread([this, wp] {
         current_worker_ = wp;
@@ -512,6 +519,19 @@ class Server::Impl {
       auto [ec] = co_await timer.async_wait(kNoThrow);
       if (ec) co_return;
       w.watches.Sweep(io::CoarseNow());
+    }
+  }
+
+  // Active health checks of a route's servers, on the first worker: the results are shared.
+  net::awaitable<void> HealthCheckLoop(Worker& w, const RouteConfig& route) {
+    net::steady_timer timer(w.ioc);
+    for (;;) {
+      for (const auto& server : route.upstreams) {
+        net::co_spawn(w.ioc, w.upstreams.Check(route, server, w.watches), net::detached);
+      }
+      timer.expires_after(route.upstream_health_interval);
+      auto [ec] = co_await timer.async_wait(kNoThrow);
+      if (ec || draining_.load()) co_return;
     }
   }
 

@@ -32,6 +32,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -179,7 +180,7 @@ class UpstreamPool {
         }
         auto [conn, err] = co_await Connect(route, server, t, watches, now);
         if (conn) {
-          if (until != 0) SetFailedUntil(t, 0);
+          if (until != 0 && until != kOutUntilChecked) SetFailedUntil(t, 0);
           co_return std::pair{Lease{std::move(conn), false}, Error{}};
         }
         Rest(route, server, t, io::CoarseNow(), err.message, resting);  // the connect took time
@@ -187,6 +188,34 @@ class UpstreamPool {
       }
     }
     co_return std::pair{Lease{}, std::move(last)};
+  }
+
+  // An active health check of one server (the route's upstream_health_path): a new connection,
+  // `GET <path>`, and a 2xx or 3xx within upstream_health_timeout. A server that fails is left
+  // out of the turn until a check passes; one that passes is back in at once.
+  net::awaitable<void> Check(const RouteConfig& route, const UpstreamServer& server,
+                             io::WatchList& watches) {
+    Target& t = TargetOf(server);
+    std::string failed;
+    auto [conn, err] = co_await Connect(route, server, t, watches, io::CoarseNow());
+    if (conn) {
+      failed = co_await AskHealth(route, server, *conn, watches);
+    } else {
+      failed = err.message;
+    }
+    const bool was_out = FailedUntil(t) == kOutUntilChecked;
+    if (failed.empty()) {
+      if (FailedUntil(t) != 0) SetFailedUntil(t, 0);
+      if (was_out)
+        spdlog::info("proxy: route {}: {} passes its health check again", route.name, server.url);
+      co_return;
+    }
+    if (!was_out) {
+      spdlog::warn("proxy: route {}: {} failed its health check ({}); left out until one passes",
+                   route.name, server.url, failed);
+      if (t.shared) t.shared->failures.fetch_add(1, std::memory_order_relaxed);
+    }
+    SetFailedUntil(t, kOutUntilChecked);
   }
 
   // The server dropped a request on a new connection before answering: it rests as if it had
@@ -248,6 +277,41 @@ class UpstreamPool {
 
  private:
   struct Target;
+  // The standing of a server that failed an active health check: out until one passes.
+  static constexpr std::int64_t kOutUntilChecked = std::numeric_limits<std::int64_t>::max();
+
+  // Empty when the server answered the health check with 2xx or 3xx; else what went wrong.
+  static net::awaitable<std::string> AskHealth(const RouteConfig& route,
+                                               const UpstreamServer& server,
+                                               UpstreamConnection& conn, io::WatchList& watches) {
+    io::Deadline deadline(watches, &conn.socket);
+    deadline.Arm(route.upstream_health_timeout);
+    const std::string request =
+        "GET " + route.upstream_health_path + " HTTP/1.1\r\nHost: " + server.authority +
+        "\r\nUser-Agent: gatehouse-health-check\r\nConnection: close\r\n\r\n";
+    auto [wec, wn] = co_await net::async_write(conn, net::buffer(request), kNoThrow);
+    if (wec) co_return deadline.fired() ? "no answer in time" : "the connection failed";
+    h1::ResponseHead head;
+    const h1::Limits limits{kMaxUpstreamHead, 200};
+    for (;;) {
+      const auto st = h1::ParseResponse(conn.in.data(), limits, false, head);
+      if (st == h1::Status::kComplete) {
+        if (head.status >= 200) break;
+        conn.in.Consume(head.head_bytes);  // 1xx
+        continue;
+      }
+      if (st != h1::Status::kIncomplete) co_return "no valid HTTP response";
+      auto space = conn.in.Prepare(4096, kMaxUpstreamHead + 4);
+      auto [rec, rn] =
+          co_await conn.async_read_some(net::buffer(space.data(), space.size()), kNoThrow);
+      if (rec) {
+        co_return deadline.fired() ? "no answer in time" : "the connection closed unanswered";
+      }
+      conn.in.Commit(rn);
+    }
+    if (head.status >= 400) co_return "answered " + std::to_string(head.status);
+    co_return "";
+  }
 
   void Rest(const RouteConfig& route, const UpstreamServer& server, Target& t,
             io::SteadyClock::time_point now, std::string_view why, bool resting) {
@@ -255,8 +319,10 @@ class UpstreamPool {
       spdlog::warn("proxy: route {}: {} failed ({}); others are preferred for {} ms", route.name,
                    server.url, why, route.upstream_fail_timeout.count());
     }
-    SetFailedUntil(t, (now + route.upstream_fail_timeout).time_since_epoch().count());
     if (t.shared) t.shared->failures.fetch_add(1, std::memory_order_relaxed);
+    // Out until a health check passes already: a rest would let it back sooner.
+    if (FailedUntil(t) == kOutUntilChecked) return;
+    SetFailedUntil(t, (now + route.upstream_fail_timeout).time_since_epoch().count());
   }
 
   std::unique_ptr<UpstreamConnection> TakeIdle(Target& t, io::SteadyClock::time_point now,

@@ -110,6 +110,12 @@ TEST(Config, ErrorsNameFileLineAndField) {
       {"[[routes]]\npath_prefix = \"/api\"\nupstream = [\"http://a\", 7]\n",
        "routes[0].upstream: must be an array of strings"},
       {"[[routes]]\npath_prefix = \"/api\"\n", "routes[0].upstream: is required"},
+      {"[[routes]]\npath_prefix = \"/api\"\nupstream = \"http://a\"\n"
+       "upstream_health_path = \"health\"\n",
+       "routes[0].upstream_health_path: must be a path"},
+      {"[[routes]]\npath_prefix = \"/api\"\nupstream = \"http://a\"\n"
+       "upstream_health_path = \"/h\"\nupstream_health_interval = \"10ms\"\n",
+       "an interval of at least 100ms"},
       {"[[routes]]\npath_prefix = \"/api\"\nupstream = \"http://x\"\n"
        "upstream_tls_server_name = \"x\"\n",
        "the upstream_tls_* settings need an https:// upstream"},

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cctype>
 #include <chrono>
+#include <mutex>
 #include <stdexcept>
 #include <thread>
 
@@ -438,6 +439,82 @@ TEST_F(UpstreamServersTest, WhenEveryServerRefusesTheClientGets502) {
     EXPECT_NE(r.body.find("\"code\":\"upstream_unavailable\""), std::string::npos) << r.body;
   }
   EXPECT_EQ(Call("GET", "/api/half/x", reader).status, 200);
+}
+
+// Active health checks: a second server on ::1 whose /health answers 503 while `sick_` is set.
+class UpstreamHealthCheckTest : public GatewayFixture {
+ protected:
+  std::string ExtraConfig() override {
+    second_ = std::make_unique<TestUpstream>(
+        [this](int fd, const std::string& h, const std::string& b) {
+          if (h.starts_with("GET /health ")) {
+            {
+              std::lock_guard lock(mu_);
+              health_head_ = h;
+            }
+            ++checks_;
+            TestUpstream::WriteAll(fd, sick_
+                                           ? "HTTP/1.1 503 Unavailable\r\nContent-Length: 0\r\n\r\n"
+                                           : TestUpstream::Ok("{}"));
+            return false;
+          }
+          ++served_;
+          return Upstream(fd, h, b);
+        },
+        0, true);
+    return "[[routes]]\nname = \"checked\"\npath_prefix = \"/api/checked\"\nupstream = "
+           "[\"http://127.0.0.1:" +
+           std::to_string(upstream_->port()) +
+           "\", \"http://[::1]:" + std::to_string(second_->port()) +
+           "\"]\nscopes = [\"read:findings\"]\nupstream_health_path = \"/health\"\n"
+           "upstream_health_interval = \"200ms\"\nupstream_health_timeout = \"500ms\"\n";
+  }
+  std::vector<int> Statuses(const std::string& key, int n) {
+    std::vector<int> out;
+    Connection c(server_->port());
+    for (int i = 0; i < n; ++i) {
+      c.Send(BuildRequest("GET", "/api/checked/x", {{"Authorization", "Bearer " + key}}, ""));
+      out.push_back(c.Read().status);
+    }
+    return out;
+  }
+  std::unique_ptr<TestUpstream> second_;
+  std::atomic<bool> sick_{false};
+  std::atomic<int> checks_{0}, served_{0};
+  std::mutex mu_;
+  std::string health_head_;  // the last check's request, guarded by mu_
+  std::string HealthHead() {
+    std::lock_guard lock(mu_);
+    return health_head_;
+  }
+};
+
+TEST_F(UpstreamHealthCheckTest, AServerFailingItsCheckIsLeftOutUntilOnePasses) {
+  std::string reader = NewKey(R"(["read:findings"])");
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_GE(checks_.load(), 1);
+  const std::string check = HealthHead();
+  EXPECT_NE(check.find("GET /health HTTP/1.1\r\nHost: [::1]:" + std::to_string(second_->port())),
+            std::string::npos)
+      << check;
+  for (int status : Statuses(reader, 4)) EXPECT_EQ(status, 200);
+  EXPECT_EQ(served_.load(), 2);  // in turn while healthy
+
+  sick_ = true;
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  served_ = 0;
+  for (int status : Statuses(reader, 6)) EXPECT_EQ(status, 200);
+  EXPECT_EQ(served_.load(), 0);  // its traffic goes to the other server
+  const std::string metrics = Request(server_->port(), "GET", "/metrics").body;
+  EXPECT_NE(metrics.find("gatehouse_upstream_passed_over{server=\"http://[::1]:" +
+                         std::to_string(second_->port()) + "\"} 1"),
+            std::string::npos)
+      << metrics;
+
+  sick_ = false;
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  for (int status : Statuses(reader, 6)) EXPECT_EQ(status, 200);
+  EXPECT_EQ(served_.load(), 3);  // back in turn once a check passed
 }
 
 // A server whose packets are dropped, as a host that vanished behind a firewall looks: a
