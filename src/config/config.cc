@@ -327,6 +327,13 @@ Result<void> ReadRoutes(TableReader& root, Config& c) {
     GH_TRY(r.Duration("dns_refresh", route.dns_refresh));
     GH_TRY(r.Duration("upstream_fail_timeout", route.upstream_fail_timeout));
     GH_TRY(r.Integer("upstream_max_failures", route.upstream_max_failures, 0, 1'000'000));
+    std::string balance;
+    GH_TRY(r.String("upstream_balance", balance));
+    if (balance == "least_requests") {
+      route.upstream_balance = RouteConfig::Balance::kLeastRequests;
+    } else if (!balance.empty() && balance != "round_robin") {
+      return Bad(r.At("upstream_balance"), "must be \"round_robin\" or \"least_requests\"");
+    }
     GH_TRY(r.String("upstream_health_path", route.upstream_health_path));
     GH_TRY(r.Duration("upstream_health_interval", route.upstream_health_interval));
     GH_TRY(r.Duration("upstream_health_timeout", route.upstream_health_timeout));

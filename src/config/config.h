@@ -90,6 +90,11 @@ struct RouteConfig {
   // A server that answers this many requests in a row with 502, 503 or 504 (it is up, but what
   // is behind it is not) rests too, while the route has others. 0: never for answers.
   std::uint32_t upstream_max_failures = 5;
+  // How a route with several servers picks one: in turn, or the one with the fewest requests in
+  // flight (from every worker), which suits responses of very different lengths such as streamed
+  // model output. Ties go in turn.
+  enum class Balance { kRoundRobin, kLeastRequests };
+  Balance upstream_balance = Balance::kRoundRobin;
   // Active health checks (empty path: none): every upstream_health_interval each server gets
   // `GET <path>` on a new connection and must answer 2xx or 3xx within upstream_health_timeout;
   // one that does not is left out of the turn until a check passes.

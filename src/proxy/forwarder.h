@@ -73,6 +73,7 @@ class UpstreamHealth {
     std::atomic<std::int64_t> failed_until{0};
     std::atomic<std::uint64_t> failures{0};        // new connections that failed, for /metrics
     std::atomic<std::uint32_t> failed_answers{0};  // 502, 503 or 504 in a row
+    std::atomic<std::int64_t> in_flight{0};        // counted for least_requests routes only
   };
 
   explicit UpstreamHealth(const std::vector<RouteConfig>& routes) {
@@ -154,7 +155,10 @@ class UpstreamPool {
     // coarse clock serves, without a TSC read per request.
     const auto now = io::CoarseNow();
     const std::size_t n = route.upstreams.size();
-    const std::size_t first = n == 1 ? 0 : turns_[&route]++ % n;
+    std::size_t first = n == 1 ? 0 : turns_[&route]++ % n;
+    if (n > 1 && route.upstream_balance == RouteConfig::Balance::kLeastRequests) {
+      first = FewestInFlight(route, first, now.time_since_epoch().count());
+    }
     Error last{ErrorCode::kUpstreamUnavailable, "the route has no upstream", {}, {}};
     for (int pass = 0; pass < 2; ++pass) {
       for (std::size_t k = 0; k < n; ++k) {
@@ -277,6 +281,25 @@ class UpstreamPool {
 
  private:
   struct Target;
+
+  // Of the servers not resting, the one with the fewest requests in flight, looking from `first`
+  // so that ties go in turn; `first` when all rest.
+  std::size_t FewestInFlight(const RouteConfig& route, std::size_t first, std::int64_t now) {
+    const std::size_t n = route.upstreams.size();
+    std::size_t best = first;
+    std::int64_t fewest = std::numeric_limits<std::int64_t>::max();
+    for (std::size_t k = 0; k < n; ++k) {
+      const std::size_t i = (first + k) % n;
+      Target& t = TargetOf(route.upstreams[i]);
+      if (!t.shared || FailedUntil(t) > now) continue;
+      const std::int64_t load = t.shared->in_flight.load(std::memory_order_relaxed);
+      if (load < fewest) {
+        fewest = load;
+        best = i;
+      }
+    }
+    return best;
+  }
   // The standing of a server that failed an active health check: out until one passes.
   static constexpr std::int64_t kOutUntilChecked = std::numeric_limits<std::int64_t>::max();
 
@@ -907,6 +930,22 @@ inline bool MethodCarriesContent(std::string_view method) {
   return method == "POST" || method == "PUT" || method == "PATCH";
 }
 
+// A request on its way to a server or back, counted while this lives (least_requests routes).
+class InFlight {
+ public:
+  explicit InFlight(UpstreamHealth::Server* server) : server_(server) {
+    if (server_) server_->in_flight.fetch_add(1, std::memory_order_relaxed);
+  }
+  ~InFlight() {
+    if (server_) server_->in_flight.fetch_sub(1, std::memory_order_relaxed);
+  }
+  InFlight(const InFlight&) = delete;
+  InFlight& operator=(const InFlight&) = delete;
+
+ private:
+  UpstreamHealth::Server* server_;
+};
+
 // RFC 9110 9.2.2: repeating the request has the effect of sending it once.
 inline bool IsIdempotent(std::string_view method) {
   return method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "PUT" ||
@@ -970,6 +1009,8 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
     }
     UpstreamConnection& up = *lease.conn;
     if (ctx.upstream_used) *ctx.upstream_used = up.server;
+    InFlight in_flight(route.upstream_balance == RouteConfig::Balance::kLeastRequests ? up.health
+                                                                                      : nullptr);
     // Built per attempt: a replay may go to another of the route's servers (Host, base path).
     if (whole) {
       BuildUpstreamHead(head, ctx, *up.server, out, whole_body.size());

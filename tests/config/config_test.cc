@@ -65,7 +65,8 @@ TEST(Config, ParsesEverySectionAndDerivesUpstreams) {
   auto several = ParseConfig(
       "[[routes]]\npath_prefix = \"/api\"\n"
       "upstream = [\"http://10.0.0.1:9000/v1/\", \"http://[::1]:9001\", \"http://b.internal\"]\n"
-      "upstream_fail_timeout = \"2s\"\nupstream_max_failures = 0\n",
+      "upstream_fail_timeout = \"2s\"\nupstream_max_failures = 0\n"
+      "upstream_balance = \"least_requests\"\n",
       "gatehouse.toml");
   ASSERT_TRUE(several) << several.error().message;
   const auto& servers = several->routes[0].upstreams;
@@ -78,6 +79,8 @@ TEST(Config, ParsesEverySectionAndDerivesUpstreams) {
   EXPECT_EQ(servers[2].port, 80);
   EXPECT_EQ(several->routes[0].upstream_fail_timeout, Millis(2000));
   EXPECT_EQ(several->routes[0].upstream_max_failures, 0u);
+  EXPECT_EQ(several->routes[0].upstream_balance, RouteConfig::Balance::kLeastRequests);
+  EXPECT_EQ(c->routes[0].upstream_balance, RouteConfig::Balance::kRoundRobin);
   EXPECT_EQ(c->routes[0].upstream_max_failures, 5u);  // the default
   auto pg = ParseConfig("storage = \"postgres://app@db:5432/gh\"\nstorage_connections = 16\n",
                         "gatehouse.toml");
@@ -110,6 +113,9 @@ TEST(Config, ErrorsNameFileLineAndField) {
       {"[[routes]]\npath_prefix = \"/api\"\nupstream = [\"http://a\", 7]\n",
        "routes[0].upstream: must be an array of strings"},
       {"[[routes]]\npath_prefix = \"/api\"\n", "routes[0].upstream: is required"},
+      {"[[routes]]\npath_prefix = \"/api\"\nupstream = \"http://a\"\n"
+       "upstream_balance = \"random\"\n",
+       "routes[0].upstream_balance: must be \"round_robin\" or \"least_requests\""},
       {"[[routes]]\npath_prefix = \"/api\"\nupstream = \"http://a\"\n"
        "upstream_health_path = \"health\"\n",
        "routes[0].upstream_health_path: must be a path"},

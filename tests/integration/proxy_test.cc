@@ -315,6 +315,9 @@ class UpstreamServersTest : public GatewayFixture {
            "upstream_max_failures = 2\n" +
            "[[routes]]\nname = \"half\"\npath_prefix = \"/api/half\"\n" +
            "upstream = [\"http://127.0.0.1:1\", " + first + "]\nscopes = [\"read:findings\"]\n" +
+           "[[routes]]\nname = \"least\"\npath_prefix = \"/api/least\"\nupstream = [" + first +
+           ", " + second +
+           "]\nscopes = [\"read:findings\"]\nupstream_balance = \"least_requests\"\n" +
            "[[routes]]\nname = \"none\"\npath_prefix = \"/api/none\"\n" +
            "upstream = [\"http://127.0.0.1:1\", \"http://127.0.0.1:2\"]\n" +
            "scopes = [\"read:findings\"]\n";
@@ -429,6 +432,23 @@ TEST_F(UpstreamServersTest, AServerThatAnswers503AgainAndAgainRests) {
                          std::to_string(second_->port()) + "\"} 1"),
             std::string::npos)
       << metrics;
+}
+
+TEST_F(UpstreamServersTest, LeastRequestsSendsRequestsAwayFromAServerStillBusy) {
+  std::string reader = NewKey(R"(["read:findings"])");
+  // A slow request (800 ms) holds one server; meanwhile every quick one goes to the other.
+  std::thread slow([&] { EXPECT_EQ(Call("GET", "/api/least/slow", reader).status, 200); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  for (int status : Statuses("/api/least/x", reader, 6)) EXPECT_EQ(status, 200);
+  slow.join();
+  const int busy_first = upstream_->requests.load(), busy_second = second_->requests.load();
+  EXPECT_EQ(busy_first + busy_second, 7);
+  EXPECT_TRUE((busy_first == 1 && busy_second == 6) || (busy_first == 6 && busy_second == 1))
+      << busy_first << " " << busy_second;
+  // Idle again, ties go in turn.
+  for (int status : Statuses("/api/least/x", reader, 4)) EXPECT_EQ(status, 200);
+  EXPECT_EQ(upstream_->requests.load() - busy_first, 2);
+  EXPECT_EQ(second_->requests.load() - busy_second, 2);
 }
 
 TEST_F(UpstreamServersTest, WhenEveryServerRefusesTheClientGets502) {
