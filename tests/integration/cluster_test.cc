@@ -120,7 +120,9 @@ TEST_F(ClusterTest, WithTheDatabaseDownNothingIsServedUnrecordedAndNothingIsA401
     bool all = listed.status == 200;
     for (const auto& id : journaled) all = all && log.find(id) != std::string::npos;
     if (all) break;
-    ASSERT_LT(Clock::now() - start, std::chrono::seconds(10)) << log;
+    // Generous: PostgreSQL's restart and the writer's reconnect share two cores with the ASan
+    // build and the other nodes; a CI run once needed more than 10 s here.
+    ASSERT_LT(Clock::now() - start, std::chrono::seconds(30)) << log;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
 }
