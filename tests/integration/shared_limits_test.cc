@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <fstream>
+#include <initializer_list>
 #include <stdexcept>
 #include <thread>
 
@@ -413,13 +414,18 @@ std::string RateLimitMode(ServerProcess& node, const std::string& want) {
 }
 
 // Whether the node's output says `text` within four seconds.
-bool SaysSoon(ServerProcess& node, const std::string& text) {
+// Whether the node's log soon shows any one of `texts`.
+bool SaysSoon(ServerProcess& node, std::initializer_list<std::string> texts) {
   for (int i = 0; i < 40; ++i) {
-    if (node.Output().find(text) != std::string::npos) return true;
+    const std::string out = node.Output();
+    for (const auto& text : texts) {
+      if (out.find(text) != std::string::npos) return true;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   return false;
 }
+bool SaysSoon(ServerProcess& node, const std::string& text) { return SaysSoon(node, {text}); }
 
 class SharedLimitsTlsTest : public ::testing::Test {
  protected:
@@ -501,9 +507,12 @@ TEST_F(SharedLimitsTlsTest, ARedisThatCannotProveItsNameIsNotUsedAndTheLogSaysWh
     EXPECT_NE(body.find("\"rate_limits\":\"shared\""), std::string::npos) << node.Output();
   }
   // Without a client certificate, Redis ends the session (with TLS 1.3, after the handshake).
+  // Its alert says why; but when it closes while the node's first command is unread, the kernel
+  // sends a reset that can overtake the alert, and the node sees only the reset.
   {
     ServerProcess node(WriteConfig("no-client-cert", "redis_tls_ca_file = \"" + pki_.ca + "\"\n"));
-    EXPECT_TRUE(SaysSoon(node, "certificate required")) << node.Output();
+    EXPECT_TRUE(SaysSoon(node, {"certificate required", "Connection reset by peer"}))
+        << node.Output();
     EXPECT_NE(Request(node.port(), "GET", "/readyz").body.find("local-fallback"),
               std::string::npos);
   }
