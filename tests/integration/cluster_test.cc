@@ -14,6 +14,11 @@
 namespace gatehouse::testing {
 namespace {
 
+// The end of a long text, for failure messages.
+std::string Tail(const std::string& text, std::size_t n) {
+  return text.size() <= n ? text : text.substr(text.size() - n);
+}
+
 using Clock = std::chrono::steady_clock;
 
 class ClusterTest : public ::testing::Test {
@@ -122,7 +127,8 @@ TEST_F(ClusterTest, WithTheDatabaseDownNothingIsServedUnrecordedAndNothingIsA401
     if (all) break;
     // Generous: PostgreSQL's restart and the writer's reconnect share two cores with the ASan
     // build and the other nodes; a CI run once needed more than 10 s here.
-    ASSERT_LT(Clock::now() - start, std::chrono::seconds(30)) << log;
+    ASSERT_LT(Clock::now() - start, std::chrono::seconds(30)) << log << "\nnode 1 said:\n"
+                                                              << Tail(nodes_[1]->Output(), 6000);
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
 }
