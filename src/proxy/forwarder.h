@@ -122,6 +122,7 @@ struct UpstreamConnection {
   h1::ResponseHead head;  // reused, so that parsing a response allocates nothing
   std::chrono::steady_clock::time_point idle_since;
   const UpstreamServer* server = nullptr;    // which of its route's servers it reaches
+  tcp::endpoint peer;                        // which of that server's addresses
   UpstreamHealth::Server* health = nullptr;  // that server's shared standing (null: none kept)
 };
 
@@ -177,12 +178,18 @@ class UpstreamPool {
           resting = true;
         }
         if (resting != (pass == 1)) continue;
+        if (t.resolution.known() && !t.looking_up && t.resolution.Due(now, route.dns_refresh)) {
+          // Requests go on to the known addresses while the name is looked up again.
+          t.looking_up = true;
+          net::co_spawn(co_await net::this_coro::executor, LookUp(server, t), net::detached);
+        }
+        const std::size_t address = AddressInTurn(t, now.time_since_epoch().count());
         if (allow_reuse) {
-          if (auto c = TakeIdle(t, now, must_be_alive)) {
+          if (auto c = TakeIdle(t, address, now, must_be_alive)) {
             co_return std::pair{Lease{std::move(c), true}, Error{}};
           }
         }
-        auto [conn, err] = co_await Connect(route, server, t, watches, now);
+        auto [conn, err] = co_await Connect(route, server, t, watches, now, address);
         if (conn) {
           if (until != 0 && until != kOutUntilChecked) SetFailedUntil(t, 0);
           co_return std::pair{Lease{std::move(conn), false}, Error{}};
@@ -201,7 +208,9 @@ class UpstreamPool {
                              io::WatchList& watches) {
     Target& t = TargetOf(server);
     std::string failed;
-    auto [conn, err] = co_await Connect(route, server, t, watches, io::CoarseNow());
+    const auto now = io::CoarseNow();
+    auto [conn, err] = co_await Connect(route, server, t, watches, now,
+                                        AddressInTurn(t, now.time_since_epoch().count()));
     if (conn) {
       failed = co_await AskHealth(route, server, *conn, watches);
     } else {
@@ -262,24 +271,28 @@ class UpstreamPool {
   // first read, and such a request is replayed on a fresh connection (or, when its body
   // streams and cannot be replayed, the connection is checked however young).
   void Release(std::unique_ptr<UpstreamConnection> c) {
-    Target& t = TargetOf(*c->server);
-    if (t.idle.size() >= kMaxIdlePerUpstream) return;
+    Address* a = AddressOf(TargetOf(*c->server), c->peer);
+    // An address the name no longer resolves to: its connections are not kept.
+    if (!a || a->idle.size() >= kMaxIdlePerUpstream) return;
     c->in.ShrinkIfIdle(16 * 1024);
     c->idle_since = io::CoarseNow();
-    t.idle.push_back(std::move(c));
+    a->idle.push_back(std::move(c));
   }
 
   void CloseAll() {
     for (auto& [k, t] : targets_) {
-      for (auto& c : t.idle) {
-        boost::system::error_code ec;
-        c->socket.close(ec);
+      for (auto& a : t.addresses) {
+        for (auto& c : a.idle) {
+          boost::system::error_code ec;
+          c->socket.close(ec);
+        }
+        a.idle.clear();
       }
-      t.idle.clear();
     }
   }
 
  private:
+  struct Address;
   struct Target;
 
   // Of the servers not resting, the one with the fewest requests in flight, looking from `first`
@@ -348,73 +361,161 @@ class UpstreamPool {
     SetFailedUntil(t, (now + route.upstream_fail_timeout).time_since_epoch().count());
   }
 
-  std::unique_ptr<UpstreamConnection> TakeIdle(Target& t, io::SteadyClock::time_point now,
+  std::unique_ptr<UpstreamConnection> TakeIdle(Target& t, std::size_t address,
+                                               io::SteadyClock::time_point now,
                                                bool must_be_alive) {
-    while (!t.idle.empty()) {
-      auto c = std::move(t.idle.back());
-      t.idle.pop_back();
+    if (address >= t.addresses.size()) return nullptr;
+    auto& idle = t.addresses[address].idle;
+    while (!idle.empty()) {
+      auto c = std::move(idle.back());
+      idle.pop_back();
       if ((must_be_alive || now - c->idle_since >= kCheckIdleAfter) && !StillQuiet(*c)) continue;
       return c;
     }
     return nullptr;
   }
 
-  // A new connection to `server`: its name looked up when due, then TCP, then TLS for https.
+  // A new connection to `server`: its name looked up if it never was, then TCP to the address in
+  // turn
+  // (`address`), then TLS for https. An address that does not take the connection is passed
+  // over for the route's upstream_fail_timeout while the name has others, and the next one is
+  // tried; the server fails only when none of its addresses took it.
   net::awaitable<std::pair<std::unique_ptr<UpstreamConnection>, Error>> Connect(
       const RouteConfig& route, const UpstreamServer& server, Target& t, io::WatchList& watches,
-      io::SteadyClock::time_point now) {
+      io::SteadyClock::time_point now, std::size_t address) {
     using Result = std::pair<std::unique_ptr<UpstreamConnection>, Error>;
     auto ex = co_await net::this_coro::executor;
-    if (!t.resolution.known() && t.endpoints.empty()) {
-      boost::system::error_code not_literal;
-      net::ip::make_address(server.host, not_literal);
-      t.resolution = UpstreamResolution(!not_literal);
+    const bool had_addresses = !t.addresses.empty();  // else `address` was chosen from none
+    if (!t.resolution.known()) {
+      if (t.addresses.empty()) {
+        boost::system::error_code not_literal;
+        net::ip::make_address(server.host, not_literal);
+        t.resolution = UpstreamResolution(!not_literal);
+      }
+      if (!co_await LookUp(server, t)) {
+        co_return Result{
+            nullptr,
+            Error{ErrorCode::kUpstreamUnavailable, "upstream host cannot be resolved", {}, {}}};
+      }
     }
-    if (t.resolution.Due(now, route.dns_refresh)) {
-      tcp::resolver resolver(ex);
-      auto [ec, results] =
-          co_await resolver.async_resolve(server.host, std::to_string(server.port), kNoThrow);
-      if (ec || results.empty()) {
-        t.resolution.LookupFailed(now);
-        if (!t.resolution.known()) {
-          co_return Result{
-              nullptr,
-              Error{ErrorCode::kUpstreamUnavailable, "upstream host cannot be resolved", {}, {}}};
+    if (!had_addresses || address >= t.addresses.size()) {
+      address = AddressInTurn(t, now.time_since_epoch().count());
+    }
+    // The order is fixed before the first attempt: another request on this worker may look the
+    // name up again (and replace t.addresses) while this one waits for a connection.
+    std::vector<tcp::endpoint> order;
+    order.reserve(t.addresses.size());
+    const std::int64_t now_ns = now.time_since_epoch().count();
+    const std::size_t n = t.addresses.size();
+    for (int pass = 0; pass < 2; ++pass) {  // those that failed lately last
+      for (std::size_t k = 0; k < n; ++k) {
+        const Address& a = t.addresses[(address + k) % n];
+        if ((a.failed_until > now_ns) == (pass == 1)) order.push_back(a.endpoint);
+      }
+    }
+    Error last{ErrorCode::kUpstreamUnavailable, "upstream refused the connection", {}, {}};
+    for (const tcp::endpoint& endpoint : order) {
+      auto conn = std::make_unique<UpstreamConnection>(ex);
+      conn->server = &server;
+      conn->health = t.shared;
+      conn->peer = endpoint;
+      io::Deadline deadline(watches, &conn->socket);
+      deadline.Arm(route.connect_timeout);
+      auto [ec] = co_await conn->socket.async_connect(endpoint, kNoThrow);
+      Address* a = AddressOf(t, endpoint);
+      if (ec) {
+        t.resolution.ConnectFailed();
+        last =
+            deadline.fired()
+                ? Error{ErrorCode::kUpstreamTimeout,
+                        "upstream did not accept the connection in time",
+                        {},
+                        {}}
+                : Error{ErrorCode::kUpstreamUnavailable, "upstream refused the connection", {}, {}};
+        const auto after = io::CoarseNow();  // the attempt took time
+        if (a && n > 1 && a->failed_until <= after.time_since_epoch().count()) {
+          spdlog::warn("proxy: {} at {} failed ({}); its other addresses are preferred for {} ms",
+                       server.url, FormatEndpoint(endpoint), last.message,
+                       route.upstream_fail_timeout.count());
         }
+        if (a) a->failed_until = (after + route.upstream_fail_timeout).time_since_epoch().count();
+        continue;
+      }
+      if (a) a->failed_until = 0;
+      boost::system::error_code opt_ec;
+      conn->socket.set_option(tcp::no_delay(true), opt_ec);
+      if (route.upstream_tls) {
+        if (auto failed = co_await StartTls(route, server, *conn, deadline)) {
+          co_return Result{nullptr, std::move(*failed)};
+        }
+      }
+      co_return Result{std::move(conn), Error{}};
+    }
+    co_return Result{nullptr, std::move(last)};
+  }
+
+  // Looks the server's name up; false when it has no known addresses after all. A failed lookup
+  // keeps the addresses already known.
+  static net::awaitable<bool> LookUp(const UpstreamServer& server, Target& t) {
+    tcp::resolver resolver(co_await net::this_coro::executor);
+    auto [ec, results] =
+        co_await resolver.async_resolve(server.host, std::to_string(server.port), kNoThrow);
+    const auto now = io::CoarseNow();
+    t.looking_up = false;
+    if (ec || results.empty()) {
+      t.resolution.LookupFailed(now);
+      if (t.resolution.known()) {
         spdlog::warn("proxy: looking up {} failed ({}); keeping its last known addresses",
                      server.host, ec ? ec.message() : "no addresses");
+      }
+      co_return t.resolution.known();
+    }
+    std::vector<tcp::endpoint> found;
+    for (const auto& r : results) found.push_back(r.endpoint());
+    KeepAddresses(t, found);
+    t.resolution.Resolved(now);
+    co_return true;
+  }
+
+  // The address whose turn it is among those of the server's name, passing over those that
+  // failed lately while one has not.
+  static std::size_t AddressInTurn(Target& t, std::int64_t now) {
+    const std::size_t n = t.addresses.size();
+    if (n <= 1) return 0;
+    const std::size_t first = t.address_turn++ % n;
+    for (std::size_t k = 0; k < n; ++k) {
+      const std::size_t i = (first + k) % n;
+      if (t.addresses[i].failed_until <= now) return i;
+    }
+    return first;
+  }
+  static Address* AddressOf(Target& t, const tcp::endpoint& endpoint) {
+    for (auto& a : t.addresses) {
+      if (a.endpoint == endpoint) return &a;
+    }
+    return nullptr;
+  }
+  // The addresses a new lookup found. Those already known keep their idle connections and
+  // their standing (a failed address that is still listed stays passed over); connections to
+  // addresses no longer listed are closed.
+  static void KeepAddresses(Target& t, const std::vector<tcp::endpoint>& found) {
+    std::vector<Address> next;
+    next.reserve(found.size());
+    for (const auto& endpoint : found) {
+      bool listed = false;
+      for (const auto& a : next) listed = listed || a.endpoint == endpoint;
+      if (listed) continue;
+      if (Address* known = AddressOf(t, endpoint)) {
+        next.push_back(std::move(*known));
       } else {
-        t.endpoints.clear();
-        for (const auto& r : results) t.endpoints.push_back(r.endpoint());
-        t.resolution.Resolved(now);
+        next.push_back(Address{endpoint, {}, 0});
       }
     }
-    auto conn = std::make_unique<UpstreamConnection>(ex);
-    conn->server = &server;
-    conn->health = t.shared;
-    io::Deadline deadline(watches, &conn->socket);
-    deadline.Arm(route.connect_timeout);
-    auto [ec, ep] = co_await net::async_connect(conn->socket, t.endpoints, kNoThrow);
-    if (ec) {
-      t.resolution.ConnectFailed();
-      if (deadline.fired()) {
-        co_return Result{nullptr, Error{ErrorCode::kUpstreamTimeout,
-                                        "upstream did not accept the connection in time",
-                                        {},
-                                        {}}};
-      }
-      co_return Result{
-          nullptr,
-          Error{ErrorCode::kUpstreamUnavailable, "upstream refused the connection", {}, {}}};
-    }
-    boost::system::error_code opt_ec;
-    conn->socket.set_option(tcp::no_delay(true), opt_ec);
-    if (route.upstream_tls) {
-      if (auto failed = co_await StartTls(route, server, *conn, deadline)) {
-        co_return Result{nullptr, std::move(*failed)};
-      }
-    }
-    co_return Result{std::move(conn), Error{}};
+    t.addresses = std::move(next);
+  }
+  static std::string FormatEndpoint(const tcp::endpoint& e) {
+    const std::string host = e.address().to_string();
+    return (e.address().is_v6() ? "[" + host + "]" : host) + ":" + std::to_string(e.port());
   }
 
   // True when the upstream has sent nothing and not closed: a peek that would block.
@@ -428,10 +529,20 @@ class UpstreamPool {
   struct SessionFree {
     void operator()(SSL_SESSION* s) const { SSL_SESSION_free(s); }
   };
-  struct Target {
-    std::vector<tcp::endpoint> endpoints;
-    UpstreamResolution resolution;
+  // One address the server's name resolved to, with its idle connections. New connections,
+  // and so requests, take the addresses in turn: a name that lists several replicas (a headless
+  // Kubernetes service, several A records) spreads its load over them. An address that failed
+  // a new connection is passed over by this worker until failed_until (steady-clock ns).
+  struct Address {
+    tcp::endpoint endpoint;
     std::vector<std::unique_ptr<UpstreamConnection>> idle;
+    std::int64_t failed_until = 0;
+  };
+  struct Target {
+    std::vector<Address> addresses;
+    std::size_t address_turn = 0;
+    UpstreamResolution resolution;
+    bool looking_up = false;            // a lookup runs in the background
     std::unique_ptr<ssl::context> tls;  // https:// only, made at the first connection
     // The newest session the upstream gave (a TLS 1.3 ticket or a 1.2 session), which the next
     // new connection offers, once, so that its handshake resumes instead of starting over.
@@ -456,7 +567,9 @@ class UpstreamPool {
   net::awaitable<void> Probe(const RouteConfig& route, const UpstreamServer& server,
                              io::WatchList& watches) {
     Target& t = TargetOf(server);
-    auto [conn, err] = co_await Connect(route, server, t, watches, io::CoarseNow());
+    const auto now = io::CoarseNow();
+    auto [conn, err] = co_await Connect(route, server, t, watches, now,
+                                        AddressInTurn(t, now.time_since_epoch().count()));
     if (conn) {
       SetFailedUntil(t, 0);
       spdlog::info("proxy: route {}: {} answers again", route.name, server.url);

@@ -1,10 +1,12 @@
 // When a route's upstream name is looked up again. getaddrinfo says nothing of a record's TTL,
 // so, like nginx's `resolver ... valid=`, a name is looked up again once its addresses are
 // older than the route's `dns_refresh` (30 s by default), and at once after a connection to
-// them failed: the service may have moved. Lookups happen only when a new connection is
-// opened; pooled connections are kept. A failed lookup keeps the addresses already known (a
-// DNS outage must not become an upstream outage) and is retried after another `dns_refresh`.
-// An upstream given as an IP address is never looked up again.
+// them failed: the service may have moved. The first lookup is made by the first request that
+// needs a connection; later ones run in the background, started by the first request after
+// they are due, while requests go on to the addresses known. Connections to an address the
+// name no longer lists are closed instead of pooled. A failed lookup keeps the addresses
+// already known (a DNS outage must not become an upstream outage) and is retried after another
+// `dns_refresh`. An upstream given as an IP address is never looked up again.
 #pragma once
 
 #include <chrono>

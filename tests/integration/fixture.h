@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <thread>
 
@@ -21,6 +22,8 @@ class GatewayFixture : public ::testing::Test {
  protected:
   // Extra TOML appended to the generated config (more routes, limits).
   virtual std::string ExtraConfig() { return ""; }
+  // Environment variables the server runs with, beyond the test's own.
+  virtual std::map<std::string, std::string> ServerEnv() { return {}; }
   // The default upstream: answers at once, or after 800 ms for paths containing /slow, or
   // streams three server-sent events 300 ms apart for paths containing /events, or never
   // answers for /hang. /big is 200 000 bytes with a length, /hints sends a 103 first, and
@@ -125,7 +128,7 @@ class GatewayFixture : public ::testing::Test {
       << "upstream = \"http://127.0.0.1:1\"\n"
       << ExtraConfig();
     c.close();
-    server_ = std::make_unique<ServerProcess>(config_);
+    server_ = std::make_unique<ServerProcess>(config_, ServerEnv());
   }
 
   Response Call(const std::string& method, const std::string& target, const std::string& key,

@@ -8,6 +8,9 @@
 #include <algorithm>
 #include <cctype>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
 #include <mutex>
 #include <stdexcept>
 #include <thread>
@@ -596,6 +599,122 @@ TEST_F(UpstreamProbeTest, AServerThatDropsPacketsDelaysOneRequestNotOneAfterEach
   }
   EXPECT_EQ(slow, 1);  // the first time its turn came
   EXPECT_EQ(upstream_->requests.load(), 40);
+}
+
+// libnss-wrapper's preload library, which lets a process resolve names from a hosts file named
+// in NSS_WRAPPER_HOSTS; empty when it is not installed.
+std::string NssWrapperLibrary() {
+  std::error_code ec;
+  for (const auto& dir : std::filesystem::directory_iterator("/usr/lib", ec)) {
+    const auto candidate = dir.path() / "libnss_wrapper.so";
+    if (std::filesystem::exists(candidate, ec)) return candidate.string();
+  }
+  return "";
+}
+
+// A route whose upstream is one name with several addresses, as a headless Kubernetes service
+// or several A records give. The server resolves names through nss_wrapper, from a hosts file
+// the test writes: replicas.test is 127.0.0.1 and 127.0.0.2 (all of 127/8 is loopback), where
+// two upstreams listen on one port.
+class UpstreamNameTest : public GatewayFixture {
+ protected:
+  void SetUp() override {
+    if (NssWrapperLibrary().empty()) {
+      GTEST_SKIP() << "libnss-wrapper is not installed (scripts/install-deps installs it)";
+    }
+    GatewayFixture::SetUp();
+  }
+  std::string ExtraConfig() override {
+    second_ = StartSecond();
+    hosts_ = dir_.path() + "/hosts";
+    WriteHosts({"127.0.0.1", "127.0.0.2"});
+    return "[[routes]]\nname = \"replicas\"\npath_prefix = \"/api/replicas\"\n"
+           "upstream = \"http://replicas.test:" +
+           std::to_string(upstream_->port()) +
+           "\"\nscopes = [\"read:findings\"]\nupstream_fail_timeout = \"1s\"\n"
+           "dns_refresh = \"300ms\"\n";
+  }
+  std::map<std::string, std::string> ServerEnv() override {
+    const char* asan = std::getenv("ASAN_OPTIONS");
+    std::string options = asan && *asan ? std::string(asan) + ":" : "";
+    // A sanitizer build insists on its runtime coming first; nss_wrapper only wraps lookups.
+    // One network thread: each keeps its own addresses and lookups, and the test follows one.
+    return {{"GATEHOUSE_THREADS", "1"},
+            {"LD_PRELOAD", NssWrapperLibrary()},
+            {"NSS_WRAPPER_HOSTS", hosts_},
+            {"ASAN_OPTIONS", options + "verify_asan_link_order=0"}};
+  }
+  std::unique_ptr<TestUpstream> StartSecond() {
+    return std::make_unique<TestUpstream>(
+        [this](int fd, const std::string& h, const std::string& b) { return Upstream(fd, h, b); },
+        "127.0.0.2", upstream_->port());
+  }
+  // Replaces the hosts file whole and dates it ahead, since nss_wrapper reloads a file whose
+  // modification time changed, and two writes can fall within one tick of the clock.
+  void WriteHosts(const std::vector<std::string>& addresses) {
+    {
+      std::ofstream out(hosts_ + ".new");
+      for (const auto& a : addresses) out << a << " replicas.test\n";
+    }
+    std::filesystem::rename(hosts_ + ".new", hosts_);
+    std::filesystem::last_write_time(
+        hosts_, std::filesystem::file_time_type::clock::now() + std::chrono::seconds(++writes_));
+  }
+  std::vector<int> Statuses(const std::string& key, int n) {
+    return StatusesOnOneConnection(server_->port(), "GET", "/api/replicas/x", key, n);
+  }
+  std::unique_ptr<TestUpstream> second_;
+  std::string hosts_;
+  int writes_ = 0;
+};
+
+TEST_F(UpstreamNameTest, RequestsTakeTheNamesAddressesInTurn) {
+  std::string reader = NewKey(R"(["read:findings"])");
+  for (int status : Statuses(reader, 10)) EXPECT_EQ(status, 200);
+  EXPECT_EQ(upstream_->requests.load(), 5);
+  EXPECT_EQ(second_->requests.load(), 5);
+  EXPECT_NE(second_->last_head().find("Host: replicas.test:" + std::to_string(upstream_->port())),
+            std::string::npos)
+      << second_->last_head();
+}
+
+TEST_F(UpstreamNameTest, AnAddressThatRefusesIsPassedOverUntilItsRestEnds) {
+  std::string reader = NewKey(R"(["read:findings"])");
+  ASSERT_EQ(Statuses(reader, 2), (std::vector<int>{200, 200}));
+  second_.reset();  // 127.0.0.2 goes away: its connection closes, new ones are refused
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  upstream_->requests = 0;
+  // The request whose turn it was goes on to 127.0.0.1; the others go there at once.
+  for (int status : Statuses(reader, 6)) EXPECT_EQ(status, 200);
+  EXPECT_EQ(upstream_->requests.load(), 6);
+  const std::string port = std::to_string(upstream_->port());
+  EXPECT_NE(server_->Output().find("at 127.0.0.2:" + port + " failed"), std::string::npos)
+      << server_->Output();
+  // The server as a whole did not fail: one of its addresses answered every time.
+  const std::string metrics = Request(server_->port(), "GET", "/metrics").body;
+  EXPECT_NE(metrics.find("gatehouse_upstream_failures_total{server=\"http://replicas.test:" + port +
+                         "\"} 0"),
+            std::string::npos)
+      << metrics;
+  // Back, it gets its turns again once its second of rest is over.
+  second_ = StartSecond();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  for (int status : Statuses(reader, 6)) EXPECT_EQ(status, 200);
+  EXPECT_GE(second_->requests.load(), 2);
+}
+
+TEST_F(UpstreamNameTest, ANewLookupMovesRequestsToTheAddressesNowListed) {
+  std::string reader = NewKey(R"(["read:findings"])");
+  ASSERT_EQ(Statuses(reader, 2), (std::vector<int>{200, 200}));
+  WriteHosts({"127.0.0.2"});
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));  // past dns_refresh
+  // This request starts the lookup and is served by the addresses known until then.
+  ASSERT_EQ(Statuses(reader, 1), (std::vector<int>{200}));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const int before = upstream_->requests.load();
+  for (int status : Statuses(reader, 6)) EXPECT_EQ(status, 200);
+  EXPECT_EQ(upstream_->requests.load(), before);  // 127.0.0.1 is no longer listed
+  EXPECT_GE(second_->requests.load(), 6);
 }
 
 // A route that lets WebSockets through, to an upstream that switches protocols, says hello,

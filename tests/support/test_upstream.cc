@@ -11,26 +11,30 @@
 
 namespace gatehouse::testing {
 
-TestUpstream::TestUpstream(Handler handler, int port, bool ipv6) : handler_(std::move(handler)) {
+TestUpstream::TestUpstream(Handler handler, const std::string& address, int port)
+    : handler_(std::move(handler)) {
+  const bool ipv6 = address.find(':') != std::string::npos;
   // CLOEXEC: a server process the test starts later must not inherit (and keep) the port.
   listen_fd_ = socket(ipv6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   int one = 1;
   setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   sockaddr_storage storage{};
   socklen_t len = 0;
+  bool parsed = false;
   if (ipv6) {
     auto* a = reinterpret_cast<sockaddr_in6*>(&storage);
     a->sin6_family = AF_INET6;
-    a->sin6_addr = in6addr_loopback;
+    parsed = inet_pton(AF_INET6, address.c_str(), &a->sin6_addr) == 1;
     a->sin6_port = htons(static_cast<std::uint16_t>(port));
     len = sizeof(sockaddr_in6);
   } else {
     auto* a = reinterpret_cast<sockaddr_in*>(&storage);
     a->sin_family = AF_INET;
-    a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    parsed = inet_pton(AF_INET, address.c_str(), &a->sin_addr) == 1;
     a->sin_port = htons(static_cast<std::uint16_t>(port));
     len = sizeof(sockaddr_in);
   }
+  if (!parsed) throw std::runtime_error("upstream address " + address);
   auto* addr = reinterpret_cast<sockaddr*>(&storage);
   if (bind(listen_fd_, addr, len) != 0 || listen(listen_fd_, 64) != 0) {
     throw std::runtime_error("upstream bind");

@@ -18,7 +18,10 @@ class TestUpstream {
   using Handler = std::function<bool(int fd, const std::string& head, const std::string& body)>;
 
   // Listens on the loopback address (::1 with `ipv6`), on `port` (0: any free one).
-  explicit TestUpstream(Handler handler, int port = 0, bool ipv6 = false);
+  explicit TestUpstream(Handler handler, int port = 0, bool ipv6 = false)
+      : TestUpstream(std::move(handler), ipv6 ? "::1" : "127.0.0.1", port) {}
+  // Listens on `address` (an IPv4 or IPv6 literal, such as 127.0.0.2: all of 127/8 is loopback).
+  TestUpstream(Handler handler, const std::string& address, int port);
   ~TestUpstream();
 
   int port() const { return port_; }
