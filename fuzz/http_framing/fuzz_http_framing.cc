@@ -1,10 +1,12 @@
 // Request and response heads and chunked bodies, as they arrive from clients and upstreams. Also
-// checks an invariant: a parsed head never claims more bytes than it was given.
+// checks an invariant: a parsed head never claims more bytes than it was given. And header
+// values made UTF-8 for the audit log: within the bound, and already valid when made again.
 #include <cstdint>
 #include <cstdlib>
 #include <string>
 #include <string_view>
 
+#include "core/text.h"
 #include "http/h1.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -29,6 +31,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       gatehouse::h1::Status::kComplete) {
     if (res.head_bytes > in.size()) std::abort();
   }
+  const std::size_t bound = size % 300;
+  const std::string text = gatehouse::ValidUtf8(in, bound);
+  if (text.size() > bound || gatehouse::ValidUtf8(text, bound) != text) std::abort();
   // Raw chunked input, fed in two pieces.
   gatehouse::h1::ChunkedDecoder d;
   std::size_t half = size / 2;

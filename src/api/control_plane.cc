@@ -13,6 +13,7 @@
 #include "core/cidr.h"
 #include "core/crypto.h"
 #include "core/json_input.h"
+#include "core/text.h"
 #include "core/time_format.h"
 
 namespace gatehouse {
@@ -445,7 +446,7 @@ void RegisterControlPlane(Router& router, ControlPlaneDeps deps) {
                          const AuthSubject& subject, std::string_view reason) {
     auto original = Gateway::ReadOriginal(req, req.PathParam("rest"));
     std::string resource =
-        original ? fmt::format("forward:{} {}", original->method, original->uri.substr(0, 256))
+        original ? fmt::format("forward:{} {}", original->method, ValidUtf8(original->uri, 256))
                  : std::string("forward:?");
     if (principal) {
       RecordDecision(req, principal->org_id, principal->id, "auth.forward", std::move(resource),

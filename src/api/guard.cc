@@ -47,7 +47,7 @@ AuditSource SourceOf(const HttpRequest& req, std::string_view actor) {
   AuditSource s;
   s.actor = std::string(actor);
   s.client_ip = req.client_ip;
-  s.user_agent = std::string(req.Header("user-agent").value_or("").substr(0, 256));
+  s.user_agent = ValidUtf8(req.Header("user-agent").value_or(""), 256);
   s.request_id = req.request_id;
   s.http = true;
   return s;

@@ -1,5 +1,6 @@
 #include "core/text.h"
 
+#include <algorithm>
 #include <array>
 
 namespace gatehouse {
@@ -22,6 +23,49 @@ bool IsHttpToken(std::string_view text) {
     if (!kTokenChars[c]) return false;
   }
   return true;
+}
+
+std::string ValidUtf8(std::string_view text, std::size_t max_bytes) {
+  if (text.size() <= max_bytes) {
+    bool ascii = true;
+    for (unsigned char c : text) ascii = ascii && c < 0x80;
+    if (ascii) return std::string(text);  // what almost every client sends
+  }
+  static constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
+  std::string out;
+  out.reserve(std::min(text.size(), max_bytes));
+  std::size_t i = 0;
+  while (i < text.size()) {
+    const auto lead = static_cast<unsigned char>(text[i]);
+    std::size_t length = 0;
+    unsigned char low = 0x80, high = 0xBF;  // the range of the second byte
+    if (lead < 0x80) {
+      length = 1;
+    } else if (lead >= 0xC2 && lead <= 0xDF) {
+      length = 2;
+    } else if (lead >= 0xE0 && lead <= 0xEF) {
+      length = 3;
+      if (lead == 0xE0) low = 0xA0;   // overlong
+      if (lead == 0xED) high = 0x9F;  // surrogates
+    } else if (lead >= 0xF0 && lead <= 0xF4) {
+      length = 4;
+      if (lead == 0xF0) low = 0x90;   // overlong
+      if (lead == 0xF4) high = 0x8F;  // past U+10FFFF
+    }
+    bool whole = length > 0 && i + length <= text.size();
+    if (whole && length > 1) {
+      const auto second = static_cast<unsigned char>(text[i + 1]);
+      whole = second >= low && second <= high;
+      for (std::size_t k = 2; whole && k < length; ++k) {
+        whole = (static_cast<unsigned char>(text[i + k]) & 0xC0) == 0x80;
+      }
+    }
+    const std::string_view piece = whole ? text.substr(i, length) : kReplacement;
+    if (out.size() + piece.size() > max_bytes) break;
+    out.append(piece);
+    i += whole ? length : 1;
+  }
+  return out;
 }
 
 bool ContainsLineBreak(std::string_view text) {

@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <functional>
+#include <string>
 #include <string_view>
 
 namespace gatehouse {
@@ -11,6 +12,13 @@ namespace gatehouse {
 bool IsHttpToken(std::string_view text);
 // A CR or LF anywhere: a header value that holds one could split a message.
 bool ContainsLineBreak(std::string_view text);
+
+// `text` as valid UTF-8 of at most `max_bytes` bytes: each byte that does not begin a
+// well-formed character (RFC 3629: no overlong forms, surrogates, or code points past U+10FFFF)
+// becomes U+FFFD, and the end is cut before the first character that would not fit whole.
+// Header values may carry any byte (obs-text), and what is stored or served as JSON must be
+// UTF-8: PostgreSQL refuses anything else in a text column.
+std::string ValidUtf8(std::string_view text, std::size_t max_bytes);
 
 // A request id we are willing to echo back: 1-128 characters of [A-Za-z0-9._:-].
 bool IsSafeRequestId(std::string_view text);

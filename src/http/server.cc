@@ -766,7 +766,7 @@ class Server::Impl {
     event.status = status;
     event.result.assign(ResultOfStatus(status));
     event.client_ip.assign(ex.client_ip);
-    event.user_agent.assign(head.Find("user-agent").value_or("").substr(0, 256));
+    event.user_agent = ValidUtf8(head.Find("user-agent").value_or(""), 256);
     event.request_id.assign(ex.request_id);
     Worker* worker = current_worker_;
     if (writer->Journals() && worker) {

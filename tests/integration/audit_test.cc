@@ -196,6 +196,36 @@ TEST_F(AuditTest, DecisionsAndChangesAreRecordedWithWhoWhatAndWhere) {
   EXPECT_EQ(Call("GET", "/v1/orgs/" + org_ + "/audit?cursor=abc", key_).status, 400);
 }
 
+// Header bytes are whatever a client sends. An event must still be stored (PostgreSQL's text
+// refuses invalid UTF-8), and a batch that can never be stored would stop the log for everyone.
+TEST_F(AuditTest, AUserAgentThatIsNotUtf8IsRecordedAndTheLogGoesOn) {
+  std::string reader = NewKey(R"(["read:findings"])");
+  // Invalid bytes, and a valid two-byte character cut by the 256-byte bound.
+  std::string agent = "probe/\xff\xfe\xc3";
+  std::string long_agent = std::string(255, 'a') + "\xc3\xa9";
+  auto r = Call("GET", "/api/v1/findings/x", reader, "", {{"User-Agent", agent}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto r2 = Call("GET", "/api/v1/findings/y", reader, "", {{"User-Agent", long_agent}});
+  ASSERT_EQ(r2.status, 200) << r2.body;
+  auto events = Events();
+  const json::object* e = Find(events, r.Header("x-request-id"));
+  ASSERT_NE(e, nullptr) << json::serialize(events);
+  EXPECT_EQ(e->at("user_agent").as_string(), "probe/\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd");
+  const json::object* e2 = Find(events, r2.Header("x-request-id"));
+  ASSERT_NE(e2, nullptr);
+  EXPECT_EQ(e2->at("user_agent").as_string(), std::string(255, 'a'));
+  // nginx passes a URI's raw bytes on in X-Original-URI.
+  auto f = Call("GET", "/v1/authz/check", reader, "",
+                {{"X-Original-URI", "/api/v1/findings?q=\xff\xc3\xa9"}});
+  ASSERT_EQ(f.status, 200) << f.body;
+  events = Events();
+  const json::object* forward = Find(events, f.Header("x-request-id"));
+  ASSERT_NE(forward, nullptr);
+  EXPECT_EQ(forward->at("resource").as_string(),
+            "forward:GET /api/v1/findings?q=\xef\xbf\xbd\xc3\xa9");
+  EXPECT_EQ(Call("GET", "/api/v1/findings/z", reader).status, 200);
+}
+
 TEST_F(AuditTest, ReadingNeedsAuditRead) {
   std::string keys_only = NewKey(R"(["keys:read"])");
   auto r = Call("GET", "/v1/orgs/" + org_ + "/audit", keys_only);
