@@ -1,22 +1,87 @@
 #include "audit/writer.h"
 
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <boost/json/serialize.hpp>
+#include <cerrno>
+#include <cstring>
 
 #include <limits>
 #include <map>
 #include <optional>
 #include <tuple>
 
+#include "audit/details.h"
 #include "core/time_format.h"
 
 namespace gatehouse {
 
 namespace {
 
+// Appends `events` as JSON lines to the quarantine file, synced before it returns.
+Result<void> Quarantine(const std::filesystem::path& file, const std::vector<AuditEvent>& events) {
+  std::string lines;
+  for (const auto& e : events) {
+    lines += boost::json::serialize(AuditEventJson(e));
+    lines += '\n';
+  }
+  const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return Fail(ErrorCode::kInternal, "cannot open " + file.string() + ": " + std::strerror(errno));
+  }
+  std::size_t written = 0;
+  while (written < lines.size()) {
+    const ssize_t n = ::write(fd, lines.data() + written, lines.size() - written);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    written += static_cast<std::size_t>(n);
+  }
+  const bool synced = written == lines.size() && ::fdatasync(fd) == 0;
+  ::close(fd);
+  if (!synced) return Fail(ErrorCode::kInternal, "cannot write " + file.string());
+  return {};
+}
+
+}  // namespace
+
+Result<std::size_t> StoreOrSetAside(Store& store, std::vector<AuditEvent>& events,
+                                    const std::vector<KeyUsageCount>& usage, bool fsync,
+                                    const JournalProgress& progress,
+                                    const std::filesystem::path& quarantine) {
+  auto stored = store.AppendAudit(events, usage, fsync, &progress);
+  if (stored) return 0;
+  if (stored.error().code == ErrorCode::kUnavailable) return tl::unexpected(stored.error());
+  // The usage counts may be what is refused (a key whose org is gone from the database).
+  if (!usage.empty()) {
+    auto again = store.AppendAudit(events, {}, fsync, &progress);
+    if (again) {
+      spdlog::error("audit: the store refuses key usage counts ({}); this interval's are dropped",
+                    stored.error().message);
+      return 0;
+    }
+    if (again.error().code == ErrorCode::kUnavailable) return tl::unexpected(again.error());
+  }
+  if (auto kept = Quarantine(quarantine, events); !kept) return tl::unexpected(kept.error());
+  std::vector<AuditEvent> none;
+  // When this fails, the batch is tried again later, and the file may then hold it twice.
+  if (auto marked = store.AppendAudit(none, {}, fsync, &progress); !marked) {
+    return tl::unexpected(marked.error());
+  }
+  spdlog::error(
+      "audit: the store refuses a batch of {} events ({}); they are kept in {}, and the log goes "
+      "on without them",
+      events.size(), stored.error().message, quarantine.string());
+  return events.size();
+}
+
+namespace {
+
 // Moves `journal`'s records after the store's mark for it into the store, in batches that each
 // save the new mark. Returns how many it moved.
 Result<std::size_t> ReplayJournal(Store& store, AuditJournal& journal, std::size_t max_batch,
-                                  bool fsync) {
+                                  bool fsync, const std::filesystem::path& quarantine) {
   auto saved = store.JournalProgressOf(journal.id());
   if (!saved) return tl::unexpected(saved.error());
   JournalProgress progress{journal.id(), saved->value_or(JournalMark{})};
@@ -25,7 +90,8 @@ Result<std::size_t> ReplayJournal(Store& store, AuditJournal& journal, std::size
   std::size_t moved = 0;
   auto flush = [&] {
     if (batch.empty() || !stored) return;
-    stored = store.AppendAudit(batch, CountKeyUsage(batch), fsync, &progress);
+    auto r = StoreOrSetAside(store, batch, CountKeyUsage(batch), fsync, progress, quarantine);
+    if (!r) stored = tl::unexpected(r.error());
     moved += batch.size();
     batch.clear();
   };
@@ -57,7 +123,7 @@ Result<std::size_t> ReplayLeftJournals(Store& store, const std::filesystem::path
                                        const AuditJournal* own, std::size_t max_batch, bool fsync) {
   std::size_t total = 0;
   for (auto& orphan : AuditJournal::TakeOrphans(root, own)) {
-    auto moved = ReplayJournal(store, *orphan, max_batch, fsync);
+    auto moved = ReplayJournal(store, *orphan, max_batch, fsync, QuarantineFile(root));
     if (!moved) return tl::unexpected(moved.error());
     if (*moved) {
       spdlog::info("audit: replayed {} events from {}, left by a process that is gone", *moved,
@@ -74,7 +140,8 @@ Result<std::unique_ptr<AuditWriter>> AuditWriter::Open(Store& store, AuditWriter
   auto journal =
       AuditJournal::Open(options.journal_dir, options.journal_segment_bytes, options.fsync);
   if (!journal) return tl::unexpected(journal.error());
-  auto own = ReplayJournal(store, **journal, options.max_batch, options.fsync);
+  auto own = ReplayJournal(store, **journal, options.max_batch, options.fsync,
+                           QuarantineFile(options.journal_dir));
   if (!own) return tl::unexpected(own.error());
   if (*own)
     spdlog::info("audit: replayed {} events from {}", *own, (*journal)->directory().string());
@@ -254,10 +321,22 @@ bool AuditWriter::WriteBatch(std::vector<AuditEvent>& events,
                              const JournalProgress* progress, bool fsync) {
   auto give_up = std::chrono::steady_clock::now() + options_.retry_for;
   std::chrono::milliseconds pause{10};
+  int refusals = 0;  // in a row, for a reason other than the store being unavailable
   for (;;) {
     // The store fills seq and hashes in place; a failed attempt's are overwritten by the next.
-    auto r = store_.AppendAudit(events, usage, fsync, progress);
+    // Journaled events the store keeps refusing are set aside after a few tries: waiting would
+    // stop the log (and, once the queue is full, every request) for good.
+    Result<void> r;
+    if (progress && refusals >= 2) {
+      auto kept = StoreOrSetAside(store_, events, usage, fsync, *progress,
+                                  QuarantineFile(options_.journal_dir));
+      if (kept) set_aside_.fetch_add(*kept, std::memory_order_relaxed);
+      if (!kept) r = tl::unexpected(kept.error());
+    } else {
+      r = store_.AppendAudit(events, usage, fsync, progress);
+    }
     if (r) return true;
+    refusals = r.error().code == ErrorCode::kUnavailable ? 0 : refusals + 1;
     // Journaled events are safe where they are: keep trying (the queue fills, and requests get
     // 503) until the store is back, or until shutdown, after which the next start replays them.
     bool keep_trying = false;

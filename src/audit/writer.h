@@ -108,6 +108,8 @@ class AuditWriter {
   std::uint64_t rejected() const { return rejected_.load(std::memory_order_relaxed); }
   std::uint64_t dropped() const { return dropped_.load(std::memory_order_relaxed); }
   std::uint64_t failed() const { return failed_.load(std::memory_order_relaxed); }
+  // Journaled events the store refused for good, kept in the quarantine file instead.
+  std::uint64_t set_aside() const { return set_aside_.load(std::memory_order_relaxed); }
 
  private:
   AuditWriter(Store& store, AuditWriterOptions options, std::unique_ptr<AuditJournal> journal);
@@ -149,7 +151,8 @@ class AuditWriter {
   std::thread sync_thread_;
   std::atomic<std::uint64_t> journal_failures_{0};
   std::atomic<std::size_t> depth_{0};
-  std::atomic<std::uint64_t> written_{0}, batches_{0}, rejected_{0}, dropped_{0}, failed_{0};
+  std::atomic<std::uint64_t> written_{0}, batches_{0}, rejected_{0}, dropped_{0}, failed_{0},
+      set_aside_{0};
   std::thread thread_;
 };
 
@@ -158,6 +161,22 @@ class AuditWriter {
 Result<std::size_t> ReplayLeftJournals(Store& store, const std::filesystem::path& root,
                                        const AuditJournal* own, std::size_t max_batch = 8192,
                                        bool fsync = true);
+
+// Where journaled events the store refuses for good are kept, as JSON lines, under the journal's
+// root directory.
+inline std::filesystem::path QuarantineFile(const std::filesystem::path& journal_root) {
+  return journal_root / "quarantine.jsonl";
+}
+
+// Stores journaled `events` with `usage`, saving `progress`. A refusal other than the store being
+// unavailable (a constraint, a value the store cannot hold) will not pass by waiting, and
+// waiting would stop the log for every org: the batch is then tried without the usage counts,
+// and when the events themselves are refused, they are appended to `quarantine` (synced) and
+// the progress saved without them. Returns how many events were set aside.
+Result<std::size_t> StoreOrSetAside(Store& store, std::vector<AuditEvent>& events,
+                                    const std::vector<KeyUsageCount>& usage, bool fsync,
+                                    const JournalProgress& progress,
+                                    const std::filesystem::path& quarantine);
 
 // The usage counts of `events`: one per key request, by key, UTC day and status class.
 std::vector<KeyUsageCount> CountKeyUsage(const std::vector<AuditEvent>& events);

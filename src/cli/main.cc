@@ -298,6 +298,10 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
     metrics.AddReading("gatehouse_audit_events_failed_total",
                        "Audit events the store would not take (their requests got 503).", "counter",
                        [w] { return static_cast<double>(w->failed()); });
+    metrics.AddReading("gatehouse_audit_events_set_aside_total",
+                       "Answered requests' events the store refused for good, kept in the audit "
+                       "journal's quarantine.jsonl instead.",
+                       "counter", [w] { return static_cast<double>(w->set_aside()); });
   }
   gh::KeyVerifier* verifier = a.verifier.get();
   metrics.AddReading("gatehouse_key_cache_hits_total", "Key verifications answered from memory.",

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <set>
 #include <stdexcept>
@@ -346,6 +347,48 @@ TEST_F(AuditJournalTest, ADecisionIsInTheLogForAReadThatFollowsItsAnswer) {
     ASSERT_TRUE(Find(Events("&action=auth.proxy"), r.Header("x-request-id")))
         << "request " << i << " answered but not yet readable";
   }
+}
+
+// A batch the store refuses for good (here a trigger someone put on the table; in the field, an
+// org deleted by hand, or a value the database cannot hold) must not stop the log: its events
+// are set aside in the quarantine file, and later events are recorded as before.
+TEST_F(AuditJournalTest, EventsTheStoreRefusesForGoodAreSetAsideAndTheLogGoesOn) {
+  std::string reader = NewKey(R"(["read:findings"])");
+  if (OnPostgres()) {
+    postgres_->Sql(
+        "CREATE FUNCTION gatehouse.refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.resource LIKE '%poison%' THEN RAISE EXCEPTION 'poisoned' USING ERRCODE = "
+        "'22023'; END IF; RETURN NEW; END $$; CREATE TRIGGER refuse_poison BEFORE INSERT ON "
+        "gatehouse.audit_events FOR EACH ROW EXECUTE FUNCTION gatehouse.refuse_poison()",
+        "postgres");
+  } else {
+    int status = 0;
+    std::string out = RunCommand(
+        {"/usr/bin/sqlite3", dir_.path() + "/data/gatehouse.db",
+         "CREATE TRIGGER refuse_poison BEFORE INSERT ON audit_events WHEN NEW.resource LIKE "
+         "'%poison%' BEGIN SELECT RAISE(ABORT, 'poisoned'); END"},
+        &status);
+    ASSERT_EQ(status, 0) << out;
+  }
+  auto check = [&](const std::string& uri) {
+    return Call("GET", "/v1/authz/check", reader, "", {{"X-Original-URI", uri}});
+  };
+  auto poisoned = check("/api/v1/findings/poison");
+  ASSERT_EQ(poisoned.status, 200) << poisoned.body;  // journaled, so answered
+  EXPECT_EQ(Find(Events(), poisoned.Header("x-request-id")), nullptr);
+  auto fine = check("/api/v1/findings/fine");
+  ASSERT_EQ(fine.status, 200);
+  EXPECT_NE(Find(Events(), fine.Header("x-request-id")), nullptr);
+
+  std::ifstream in(dir_.path() + "/data/journal-here/quarantine.jsonl");
+  std::string line, kept;
+  while (std::getline(in, line)) kept += line + "\n";
+  EXPECT_NE(kept.find(poisoned.Header("x-request-id")), std::string::npos) << kept;
+  EXPECT_NE(kept.find("forward:GET /api/v1/findings/poison"), std::string::npos);
+  const std::string metrics = Call("GET", "/metrics", "").body;
+  EXPECT_EQ(metrics.find("gatehouse_audit_events_set_aside_total 0"), std::string::npos);
+  EXPECT_NE(metrics.find("gatehouse_audit_events_set_aside_total"), std::string::npos) << metrics;
+  EXPECT_NE(server_->Output().find("they are kept in"), std::string::npos);
 }
 
 }  // namespace

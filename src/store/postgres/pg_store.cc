@@ -523,7 +523,10 @@ class PgStore::Tx {
     const char* state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
     sqlstate_ = state ? state : "";
     const std::string& s = sqlstate_;
-    if (!c_.healthy() || s.starts_with("08") || s == "57P01" || s == "57P02" || s == "57P03") {
+    // Connection failures, the server shutting down or out of disk, memory or connections
+    // (53...), a cancelled statement: each passes, and the caller may try again.
+    if (!c_.healthy() || s.starts_with("08") || s.starts_with("53") || s == "57P01" ||
+        s == "57P02" || s == "57P03" || s == "57014") {
       transient_ = true;
       spdlog::warn("postgres unavailable during {}: {}", what, PQerrorMessage(c_.get()));
       return Fail(ErrorCode::kUnavailable, "the database is unavailable; try again");

@@ -435,6 +435,11 @@ class SqliteStore::Connection {
       spdlog::warn("sqlite busy during {}", what);
       return Fail(ErrorCode::kUnavailable, "the database is busy; try again");
     }
+    if (primary == SQLITE_FULL || primary == SQLITE_IOERR) {
+      // A full disk or a failing write passes (or not) outside of us; the caller may try again.
+      spdlog::error("sqlite error during {}: {}", what, sqlite3_errmsg(db_));
+      return Fail(ErrorCode::kUnavailable, "the database cannot be written now; try again");
+    }
     if (primary == SQLITE_CONSTRAINT) {
       return Fail(ErrorCode::kAlreadyExists, "a record with that identity already exists");
     }
