@@ -1,5 +1,7 @@
 #include "people/gateway_sessions.h"
 
+#include "core/text.h"
+
 namespace gatehouse {
 
 Authenticator::SessionResolver GatewaySessionResolver(SessionService& sessions,
@@ -20,7 +22,8 @@ Authenticator::SessionResolver GatewaySessionResolver(SessionService& sessions,
     if (subject) subject->key_id = session->user_id;
     std::string org;
     if (auto named = req.Header("x-gatehouse-org")) {
-      org = std::string(named->substr(0, 64));
+      // Any bytes may come; an org id is ASCII, and what the store is asked must be UTF-8.
+      org = ValidUtf8(*named, 64);
     } else {
       auto orgs = accounts.OrgsOf(session->user_id);
       if (!orgs) {

@@ -80,6 +80,11 @@ TEST_F(PeopleHttpTest, TheProxyTakesASessionTokenWithTheRolesPermissions) {
   EXPECT_EQ(head.find(token), std::string::npos);
   // A viewer reads; writing evidence needs a scope the role does not have.
   EXPECT_EQ(Call("POST", "/api/v1/evidence/x", token, "{}").status, 403);
+  // An org named in bytes that are no org id (nor UTF-8) is simply not the user's.
+  auto stranger =
+      Call("GET", "/api/v1/findings/3", token, "", {{"X-Gatehouse-Org", "org_\xff\xfe"}});
+  EXPECT_EQ(stranger.status, 403) << stranger.body;
+  EXPECT_NE(stranger.body.find("org_mismatch"), std::string::npos) << stranger.body;
   // Logged out, the token stops at the gateway too.
   ASSERT_EQ(Call("POST", "/v1/auth/logout", token).status, 200);
   EXPECT_EQ(Call("GET", "/api/v1/findings/3", token).status, 401);
