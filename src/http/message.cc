@@ -54,7 +54,8 @@ std::optional<std::string> HttpRequest::QueryParam(std::string_view name) const 
     auto eq = pair.find('=');
     std::string_view k = pair.substr(0, eq);
     if (PercentDecode(k) == name) {
-      return eq == std::string_view::npos ? std::string() : PercentDecode(pair.substr(eq + 1));
+      if (eq == std::string_view::npos) return std::string();
+      return ValidUtf8(PercentDecode(pair.substr(eq + 1)), std::string::npos);
     }
     if (amp == std::string_view::npos) break;
     q.remove_prefix(amp + 1);

@@ -34,7 +34,8 @@ struct HttpRequest {
   // First header with that name, compared case-insensitively.
   std::optional<std::string_view> Header(std::string_view name) const;
   std::string_view PathParam(std::string_view name) const;
-  // Percent-decoded query parameter; nullopt when absent.
+  // Percent-decoded query parameter; nullopt when absent. Decoded bytes that are not UTF-8 read
+  // as U+FFFD (ValidUtf8): values go on to the store, and PostgreSQL refuses such text.
   std::optional<std::string> QueryParam(std::string_view name) const;
 };
 

@@ -227,6 +227,22 @@ TEST_F(AuditTest, AUserAgentThatIsNotUtf8IsRecordedAndTheLogGoesOn) {
   EXPECT_EQ(Call("GET", "/api/v1/findings/z", reader).status, 200);
 }
 
+TEST_F(AuditTest, FiltersInBytesThatAreNotUtf8MatchNothingAndFailNothing) {
+  for (const char* query : {"&actor=%FF", "&resource=forward%3A%C3", "&action=%ED%A0%80",
+                            "&result=%C0%AF", "&cursor=%FF"}) {
+    auto r = Call("GET", "/v1/orgs/" + org_ + "/audit?limit=5" + std::string(query), key_);
+    EXPECT_TRUE(r.status == 200 || r.status == 400) << query << " " << r.status << " " << r.body;
+    json::parse(r.body);  // whatever the answer, it is JSON
+    if (r.status == 200) {
+      EXPECT_TRUE(json::parse(r.body).at("events").as_array().empty()) << query << r.body;
+    }
+  }
+  auto events = Call("GET", "/v1/orgs/" + org_ + "/security-events?kind=%FF", key_);
+  EXPECT_TRUE(events.status == 200 || events.status == 400) << events.status << events.body;
+  auto keys = Call("GET", "/v1/orgs/" + org_ + "/keys?cursor=%FF", key_);
+  EXPECT_TRUE(keys.status == 200 || keys.status == 400) << keys.status << keys.body;
+}
+
 TEST_F(AuditTest, ReadingNeedsAuditRead) {
   std::string keys_only = NewKey(R"(["keys:read"])");
   auto r = Call("GET", "/v1/orgs/" + org_ + "/audit", keys_only);
