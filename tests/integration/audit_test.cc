@@ -243,6 +243,31 @@ TEST_F(AuditTest, FiltersInBytesThatAreNotUtf8MatchNothingAndFailNothing) {
   EXPECT_TRUE(keys.status == 200 || keys.status == 400) << keys.status << keys.body;
 }
 
+// Valid JSON, valid UTF-8, and still text no PostgreSQL column takes (NUL), in every field the
+// control plane stores: a clear refusal or a stored value, never a 500.
+TEST_F(AuditTest, TextWithANulCharacterIsRefusedWhereverItWouldBeStored) {
+  const std::string org = "/v1/orgs/" + org_;
+  const std::vector<std::pair<std::string, std::string>> calls = {
+      {org + "/keys", R"({"label":"a\u0000b","scopes":["read:findings"]})"},
+      {org + "/keys",
+       R"({"label":"q","scopes":["read:findings"],"quota":{"credits":5,"refill":"daily","pool":"p\u0000"}})"},
+      {org + "/roles", R"({"name":"r\u0000","description":"d","permissions":["read:findings"]})"},
+      {org + "/roles", R"({"name":"r2","description":"d\u0000","permissions":["read:findings"]})"},
+      {org + "/invitations", R"({"email":"a\u0000@example.com","role":"viewer"})"},
+      {"/v1/auth/login", R"({"email":"a\u0000@example.com","password":"x"})"},
+      {"/v1/invitations/accept",
+       R"({"token":"t\u0000","password":"correct horse battery","name":"n\u0000"})"},
+      {"/v1/keys/verify", R"({"key":"sk_live_\u0000","scopes":[]})"},
+  };
+  for (const auto& [path, body] : calls) {
+    auto r = Call("POST", path, key_, body);
+    EXPECT_NE(r.status, 500) << path << " " << body << " " << r.body;
+    EXPECT_TRUE(r.status < 300 || r.body.find("\"error\"") != std::string::npos) << r.body;
+  }
+  auto renamed = Call("PATCH", org, key_, R"({"name":"o\u0000"})");
+  EXPECT_NE(renamed.status, 500) << renamed.body;
+}
+
 TEST_F(AuditTest, ReadingNeedsAuditRead) {
   std::string keys_only = NewKey(R"(["keys:read"])");
   auto r = Call("GET", "/v1/orgs/" + org_ + "/audit", keys_only);
