@@ -375,11 +375,10 @@ class UpstreamPool {
     return nullptr;
   }
 
-  // A new connection to `server`: its name looked up if it never was, then TCP to the address in
-  // turn
-  // (`address`), then TLS for https. An address that does not take the connection is passed
-  // over for the route's upstream_fail_timeout while the name has others, and the next one is
-  // tried; the server fails only when none of its addresses took it.
+  // A new connection to `server`: its name looked up if it never was, then TCP to the address
+  // in turn (`address`), then TLS for https. An address that does not take the connection is
+  // passed over for the route's upstream_fail_timeout while the name has others, and the next
+  // one is tried; the server fails only when none of its addresses took it.
   net::awaitable<std::pair<std::unique_ptr<UpstreamConnection>, Error>> Connect(
       const RouteConfig& route, const UpstreamServer& server, Target& t, io::WatchList& watches,
       io::SteadyClock::time_point now, std::size_t address) {
