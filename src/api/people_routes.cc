@@ -6,6 +6,7 @@
 
 #include "api/guard.h"
 #include "core/json_input.h"
+#include "core/text.h"
 #include "core/time_format.h"
 
 namespace gatehouse {
@@ -183,7 +184,7 @@ Result<HttpResponse> MySessions(ControlPlaneDeps& d, const SessionRecord& curren
     o["signed_in_at"] = FormatRfc3339(s.family_created_at);
     o["last_seen_at"] = FormatRfc3339(s.last_seen_at);
     o["client_ip"] = s.client_ip;
-    o["user_agent"] = s.user_agent;
+    o["user_agent"] = ValidUtf8(s.user_agent, std::string::npos);  // stored before it was made so
     o["expires_at"] = FormatRfc3339(s.expires_at);
     out.emplace_back(std::move(o));
   }

@@ -4,6 +4,7 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
+#include "core/text.h"
 #include "core/time_format.h"
 
 namespace gatehouse {
@@ -15,11 +16,12 @@ boost::json::object AuditEventJson(const AuditEvent& e) {
   o["org_id"] = e.org_id;
   o["actor"] = e.actor;
   o["action"] = e.action;
-  o["resource"] = e.resource;
+  // Events stored before client text was made UTF-8 may hold other bytes; JSON may not.
+  o["resource"] = ValidUtf8(e.resource, std::string::npos);
   o["result"] = e.result;
   o["status"] = e.status;
   o["client_ip"] = e.client_ip;
-  o["user_agent"] = e.user_agent;
+  o["user_agent"] = ValidUtf8(e.user_agent, std::string::npos);
   o["request_id"] = e.request_id;
   boost::system::error_code ec;
   boost::json::value details = boost::json::parse(e.details, ec);

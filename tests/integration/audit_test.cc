@@ -225,6 +225,21 @@ TEST_F(AuditTest, AUserAgentThatIsNotUtf8IsRecordedAndTheLogGoesOn) {
   EXPECT_EQ(forward->at("resource").as_string(),
             "forward:GET /api/v1/findings?q=\xef\xbf\xbd\xc3\xa9");
   EXPECT_EQ(Call("GET", "/api/v1/findings/z", reader).status, 200);
+  if (!OnPostgres()) {
+    // An event stored before header text was made UTF-8 (SQLite took any bytes) still reads
+    // as JSON.
+    int status = 0;
+    std::string out = RunCommand({"/usr/bin/sqlite3", dir_.path() + "/data/gatehouse.db",
+                                  "UPDATE audit_events SET user_agent = CAST(X'6f6c64ff' AS TEXT) "
+                                  "WHERE request_id = '" +
+                                      f.Header("x-request-id") + "'"},
+                                 &status);
+    ASSERT_EQ(status, 0) << out;
+    events = Events();
+    const json::object* old = Find(events, f.Header("x-request-id"));
+    ASSERT_NE(old, nullptr);
+    EXPECT_EQ(old->at("user_agent").as_string(), "old\xef\xbf\xbd");
+  }
 }
 
 TEST_F(AuditTest, FiltersInBytesThatAreNotUtf8MatchNothingAndFailNothing) {
