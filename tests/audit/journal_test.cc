@@ -3,6 +3,7 @@
 // writer moves them or a later start replays them (its own slot's, or a slot left by a process
 // that is gone).
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -262,6 +263,45 @@ TEST_F(JournalTest, WhatTheStoreDidNotTakeIsReplayedOnceAtTheNextStart) {
     EXPECT_EQ(recorded.size(), 100u);
     for (const auto& [id, times] : recorded) EXPECT_EQ(times, 1) << id;
   }
+}
+
+TEST_F(JournalTest, AReplayedBatchTheStoreRefusesForGoodIsSetAsideAndTheServerStarts) {
+  // A refusal that no wait ends, put on the table by hand (as the integration test does too).
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir_ / "gatehouse.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db,
+                         "CREATE TRIGGER refuse_poison BEFORE INSERT ON audit_events WHEN "
+                         "NEW.request_id = 'req_poison' BEGIN SELECT RAISE(ABORT, 'poisoned'); END",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  sqlite3_close(db);
+  {
+    auto j = OpenJournal();
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE(j->Append(Event("req_" + std::to_string(i))));
+    ASSERT_TRUE(j->Append(Event("req_poison")));
+  }
+  auto writer = AuditWriter::Open(*store_, Options());
+  ASSERT_TRUE(writer) << writer.error().message;  // before, the start failed here every time
+  // The batch went aside whole (its events share one journal mark), in the file beside the slots.
+  std::ifstream in(QuarantineFile(dir_ / "journal"));
+  std::string line;
+  std::vector<std::string> kept;
+  while (std::getline(in, line)) kept.push_back(line);
+  ASSERT_EQ(kept.size(), 4u);
+  EXPECT_NE(kept[3].find("\"request_id\":\"req_poison\""), std::string::npos) << kept[3];
+  EXPECT_NE(kept[0].find("\"request_id\":\"req_0\""), std::string::npos) << kept[0];
+  // The mark moved past them: later events are stored, and nothing is set aside twice.
+  ASSERT_EQ((*writer)->Submit(Event("req_later"), {}), AuditWriter::Admission::kJournaled);
+  ASSERT_TRUE((*writer)->CatchUp(std::chrono::seconds(5)));
+  (*writer)->Stop();
+  EXPECT_EQ(Recorded(), (std::map<std::string, int>{{"req_later", 1}}));
+  auto again = AuditWriter::Open(*store_, Options());
+  ASSERT_TRUE(again);
+  (*again)->Stop();
+  std::ifstream reread(QuarantineFile(dir_ / "journal"));
+  std::size_t lines = 0;
+  while (std::getline(reread, line)) ++lines;
+  EXPECT_EQ(lines, 4u);
 }
 
 TEST_F(JournalTest, ASlotLeftByAProcessThatIsGoneIsReplayedByTheNextToStart) {
