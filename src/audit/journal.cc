@@ -375,8 +375,10 @@ Result<void> AuditJournal::Replay(
 }
 
 Result<JournalMark> AuditJournal::ReadOwn(const JournalMark& until, std::size_t max,
-                                          std::vector<AuditEvent>& out) {
+                                          std::vector<AuditEvent>& out,
+                                          std::vector<JournalMark>* ends) {
   if (read_.segment == 0) read_ = JournalMark{first_own_segment_, 0};
+  if (ends) ends->clear();
   std::size_t n = 0;
   auto before_until = [&] {
     return read_.segment < until.segment ||
@@ -418,6 +420,10 @@ Result<JournalMark> AuditJournal::ReadOwn(const JournalMark& until, std::size_t 
         if (!DecodeJournalPayloadInto(*payload, out[n])) break;
         parsed += kHeaderBytes + payload->size();
         ++n;
+        if (ends) {
+          ends->push_back(
+              JournalMark{read_.segment, read_.offset + static_cast<std::int64_t>(parsed)});
+        }
       }
       // One record larger than the read: read again, whole, if the segment holds all of it.
       if (parsed == 0 && needed > want && needed <= left) {

@@ -69,9 +69,10 @@ class AuditJournal {
   // of its first segment), for the writer thread. `until` is the mark Append returned last, so
   // every record before it is whole. Decodes at most `max` records into `out`, which ends with
   // exactly that many elements (their strings' memory reused from earlier calls), and returns
-  // the mark after the last record read.
+  // the mark after the last record read. `ends`, when given, gets the mark after each record.
   Result<JournalMark> ReadOwn(const JournalMark& until, std::size_t max,
-                              std::vector<AuditEvent>& out);
+                              std::vector<AuditEvent>& out,
+                              std::vector<JournalMark>* ends = nullptr);
   // Deletes the segments wholly before `mark`: the store has every record in them.
   void ForgetBefore(const JournalMark& mark);
 

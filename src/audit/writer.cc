@@ -49,31 +49,64 @@ Result<void> Quarantine(const std::filesystem::path& file, const std::vector<Aud
 Result<std::size_t> StoreOrSetAside(Store& store, std::vector<AuditEvent>& events,
                                     const std::vector<KeyUsageCount>& usage, bool fsync,
                                     const JournalProgress& progress,
-                                    const std::filesystem::path& quarantine) {
+                                    const std::vector<JournalMark>& ends,
+                                    const std::filesystem::path& quarantine, std::size_t* settled) {
+  *settled = 0;
   auto stored = store.AppendAudit(events, usage, fsync, &progress);
-  if (stored) return 0;
-  if (stored.error().code == ErrorCode::kUnavailable) return tl::unexpected(stored.error());
-  // The usage counts may be what is refused (a key whose org is gone from the database).
-  if (!usage.empty()) {
+  if (!stored && stored.error().code != ErrorCode::kUnavailable && !usage.empty()) {
+    // The usage counts may be what is refused (a key whose org is gone from the database).
     auto again = store.AppendAudit(events, {}, fsync, &progress);
     if (again) {
       spdlog::error("audit: the store refuses key usage counts ({}); this interval's are dropped",
                     stored.error().message);
-      return 0;
     }
-    if (again.error().code == ErrorCode::kUnavailable) return tl::unexpected(again.error());
+    if (again || again.error().code == ErrorCode::kUnavailable) stored = std::move(again);
   }
-  if (auto kept = Quarantine(quarantine, events); !kept) return tl::unexpected(kept.error());
+  if (stored) {
+    *settled = events.size();
+    return 0;
+  }
+  if (stored.error().code == ErrorCode::kUnavailable) return tl::unexpected(stored.error());
+  // One event at a time, each with the journal mark after it, so that the mark the store holds
+  // always says exactly what it took: neither a crash nor the store going away midway can make
+  // an event be stored twice or skipped. The events it refuses go to the file.
+  const bool each = ends.size() == events.size();
+  std::size_t aside = 0;
   std::vector<AuditEvent> none;
-  // When this fails, the batch is tried again later, and the file may then hold it twice.
-  if (auto marked = store.AppendAudit(none, {}, fsync, &progress); !marked) {
-    return tl::unexpected(marked.error());
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    if (!each) {  // without a mark per event, the batch can only go aside whole
+      if (auto kept = Quarantine(quarantine, events); !kept) return tl::unexpected(kept.error());
+      if (auto m = store.AppendAudit(none, {}, fsync, &progress); !m) {
+        return tl::unexpected(m.error());
+      }
+      aside = events.size();
+      break;
+    }
+    std::vector<AuditEvent> one{events[i]};
+    const JournalProgress at{progress.journal_id, ends[i]};
+    auto r = store.AppendAudit(one, {}, fsync, &at);
+    if (!r) {
+      if (r.error().code == ErrorCode::kUnavailable) return tl::unexpected(r.error());
+      if (auto kept = Quarantine(quarantine, {events[i]}); !kept) {
+        return tl::unexpected(kept.error());
+      }
+      // When this fails, the event is tried again later, and the file may then hold it twice.
+      if (auto m = store.AppendAudit(none, {}, fsync, &at); !m) return tl::unexpected(m.error());
+      spdlog::error(
+          "audit: the store refuses event {} of org {} ({}); it is kept in {}, and the log goes "
+          "on without it",
+          events[i].request_id, events[i].org_id, r.error().message, quarantine.string());
+      ++aside;
+    }
+    *settled = i + 1;
   }
-  spdlog::error(
-      "audit: the store refuses a batch of {} events ({}); they are kept in {}, and the log goes "
-      "on without them",
-      events.size(), stored.error().message, quarantine.string());
-  return events.size();
+  if (!usage.empty()) {
+    if (auto u = store.AppendAudit(none, usage, fsync, &progress); !u) {
+      spdlog::error("audit: the store refuses key usage counts ({}); this interval's are dropped",
+                    u.error().message);
+    }
+  }
+  return aside;
 }
 
 namespace {
@@ -86,18 +119,23 @@ Result<std::size_t> ReplayJournal(Store& store, AuditJournal& journal, std::size
   if (!saved) return tl::unexpected(saved.error());
   JournalProgress progress{journal.id(), saved->value_or(JournalMark{})};
   std::vector<AuditEvent> batch;
+  std::vector<JournalMark> ends;
   Result<void> stored;
   std::size_t moved = 0;
   auto flush = [&] {
     if (batch.empty() || !stored) return;
-    auto r = StoreOrSetAside(store, batch, CountKeyUsage(batch), fsync, progress, quarantine);
+    std::size_t settled = 0;
+    auto r = StoreOrSetAside(store, batch, CountKeyUsage(batch), fsync, progress, ends, quarantine,
+                             &settled);
     if (!r) stored = tl::unexpected(r.error());
     moved += batch.size();
     batch.clear();
+    ends.clear();
   };
   auto read = journal.Replay(progress.mark, [&](AuditEvent&& e, const JournalMark& end) {
     if (!stored) return;
     batch.push_back(std::move(e));
+    ends.push_back(end);
     progress.mark = end;
     if (batch.size() >= max_batch) flush();
   });
@@ -316,22 +354,36 @@ std::vector<KeyUsageCount> CountKeyUsage(const std::vector<AuditEvent>& events) 
   return out;
 }
 
-bool AuditWriter::WriteBatch(std::vector<AuditEvent>& events,
+bool AuditWriter::WriteBatch(std::vector<AuditEvent>& events, const std::vector<JournalMark>& ends,
                              const std::vector<KeyUsageCount>& usage,
                              const JournalProgress* progress, bool fsync) {
   auto give_up = std::chrono::steady_clock::now() + options_.retry_for;
   std::chrono::milliseconds pause{10};
-  int refusals = 0;  // in a row, for a reason other than the store being unavailable
+  int refusals = 0;      // in a row, for a reason other than the store being unavailable
+  std::size_t from = 0;  // events already stored or set aside one at a time, with their marks
   for (;;) {
     // The store fills seq and hashes in place; a failed attempt's are overwritten by the next.
     // Journaled events the store keeps refusing are set aside after a few tries: waiting would
     // stop the log (and, once the queue is full, every request) for good.
     Result<void> r;
     if (progress && refusals >= 2) {
-      auto kept = StoreOrSetAside(store_, events, usage, fsync, *progress,
-                                  QuarantineFile(options_.journal_dir));
+      std::vector<AuditEvent> rest(events.begin() + static_cast<std::ptrdiff_t>(from),
+                                   events.end());
+      std::vector<JournalMark> rest_ends;
+      if (ends.size() == events.size()) {
+        rest_ends.assign(ends.begin() + static_cast<std::ptrdiff_t>(from), ends.end());
+      }
+      std::size_t settled = 0;
+      auto kept = StoreOrSetAside(store_, rest, usage, fsync, *progress, rest_ends,
+                                  QuarantineFile(options_.journal_dir), &settled);
+      from += settled;
       if (kept) set_aside_.fetch_add(*kept, std::memory_order_relaxed);
       if (!kept) r = tl::unexpected(kept.error());
+    } else if (from > 0) {
+      // Setting aside one at a time stopped halfway (the store went away): the rest as a batch.
+      std::vector<AuditEvent> rest(events.begin() + static_cast<std::ptrdiff_t>(from),
+                                   events.end());
+      r = store_.AppendAudit(rest, usage, fsync, progress);
     } else {
       r = store_.AppendAudit(events, usage, fsync, progress);
     }
@@ -369,6 +421,7 @@ void AuditWriter::Run() {
   // once, by Submit. With one, the batch is read back from the journal into `events`, whose
   // strings keep their memory from batch to batch.
   std::vector<AuditEvent> events;
+  std::vector<JournalMark> ends;  // with a journal, the mark after each of `events`
   std::vector<Done> dones;
   events.reserve(options_.max_batch);
   if (!journal_) dones.reserve(options_.max_batch);
@@ -402,7 +455,7 @@ void AuditWriter::Run() {
         lock.unlock();
         if (!usage_.empty()) {
           std::vector<AuditEvent> none;
-          if (WriteBatch(none, PendingUsage(), nullptr, options_.fsync)) usage_.clear();
+          if (WriteBatch(none, {}, PendingUsage(), nullptr, options_.fsync)) usage_.clear();
         }
         return;
       }
@@ -416,7 +469,7 @@ void AuditWriter::Run() {
       taken_ += n;
     }
     if (journal_) {
-      auto read = journal_->ReadOwn(until, n, events);
+      auto read = journal_->ReadOwn(until, n, events, &ends);
       if (read) read_to = *read;
       if (events.size() < n) {  // what was not read is read again after a pause
         spdlog::error("audit: {}", read ? "the journal ended early" : read.error().message);
@@ -453,7 +506,7 @@ void AuditWriter::Run() {
       // commit too (SQLite's WAL and PostgreSQL's are each one sequential log).
       fsync = fsync && (last || progress->mark.segment > synced_segment_);
     }
-    bool durable = WriteBatch(events, usage, progress ? &*progress : nullptr, fsync);
+    bool durable = WriteBatch(events, ends, usage, progress ? &*progress : nullptr, fsync);
     if (durable && progress && (fsync || !options_.fsync)) {
       journal_->ForgetBefore(progress->mark);
       synced_segment_ = progress->mark.segment;

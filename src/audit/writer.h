@@ -121,8 +121,10 @@ class AuditWriter {
   Admission Overflow(std::size_t count = 1);
   void Run();
   void RunSyncer();
-  bool WriteBatch(std::vector<AuditEvent>& events, const std::vector<KeyUsageCount>& usage,
-                  const JournalProgress* progress, bool fsync);
+  // `ends`: with a journal, the mark after each event (else empty).
+  bool WriteBatch(std::vector<AuditEvent>& events, const std::vector<JournalMark>& ends,
+                  const std::vector<KeyUsageCount>& usage, const JournalProgress* progress,
+                  bool fsync);
   std::vector<KeyUsageCount> PendingUsage() const;
 
   Store& store_;
@@ -168,15 +170,19 @@ inline std::filesystem::path QuarantineFile(const std::filesystem::path& journal
   return journal_root / "quarantine.jsonl";
 }
 
-// Stores journaled `events` with `usage`, saving `progress`. A refusal other than the store being
-// unavailable (a constraint, a value the store cannot hold) will not pass by waiting, and
-// waiting would stop the log for every org: the batch is then tried without the usage counts,
-// and when the events themselves are refused, they are appended to `quarantine` (synced) and
-// the progress saved without them. Returns how many events were set aside.
+// Stores journaled `events` with `usage`, saving `progress` (the mark after the last of them).
+// A refusal other than the store being unavailable (a constraint, a value the store cannot
+// hold) will not pass by waiting, and waiting would stop the log for every org: the batch is
+// then tried without the usage counts, and then event by event, each saved with its own mark
+// from `ends` (the mark after each event); those refused are appended to `quarantine` (synced)
+// and their marks saved without them. Without `ends` the batch can only go aside whole. Returns
+// how many events were set aside; `settled` gets how many leading events the store now
+// accounts for (all, unless it failed halfway), which must not be stored again.
 Result<std::size_t> StoreOrSetAside(Store& store, std::vector<AuditEvent>& events,
                                     const std::vector<KeyUsageCount>& usage, bool fsync,
                                     const JournalProgress& progress,
-                                    const std::filesystem::path& quarantine);
+                                    const std::vector<JournalMark>& ends,
+                                    const std::filesystem::path& quarantine, std::size_t* settled);
 
 // The usage counts of `events`: one per key request, by key, UTC day and status class.
 std::vector<KeyUsageCount> CountKeyUsage(const std::vector<AuditEvent>& events);
