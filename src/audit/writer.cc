@@ -4,9 +4,11 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 
 #include <limits>
 #include <map>
@@ -45,6 +47,20 @@ Result<void> Quarantine(const std::filesystem::path& file, const std::vector<Aud
 }
 
 }  // namespace
+
+std::map<std::string, std::size_t> CountSetAside(const std::filesystem::path& journal_root) {
+  std::map<std::string, std::size_t> out;
+  std::ifstream in(QuarantineFile(journal_root));
+  std::string line;
+  while (std::getline(in, line)) {
+    boost::system::error_code ec;
+    auto v = boost::json::parse(line, ec);
+    const auto* o = ec ? nullptr : v.if_object();
+    const auto* org = o ? o->if_contains("org_id") : nullptr;
+    if (org && org->is_string()) ++out[std::string(org->as_string())];
+  }
+  return out;
+}
 
 Result<std::size_t> StoreOrSetAside(Store& store, std::vector<AuditEvent>& events,
                                     const std::vector<KeyUsageCount>& usage, bool fsync,

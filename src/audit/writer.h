@@ -170,6 +170,9 @@ inline std::filesystem::path QuarantineFile(const std::filesystem::path& journal
   return journal_root / "quarantine.jsonl";
 }
 
+// How many events the quarantine file under `journal_root` holds, by org.
+std::map<std::string, std::size_t> CountSetAside(const std::filesystem::path& journal_root);
+
 // Stores journaled `events` with `usage`, saving `progress` (the mark after the last of them).
 // A refusal other than the store being unavailable (a constraint, a value the store cannot
 // hold) will not pass by waiting, and waiting would stop the log for every org: the batch is

@@ -452,11 +452,20 @@ int VerifyAudit(gh::App& a, const std::string& only_org, bool json) {
     for (const auto& o : *list) orgs.push_back(o.id);
     orgs.push_back("system");
   }
+  // Events the store refused for good are not in any chain; the report names how many each org
+  // has in the quarantine file, so that they are not missed.
+  const auto set_aside = gh::CountSetAside(AuditJournalDir(*a.config));
   bool all_intact = true;
   for (const auto& org : orgs) {
     auto r = a.audit->Verify(org);
     if (!r) return Die(org + ": " + r.error().message);
     all_intact = all_intact && r->intact;
+    const auto aside = set_aside.find(org);
+    const std::size_t aside_count = aside == set_aside.end() ? 0 : aside->second;
+    const std::string aside_note =
+        aside_count == 0 ? ""
+                         : "; " + std::to_string(aside_count) + " events set aside in " +
+                               gh::QuarantineFile(AuditJournalDir(*a.config)).string();
     if (json) {
       boost::json::object o;
       o["org_id"] = org;
@@ -466,12 +475,14 @@ int VerifyAudit(gh::App& a, const std::string& only_org, bool json) {
       o["checkpoint_seq"] = r->checkpoint_seq;
       o["broken_at"] = r->broken_at ? boost::json::value(*r->broken_at) : nullptr;
       if (!r->intact) o["reason"] = r->reason;
+      o["set_aside"] = aside_count;
       std::cout << boost::json::serialize(o) << "\n";
     } else if (r->intact) {
       std::cout << org << ": intact, " << r->verified << " events verified (seq "
-                << r->checkpoint_seq + 1 << "-" << r->head_seq << ")\n";
+                << r->checkpoint_seq + 1 << "-" << r->head_seq << ")" << aside_note << "\n";
     } else {
-      std::cout << org << ": BROKEN at event " << *r->broken_at << ": " << r->reason << "\n";
+      std::cout << org << ": BROKEN at event " << *r->broken_at << ": " << r->reason << aside_note
+                << "\n";
     }
   }
   std::cout.flush();

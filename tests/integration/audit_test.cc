@@ -450,6 +450,15 @@ TEST_F(AuditJournalTest, EventsTheStoreRefusesForGoodAreSetAsideAndTheLogGoesOn)
   EXPECT_EQ(metrics.find("gatehouse_audit_events_set_aside_total 0"), std::string::npos);
   EXPECT_NE(metrics.find("gatehouse_audit_events_set_aside_total"), std::string::npos) << metrics;
   EXPECT_NE(server_->Output().find("it is kept in"), std::string::npos);
+  // `audit verify` finds the chain whole and says what was set aside beside it.
+  std::vector<std::string> cli = {Binary(), "audit", "verify", "--config",
+                                  config_,  "--org", org_,     "--json"};
+  for (const auto& f : StorageFlags()) cli.push_back(f);
+  int status = -1;
+  std::string report = RunCommand(cli, &status);
+  EXPECT_EQ(status, 0) << report;
+  EXPECT_NE(report.find("\"intact\":true"), std::string::npos) << report;
+  EXPECT_NE(report.find("\"set_aside\":1"), std::string::npos) << report;
 }
 
 }  // namespace
