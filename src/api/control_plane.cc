@@ -10,6 +10,7 @@
 #include "api/guard.h"
 #include "api/policies.h"
 #include "audit/details.h"
+#include "audit/writer.h"
 #include "core/cidr.h"
 #include "core/crypto.h"
 #include "core/json_input.h"
@@ -646,7 +647,14 @@ void RegisterControlPlane(Router& router, ControlPlaneDeps deps) {
     return Guarded(*d, req, kPermAuditRead, [&](const Principal& p) -> Result<HttpResponse> {
       auto report = d->audit.Verify(p.org_id);
       if (!report) return tl::unexpected(report.error());
-      return Json(200, VerifyReportJson(*report));
+      json::object o = VerifyReportJson(*report);
+      std::size_t set_aside = 0;
+      if (!d->audit_journal_dir.empty()) {
+        const auto counts = CountSetAside(d->audit_journal_dir);
+        if (auto it = counts.find(p.org_id); it != counts.end()) set_aside = it->second;
+      }
+      o["set_aside"] = set_aside;
+      return Json(200, o);
     });
   });
 }

@@ -4,6 +4,8 @@
 // openapi.yaml at the repo root documents each route registered here (a test keeps them equal).
 #pragma once
 
+#include <filesystem>
+
 #include "audit/audit_service.h"
 #include "authz/authenticator.h"
 #include "gateway/gateway.h"
@@ -42,6 +44,8 @@ struct ControlPlaneDeps {
   LimitService* limits = nullptr;
   ThreatDetector* threats = nullptr;
   QuotaService* quotas = nullptr;
+  // This node's audit journal root, whose quarantine file verify reports (empty: none).
+  std::filesystem::path audit_journal_dir = {};
 };
 
 void RegisterControlPlane(Router& router, ControlPlaneDeps deps);

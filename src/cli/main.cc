@@ -209,6 +209,7 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
   deps.verifier = a.verifier.get();
   deps.limits = &limits;
   deps.threats = &threats;
+  deps.audit_journal_dir = AuditJournalDir(*config);
   quotas.ShareThrough(limits.redis());
   if (gh::RedisLimiter* redis = limits.redis()) {
     threats.ShareThrough(gh::ThreatDetector::Cluster{

@@ -459,6 +459,9 @@ TEST_F(AuditJournalTest, EventsTheStoreRefusesForGoodAreSetAsideAndTheLogGoesOn)
   EXPECT_EQ(status, 0) << report;
   EXPECT_NE(report.find("\"intact\":true"), std::string::npos) << report;
   EXPECT_NE(report.find("\"set_aside\":1"), std::string::npos) << report;
+  auto api = Call("POST", "/v1/orgs/" + org_ + "/audit/verify", key_);
+  EXPECT_EQ(api.status, 200) << api.body;
+  EXPECT_NE(api.body.find("\"set_aside\":1"), std::string::npos) << api.body;
 }
 
 }  // namespace
