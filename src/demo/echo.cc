@@ -3,6 +3,8 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
+#include "core/text.h"
+
 namespace gatehouse {
 
 void RegisterEchoRoutes(Router& router) {
@@ -13,7 +15,9 @@ void RegisterEchoRoutes(Router& router) {
     o["path"] = req.path;
     o["query"] = req.query;
     boost::json::object headers;
-    for (const auto& [k, v] : req.headers) headers[std::string(k)] = v;
+    // Header values may hold any byte; the JSON it answers must be UTF-8.
+    for (const auto& [k, v] : req.headers)
+      headers[std::string(k)] = ValidUtf8(v, std::string::npos);
     o["headers"] = std::move(headers);
     o["body_bytes"] = req.body.size();
     return JsonResponse(200, boost::json::serialize(o));

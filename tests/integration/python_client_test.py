@@ -1,5 +1,6 @@
 """How the integrators in our users' documentation call gatehouse: Python `requests` with
 `Authorization: ApiKey <key>`."""
+import json
 import sys
 import unittest
 
@@ -55,6 +56,18 @@ class PythonClientTest(unittest.TestCase):
         err = r.json()["error"]
         self.assertEqual(err["code"], "unauthorized")
         self.assertEqual(err["request_id"], r.headers["X-Request-Id"])
+
+    def test_a_user_agent_that_is_not_utf8_comes_back_as_json(self):
+        key = self.create_key(["read:findings"])["key"]
+        r = self.s.get(f"{self.gh.url}/api/v1/findings",
+                       headers={"Authorization": f"ApiKey {key}", "User-Agent": b"caf\xff"})
+        self.assertEqual(r.status_code, 200, r.text)
+        # The demo echo's JSON, decoded strictly (requests' own .json() would mend bad bytes).
+        echo = json.loads(r.content.decode("utf-8"))
+        self.assertEqual(echo["headers"]["User-Agent"], "caf\ufffd")
+        events = self.s.get(f"{self.gh.url}/v1/orgs/{self.gh.org}/audit?action=auth.proxy",
+                            headers=self.admin()).json()["events"]
+        self.assertIn("caf\ufffd", [e["user_agent"] for e in events])
 
     def test_errors_are_json_with_the_documented_shape(self):
         r = self.s.post(f"{self.gh.url}/v1/orgs/{self.gh.org}/keys", headers=self.admin(),
