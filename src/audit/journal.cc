@@ -100,6 +100,16 @@ Result<std::string> ReadWhole(const fs::path& path) {
   return s.str();
 }
 
+bool SyncDirectory(const fs::path& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return false;
+  bool ok = ::fsync(fd) == 0;
+  ::close(fd);
+  return ok;
+}
+
+}  // namespace
+
 bool WriteAll(int fd, std::string_view bytes) {
   while (!bytes.empty()) {
     ssize_t n = ::write(fd, bytes.data(), bytes.size());
@@ -111,16 +121,6 @@ bool WriteAll(int fd, std::string_view bytes) {
   }
   return true;
 }
-
-bool SyncDirectory(const fs::path& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return false;
-  bool ok = ::fsync(fd) == 0;
-  ::close(fd);
-  return ok;
-}
-
-}  // namespace
 
 void EncodeJournalRecord(const AuditEvent& e, std::string& out) {
   const std::size_t start = out.size();

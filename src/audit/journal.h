@@ -41,6 +41,9 @@ bool DecodeJournalPayloadInto(std::string_view payload, AuditEvent& out);
 std::size_t ScanJournalSegment(std::string_view bytes,
                                const std::function<void(AuditEvent&&, std::size_t end)>& visit);
 
+// Writes all of `bytes` to `fd`, going on after interruptions; false on an error.
+bool WriteAll(int fd, std::string_view bytes);
+
 class AuditJournal {
  public:
   // Takes a free slot under `root`, creating what is missing. `sync`: Sync() will be called, so

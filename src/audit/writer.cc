@@ -33,14 +33,7 @@ Result<void> Quarantine(const std::filesystem::path& file, const std::vector<Aud
   if (fd < 0) {
     return Fail(ErrorCode::kInternal, "cannot open " + file.string() + ": " + std::strerror(errno));
   }
-  std::size_t written = 0;
-  while (written < lines.size()) {
-    const ssize_t n = ::write(fd, lines.data() + written, lines.size() - written);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    written += static_cast<std::size_t>(n);
-  }
-  const bool synced = written == lines.size() && ::fdatasync(fd) == 0;
+  const bool synced = WriteAll(fd, lines) && ::fdatasync(fd) == 0;
   ::close(fd);
   if (!synced) return Fail(ErrorCode::kInternal, "cannot write " + file.string());
   return {};
@@ -86,18 +79,12 @@ Result<std::size_t> StoreOrSetAside(Store& store, std::vector<AuditEvent>& event
   // One event at a time, each with the journal mark after it, so that the mark the store holds
   // always says exactly what it took: neither a crash nor the store going away midway can make
   // an event be stored twice or skipped. The events it refuses go to the file.
-  const bool each = ends.size() == events.size();
+  if (ends.size() != events.size()) {
+    return Fail(ErrorCode::kInternal, "audit: a journal mark is needed for each event");
+  }
   std::size_t aside = 0;
   std::vector<AuditEvent> none;
   for (std::size_t i = 0; i < events.size(); ++i) {
-    if (!each) {  // without a mark per event, the batch can only go aside whole
-      if (auto kept = Quarantine(quarantine, events); !kept) return tl::unexpected(kept.error());
-      if (auto m = store.AppendAudit(none, {}, fsync, &progress); !m) {
-        return tl::unexpected(m.error());
-      }
-      aside = events.size();
-      break;
-    }
     std::vector<AuditEvent> one{events[i]};
     const JournalProgress at{progress.journal_id, ends[i]};
     auto r = store.AppendAudit(one, {}, fsync, &at);
@@ -385,10 +372,8 @@ bool AuditWriter::WriteBatch(std::vector<AuditEvent>& events, const std::vector<
     if (progress && refusals >= 2) {
       std::vector<AuditEvent> rest(events.begin() + static_cast<std::ptrdiff_t>(from),
                                    events.end());
-      std::vector<JournalMark> rest_ends;
-      if (ends.size() == events.size()) {
-        rest_ends.assign(ends.begin() + static_cast<std::ptrdiff_t>(from), ends.end());
-      }
+      std::vector<JournalMark> rest_ends(ends.begin() + static_cast<std::ptrdiff_t>(from),
+                                         ends.end());
       std::size_t settled = 0;
       auto kept = StoreOrSetAside(store_, rest, usage, fsync, *progress, rest_ends,
                                   QuarantineFile(options_.journal_dir), &settled);

@@ -177,8 +177,8 @@ std::map<std::string, std::size_t> CountSetAside(const std::filesystem::path& jo
 // A refusal other than the store being unavailable (a constraint, a value the store cannot
 // hold) will not pass by waiting, and waiting would stop the log for every org: the batch is
 // then tried without the usage counts, and then event by event, each saved with its own mark
-// from `ends` (the mark after each event); those refused are appended to `quarantine` (synced)
-// and their marks saved without them. Without `ends` the batch can only go aside whole. Returns
+// from `ends` (the mark after each event, one per event); those refused are appended to
+// `quarantine` (synced) and their marks saved without them. Returns
 // how many events were set aside; `settled` gets how many leading events the store now
 // accounts for (all, unless it failed halfway), which must not be stored again.
 Result<std::size_t> StoreOrSetAside(Store& store, std::vector<AuditEvent>& events,
