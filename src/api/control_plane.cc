@@ -280,17 +280,6 @@ Result<HttpResponse> VerifyKey(ControlPlaneDeps& d, HttpRequest& req, const Prin
   return Json(200, o);
 }
 
-json::object VerifyReportJson(const AuditVerifyReport& r) {
-  json::object o;
-  o["intact"] = r.intact;
-  o["verified"] = r.verified;
-  o["head_seq"] = r.head_seq;
-  o["checkpoint_seq"] = r.checkpoint_seq;
-  o["broken_at"] = r.broken_at ? json::value(*r.broken_at) : json::value(nullptr);
-  if (!r.intact) o["reason"] = r.reason;
-  return o;
-}
-
 // `only_actions`: a fixed action filter ("security.*" for the security events); the caller's
 // `action` then narrows within it ("security.new_network").
 Result<HttpResponse> ListAudit(ControlPlaneDeps& d, HttpRequest& req, const Principal& p,
@@ -407,6 +396,14 @@ void RegisterControlPlane(Router& router, ControlPlaneDeps deps) {
 
   router.Add("GET", "/healthz", HandlerKind::kInline,
              [](HttpRequest&) { return JsonResponse(200, R"({"status":"ok"})"); });
+  // The public key that signs audit checkpoints and verified heads, for auditors who hold no
+  // secret of the deployment. The same on every node: it derives from the shared pepper.
+  router.Add("GET", "/.well-known/jwks.json", HandlerKind::kInline,
+             [jwks = d->audit.signer().JwksJson()](HttpRequest&) {
+               HttpResponse r = JsonResponse(200, jwks);
+               r.SetHeader("Cache-Control", "public, max-age=3600");
+               return r;
+             });
   router.Add("GET", "/readyz", HandlerKind::kBlocking, [d](HttpRequest& req) {
     if (auto r = d->store.Ping(); !r) {
       return ErrorResponse(Error{ErrorCode::kUnavailable, "storage is not reachable", {}, {}},
@@ -647,7 +644,7 @@ void RegisterControlPlane(Router& router, ControlPlaneDeps deps) {
     return Guarded(*d, req, kPermAuditRead, [&](const Principal& p) -> Result<HttpResponse> {
       auto report = d->audit.Verify(p.org_id);
       if (!report) return tl::unexpected(report.error());
-      json::object o = VerifyReportJson(*report);
+      json::object o = AuditVerifyReportJson(*report);
       std::size_t set_aside = 0;
       if (!d->audit_journal_dir.empty()) {
         const auto counts = CountSetAside(d->audit_journal_dir);

@@ -1,22 +1,26 @@
 #include "audit/audit_service.h"
 
+#include <algorithm>
+
 #include "audit/chain.h"
 #include "core/json_input.h"
 #include "core/time_format.h"
 
 namespace gatehouse {
 
-AuditService::AuditService(Store& store, const Clock& clock, std::string_view pepper,
-                           int system_retention_days)
-    : store_(store),
-      clock_(clock),
-      // A key for checkpoints only: the pepper itself keys API key hashes.
-      checkpoint_key_(DeriveSubkey(pepper, "gatehouse-audit-checkpoint-key-v1")),
-      system_retention_days_(system_retention_days) {}
+namespace {
+constexpr std::string_view kEd25519Prefix = "ed25519:";
 
-std::string AuditService::SignCheckpoint(std::string_view org_id,
-                                         const AuditHead& checkpoint) const {
-  std::string message = "gatehouse-audit-checkpoint-v1\n";
+// A signing key for the audit log only: the pepper itself keys API key hashes.
+Digest32 AuditSigningSeed(std::string_view pepper) {
+  return HmacSha256Key(pepper).Mac("gatehouse-audit-signing-key-v1");
+}
+
+std::string CheckpointMessage(std::string_view version, std::string_view org_id,
+                              const AuditHead& checkpoint) {
+  std::string message = "gatehouse-audit-checkpoint-";
+  message += version;
+  message += '\n';
   message += org_id;
   message += '\n';
   message += std::to_string(checkpoint.checkpoint_seq);
@@ -24,7 +28,85 @@ std::string AuditService::SignCheckpoint(std::string_view org_id,
   message += checkpoint.checkpoint_hash;
   message += '\n';
   message += std::to_string(checkpoint.checkpoint_at);
-  return HexEncode(checkpoint_key_.Mac(message));
+  return message;
+}
+
+// "ed25519:<kid>:<signature>" as SignCheckpoint writes it; nullopt for a legacy HMAC.
+struct StoredSignature {
+  std::string_view key_id;
+  std::string_view signature;
+};
+std::optional<StoredSignature> ParseEd25519(std::string_view stored) {
+  if (!stored.starts_with(kEd25519Prefix)) return std::nullopt;
+  stored.remove_prefix(kEd25519Prefix.size());
+  const auto colon = stored.find(':');
+  if (colon == std::string_view::npos) return StoredSignature{stored, {}};
+  return StoredSignature{stored.substr(0, colon), stored.substr(colon + 1)};
+}
+boost::json::value StatementJson(const std::optional<SignedAuditStatement>& s) {
+  if (!s) return nullptr;
+  boost::json::object o;
+  o["statement"] = s->statement;
+  o["signature"] = s->signature;
+  o["kid"] = s->key_id;
+  o["alg"] = "EdDSA";
+  return o;
+}
+}  // namespace
+
+boost::json::object AuditVerifyReportJson(const AuditVerifyReport& r) {
+  boost::json::object o;
+  o["intact"] = r.intact;
+  o["verified"] = r.verified;
+  o["head_seq"] = r.head_seq;
+  o["head_hash"] = r.head_hash;
+  o["checkpoint_seq"] = r.checkpoint_seq;
+  o["checkpoint_hash"] = r.checkpoint_seq > 0 ? boost::json::value(r.checkpoint_hash) : nullptr;
+  o["checkpoint"] = StatementJson(r.checkpoint);
+  o["signed_head"] = StatementJson(r.signed_head);
+  o["broken_at"] = r.broken_at ? boost::json::value(*r.broken_at) : nullptr;
+  if (!r.intact) o["reason"] = r.reason;
+  return o;
+}
+
+AuditService::AuditService(Store& store, const Clock& clock, std::string_view pepper,
+                           int system_retention_days)
+    : store_(store),
+      clock_(clock),
+      signer_(AuditSigningSeed(pepper)),
+      legacy_checkpoint_key_(DeriveSubkey(pepper, "gatehouse-audit-checkpoint-key-v1")),
+      system_retention_days_(system_retention_days) {}
+
+std::string AuditService::CheckpointStatement(std::string_view org_id,
+                                              const AuditHead& checkpoint) {
+  return CheckpointMessage("v2", org_id, checkpoint);
+}
+
+SignedAuditStatement AuditService::SignStatement(std::string statement) const {
+  const Ed25519Signature signature = signer_.Sign(statement);
+  return {std::move(statement), Base64UrlEncode(signature.data(), signature.size()),
+          signer_.key_id()};
+}
+
+std::string AuditService::SignCheckpoint(std::string_view org_id,
+                                         const AuditHead& checkpoint) const {
+  SignedAuditStatement s = SignStatement(CheckpointStatement(org_id, checkpoint));
+  return std::string(kEd25519Prefix) + s.key_id + ":" + s.signature;
+}
+
+bool AuditService::CheckpointSignatureValid(std::string_view org_id, const AuditHead& head) const {
+  const auto stored = ParseEd25519(head.checkpoint_signature);
+  if (!stored) {
+    return ConstantTimeEquals(
+        HexEncode(legacy_checkpoint_key_.Mac(CheckpointMessage("v1", org_id, head))),
+        head.checkpoint_signature);
+  }
+  if (stored->key_id != signer_.key_id()) return false;
+  const auto raw = Base64UrlDecode(stored->signature);
+  Ed25519Signature signature{};
+  if (!raw || raw->size() != signature.size()) return false;
+  std::copy(raw->begin(), raw->end(), signature.begin());
+  return VerifyEd25519(signer_.public_key(), CheckpointStatement(org_id, head), signature);
 }
 
 Result<AuditPage> AuditService::List(std::string_view org_id, const AuditQuery& query) {
@@ -39,9 +121,17 @@ Result<AuditVerifyReport> AuditService::Verify(std::string_view org_id) {
   if (!head) return tl::unexpected(head.error());
   AuditVerifyReport report;
   report.head_seq = head->seq;
+  report.head_hash = head->hash;
   report.checkpoint_seq = head->checkpoint_seq;
-  if (head->checkpoint_seq > 0 &&
-      !ConstantTimeEquals(SignCheckpoint(org_id, *head), head->checkpoint_signature)) {
+  if (head->checkpoint_seq > 0) {
+    report.checkpoint_hash = head->checkpoint_hash;
+    if (const auto stored = ParseEd25519(head->checkpoint_signature)) {
+      report.checkpoint =
+          SignedAuditStatement{CheckpointStatement(org_id, *head), std::string(stored->signature),
+                               std::string(stored->key_id)};
+    }
+  }
+  if (head->checkpoint_seq > 0 && !CheckpointSignatureValid(org_id, *head)) {
     report.intact = false;
     report.broken_at = head->checkpoint_seq;
     report.reason = "the retention checkpoint's signature does not verify";
@@ -62,7 +152,17 @@ Result<AuditVerifyReport> AuditService::Verify(std::string_view org_id) {
     report.intact = false;
     report.broken_at = b->seq;
     report.reason = b->reason;
+    return report;
   }
+  std::string statement = "gatehouse-audit-head-v1\n";
+  statement += org_id;
+  statement += '\n';
+  statement += std::to_string(head->seq);
+  statement += '\n';
+  statement += head->hash;
+  statement += '\n';
+  statement += FormatRfc3339(clock_.Now());
+  report.signed_head = SignStatement(std::move(statement));
   return report;
 }
 

@@ -2,9 +2,12 @@
 // signed checkpoints, and key usage. Plain C++ over the Store; the HTTP handlers and the CLI
 // (`gatehouse audit verify`) both call it.
 //
-// Checkpoints are signed with HMAC-SHA-256 under a key derived from the deployment's pepper, so
-// that someone who can write to the database but does not hold the pepper cannot move the
-// start of a chain to hide deleted events.
+// Checkpoints are signed with Ed25519 under a key derived from the deployment's pepper, so that
+// someone who can write to the database but does not hold the pepper cannot move the start of a
+// chain to hide deleted events, and an auditor who holds only the public key
+// (/.well-known/jwks.json) can check them. Verify also signs the head it found intact: an
+// auditor who keeps those statements can later prove that a chain was once longer, which the
+// chain alone cannot show when someone truncates the tail and the head together.
 #pragma once
 
 #include <functional>
@@ -15,9 +18,18 @@
 #include "audit/details.h"
 #include "core/clock.h"
 #include "core/crypto.h"
+#include "core/signing.h"
 #include "store/store.h"
 
 namespace gatehouse {
+
+// A statement signed with the audit key: `statement` is the exact text signed (UTF-8, lines
+// separated by \n), `signature` its Ed25519 signature in base64url, `key_id` the JWKS kid.
+struct SignedAuditStatement {
+  std::string statement;
+  std::string signature;
+  std::string key_id;
+};
 
 struct AuditVerifyReport {
   bool intact = true;
@@ -26,7 +38,19 @@ struct AuditVerifyReport {
   std::int64_t checkpoint_seq = 0;  // the chain was verified from here (0: from the start)
   std::optional<std::int64_t> broken_at;
   std::string reason;
+  // Where the chain starts after retention (checkpoint_seq > 0): its hash and signed statement.
+  // Checkpoints written before signatures were Ed25519 carry an HMAC that only the deployment
+  // can check; they have no statement.
+  std::string checkpoint_hash;
+  std::optional<SignedAuditStatement> checkpoint;
+  // "gatehouse-audit-head-v1\n<org>\n<head seq>\n<head hash>\n<verified at, RFC 3339>",
+  // signed only when the chain is intact.
+  std::string head_hash;
+  std::optional<SignedAuditStatement> signed_head;
 };
+
+// The report as the API and `gatehouse audit verify --json` print it.
+boost::json::object AuditVerifyReportJson(const AuditVerifyReport& report);
 
 class AuditService {
  public:
@@ -57,7 +81,12 @@ class AuditService {
   // Usage of the last `days` days (1-366), today included.
   Result<KeyUsageReport> KeyUsage(std::string_view org_id, std::string_view key_id, int days);
 
+  // "ed25519:<kid>:<base64url signature>" over CheckpointStatement().
   std::string SignCheckpoint(std::string_view org_id, const AuditHead& checkpoint) const;
+  static std::string CheckpointStatement(std::string_view org_id, const AuditHead& checkpoint);
+  bool CheckpointSignatureValid(std::string_view org_id, const AuditHead& head) const;
+  // The public half of the audit key, for /.well-known/jwks.json.
+  const Ed25519Signer& signer() const { return signer_; }
 
  private:
   void CatchUp() const {
@@ -67,7 +96,11 @@ class AuditService {
   Store& store_;
   const Clock& clock_;
   std::function<void()> catch_up_;
-  HmacSha256Key checkpoint_key_;
+  SignedAuditStatement SignStatement(std::string statement) const;
+
+  Ed25519Signer signer_;
+  // Checks checkpoints signed before Ed25519 (hex HMAC-SHA-256); signs nothing new.
+  HmacSha256Key legacy_checkpoint_key_;
   int system_retention_days_;
 };
 

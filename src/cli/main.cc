@@ -468,14 +468,8 @@ int VerifyAudit(gh::App& a, const std::string& only_org, bool json) {
                          : "; " + std::to_string(aside_count) + " events set aside in " +
                                gh::QuarantineFile(AuditJournalDir(*a.config)).string();
     if (json) {
-      boost::json::object o;
+      boost::json::object o = gh::AuditVerifyReportJson(*r);
       o["org_id"] = org;
-      o["intact"] = r->intact;
-      o["verified"] = r->verified;
-      o["head_seq"] = r->head_seq;
-      o["checkpoint_seq"] = r->checkpoint_seq;
-      o["broken_at"] = r->broken_at ? boost::json::value(*r->broken_at) : nullptr;
-      if (!r->intact) o["reason"] = r->reason;
       o["set_aside"] = aside_count;
       std::cout << boost::json::serialize(o) << "\n";
     } else if (r->intact) {

@@ -115,7 +115,7 @@ struct AuditHead {
   std::int64_t checkpoint_seq = 0;
   std::string checkpoint_hash;
   UnixMicros checkpoint_at = 0;
-  std::string checkpoint_signature;  // hex HMAC over (org, seq, hash, at); empty: never pruned
+  std::string checkpoint_signature;  // AuditService::SignCheckpoint; empty: never pruned
 };
 
 // Requests of one key on one UTC day that ended in one status class, counted by the audit

@@ -209,6 +209,68 @@ TEST_F(AuditLogTest, RetentionPrunesOldEventsAndTheRestStillVerifiesFromASignedC
   EXPECT_NE(forged->reason.find("signature"), std::string::npos) << forged->reason;
 }
 
+// What an auditor holding only the JWKS public key checks: the signature over the exact
+// statement, then the statement's fields against the chain they hold.
+bool VerifiesWith(const Ed25519Signer& signer, const SignedAuditStatement& s) {
+  const auto raw = Base64UrlDecode(s.signature);
+  Ed25519Signature sig{};
+  if (!raw || raw->size() != sig.size() || s.key_id != signer.key_id()) return false;
+  std::copy(raw->begin(), raw->end(), sig.begin());
+  return VerifyEd25519(signer.public_key(), s.statement, sig);
+}
+
+TEST_F(AuditLogTest, CheckpointsAndIntactHeadsAreSignedForWhoeverHoldsThePublicKey) {
+  AppendMany("org_a", 20);
+  ASSERT_TRUE(store_->UpdateOrg("org_a", OrgUpdate{{}, 1}, Event("org_a", "org.update")));
+  clock_.Advance(std::chrono::hours(24) - std::chrono::seconds(10));
+  ASSERT_TRUE(audit_->ApplyRetention(*store_->GetOrg("org_a")));
+  auto r = audit_->Verify("org_a");
+  ASSERT_TRUE(r && r->intact) << (r ? r->reason : r.error().message);
+  const AuditHead head = *store_->GetAuditHead("org_a");
+  EXPECT_TRUE(head.checkpoint_signature.starts_with("ed25519:" + audit_->signer().key_id() + ":"))
+      << head.checkpoint_signature;
+
+  ASSERT_TRUE(r->checkpoint);
+  EXPECT_EQ(r->checkpoint->statement,
+            "gatehouse-audit-checkpoint-v2\norg_a\n" + std::to_string(head.checkpoint_seq) + "\n" +
+                head.checkpoint_hash + "\n" + std::to_string(head.checkpoint_at));
+  EXPECT_TRUE(VerifiesWith(audit_->signer(), *r->checkpoint));
+  ASSERT_TRUE(r->signed_head);
+  EXPECT_TRUE(r->signed_head->statement.starts_with(
+      "gatehouse-audit-head-v1\norg_a\n" + std::to_string(head.seq) + "\n" + head.hash + "\n"))
+      << r->signed_head->statement;
+  EXPECT_TRUE(VerifiesWith(audit_->signer(), *r->signed_head));
+  SignedAuditStatement edited = *r->signed_head;
+  edited.statement.replace(edited.statement.find(std::to_string(head.seq)),
+                           std::to_string(head.seq).size(), std::to_string(head.seq + 1));
+  EXPECT_FALSE(VerifiesWith(audit_->signer(), edited));
+
+  // Every node of a deployment derives the same key from the pepper; another pepper, another.
+  AuditService same(*store_, clock_, kPepper);
+  EXPECT_EQ(same.signer().public_key(), audit_->signer().public_key());
+  EXPECT_TRUE(same.Verify("org_a")->intact);
+  AuditService other(*store_, clock_, "another-pepper-0123456789abcdef0123456");
+  EXPECT_NE(other.signer().key_id(), audit_->signer().key_id());
+  auto foreign = other.Verify("org_a");
+  EXPECT_FALSE(foreign->intact);
+  EXPECT_FALSE(foreign->signed_head);  // a broken chain gets no signed head
+
+  // A checkpoint from before Ed25519 (hex HMAC under the pepper's checkpoint key) still holds.
+  std::string legacy = "gatehouse-audit-checkpoint-v1\norg_a\n" +
+                       std::to_string(head.checkpoint_seq) + "\n" + head.checkpoint_hash + "\n" +
+                       std::to_string(head.checkpoint_at);
+  const std::string legacy_mac = HexEncode(
+      HmacSha256Key(DeriveSubkey(kPepper, "gatehouse-audit-checkpoint-key-v1")).Mac(legacy));
+  Tamper("UPDATE audit_heads SET checkpoint_signature = '" + legacy_mac +
+         "' WHERE org_id = 'org_a'");
+  auto old = audit_->Verify("org_a");
+  EXPECT_TRUE(old->intact) << old->reason;
+  EXPECT_FALSE(old->checkpoint);  // nothing an outsider could check
+  Tamper("UPDATE audit_heads SET checkpoint_signature = 'ed25519:" + audit_->signer().key_id() +
+         ":AAAA' WHERE org_id = 'org_a'");
+  EXPECT_FALSE(audit_->Verify("org_a")->intact);
+}
+
 TEST_F(AuditLogTest, TheSystemChainIsBoundedToo) {
   AppendMany("system", 10);  // refusals of unknown keys, which anyone can cause
   clock_.Advance(std::chrono::hours(24 * 31));

@@ -15,6 +15,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "core/signing.h"
 #include "integration/fixture.h"
 #include "store/postgres/pg_store.h"
 #include "store/sqlite/sqlite_store.h"
@@ -299,6 +300,66 @@ TEST_F(AuditTest, ReadingNeedsAuditRead) {
     found = found || e.at("request_id").as_string() == r.Header("x-request-id").c_str();
   }
   EXPECT_TRUE(found);
+}
+
+// Whoever holds only /.well-known/jwks.json checks what verify signed, with openssl rather than
+// gatehouse's own code: an auditor's tools are not ours.
+TEST_F(AuditTest, VerifySignsTheHeadItFoundAndAnyoneWithTheJwksCanCheckIt) {
+  auto jwks = Request(server_->port(), "GET", "/.well-known/jwks.json", {});
+  ASSERT_EQ(jwks.status, 200) << jwks.body;
+  EXPECT_EQ(jwks.Header("cache-control"), "public, max-age=3600");
+  const json::value set = json::parse(jwks.body);
+  ASSERT_EQ(set.at("keys").as_array().size(), 1u);
+  const auto& jwk = set.at("keys").as_array().at(0).as_object();
+  EXPECT_EQ(jwk.at("kty"), "OKP");
+  EXPECT_EQ(jwk.at("crv"), "Ed25519");
+  EXPECT_EQ(jwk.at("alg"), "EdDSA");
+  const auto x = Base64UrlDecode(jwk.at("x").as_string());
+  ASSERT_TRUE(x && x->size() == 32);
+
+  ASSERT_EQ(Call("GET", "/api/v1/findings/1", NewKey(R"(["read:findings"])")).status, 200);
+  auto verify = Call("POST", "/v1/orgs/" + org_ + "/audit/verify", key_);
+  ASSERT_EQ(verify.status, 200) << verify.body;
+  const auto report = json::parse(verify.body).as_object();
+  ASSERT_TRUE(report.at("signed_head").is_object()) << verify.body;
+  const auto& head = report.at("signed_head").as_object();
+  EXPECT_EQ(head.at("kid"), jwk.at("kid"));
+  const std::string statement(head.at("statement").as_string());
+  EXPECT_TRUE(statement.starts_with("gatehouse-audit-head-v1\n" + org_ + "\n" +
+                                    std::to_string(report.at("head_seq").as_int64()) + "\n" +
+                                    std::string(report.at("head_hash").as_string()) + "\n"))
+      << statement;
+  EXPECT_TRUE(report.at("checkpoint").is_null());  // never pruned
+
+  // An Ed25519 SubjectPublicKeyInfo is a fixed 12-byte DER prefix and the raw key (RFC 8410).
+  const std::string der = std::string("\x30\x2a\x30\x05\x06\x03\x2b\x65\x70\x03\x21\x00", 12) + *x;
+  const std::string dir = dir_.path() + "/auditor";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/key.der", std::ios::binary) << der;
+  std::ofstream(dir + "/statement", std::ios::binary) << statement;
+  std::ofstream(dir + "/forged", std::ios::binary) << statement << "0";
+  std::ofstream(dir + "/sig", std::ios::binary)
+      << *Base64UrlDecode(head.at("signature").as_string());
+  auto check = [&](const std::string& file) {
+    int status = -1;
+    std::string out =
+        RunCommand({"/usr/bin/openssl", "pkeyutl", "-verify", "-pubin", "-keyform", "DER", "-inkey",
+                    dir + "/key.der", "-rawin", "-in", dir + "/" + file, "-sigfile", dir + "/sig"},
+                   &status);
+    return std::pair{status, out};
+  };
+  auto [ok, out] = check("statement");
+  EXPECT_EQ(ok, 0) << out;
+  EXPECT_NE(out.find("Signature Verified Successfully"), std::string::npos) << out;
+  EXPECT_NE(check("forged").first, 0);
+
+  // `gatehouse audit verify --json` signs with the same key (it derives from the same pepper).
+  std::vector<std::string> cli = {Binary(), "audit", "verify", "--json", "--org", org_};
+  for (const auto& f : StorageFlags()) cli.push_back(f);
+  int status = -1;
+  std::string line = RunCommand(cli, &status);
+  ASSERT_EQ(status, 0) << line;
+  EXPECT_EQ(json::parse(line).at("signed_head").at("kid"), jwk.at("kid")) << line;
 }
 
 TEST_F(AuditTest, ExportStreamsEveryEventAndVerifyFindsADirectEdit) {

@@ -1,0 +1,64 @@
+#include "core/signing.h"
+
+#include <sodium.h>
+
+#include <cstdlib>
+
+namespace gatehouse {
+
+std::string Base64UrlEncode(const unsigned char* data, std::size_t size) {
+  constexpr int kVariant = sodium_base64_VARIANT_URLSAFE_NO_PADDING;
+  std::string out(sodium_base64_ENCODED_LEN(size, kVariant), '\0');
+  sodium_bin2base64(out.data(), out.size(), data, size, kVariant);
+  out.resize(out.size() - 1);  // the encoder's terminating NUL
+  return out;
+}
+
+std::optional<std::string> Base64UrlDecode(std::string_view text) {
+  std::string out(text.size() / 4 * 3 + 3, '\0');
+  std::size_t written = 0;
+  const char* end = nullptr;
+  if (sodium_base642bin(reinterpret_cast<unsigned char*>(out.data()), out.size(), text.data(),
+                        text.size(), nullptr, &written, &end,
+                        sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
+      end != text.data() + text.size()) {
+    return std::nullopt;
+  }
+  out.resize(written);
+  return out;
+}
+
+Ed25519Signer::Ed25519Signer(const Digest32& seed) {
+  if (sodium_init() < 0) std::abort();
+  crypto_sign_seed_keypair(public_key_.data(), secret_key_.data(), seed.data());
+  // RFC 7638: SHA-256 over the required members in lexicographic order, no whitespace.
+  const std::string x = Base64UrlEncode(public_key_.data(), public_key_.size());
+  const Digest32 thumbprint = Sha256(R"({"crv":"Ed25519","kty":"OKP","x":")" + x + "\"}");
+  key_id_ = Base64UrlEncode(thumbprint.data(), thumbprint.size());
+}
+
+Ed25519Signer::~Ed25519Signer() { sodium_memzero(secret_key_.data(), secret_key_.size()); }
+
+Ed25519Signature Ed25519Signer::Sign(std::string_view message) const {
+  Ed25519Signature signature{};
+  crypto_sign_detached(signature.data(), nullptr,
+                       reinterpret_cast<const unsigned char*>(message.data()), message.size(),
+                       secret_key_.data());
+  return signature;
+}
+
+std::string Ed25519Signer::JwksJson() const {
+  return R"({"keys":[{"kty":"OKP","crv":"Ed25519","x":")" +
+         Base64UrlEncode(public_key_.data(), public_key_.size()) + R"(","kid":")" + key_id_ +
+         R"(","use":"sig","alg":"EdDSA"}]})";
+}
+
+bool VerifyEd25519(const Ed25519PublicKey& key, std::string_view message,
+                   const Ed25519Signature& signature) {
+  if (sodium_init() < 0) std::abort();
+  return crypto_sign_verify_detached(signature.data(),
+                                     reinterpret_cast<const unsigned char*>(message.data()),
+                                     message.size(), key.data()) == 0;
+}
+
+}  // namespace gatehouse
