@@ -1,13 +1,16 @@
 // Control-plane request bodies, read the way the key-creation handler reads them (with a
-// nested rate limit).
+// nested rate limit), and as audit verify reads its anchor.
 #include <cstdint>
 #include <string_view>
 
+#include "audit/audit_service.h"
 #include "core/json_input.h"
 #include "limits/rate_policy.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   std::string_view body(reinterpret_cast<const char*>(data), size);
+  (void)gatehouse::ReadAuditAnchor(body, false);
+  (void)gatehouse::ReadAuditAnchor(body, true);
   auto in = gatehouse::JsonObjectReader::Parse(body);
   if (!in) return 0;
   (void)in->OptString("label");

@@ -642,7 +642,9 @@ void RegisterControlPlane(Router& router, ControlPlaneDeps deps) {
   });
   router.Add("POST", "/v1/orgs/{org}/audit/verify", HandlerKind::kBlocking, [d](HttpRequest& req) {
     return Guarded(*d, req, kPermAuditRead, [&](const Principal& p) -> Result<HttpResponse> {
-      auto report = d->audit.Verify(p.org_id);
+      auto anchor = ReadAuditAnchor(req.body, false);
+      if (!anchor) return tl::unexpected(anchor.error());
+      auto report = d->audit.Verify(p.org_id, *anchor ? &**anchor : nullptr);
       if (!report) return tl::unexpected(report.error());
       json::object o = AuditVerifyReportJson(*report);
       std::size_t set_aside = 0;

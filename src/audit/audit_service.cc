@@ -1,6 +1,8 @@
 #include "audit/audit_service.h"
 
 #include <algorithm>
+#include <charconv>
+#include <vector>
 
 #include "audit/chain.h"
 #include "core/json_input.h"
@@ -10,6 +12,7 @@ namespace gatehouse {
 
 namespace {
 constexpr std::string_view kEd25519Prefix = "ed25519:";
+constexpr std::string_view kHeadStatementTag = "gatehouse-audit-head-v1\n";
 
 // A signing key for the audit log only: the pepper itself keys API key hashes.
 Digest32 AuditSigningSeed(std::string_view pepper) {
@@ -54,6 +57,46 @@ boost::json::value StatementJson(const std::optional<SignedAuditStatement>& s) {
 }
 }  // namespace
 
+namespace {
+// `prefix`: "anchor." inside the API's body, so that messages name the field as sent.
+Result<SignedAuditStatement> ReadStatement(JsonObjectReader& r, const std::string& prefix) {
+  SignedAuditStatement s;
+  for (auto [name, field] : {std::pair{"statement", &s.statement},
+                             std::pair{"signature", &s.signature}, std::pair{"kid", &s.key_id}}) {
+    auto v = r.OptString(name);
+    if (!v) return tl::unexpected(v.error());
+    if (!*v) return FailField(prefix + name, prefix + name + " is required");
+    *field = std::move(**v);
+  }
+  if (auto alg = r.OptString("alg"); !alg) {
+    return tl::unexpected(alg.error());
+  } else if (*alg && **alg != "EdDSA") {
+    return FailField(prefix + "alg", prefix + "alg must be EdDSA");
+  }
+  if (auto unknown = r.RejectUnknownFields(); !unknown) return tl::unexpected(unknown.error());
+  return s;
+}
+}  // namespace
+
+Result<std::optional<SignedAuditStatement>> ReadAuditAnchor(std::string_view json, bool bare) {
+  auto reader = JsonObjectReader::Parse(json);
+  if (!reader) return tl::unexpected(reader.error());
+  if (bare) {
+    auto s = ReadStatement(*reader, "");
+    if (!s) return tl::unexpected(s.error());
+    return std::optional<SignedAuditStatement>(std::move(*s));
+  }
+  auto anchor = reader->OptObject("anchor");
+  if (!anchor) return tl::unexpected(anchor.error());
+  if (auto unknown = reader->RejectUnknownFields(); !unknown) {
+    return tl::unexpected(unknown.error());
+  }
+  if (!*anchor) return std::optional<SignedAuditStatement>();
+  auto s = ReadStatement(**anchor, "anchor.");
+  if (!s) return tl::unexpected(s.error());
+  return std::optional<SignedAuditStatement>(std::move(*s));
+}
+
 boost::json::object AuditVerifyReportJson(const AuditVerifyReport& r) {
   boost::json::object o;
   o["intact"] = r.intact;
@@ -66,6 +109,7 @@ boost::json::object AuditVerifyReportJson(const AuditVerifyReport& r) {
   o["signed_head"] = StatementJson(r.signed_head);
   o["broken_at"] = r.broken_at ? boost::json::value(*r.broken_at) : nullptr;
   if (!r.intact) o["reason"] = r.reason;
+  if (r.anchor) o["anchor"] = *r.anchor;
   return o;
 }
 
@@ -94,6 +138,65 @@ std::string AuditService::SignCheckpoint(std::string_view org_id,
   return std::string(kEd25519Prefix) + s.key_id + ":" + s.signature;
 }
 
+bool AuditService::SignatureValid(const SignedAuditStatement& s) const {
+  const auto raw = Base64UrlDecode(s.signature);
+  Ed25519Signature signature{};
+  if (s.key_id != signer_.key_id() || !raw || raw->size() != signature.size()) return false;
+  std::copy(raw->begin(), raw->end(), signature.begin());
+  return VerifyEd25519(signer_.public_key(), s.statement, signature);
+}
+
+Result<void> AuditService::CheckAnchor(std::string_view org_id, const AuditHead& head,
+                                       const SignedAuditStatement& anchor,
+                                       AuditVerifyReport& report) {
+  // Signed by us, so well formed; only the org needs checking.
+  std::string_view rest = anchor.statement;
+  if (!rest.starts_with(kHeadStatementTag)) {
+    return FailField("anchor", "the anchor is not a signed audit head");
+  }
+  rest.remove_prefix(kHeadStatementTag.size());
+  std::vector<std::string_view> lines;
+  for (std::size_t end; (end = rest.find('\n')) != std::string_view::npos;) {
+    lines.push_back(rest.substr(0, end));
+    rest.remove_prefix(end + 1);
+  }
+  lines.push_back(rest);
+  std::int64_t seq = 0;
+  if (lines.size() != 4 || lines[0] != org_id ||
+      std::from_chars(lines[1].data(), lines[1].data() + lines[1].size(), seq).ec != std::errc{}) {
+    return FailField("anchor", "the anchor is a signed head of another org");
+  }
+  const std::string_view hash = lines[2], signed_at = lines[3];
+  auto lost = [&](std::string why) {
+    report.intact = false;
+    report.broken_at = seq;
+    report.reason = "the chain no longer holds the head signed at " + std::string(signed_at) +
+                    " (seq " + std::to_string(seq) + "): " + std::move(why);
+  };
+  if (seq > head.seq) {
+    lost("the chain now ends at seq " + std::to_string(head.seq) + "; its tail was cut");
+  } else if (seq < head.checkpoint_seq) {
+    report.anchor = "pruned";
+  } else if (seq == head.checkpoint_seq) {
+    if (seq > 0 && !ConstantTimeEquals(hash, head.checkpoint_hash)) {
+      lost("the retention checkpoint has another hash");
+    } else {
+      report.anchor = "held";
+    }
+  } else {
+    auto event = store_.AuditChain(org_id, seq - 1, 1);
+    if (!event) return tl::unexpected(event.error());
+    if (event->empty() || event->front().seq != seq) {
+      lost("the event is missing");
+    } else if (!ConstantTimeEquals(event->front().hash, hash)) {
+      lost("the event there has another hash; the chain was rewritten from there on");
+    } else {
+      report.anchor = "held";
+    }
+  }
+  return {};
+}
+
 bool AuditService::CheckpointSignatureValid(std::string_view org_id, const AuditHead& head) const {
   const auto stored = ParseEd25519(head.checkpoint_signature);
   if (!stored) {
@@ -101,12 +204,8 @@ bool AuditService::CheckpointSignatureValid(std::string_view org_id, const Audit
         HexEncode(legacy_checkpoint_key_.Mac(CheckpointMessage("v1", org_id, head))),
         head.checkpoint_signature);
   }
-  if (stored->key_id != signer_.key_id()) return false;
-  const auto raw = Base64UrlDecode(stored->signature);
-  Ed25519Signature signature{};
-  if (!raw || raw->size() != signature.size()) return false;
-  std::copy(raw->begin(), raw->end(), signature.begin());
-  return VerifyEd25519(signer_.public_key(), CheckpointStatement(org_id, head), signature);
+  return SignatureValid({CheckpointStatement(org_id, head), std::string(stored->signature),
+                         std::string(stored->key_id)});
 }
 
 Result<AuditPage> AuditService::List(std::string_view org_id, const AuditQuery& query) {
@@ -115,7 +214,13 @@ Result<AuditPage> AuditService::List(std::string_view org_id, const AuditQuery& 
   return store_.ListAudit(org_id, query);
 }
 
-Result<AuditVerifyReport> AuditService::Verify(std::string_view org_id) {
+Result<AuditVerifyReport> AuditService::Verify(std::string_view org_id,
+                                               const SignedAuditStatement* anchor) {
+  if (anchor && !SignatureValid(*anchor)) {
+    return FailField("anchor",
+                     "the anchor's signature does not verify with this deployment's "
+                     "audit key (/.well-known/jwks.json)");
+  }
   CatchUp();
   auto head = store_.GetAuditHead(org_id);
   if (!head) return tl::unexpected(head.error());
@@ -154,7 +259,13 @@ Result<AuditVerifyReport> AuditService::Verify(std::string_view org_id) {
     report.reason = b->reason;
     return report;
   }
-  std::string statement = "gatehouse-audit-head-v1\n";
+  if (anchor) {
+    if (auto checked = CheckAnchor(org_id, *head, *anchor, report); !checked) {
+      return tl::unexpected(checked.error());
+    }
+    if (!report.intact) return report;
+  }
+  std::string statement = std::string(kHeadStatementTag);
   statement += org_id;
   statement += '\n';
   statement += std::to_string(head->seq);

@@ -47,7 +47,15 @@ struct AuditVerifyReport {
   // signed only when the chain is intact.
   std::string head_hash;
   std::optional<SignedAuditStatement> signed_head;
+  // With an anchor (a signed head kept from an earlier verify): "held" when the chain still
+  // holds that event with that hash, "pruned" when retention has since removed it. When the
+  // chain no longer holds it, the report is not intact and broken_at is the anchor's seq.
+  std::optional<std::string> anchor;
 };
+
+// Reads {"anchor": <a signed_head as verify printed it>} (the API's body), or the signed_head
+// object itself when `bare` (`gatehouse audit verify --anchor FILE`). No anchor: nullopt.
+Result<std::optional<SignedAuditStatement>> ReadAuditAnchor(std::string_view json, bool bare);
 
 // The report as the API and `gatehouse audit verify --json` print it.
 boost::json::object AuditVerifyReportJson(const AuditVerifyReport& report);
@@ -64,7 +72,11 @@ class AuditService {
   void SetCatchUp(std::function<void()> catch_up) { catch_up_ = std::move(catch_up); }
 
   Result<AuditPage> List(std::string_view org_id, const AuditQuery& query);
-  Result<AuditVerifyReport> Verify(std::string_view org_id);
+  // `anchor`: a signed head from an earlier verify of this org, which the chain must still hold.
+  // One suffices: an intact chain that holds the newest anchor holds every older one. An anchor
+  // this deployment did not sign, or signed for another org, is kInvalidArgument.
+  Result<AuditVerifyReport> Verify(std::string_view org_id,
+                                   const SignedAuditStatement* anchor = nullptr);
   // The next page of the chain, oldest first, after `after_seq` (verify and export read it so);
   // a page shorter than kChainPage is the last.
   static constexpr int kChainPage = 1000;
@@ -97,6 +109,10 @@ class AuditService {
   const Clock& clock_;
   std::function<void()> catch_up_;
   SignedAuditStatement SignStatement(std::string statement) const;
+  bool SignatureValid(const SignedAuditStatement& s) const;
+  // Judges the chain (already verified intact) against an earlier signed head.
+  Result<void> CheckAnchor(std::string_view org_id, const AuditHead& head,
+                           const SignedAuditStatement& anchor, AuditVerifyReport& report);
 
   Ed25519Signer signer_;
   // Checks checkpoints signed before Ed25519 (hex HMAC-SHA-256); signs nothing new.

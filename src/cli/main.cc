@@ -8,8 +8,10 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
+#include <fstream>
 #include <future>
 #include <iostream>
+#include <optional>
 #include <thread>
 
 #include "api/control_plane.h"
@@ -439,7 +441,20 @@ int ExportAudit(gh::App& a, const std::string& org, std::int64_t after_seq) {
   return std::cout ? 0 : 2;
 }
 
-int VerifyAudit(gh::App& a, const std::string& only_org, bool json) {
+int VerifyAudit(gh::App& a, const std::string& only_org, bool json,
+                const std::string& anchor_file) {
+  std::optional<gh::SignedAuditStatement> anchor;
+  if (!anchor_file.empty()) {
+    std::ifstream in(anchor_file, std::ios::binary);
+    if (!in) return Die(anchor_file + ": cannot read the anchor");
+    std::string text(64 * 1024 + 1, '\0');
+    in.read(text.data(), static_cast<std::streamsize>(text.size()));
+    text.resize(static_cast<std::size_t>(in.gcount()));
+    if (text.size() > 64 * 1024) return Die(anchor_file + ": an anchor is not that long");
+    auto read = gh::ReadAuditAnchor(text, true);
+    if (!read) return Die(anchor_file + ": " + read.error().message);
+    anchor = std::move(*read);
+  }
   // Events journaled by a process that is gone belong in the log before it is judged; slots of
   // running servers are theirs, and skipped.
   auto replayed = gh::ReplayLeftJournals(*a.store, AuditJournalDir(*a.config), nullptr);
@@ -458,7 +473,7 @@ int VerifyAudit(gh::App& a, const std::string& only_org, bool json) {
   const auto set_aside = gh::CountSetAside(AuditJournalDir(*a.config));
   bool all_intact = true;
   for (const auto& org : orgs) {
-    auto r = a.audit->Verify(org);
+    auto r = a.audit->Verify(org, anchor ? &*anchor : nullptr);
     if (!r) return Die(org + ": " + r.error().message);
     all_intact = all_intact && r->intact;
     const auto aside = set_aside.find(org);
@@ -474,7 +489,8 @@ int VerifyAudit(gh::App& a, const std::string& only_org, bool json) {
       std::cout << boost::json::serialize(o) << "\n";
     } else if (r->intact) {
       std::cout << org << ": intact, " << r->verified << " events verified (seq "
-                << r->checkpoint_seq + 1 << "-" << r->head_seq << ")" << aside_note << "\n";
+                << r->checkpoint_seq + 1 << "-" << r->head_seq << ")"
+                << (r->anchor ? "; the anchor is " + *r->anchor : "") << aside_note << "\n";
     } else {
       std::cout << org << ": BROKEN at event " << *r->broken_at << ": " << r->reason << aside_note
                 << "\n";
@@ -572,6 +588,12 @@ int main(int argc, char** argv) {
   AddCommon(audit_verify, common);
   audit_verify->add_option("--org", org, "only this organization (\"system\": org-less events)");
   audit_verify->add_flag("--json", json, "print one JSON report per org");
+  std::string anchor_file;
+  audit_verify
+      ->add_option("--anchor", anchor_file,
+                   "a signed_head kept from an earlier verify of --org (a JSON file); "
+                   "the chain must still hold it")
+      ->needs(audit_verify->get_option("--org"));
   auto* audit_export = audit->add_subcommand(
       "export",
       "print an organization's audit chain as JSON lines, oldest first (\"system\": "
@@ -775,7 +797,7 @@ int main(int argc, char** argv) {
     for (const auto& o : *r) std::cout << o.id << "\t" << o.name << "\n";
     return 0;
   }
-  if (audit_verify->parsed()) return VerifyAudit(a, org, json);
+  if (audit_verify->parsed()) return VerifyAudit(a, org, json, anchor_file);
   if (audit_export->parsed()) return ExportAudit(a, org, after_seq);
   if (audit_prune->parsed()) {
     auto r = a.audit->ApplyAllRetention();

@@ -271,6 +271,86 @@ TEST_F(AuditLogTest, CheckpointsAndIntactHeadsAreSignedForWhoeverHoldsThePublicK
   EXPECT_FALSE(audit_->Verify("org_a")->intact);
 }
 
+TEST_F(AuditLogTest, AKeptSignedHeadShowsATailCutTogetherWithTheHead) {
+  AppendMany("org_a", 10);
+  auto first = audit_->Verify("org_a");
+  ASSERT_TRUE(first && first->signed_head);
+  const SignedAuditStatement kept = *first->signed_head;
+  const std::int64_t kept_seq = first->head_seq;
+  AppendMany("org_a", 5);
+  auto later = audit_->Verify("org_a", &kept);
+  ASSERT_TRUE(later) << later.error().message;
+  EXPECT_TRUE(later->intact) << later->reason;
+  EXPECT_EQ(later->anchor, "held");
+
+  // Someone cuts the last six events and moves the head back consistently: the chain alone
+  // cannot tell, the kept head can.
+  const std::int64_t cut = kept_seq - 1;
+  Tamper("DELETE FROM audit_events WHERE org_id = 'org_a' AND seq > " + std::to_string(cut) +
+         "; UPDATE audit_heads SET seq = " + std::to_string(cut) +
+         ", hash = (SELECT hash FROM audit_events WHERE org_id = 'org_a' AND seq = " +
+         std::to_string(cut) + ") WHERE org_id = 'org_a'");
+  EXPECT_TRUE(audit_->Verify("org_a")->intact);
+  auto cut_report = audit_->Verify("org_a", &kept);
+  ASSERT_TRUE(cut_report);
+  EXPECT_FALSE(cut_report->intact);
+  EXPECT_EQ(cut_report->broken_at, kept_seq);
+  EXPECT_NE(cut_report->reason.find("tail was cut"), std::string::npos) << cut_report->reason;
+  EXPECT_FALSE(cut_report->signed_head);
+
+  // And grows it again with other events: long enough, but not the same chain.
+  AppendMany("org_a", 4);
+  EXPECT_TRUE(audit_->Verify("org_a")->intact);
+  auto rewritten = audit_->Verify("org_a", &kept);
+  EXPECT_FALSE(rewritten->intact);
+  EXPECT_NE(rewritten->reason.find("another hash"), std::string::npos) << rewritten->reason;
+
+  // What retention removed is not held against the chain.
+  ASSERT_TRUE(store_->UpdateOrg("org_a", OrgUpdate{{}, 1}, Event("org_a", "org.update")));
+  clock_.Advance(std::chrono::hours(25));
+  AppendMany("org_a", 1);
+  ASSERT_TRUE(audit_->ApplyRetention(*store_->GetOrg("org_a")));
+  auto now = audit_->Verify("org_a");
+  ASSERT_TRUE(now->intact && now->signed_head);
+  EXPECT_EQ(audit_->Verify("org_a", &kept)->anchor, "pruned");
+  EXPECT_EQ(audit_->Verify("org_a", &*now->signed_head)->anchor, "held");
+
+  // An anchor is refused, not judged, when this deployment did not sign it for this org.
+  EXPECT_EQ(audit_->Verify("org_b", &kept).error().code, ErrorCode::kInvalidArgument);
+  SignedAuditStatement forged = kept;
+  forged.statement += "0";
+  EXPECT_EQ(audit_->Verify("org_a", &forged).error().code, ErrorCode::kInvalidArgument);
+  AuditService other(*store_, clock_, "another-pepper-0123456789abcdef0123456");
+  auto foreign = *other.Verify("org_b");
+  EXPECT_EQ(audit_->Verify("org_b", &*foreign.signed_head).error().code,
+            ErrorCode::kInvalidArgument);
+}
+
+TEST(AuditAnchorInput, ReadsTheApiBodyAndTheBareObjectAndNamesWhatIsWrong) {
+  EXPECT_FALSE(*ReadAuditAnchor("", false));
+  EXPECT_FALSE(*ReadAuditAnchor("{}", false));
+  auto body = ReadAuditAnchor(
+      R"({"anchor":{"statement":"s","signature":"AA","kid":"k","alg":"EdDSA"}})", false);
+  ASSERT_TRUE(body && *body);
+  EXPECT_EQ((*body)->statement, "s");
+  EXPECT_EQ((*body)->key_id, "k");
+  auto bare = ReadAuditAnchor(R"({"statement":"s","signature":"AA","kid":"k"})", true);
+  ASSERT_TRUE(bare && *bare);
+  EXPECT_EQ(ReadAuditAnchor(R"({"anchor":{"statement":"s","kid":"k"}})", false).error().field,
+            "anchor.signature");
+  EXPECT_EQ(
+      ReadAuditAnchor(R"({"anchor":{"statement":"s","signature":"A","kid":"k","x":1}})", false)
+          .error()
+          .field,
+      "anchor.x");
+  EXPECT_EQ(ReadAuditAnchor(R"({"anchor":[]})", false).error().field, "anchor");
+  EXPECT_EQ(ReadAuditAnchor(R"({"other":1})", false).error().field, "other");
+  EXPECT_EQ(ReadAuditAnchor(R"({"statement":"s","signature":"A","kid":"k","alg":"RS256"})", true)
+                .error()
+                .field,
+            "alg");
+}
+
 TEST_F(AuditLogTest, TheSystemChainIsBoundedToo) {
   AppendMany("system", 10);  // refusals of unknown keys, which anyone can cause
   clock_.Advance(std::chrono::hours(24 * 31));

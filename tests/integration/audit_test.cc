@@ -360,6 +360,25 @@ TEST_F(AuditTest, VerifySignsTheHeadItFoundAndAnyoneWithTheJwksCanCheckIt) {
   std::string line = RunCommand(cli, &status);
   ASSERT_EQ(status, 0) << line;
   EXPECT_EQ(json::parse(line).at("signed_head").at("kid"), jwk.at("kid")) << line;
+
+  // The kept head is an anchor for later checks, over the API and on the command line.
+  const std::string anchored = "{\"anchor\":" + json::serialize(head) + "}";
+  auto again = Call("POST", "/v1/orgs/" + org_ + "/audit/verify", key_, anchored);
+  ASSERT_EQ(again.status, 200) << again.body;
+  EXPECT_EQ(json::parse(again.body).at("anchor"), "held") << again.body;
+  json::object forged = head;
+  forged["statement"] = statement + "0";
+  auto refused = Call("POST", "/v1/orgs/" + org_ + "/audit/verify", key_,
+                      "{\"anchor\":" + json::serialize(forged) + "}");
+  EXPECT_EQ(refused.status, 400) << refused.body;
+  EXPECT_NE(refused.body.find("\"field\":\"anchor\""), std::string::npos) << refused.body;
+  EXPECT_EQ(Call("POST", "/v1/orgs/" + org_ + "/audit/verify", key_, "{\"anchor\":7}").status, 400);
+  std::ofstream(dir + "/anchor.json") << json::serialize(head);
+  cli = {Binary(), "audit", "verify", "--org", org_, "--anchor", dir + "/anchor.json"};
+  for (const auto& f : StorageFlags()) cli.push_back(f);
+  line = RunCommand(cli, &status);
+  EXPECT_EQ(status, 0) << line;
+  EXPECT_NE(line.find("the anchor is held"), std::string::npos) << line;
 }
 
 TEST_F(AuditTest, ExportStreamsEveryEventAndVerifyFindsADirectEdit) {
