@@ -43,4 +43,14 @@ Result<std::optional<JournalMark>> ParseJournalMark(std::string_view value) {
   return Fail(ErrorCode::kInternal, "the stored audit journal progress is malformed");
 }
 
+Result<void> RequireAuditOrgs(const std::vector<AuditEvent>& events) {
+  for (const auto& e : events) {
+    if (e.org_id.empty()) {
+      return Fail(ErrorCode::kInternal,
+                  "an audit event without an org (action '" + e.action + "') was not stored");
+    }
+  }
+  return {};
+}
+
 }  // namespace gatehouse

@@ -79,4 +79,7 @@ std::string JournalMetaName(std::string_view journal_id);
 std::string FormatJournalMark(const JournalMark& mark);
 Result<std::optional<JournalMark>> ParseJournalMark(std::string_view value);
 
+// Every event of a batch names its org: one without would open a chain of its own, org "".
+Result<void> RequireAuditOrgs(const std::vector<AuditEvent>& events);
+
 }  // namespace gatehouse

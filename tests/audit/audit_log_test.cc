@@ -351,6 +351,28 @@ TEST(AuditAnchorInput, ReadsTheApiBodyAndTheBareObjectAndNamesWhatIsWrong) {
             "alg");
 }
 
+TEST_F(AuditLogTest, ARefusedBatchOfSeveralOrgsLeavesTheCallersEventsWhole) {
+  // The writer offers a refused batch again, then event by event; before, the refused org's
+  // events came back emptied and were stored as a chain of org "", the real ones lost.
+  Tamper(
+      "CREATE TRIGGER refuse_one BEFORE INSERT ON audit_events WHEN NEW.request_id = "
+      "'req_bad' BEGIN SELECT RAISE(ABORT, 'refused'); END");
+  std::vector<AuditEvent> batch{Event("org_b", "auth.proxy"), Event("org_a", "auth.proxy"),
+                                Event("org_a", "auth.proxy"), Event("org_b", "auth.proxy")};
+  batch[2].request_id = "req_bad";
+  const std::vector<AuditEvent> before = batch;
+  ASSERT_FALSE(store_->AppendAudit(batch, {}, true));
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    EXPECT_EQ(batch[i].org_id, before[i].org_id) << i;
+    EXPECT_EQ(batch[i].action, before[i].action) << i;
+    EXPECT_EQ(batch[i].request_id, before[i].request_id) << i;
+    EXPECT_EQ(batch[i].user_agent, before[i].user_agent) << i;
+  }
+  std::vector<AuditEvent> orgless{Event("", "auth.proxy")};
+  EXPECT_FALSE(store_->AppendAudit(orgless, {}, true));
+  EXPECT_TRUE(store_->AuditChain("", 0, 10)->empty());
+}
+
 TEST_F(AuditLogTest, TheSystemChainIsBoundedToo) {
   AppendMany("system", 10);  // refusals of unknown keys, which anyone can cause
   clock_.Advance(std::chrono::hours(24 * 31));

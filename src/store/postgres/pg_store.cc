@@ -1299,6 +1299,7 @@ Result<void> PgStore::AppendAudit(std::vector<AuditEvent>& events,
                                   const std::vector<KeyUsageCount>& usage, bool fsync,
                                   const JournalProgress* progress) {
   if (events.empty() && usage.empty() && !progress) return {};
+  if (auto r = RequireAuditOrgs(events); !r) return r;
   // Orgs in a fixed order, so that two nodes' batches lock the same heads in the same order.
   std::vector<std::size_t> order(events.size());
   for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;

@@ -1178,6 +1178,7 @@ Result<void> SqliteStore::AppendAudit(std::vector<AuditEvent>& events,
                                       const std::vector<KeyUsageCount>& usage, bool fsync,
                                       const JournalProgress* progress) {
   if (events.empty() && usage.empty() && !progress) return {};
+  if (auto r = RequireAuditOrgs(events); !r) return r;
   // Each org's events go in as that org's rows (the tenant views), in the order given. The
   // usual batch (one org) is appended where it lies; only a mixed one is grouped by org.
   const bool one_org = std::all_of(events.begin(), events.end(), [&](const AuditEvent& e) {
@@ -1216,8 +1217,11 @@ Result<void> SqliteStore::AppendAudit(std::vector<AuditEvent>& events,
       for (; j < order.size() && events[order[j]].org_id == org; ++j) {
         group.push_back(std::move(events[order[j]]));
       }
-      if (auto r = AppendAuditOn(*c, group.data(), group.size(), true); !r) return r;
+      auto r = AppendAuditOn(*c, group.data(), group.size(), true);
+      // Moved back whether or not the store took them: a refused batch is offered again, and
+      // then event by event, so the caller's events must still be whole.
       for (std::size_t k = i; k < j; ++k) events[order[k]] = std::move(group[k - i]);
+      if (!r) return r;
       i = j;
     }
     for (const auto& u : usage) {
