@@ -31,6 +31,41 @@ boost::json::object AuditEventJson(const AuditEvent& e) {
   return o;
 }
 
+std::optional<AuditEvent> AuditEventFromJson(std::string_view line) {
+  boost::system::error_code ec;
+  boost::json::value v = boost::json::parse(line, ec);
+  const auto* o = ec ? nullptr : v.if_object();
+  if (!o) return std::nullopt;
+  AuditEvent e;
+  for (auto [name, field] :
+       {std::pair{"org_id", &e.org_id}, std::pair{"actor", &e.actor},
+        std::pair{"action", &e.action}, std::pair{"resource", &e.resource},
+        std::pair{"result", &e.result}, std::pair{"client_ip", &e.client_ip},
+        std::pair{"user_agent", &e.user_agent}, std::pair{"request_id", &e.request_id}}) {
+    const auto* f = o->if_contains(name);
+    if (!f || !f->is_string()) return std::nullopt;
+    *field = std::string(f->get_string());
+  }
+  const auto* status = o->if_contains("status");
+  if (!status || !status->is_int64() || status->get_int64() < 0 || status->get_int64() > 999) {
+    return std::nullopt;
+  }
+  e.status = static_cast<int>(status->get_int64());
+  if (const auto* us = o->if_contains("time_us"); us && us->is_int64()) {
+    e.at = us->get_int64();
+  } else if (const auto* t = o->if_contains("time"); t && t->is_string()) {
+    auto at = ParseRfc3339(t->get_string());
+    if (!at) return std::nullopt;
+    e.at = *at;
+  } else {
+    return std::nullopt;
+  }
+  const auto* details = o->if_contains("details");
+  e.details = details && details->is_object() ? boost::json::serialize(*details) : "{}";
+  if (e.org_id.empty() || e.action.empty()) return std::nullopt;
+  return e;
+}
+
 namespace {
 boost::json::object OrgSettings(const Org& org) {
   boost::json::object o;

@@ -4,6 +4,7 @@
 
 #include <boost/json/object.hpp>
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -40,6 +41,10 @@ std::string_view ResultOfStatus(int status);
 
 // An event as the audit API and `gatehouse audit export` show it.
 boost::json::object AuditEventJson(const AuditEvent& e);
+// Reads back a line that AuditEventJson wrote (a quarantined event), without its place in a
+// chain (seq and hashes). The time is "time_us" when the line has it, else "time" (seconds).
+// Anything else is nullopt.
+std::optional<AuditEvent> AuditEventFromJson(std::string_view line);
 
 // A flat object of string fields, e.g. {"reason":"expired","route":"/api"}.
 std::string DetailsOf(const std::vector<std::pair<std::string_view, std::string_view>>& fields);

@@ -100,6 +100,8 @@ Result<std::string> ReadWhole(const fs::path& path) {
   return s.str();
 }
 
+}  // namespace
+
 bool SyncDirectory(const fs::path& dir) {
   int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return false;
@@ -107,8 +109,6 @@ bool SyncDirectory(const fs::path& dir) {
   ::close(fd);
   return ok;
 }
-
-}  // namespace
 
 bool WriteAll(int fd, std::string_view bytes) {
   while (!bytes.empty()) {

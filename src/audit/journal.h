@@ -43,6 +43,8 @@ std::size_t ScanJournalSegment(std::string_view bytes,
 
 // Writes all of `bytes` to `fd`, going on after interruptions; false on an error.
 bool WriteAll(int fd, std::string_view bytes);
+// Makes the directory's entries (a file created or renamed in it) durable; false on an error.
+bool SyncDirectory(const std::filesystem::path& dir);
 
 class AuditJournal {
  public:

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <boost/json/parse.hpp>
@@ -14,6 +15,7 @@
 #include <map>
 #include <optional>
 #include <tuple>
+#include <utility>
 
 #include "audit/details.h"
 #include "core/time_format.h"
@@ -22,21 +24,61 @@ namespace gatehouse {
 
 namespace {
 
-// Appends `events` as JSON lines to the quarantine file, synced before it returns.
-Result<void> Quarantine(const std::filesystem::path& file, const std::vector<AuditEvent>& events) {
-  std::string lines;
-  for (const auto& e : events) {
-    lines += boost::json::serialize(AuditEventJson(e));
-    lines += '\n';
+// Held while the quarantine file is appended to or rewritten, so that a server setting events
+// aside never appends to a file that `gatehouse audit requeue` is about to replace. A separate
+// file, because the quarantine file itself is replaced by rename.
+class QuarantineLock {
+ public:
+  static Result<QuarantineLock> Take(const std::filesystem::path& quarantine) {
+    const std::filesystem::path path = quarantine.string() + ".lock";
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      return Fail(ErrorCode::kInternal,
+                  "cannot open " + path.string() + ": " + std::strerror(errno));
+    }
+    while (::flock(fd, LOCK_EX) != 0) {
+      if (errno == EINTR) continue;
+      ::close(fd);
+      return Fail(ErrorCode::kInternal, "cannot lock " + path.string());
+    }
+    return QuarantineLock(fd);
   }
-  const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  QuarantineLock(QuarantineLock&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  QuarantineLock& operator=(QuarantineLock&&) = delete;
+  ~QuarantineLock() {
+    if (fd_ >= 0) ::close(fd_);  // releases the lock
+  }
+
+ private:
+  explicit QuarantineLock(int fd) : fd_(fd) {}
+  int fd_;
+};
+
+std::string QuarantineLine(const AuditEvent& e) {
+  auto o = AuditEventJson(e);
+  o["time_us"] = e.at;  // "time" is to the second; a requeued event keeps its exact time
+  return boost::json::serialize(o) + "\n";
+}
+
+// Writes `bytes` to `file` (created 0600, appended or replaced), synced before it returns.
+Result<void> WriteSynced(const std::filesystem::path& file, std::string_view bytes, int mode) {
+  const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | mode, 0600);
   if (fd < 0) {
     return Fail(ErrorCode::kInternal, "cannot open " + file.string() + ": " + std::strerror(errno));
   }
-  const bool synced = WriteAll(fd, lines) && ::fdatasync(fd) == 0;
+  const bool synced = WriteAll(fd, bytes) && ::fdatasync(fd) == 0;
   ::close(fd);
   if (!synced) return Fail(ErrorCode::kInternal, "cannot write " + file.string());
   return {};
+}
+
+// Appends `events` as JSON lines to the quarantine file, synced before it returns.
+Result<void> Quarantine(const std::filesystem::path& file, const std::vector<AuditEvent>& events) {
+  std::string lines;
+  for (const auto& e : events) lines += QuarantineLine(e);
+  auto lock = QuarantineLock::Take(file);
+  if (!lock) return tl::unexpected(lock.error());
+  return WriteSynced(file, lines, O_APPEND);
 }
 
 }  // namespace
@@ -53,6 +95,58 @@ std::map<std::string, std::size_t> CountSetAside(const std::filesystem::path& jo
     if (org && org->is_string()) ++out[std::string(org->as_string())];
   }
   return out;
+}
+
+Result<RequeueReport> RequeueSetAside(Store& store, const std::filesystem::path& journal_root) {
+  const std::filesystem::path file = QuarantineFile(journal_root);
+  auto lock = QuarantineLock::Take(file);
+  if (!lock) return tl::unexpected(lock.error());
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return RequeueReport{};  // nothing was ever set aside
+  RequeueReport report;
+  std::string kept, line;
+  std::optional<Error> stopped;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    auto event = stopped ? std::nullopt : AuditEventFromJson(line);
+    if (!event) {
+      // Unreadable lines stay for a person to read; after an outage, so does the rest.
+      kept += line + "\n";
+      ++report.kept;
+      continue;
+    }
+    std::vector<AuditEvent> one{std::move(*event)};
+    if (auto stored = store.AppendAudit(one, {}, true); stored) {
+      ++report.stored;
+      continue;
+    } else if (stored.error().code == ErrorCode::kUnavailable) {
+      stopped = stored.error();
+    } else {
+      report.refusals.push_back(stored.error().message);
+    }
+    kept += line + "\n";
+    ++report.kept;
+  }
+  in.close();
+  if (report.stored > 0) {
+    // Replaced, not rewritten in place: a crash leaves the old file or the new, never half.
+    const std::filesystem::path next = file.string() + ".next";
+    if (auto w = WriteSynced(next, kept, O_TRUNC); !w) return tl::unexpected(w.error());
+    std::error_code ec;
+    std::filesystem::rename(next, file, ec);
+    if (ec)
+      return Fail(ErrorCode::kInternal, "cannot replace " + file.string() + ": " + ec.message());
+    if (!SyncDirectory(journal_root)) {
+      return Fail(ErrorCode::kInternal, "cannot sync " + journal_root.string());
+    }
+  }
+  if (stopped) {
+    Error e = *stopped;
+    e.message = "stopped after " + std::to_string(report.stored) +
+                " events, the rest are still in the file: " + e.message;
+    return tl::unexpected(e);
+  }
+  return report;
 }
 
 Result<std::size_t> StoreOrSetAside(Store& store, std::vector<AuditEvent>& events,

@@ -170,6 +170,20 @@ inline std::filesystem::path QuarantineFile(const std::filesystem::path& journal
   return journal_root / "quarantine.jsonl";
 }
 
+struct RequeueReport {
+  std::size_t stored = 0;             // now in their orgs' chains, and gone from the file
+  std::size_t kept = 0;               // still in the file
+  std::vector<std::string> refusals;  // why the store refused those it refused
+};
+
+// Offers every event in the quarantine file under `journal_root` to the store again, oldest
+// first: each is appended to its org's chain now, with its original time, request id and
+// fields. Those stored leave the file; those refused again, and lines it cannot read, stay.
+// The store being unavailable stops it, and what is left stays. Servers that set events aside
+// meanwhile wait for it. A crash between storing an event and replacing the file can store
+// that event twice; it never loses one.
+Result<RequeueReport> RequeueSetAside(Store& store, const std::filesystem::path& journal_root);
+
 // How many events the quarantine file under `journal_root` holds, by org.
 std::map<std::string, std::size_t> CountSetAside(const std::filesystem::path& journal_root);
 

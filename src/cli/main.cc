@@ -441,6 +441,25 @@ int ExportAudit(gh::App& a, const std::string& org, std::int64_t after_seq) {
   return std::cout ? 0 : 2;
 }
 
+int RequeueAudit(gh::App& a) {
+  const auto root = AuditJournalDir(*a.config);
+  auto r = gh::RequeueSetAside(*a.store, root);
+  if (!r) return Die(r.error().message);
+  if (r->stored + r->kept > 0) {
+    // The operator's act is on record too, in the operator's chain.
+    std::vector<gh::AuditEvent> event{gh::AuditSource{}.Event(
+        "system", "audit.requeue", "file:" + gh::QuarantineFile(root).string(), 0, a.clock->Now())};
+    event.front().details =
+        gh::DetailsOf({{"stored", std::to_string(r->stored)}, {"kept", std::to_string(r->kept)}});
+    if (auto e = a.store->AppendAudit(event, {}, true); !e) return Die(e.error().message);
+  }
+  std::cout << "requeued " << r->stored << " events into their chains; " << r->kept << " remain in "
+            << gh::QuarantineFile(root).string() << "\n";
+  for (const auto& why : r->refusals) std::cout << "  refused: " << why << "\n";
+  std::cout.flush();
+  return r->kept == 0 ? 0 : 1;
+}
+
 int VerifyAudit(gh::App& a, const std::string& only_org, bool json,
                 const std::string& anchor_file) {
   std::optional<gh::SignedAuditStatement> anchor;
@@ -604,6 +623,11 @@ int main(int argc, char** argv) {
   auto* audit_prune = audit->add_subcommand(
       "prune", "apply every org's audit retention now (the server also does this hourly)");
   AddCommon(audit_prune, common);
+  auto* audit_requeue = audit->add_subcommand(
+      "requeue",
+      "offer the events this node's audit journal set aside (quarantine.jsonl) to the database "
+      "again, once the cause is fixed; exits 1 while some remain");
+  AddCommon(audit_requeue, common);
 
   auto* users = cli.add_subcommand("users", "manage people's accounts");
   users->require_subcommand(1);
@@ -799,6 +823,7 @@ int main(int argc, char** argv) {
   }
   if (audit_verify->parsed()) return VerifyAudit(a, org, json, anchor_file);
   if (audit_export->parsed()) return ExportAudit(a, org, after_seq);
+  if (audit_requeue->parsed()) return RequeueAudit(a);
   if (audit_prune->parsed()) {
     auto r = a.audit->ApplyAllRetention();
     if (!r) return Die(r.error().message);

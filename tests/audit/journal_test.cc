@@ -305,6 +305,63 @@ TEST_F(JournalTest, AReplayedBatchTheStoreRefusesForGoodIsSetAsideAndTheServerSt
   EXPECT_EQ(Recorded().size(), 4u);
 }
 
+TEST_F(JournalTest, SetAsideEventsGoBackIntoTheirChainsOnceTheStoreTakesThem) {
+  auto sql = [&](const char* statement) {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((dir_ / "gatehouse.db").c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db, statement, nullptr, nullptr, nullptr), SQLITE_OK);
+    sqlite3_close(db);
+  };
+  sql("CREATE TRIGGER refuse_poison BEFORE INSERT ON audit_events WHEN NEW.request_id IN "
+      "('req_poison_1', 'req_poison_2') BEGIN SELECT RAISE(ABORT, 'poisoned'); END");
+  {
+    auto j = OpenJournal();
+    ASSERT_TRUE(j->Append(Event("req_0")));
+    AuditEvent exact = Event("req_poison_1");
+    exact.at += 123'456;  // microseconds, which the file's "time" would lose
+    ASSERT_TRUE(j->Append(exact));
+    ASSERT_TRUE(j->Append(Event("req_poison_2", "org_b")));
+  }
+  auto writer = AuditWriter::Open(*store_, Options());
+  ASSERT_TRUE(writer) << writer.error().message;
+  (*writer)->Stop();
+  ASSERT_EQ(CountSetAside(dir_ / "journal"),
+            (std::map<std::string, std::size_t>{{"org_a", 1}, {"org_b", 1}}));
+  {  // a line nobody can read stays for a person to look at
+    std::ofstream(QuarantineFile(dir_ / "journal"), std::ios::app) << "not json\n";
+  }
+
+  // While the cause is still there, nothing moves and the file is as it was.
+  auto refused = RequeueSetAside(*store_, dir_ / "journal");
+  ASSERT_TRUE(refused) << refused.error().message;
+  EXPECT_EQ(refused->stored, 0u);
+  EXPECT_EQ(refused->kept, 3u);
+  ASSERT_EQ(refused->refusals.size(), 2u);
+  EXPECT_FALSE(refused->refusals[0].empty());
+
+  sql("DROP TRIGGER refuse_poison");
+  auto moved = RequeueSetAside(*store_, dir_ / "journal");
+  ASSERT_TRUE(moved) << moved.error().message;
+  EXPECT_EQ(moved->stored, 2u);
+  EXPECT_EQ(moved->kept, 1u);
+  EXPECT_EQ(Recorded(), (std::map<std::string, int>{{"req_0", 1}, {"req_poison_1", 1}}));
+  EXPECT_EQ(Recorded("org_b"), (std::map<std::string, int>{{"req_poison_2", 1}}));
+  auto chain = *store_->AuditChain("org_a", 0, 100);
+  EXPECT_EQ(chain.back().request_id, "req_poison_1");
+  EXPECT_EQ(chain.back().at, Event("x").at + 123'456);  // its own time, to the microsecond
+  EXPECT_EQ(chain.back().user_agent, "journal-test");
+  EXPECT_TRUE(CountSetAside(dir_ / "journal").empty());
+  std::ifstream in(QuarantineFile(dir_ / "journal"));
+  std::string rest((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(rest, "not json\n");
+
+  // Nothing is stored twice by running it again.
+  auto again = RequeueSetAside(*store_, dir_ / "journal");
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->stored, 0u);
+  EXPECT_EQ(Recorded().size(), 2u);
+}
+
 TEST_F(JournalTest, ASlotLeftByAProcessThatIsGoneIsReplayedByTheNextToStart) {
   auto running = OpenJournal();  // slot 0 stays held, as by a running process
   {
