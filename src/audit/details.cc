@@ -13,6 +13,7 @@ boost::json::object AuditEventJson(const AuditEvent& e) {
   boost::json::object o;
   o["seq"] = e.seq;
   o["time"] = FormatRfc3339(e.at);
+  o["time_us"] = e.at;  // exact, as the hash covers it: an export can be checked offline
   o["org_id"] = e.org_id;
   o["actor"] = e.actor;
   o["action"] = e.action;

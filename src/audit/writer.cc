@@ -55,9 +55,7 @@ class QuarantineLock {
 };
 
 std::string QuarantineLine(const AuditEvent& e) {
-  auto o = AuditEventJson(e);
-  o["time_us"] = e.at;  // "time" is to the second; a requeued event keeps its exact time
-  return boost::json::serialize(o) + "\n";
+  return boost::json::serialize(AuditEventJson(e)) + "\n";
 }
 
 // Writes `bytes` to `file` (created 0600, appended or replaced), synced before it returns.

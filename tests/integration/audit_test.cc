@@ -3,6 +3,7 @@
 // reading needs audit:read; export streams; verify and `gatehouse audit verify` find a direct
 // edit; key usage comes from the pipeline; and after kill -9 under load, every request that got
 // an answer has its event on disk.
+#include <openssl/sha.h>
 #include <signal.h>
 
 #include <boost/json.hpp>
@@ -353,6 +354,41 @@ TEST_F(AuditTest, VerifySignsTheHeadItFoundAndAnyoneWithTheJwksCanCheckIt) {
   EXPECT_NE(out.find("Signature Verified Successfully"), std::string::npos) << out;
   EXPECT_NE(check("forged").first, 0);
 
+  // The export is enough to recompute every hash up to the signed head, with nothing of
+  // gatehouse's code: the canonical form as openapi.yaml states it, and OpenSSL's SHA-256.
+  auto exported = Call("GET", "/v1/orgs/" + org_ + "/audit/export", key_);
+  ASSERT_EQ(exported.status, 200);
+  std::string prev(64, '0');
+  std::int64_t reached = 0;
+  std::size_t at = 0;
+  while (at < exported.body.size()) {
+    const auto end = exported.body.find('\n', at);
+    const json::object e = json::parse(exported.body.substr(at, end - at)).as_object();
+    at = end + 1;
+    auto f = [](std::string_view x) {
+      return std::to_string(x.size()) + ":" + std::string(x) + "\n";
+    };
+    auto str = [&](const char* name) { return f(std::string_view(e.at(name).as_string())); };
+    auto num = [&](const char* name) { return f(std::to_string(e.at(name).as_int64())); };
+    const std::string input = "gatehouse-audit-v1\n" + f(prev) + str("org_id") + num("seq") +
+                              num("time_us") + str("actor") + str("action") + str("resource") +
+                              str("result") + num("status") + str("client_ip") + str("user_agent") +
+                              str("request_id") + f(json::serialize(e.at("details")));
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    SHA256(reinterpret_cast<const unsigned char*>(input.data()), input.size(), digest);
+    std::string hex;
+    for (unsigned char b : digest)
+      hex += "0123456789abcdef"[b >> 4], hex += "0123456789abcdef"[b & 15];
+    ASSERT_EQ(e.at("prev_hash").as_string(), prev) << e;
+    ASSERT_EQ(e.at("hash").as_string(), hex) << "recomputed differently: " << e;
+    prev = hex;
+    if (e.at("seq").as_int64() == report.at("head_seq").as_int64()) {
+      EXPECT_EQ(hex, report.at("head_hash").as_string());  // what the signed head names
+      reached = e.at("seq").as_int64();
+    }
+  }
+  EXPECT_EQ(reached, report.at("head_seq").as_int64());
+
   // `gatehouse audit verify --json` signs with the same key (it derives from the same pepper).
   std::vector<std::string> cli = {Binary(), "audit", "verify", "--json", "--org", org_};
   for (const auto& f : StorageFlags()) cli.push_back(f);
@@ -554,9 +590,9 @@ TEST_F(AuditJournalTest, EventsTheStoreRefusesForGoodAreSetAsideAndTheLogGoesOn)
   if (OnPostgres()) {
     postgres_->Sql("DROP TRIGGER refuse_poison ON gatehouse.audit_events", "postgres");
   } else {
-    RunCommand({"/usr/bin/sqlite3", dir_.path() + "/data/gatehouse.db",
-                "DROP TRIGGER refuse_poison"},
-               &status);
+    RunCommand(
+        {"/usr/bin/sqlite3", dir_.path() + "/data/gatehouse.db", "DROP TRIGGER refuse_poison"},
+        &status);
     ASSERT_EQ(status, 0);
   }
   out = RunCommand(requeue, &status);
@@ -570,8 +606,8 @@ TEST_F(AuditJournalTest, EventsTheStoreRefusesForGoodAreSetAsideAndTheLogGoesOn)
   EXPECT_NE(api.body.find("\"intact\":true"), std::string::npos) << api.body;
   EXPECT_NE(api.body.find("\"set_aside\":0"), std::string::npos) << api.body;
   // The operator's act is in the operator's chain.
-  std::vector<std::string> system = {Binary(), "audit", "export", "--org", "system", "--config",
-                                     config_};
+  std::vector<std::string> system = {Binary(), "audit",    "export", "--org",
+                                     "system", "--config", config_};
   for (const auto& f : StorageFlags()) system.push_back(f);
   out = RunCommand(system, &status);
   EXPECT_NE(out.find("\"action\":\"audit.requeue\""), std::string::npos) << out;
