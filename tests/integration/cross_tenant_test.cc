@@ -68,6 +68,7 @@ const std::set<std::string> kCallersOwn = {
 const std::set<std::string> kNoOrgData = {
     "GET /healthz",
     "GET /readyz",
+    "GET /.well-known/jwks.json",  // one deployment key; the same answer to every caller
     "GET /metrics",
     "GET /v1/authz/check",
     "POST /v1/authz/check",
@@ -282,6 +283,13 @@ TEST_F(CrossTenantTest, OrgBsIdsInBodiesAndQueriesChangeNothingAndShowNothing) {
       ExpectRefusedWithoutLeak(r, e.method + " " + e.path + " body " + body);
     }
   }
+  // B's signed head as an anchor for A's chain: refused, and nothing of B's chain is judged.
+  auto b_report = Call("POST", "/v1/orgs/" + b_org_ + "/audit/verify", b_owner_);
+  ASSERT_EQ(b_report.status, 200) << b_report.body;
+  const auto b_head = boost::json::parse(b_report.body).at("signed_head");
+  auto anchored = Call("POST", "/v1/orgs/" + org_ + "/audit/verify", key_,
+                       "{\"anchor\":" + boost::json::serialize(b_head) + "}");
+  ExpectRefusedWithoutLeak(anchored, "B's signed head as A's anchor");
   // Verification of B's key by A: "not found", whatever B's key is.
   auto v = Call("POST", "/v1/keys/verify", key_, R"({"key":")" + b_secret_ + R"("})");
   EXPECT_EQ(v.status, 200);
