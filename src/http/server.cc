@@ -307,6 +307,7 @@ class Server::Impl {
   }
 
   Result<void> Start() {
+    signals_ = std::make_unique<net::signal_set>(sig_ioc_, SIGINT, SIGTERM, SIGHUP);
     int n = parts_.threads > 0
                 ? parts_.threads
                 : (cfg_.threads > 0
@@ -477,8 +478,9 @@ class Server::Impl {
   }
 
   void RunUntilSignalled(std::function<void()> periodic, Millis period) {
-    net::io_context sig_ioc{1};
-    net::signal_set signals(sig_ioc, SIGINT, SIGTERM, SIGHUP);
+    net::io_context& sig_ioc = sig_ioc_;
+    if (!signals_) signals_ = std::make_unique<net::signal_set>(sig_ioc, SIGINT, SIGTERM, SIGHUP);
+    net::signal_set& signals = *signals_;
     std::function<void(const boost::system::error_code&, int)> on_signal;
     on_signal = [&](const boost::system::error_code& ec, int sig) {
       if (ec) return;
@@ -1379,6 +1381,11 @@ class Server::Impl {
   Parts parts_;
   const Config& cfg_;
   std::unique_ptr<proxy::UpstreamHealth> upstream_health_;  // before workers_: they point to it
+  // Caught from Start() on, before anything says "listening": a SIGTERM sent the moment a
+  // supervisor sees the server up is held for RunUntilSignalled, which then drains, instead of
+  // killing the process with requests in flight.
+  net::io_context sig_ioc_{1};
+  std::unique_ptr<net::signal_set> signals_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::mutex allocated_mu_;
   std::uint64_t allocated_by_ended_ = 0;  // guarded by allocated_mu_

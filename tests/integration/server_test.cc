@@ -224,5 +224,17 @@ TEST_F(ServerTest, ShutdownDrainsInFlightRequests) {
   EXPECT_EQ(server_->Wait(), 0);
 }
 
+TEST_F(ServerTest, ASigtermTheMomentTheServerSaysItListensStillStopsItCleanly) {
+  // Supervisors send SIGTERM as soon as they see a process up. Before, the handler was
+  // installed only after "listening" was printed, and such a signal killed the process (143).
+  server_->Signal(SIGTERM);
+  server_->Wait();
+  for (int i = 0; i < 10; ++i) {
+    server_ = std::make_unique<ServerProcess>(config_);
+    server_->Signal(SIGTERM);
+    ASSERT_EQ(server_->Wait(), 0) << "start " << i << ":\n" << server_->Output();
+  }
+}
+
 }  // namespace
 }  // namespace gatehouse::testing
