@@ -12,26 +12,31 @@ namespace gatehouse {
 
 namespace {
 constexpr std::string_view kEd25519Prefix = "ed25519:";
-constexpr std::string_view kHeadStatementTag = "gatehouse-audit-head-v1\n";
+constexpr std::string_view kHeadStatementKind = "gatehouse-audit-head-v1";
 
 // A signing key for the audit log only: the pepper itself keys API key hashes.
 Digest32 AuditSigningSeed(std::string_view pepper) {
   return HmacSha256Key(pepper).Mac("gatehouse-audit-signing-key-v1");
 }
 
+// A signed statement's text: its kind, then one field a line. Checkpoints and heads share the
+// form, so that a verifier parses both the same way.
+std::string Statement(std::string_view kind, std::string_view org_id, std::int64_t seq,
+                      std::string_view hash, std::string_view time) {
+  const std::string seq_text = std::to_string(seq);
+  std::string out(kind);
+  for (std::string_view field : {org_id, std::string_view(seq_text), hash, time}) {
+    out += '\n';
+    out += field;
+  }
+  return out;
+}
+
 std::string CheckpointMessage(std::string_view version, std::string_view org_id,
                               const AuditHead& checkpoint) {
-  std::string message = "gatehouse-audit-checkpoint-";
-  message += version;
-  message += '\n';
-  message += org_id;
-  message += '\n';
-  message += std::to_string(checkpoint.checkpoint_seq);
-  message += '\n';
-  message += checkpoint.checkpoint_hash;
-  message += '\n';
-  message += std::to_string(checkpoint.checkpoint_at);
-  return message;
+  return Statement(std::string("gatehouse-audit-checkpoint-") + std::string(version), org_id,
+                   checkpoint.checkpoint_seq, checkpoint.checkpoint_hash,
+                   std::to_string(checkpoint.checkpoint_at));
 }
 
 // "ed25519:<kid>:<signature>" as SignCheckpoint writes it; nullopt for a legacy HMAC.
@@ -151,10 +156,11 @@ Result<void> AuditService::CheckAnchor(std::string_view org_id, const AuditHead&
                                        AuditVerifyReport& report) {
   // Signed by us, so well formed; only the org needs checking.
   std::string_view rest = anchor.statement;
-  if (!rest.starts_with(kHeadStatementTag)) {
+  if (!rest.starts_with(kHeadStatementKind) ||
+      !rest.substr(kHeadStatementKind.size()).starts_with('\n')) {
     return FailField("anchor", "the anchor is not a signed audit head");
   }
-  rest.remove_prefix(kHeadStatementTag.size());
+  rest.remove_prefix(kHeadStatementKind.size() + 1);
   std::vector<std::string_view> lines;
   for (std::size_t end; (end = rest.find('\n')) != std::string_view::npos;) {
     lines.push_back(rest.substr(0, end));
@@ -265,15 +271,8 @@ Result<AuditVerifyReport> AuditService::Verify(std::string_view org_id,
     }
     if (!report.intact) return report;
   }
-  std::string statement = std::string(kHeadStatementTag);
-  statement += org_id;
-  statement += '\n';
-  statement += std::to_string(head->seq);
-  statement += '\n';
-  statement += head->hash;
-  statement += '\n';
-  statement += FormatRfc3339(clock_.Now());
-  report.signed_head = SignStatement(std::move(statement));
+  report.signed_head = SignStatement(
+      Statement(kHeadStatementKind, org_id, head->seq, head->hash, FormatRfc3339(clock_.Now())));
   return report;
 }
 

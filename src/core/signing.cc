@@ -28,9 +28,10 @@ std::optional<std::string> Base64UrlDecode(std::string_view text) {
   return out;
 }
 
-Ed25519Signer::Ed25519Signer(const Digest32& seed) {
+Ed25519Signer::Ed25519Signer(Digest32&& seed) {
   if (sodium_init() < 0) std::abort();
   crypto_sign_seed_keypair(public_key_.data(), secret_key_.data(), seed.data());
+  sodium_memzero(seed.data(), seed.size());
   // RFC 7638: SHA-256 over the required members in lexicographic order, no whitespace.
   const std::string x = Base64UrlEncode(public_key_.data(), public_key_.size());
   const Digest32 thumbprint = Sha256(R"({"crv":"Ed25519","kty":"OKP","x":")" + x + "\"}");

@@ -23,8 +23,9 @@ std::optional<std::string> Base64UrlDecode(std::string_view text);
 class Ed25519Signer {
  public:
   // The same seed always gives the same key pair, so every node that shares the deployment's
-  // secret signs with the same key and no key file has to be distributed.
-  explicit Ed25519Signer(const Digest32& seed);
+  // secret signs with the same key and no key file has to be distributed. The seed is wiped
+  // here, so that the derived secret lives only inside the signer.
+  explicit Ed25519Signer(Digest32&& seed);
   ~Ed25519Signer();
   Ed25519Signer(const Ed25519Signer&) = delete;
   Ed25519Signer& operator=(const Ed25519Signer&) = delete;

@@ -35,6 +35,14 @@ TEST(Ed25519Signer, MatchesRfc8032Test1AndRfc8037Jwk) {
       R"("kid":"kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k","use":"sig","alg":"EdDSA"}]})");
 }
 
+TEST(Ed25519Signer, WipesTheSeedItWasGiven) {
+  Digest32 seed = FromHex(kRfc8032Seed);
+  Ed25519Signer signer(std::move(seed));
+  // The seed's bytes are the secret key: after construction only the signer holds them.
+  EXPECT_EQ(seed, Digest32{});  // NOLINT(bugprone-use-after-move): the wipe is what is tested
+  EXPECT_EQ(signer.key_id(), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
+}
+
 TEST(Ed25519Signer, VerifiesItsOwnSignaturesAndNothingElse) {
   Ed25519Signer signer(FromHex(kRfc8032Seed));
   Ed25519Signer other(Digest32{});
