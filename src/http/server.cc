@@ -420,6 +420,18 @@ class Server::Impl {
           });
           return out;
         });
+    parts_.metrics->AddFamily(
+        "gatehouse_upstream_addresses_out",
+        "Addresses of an upstream server's name that failed their last active health check "
+        "(upstream_health_path): every worker leaves them out while another address passes.",
+        "gauge", [health] {
+          Metrics::LabeledValues out;
+          health->ForEach([&](const proxy::UpstreamHealth::Server& s) {
+            out.emplace_back(Metrics::Label("server", s.url),
+                             static_cast<double>(s.CheckedOut().size()));
+          });
+          return out;
+        });
   }
 
   std::uint64_t NetworkThreadAllocatedBytes() {

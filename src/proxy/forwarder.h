@@ -28,12 +28,14 @@
 #include <openssl/ssl.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -74,6 +76,27 @@ class UpstreamHealth {
     std::atomic<std::uint64_t> failures{0};        // new connections that failed, for /metrics
     std::atomic<std::uint32_t> failed_answers{0};  // 502, 503 or 504 in a row
     std::atomic<std::int64_t> in_flight{0};        // counted for least_requests routes only
+
+    // Addresses of the server's name that failed their last active health check: every worker
+    // leaves them out of its turn until one passes. Written by the checking worker; the others
+    // copy the list when `checked_out_version` moved, so a request costs one atomic load.
+    std::vector<tcp::endpoint> CheckedOut() const {
+      std::lock_guard lock(checked_out_mu_);
+      return checked_out_;
+    }
+    // True when the list changed.
+    bool SetCheckedOut(std::vector<tcp::endpoint> out) {
+      std::lock_guard lock(checked_out_mu_);
+      if (out == checked_out_) return false;
+      checked_out_ = std::move(out);
+      checked_out_version.fetch_add(1, std::memory_order_release);
+      return true;
+    }
+    std::atomic<std::uint64_t> checked_out_version{0};
+
+   private:
+    mutable std::mutex checked_out_mu_;
+    std::vector<tcp::endpoint> checked_out_;  // guarded by checked_out_mu_
   };
 
   explicit UpstreamHealth(const std::vector<RouteConfig>& routes) {
@@ -183,6 +206,7 @@ class UpstreamPool {
           t.looking_up = true;
           net::co_spawn(co_await net::this_coro::executor, LookUp(server, t), net::detached);
         }
+        SyncCheckedOut(t);
         const std::size_t address = AddressInTurn(t, now.time_since_epoch().count());
         if (allow_reuse) {
           if (auto c = TakeIdle(t, address, now, must_be_alive)) {
@@ -203,18 +227,29 @@ class UpstreamPool {
 
   // An active health check of one server (the route's upstream_health_path): a new connection,
   // `GET <path>`, and a 2xx or 3xx within upstream_health_timeout. A server that fails is left
-  // out of the turn until a check passes; one that passes is back in at once.
+  // out of the turn until a check passes; one that passes is back in at once. When the server's
+  // name lists several addresses, each is checked on its own: one that fails is left out of
+  // every worker's turn while the others serve, and the server is out only when all fail.
   net::awaitable<void> Check(const RouteConfig& route, const UpstreamServer& server,
                              io::WatchList& watches) {
     Target& t = TargetOf(server);
+    auto now = io::CoarseNow();
+    if (t.resolution.known() && !t.looking_up && t.resolution.Due(now, route.dns_refresh)) {
+      t.looking_up = true;  // this worker may serve no requests that would look it up
+      co_await LookUp(server, t);
+      now = io::CoarseNow();
+    }
     std::string failed;
-    const auto now = io::CoarseNow();
-    auto [conn, err] = co_await Connect(route, server, t, watches, now,
-                                        AddressInTurn(t, now.time_since_epoch().count()));
-    if (conn) {
-      failed = co_await AskHealth(route, server, *conn, watches);
+    if (t.addresses.size() > 1 && t.shared) {
+      failed = co_await CheckEachAddress(route, server, t, watches);
     } else {
-      failed = err.message;
+      auto [conn, err] = co_await Connect(route, server, t, watches, now,
+                                          AddressInTurn(t, now.time_since_epoch().count()));
+      if (conn) {
+        failed = co_await AskHealth(route, server, *conn, watches);
+      } else {
+        failed = err.message;
+      }
     }
     const bool was_out = FailedUntil(t) == kOutUntilChecked;
     if (failed.empty()) {
@@ -349,6 +384,61 @@ class UpstreamPool {
     co_return "";
   }
 
+  // Checks every address of the server's name, one after the other, and shares which failed.
+  // Returns why the last of them failed when all did (the server is then out as a whole), else
+  // an empty string.
+  net::awaitable<std::string> CheckEachAddress(const RouteConfig& route,
+                                               const UpstreamServer& server, Target& t,
+                                               io::WatchList& watches) {
+    std::vector<tcp::endpoint> addresses;
+    addresses.reserve(t.addresses.size());
+    for (const auto& a : t.addresses) addresses.push_back(a.endpoint);
+    std::vector<tcp::endpoint> out;
+    std::vector<std::string> why;
+    for (const auto& endpoint : addresses) {
+      auto attempt = co_await ConnectTo(route, server, t, watches, endpoint);
+      // Not a conditional expression: g++ 12 mishandles co_await inside one.
+      std::string failed = std::move(attempt.error.message);
+      if (attempt.conn) failed = co_await AskHealth(route, server, *attempt.conn, watches);
+      if (failed.empty()) continue;
+      out.push_back(endpoint);
+      why.push_back(std::move(failed));
+    }
+    const std::vector<tcp::endpoint> before = t.shared->CheckedOut();
+    const bool all_failed = out.size() == addresses.size();
+    if (t.shared->SetCheckedOut(out) && !all_failed) {
+      for (std::size_t i = 0; i < out.size(); ++i) {
+        if (std::find(before.begin(), before.end(), out[i]) != before.end()) continue;
+        spdlog::warn(
+            "proxy: route {}: {} at {} failed its health check ({}); its other addresses serve "
+            "until one passes",
+            route.name, server.url, FormatEndpoint(out[i]), why[i]);
+        t.shared->failures.fetch_add(1, std::memory_order_relaxed);
+      }
+      for (const auto& endpoint : before) {
+        if (std::find(out.begin(), out.end(), endpoint) != out.end()) continue;
+        spdlog::info("proxy: route {}: {} at {} passes its health check again", route.name,
+                     server.url, FormatEndpoint(endpoint));
+      }
+    }
+    SyncCheckedOut(t);
+    co_return all_failed ? why.back() : std::string();
+  }
+
+  // Copies the addresses that failed their health check, as the checking worker last shared
+  // them, into this worker's standing of the server's addresses (`force`: even when unchanged,
+  // after a lookup replaced the addresses).
+  static void SyncCheckedOut(Target& t, bool force = false) {
+    if (!t.shared) return;
+    const std::uint64_t version = t.shared->checked_out_version.load(std::memory_order_acquire);
+    if (version == t.checked_out_seen && !force) return;
+    t.checked_out_seen = version;
+    const std::vector<tcp::endpoint> out = t.shared->CheckedOut();
+    for (auto& a : t.addresses) {
+      a.checked_out = std::find(out.begin(), out.end(), a.endpoint) != out.end();
+    }
+  }
+
   void Rest(const RouteConfig& route, const UpstreamServer& server, Target& t,
             io::SteadyClock::time_point now, std::string_view why, bool resting) {
     if (route.upstreams.size() > 1 && !resting) {
@@ -383,7 +473,6 @@ class UpstreamPool {
       const RouteConfig& route, const UpstreamServer& server, Target& t, io::WatchList& watches,
       io::SteadyClock::time_point now, std::size_t address) {
     using Result = std::pair<std::unique_ptr<UpstreamConnection>, Error>;
-    auto ex = co_await net::this_coro::executor;
     const bool had_addresses = !t.addresses.empty();  // else `address` was chosen from none
     if (!t.resolution.known()) {
       if (t.addresses.empty()) {
@@ -409,48 +498,66 @@ class UpstreamPool {
     for (int pass = 0; pass < 2; ++pass) {  // those that failed lately last
       for (std::size_t k = 0; k < n; ++k) {
         const Address& a = t.addresses[(address + k) % n];
-        if ((a.failed_until > now_ns) == (pass == 1)) order.push_back(a.endpoint);
+        const bool passed_over = a.failed_until > now_ns || a.checked_out;
+        if (passed_over == (pass == 1)) order.push_back(a.endpoint);
       }
     }
     Error last{ErrorCode::kUpstreamUnavailable, "upstream refused the connection", {}, {}};
     for (const tcp::endpoint& endpoint : order) {
-      auto conn = std::make_unique<UpstreamConnection>(ex);
-      conn->server = &server;
-      conn->health = t.shared;
-      conn->peer = endpoint;
-      io::Deadline deadline(watches, &conn->socket);
-      deadline.Arm(route.connect_timeout);
-      auto [ec] = co_await conn->socket.async_connect(endpoint, kNoThrow);
-      Address* a = AddressOf(t, endpoint);
-      if (ec) {
-        t.resolution.ConnectFailed();
-        last =
-            deadline.fired()
-                ? Error{ErrorCode::kUpstreamTimeout,
-                        "upstream did not accept the connection in time",
-                        {},
-                        {}}
-                : Error{ErrorCode::kUpstreamUnavailable, "upstream refused the connection", {}, {}};
-        const auto after = io::CoarseNow();  // the attempt took time
-        if (a && n > 1 && a->failed_until <= after.time_since_epoch().count()) {
-          spdlog::warn("proxy: {} at {} failed ({}); its other addresses are preferred for {} ms",
-                       server.url, FormatEndpoint(endpoint), last.message,
-                       route.upstream_fail_timeout.count());
-        }
-        if (a) a->failed_until = (after + route.upstream_fail_timeout).time_since_epoch().count();
-        continue;
+      auto attempt = co_await ConnectTo(route, server, t, watches, endpoint);
+      if (attempt.conn || !attempt.refused) {
+        co_return Result{std::move(attempt.conn), std::move(attempt.error)};
       }
-      if (a) a->failed_until = 0;
-      boost::system::error_code opt_ec;
-      conn->socket.set_option(tcp::no_delay(true), opt_ec);
-      if (route.upstream_tls) {
-        if (auto failed = co_await StartTls(route, server, *conn, deadline)) {
-          co_return Result{nullptr, std::move(*failed)};
-        }
-      }
-      co_return Result{std::move(conn), Error{}};
+      last = std::move(attempt.error);
     }
     co_return Result{nullptr, std::move(last)};
+  }
+
+  struct Attempt {
+    std::unique_ptr<UpstreamConnection> conn;
+    Error error;
+    bool refused = false;  // TCP did not connect: another address of the name may
+  };
+  // A new connection to one address of the server's name, with TLS for https. An address that
+  // does not take it is passed over by this worker for the route's upstream_fail_timeout.
+  net::awaitable<Attempt> ConnectTo(const RouteConfig& route, const UpstreamServer& server,
+                                    Target& t, io::WatchList& watches,
+                                    const tcp::endpoint& endpoint) {
+    auto conn = std::make_unique<UpstreamConnection>(co_await net::this_coro::executor);
+    conn->server = &server;
+    conn->health = t.shared;
+    conn->peer = endpoint;
+    io::Deadline deadline(watches, &conn->socket);
+    deadline.Arm(route.connect_timeout);
+    auto [ec] = co_await conn->socket.async_connect(endpoint, kNoThrow);
+    Address* a = AddressOf(t, endpoint);
+    if (ec) {
+      t.resolution.ConnectFailed();
+      Error error =
+          deadline.fired()
+              ? Error{ErrorCode::kUpstreamTimeout,
+                      "upstream did not accept the connection in time",
+                      {},
+                      {}}
+              : Error{ErrorCode::kUpstreamUnavailable, "upstream refused the connection", {}, {}};
+      const auto after = io::CoarseNow();  // the attempt took time
+      if (a && t.addresses.size() > 1 && a->failed_until <= after.time_since_epoch().count()) {
+        spdlog::warn("proxy: {} at {} failed ({}); its other addresses are preferred for {} ms",
+                     server.url, FormatEndpoint(endpoint), error.message,
+                     route.upstream_fail_timeout.count());
+      }
+      if (a) a->failed_until = (after + route.upstream_fail_timeout).time_since_epoch().count();
+      co_return Attempt{nullptr, std::move(error), true};
+    }
+    if (a) a->failed_until = 0;
+    boost::system::error_code opt_ec;
+    conn->socket.set_option(tcp::no_delay(true), opt_ec);
+    if (route.upstream_tls) {
+      if (auto failed = co_await StartTls(route, server, *conn, deadline)) {
+        co_return Attempt{nullptr, std::move(*failed), false};
+      }
+    }
+    co_return Attempt{std::move(conn), Error{}, false};
   }
 
   // Looks the server's name up; false when it has no known addresses after all. A failed lookup
@@ -472,19 +579,20 @@ class UpstreamPool {
     std::vector<tcp::endpoint> found;
     for (const auto& r : results) found.push_back(r.endpoint());
     KeepAddresses(t, found);
+    SyncCheckedOut(t, true);
     t.resolution.Resolved(now);
     co_return true;
   }
 
   // The address whose turn it is among those of the server's name, passing over those that
-  // failed lately while one has not.
+  // failed lately or failed their health check while one has not.
   static std::size_t AddressInTurn(Target& t, std::int64_t now) {
     const std::size_t n = t.addresses.size();
     if (n <= 1) return 0;
     const std::size_t first = t.address_turn++ % n;
     for (std::size_t k = 0; k < n; ++k) {
       const std::size_t i = (first + k) % n;
-      if (t.addresses[i].failed_until <= now) return i;
+      if (t.addresses[i].failed_until <= now && !t.addresses[i].checked_out) return i;
     }
     return first;
   }
@@ -531,11 +639,13 @@ class UpstreamPool {
   // One address the server's name resolved to, with its idle connections. New connections,
   // and so requests, take the addresses in turn: a name that lists several replicas (a headless
   // Kubernetes service, several A records) spreads its load over them. An address that failed
-  // a new connection is passed over by this worker until failed_until (steady-clock ns).
+  // a new connection is passed over by this worker until failed_until (steady-clock ns); one
+  // that failed its health check, by every worker until one passes.
   struct Address {
     tcp::endpoint endpoint;
     std::vector<std::unique_ptr<UpstreamConnection>> idle;
     std::int64_t failed_until = 0;
+    bool checked_out = false;
   };
   struct Target {
     std::vector<Address> addresses;
@@ -550,6 +660,7 @@ class UpstreamPool {
     // connection to it failed. Shared by the workers when `shared` is set.
     std::int64_t failed_until = 0;
     UpstreamHealth::Server* shared = nullptr;
+    std::uint64_t checked_out_seen = 0;  // shared->checked_out_version last copied
   };
   // Takes the probe of a server whose rest ended at `until`, holding it out of turn until
   // `hold`; false when another worker took it first.

@@ -717,6 +717,75 @@ TEST_F(UpstreamNameTest, ANewLookupMovesRequestsToTheAddressesNowListed) {
   EXPECT_GE(second_->requests.load(), 6);
 }
 
+// The same name with active health checks: each of its addresses is checked on its own. Two
+// network threads, so that the standing the checking thread finds reaches the other too.
+class UpstreamNameCheckTest : public UpstreamNameTest {
+ protected:
+  std::string ExtraConfig() override {
+    std::string route = UpstreamNameTest::ExtraConfig();
+    second_.reset();  // the same port on 127.0.0.2, with a health path that can fail
+    second_ = std::make_unique<TestUpstream>(
+        [this](int fd, const std::string& h, const std::string& b) {
+          if (h.starts_with("GET /health ")) {
+            TestUpstream::WriteAll(fd, sick_
+                                           ? "HTTP/1.1 503 Unavailable\r\nContent-Length: 0\r\n\r\n"
+                                           : TestUpstream::Ok("{}"));
+            return false;
+          }
+          ++served_;
+          return Upstream(fd, h, b);
+        },
+        "127.0.0.2", upstream_->port());
+    return route +
+           "upstream_health_path = \"/health\"\nupstream_health_interval = \"200ms\"\n"
+           "upstream_health_timeout = \"500ms\"\n";
+  }
+  std::map<std::string, std::string> ServerEnv() override {
+    auto env = UpstreamNameTest::ServerEnv();
+    env["GATEHOUSE_THREADS"] = "2";
+    return env;
+  }
+  std::string Gauge(const std::string& family) {
+    const std::string metrics = Request(server_->port(), "GET", "/metrics").body;
+    const std::string series =
+        family + "{server=\"http://replicas.test:" + std::to_string(upstream_->port()) + "\"} ";
+    const auto at = metrics.find(series);
+    return at == std::string::npos
+               ? "missing"
+               : metrics.substr(at + series.size(), metrics.find('\n', at) - at - series.size());
+  }
+  std::atomic<bool> sick_{false};
+  std::atomic<int> served_{0};
+};
+
+TEST_F(UpstreamNameCheckTest, AnAddressFailingItsCheckIsLeftOutWhileItsOtherAddressesServe) {
+  std::string reader = NewKey(R"(["read:findings"])");
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // both addresses checked
+  for (int status : Statuses(reader, 6)) EXPECT_EQ(status, 200);
+  EXPECT_EQ(served_.load(), 3);  // in turn while both pass
+
+  sick_ = true;
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  served_ = 0;
+  for (int status : Statuses(reader, 6)) EXPECT_EQ(status, 200);
+  EXPECT_EQ(served_.load(), 0);  // 127.0.0.1 takes its turns
+  EXPECT_EQ(Gauge("gatehouse_upstream_addresses_out"), "1");
+  EXPECT_EQ(Gauge("gatehouse_upstream_passed_over"), "0");  // the server as a whole serves
+  const std::string port = std::to_string(upstream_->port());
+  EXPECT_NE(
+      server_->Output().find("at 127.0.0.2:" + port + " failed its health check (answered 503)"),
+      std::string::npos)
+      << server_->Output();
+
+  sick_ = false;
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  for (int status : Statuses(reader, 6)) EXPECT_EQ(status, 200);
+  EXPECT_EQ(served_.load(), 3);  // back in turn once its check passed
+  EXPECT_EQ(Gauge("gatehouse_upstream_addresses_out"), "0");
+  EXPECT_NE(server_->Output().find("at 127.0.0.2:" + port + " passes its health check again"),
+            std::string::npos);
+}
+
 // A route that lets WebSockets through, to an upstream that switches protocols, says hello,
 // and then answers each piece it reads with the piece in capitals, until the client is done.
 class WebSocketTest : public GatewayFixture {
