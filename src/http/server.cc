@@ -370,8 +370,9 @@ class Server::Impl {
       net::co_spawn(w->ioc, SweepLoop(*w), net::detached);
       if (w == workers_.front() && parts_.gateway) {
         for (const auto& route : cfg_.routes) {
-          if (!route.upstream_health_path.empty()) {
-            net::co_spawn(w->ioc, HealthCheckLoop(*w, route), net::detached);
+          if (route.upstream_health_path.empty()) continue;
+          for (const auto& server : route.upstreams) {
+            net::co_spawn(w->ioc, HealthCheckLoop(*w, route, server), net::detached);
           }
         }
       }
@@ -536,14 +537,16 @@ class Server::Impl {
     }
   }
 
-  // Active health checks of a route's servers, on the first worker: the results are shared.
-  net::awaitable<void> HealthCheckLoop(Worker& w, const RouteConfig& route) {
+  // Active health checks of one of a route's servers, on the first worker: the results are
+  // shared. A check starts every interval, or as soon as the one before ends when that took
+  // longer: overlapping checks of one server would race to set its standing.
+  net::awaitable<void> HealthCheckLoop(Worker& w, const RouteConfig& route,
+                                       const UpstreamServer& server) {
     net::steady_timer timer(w.ioc);
     for (;;) {
-      for (const auto& server : route.upstreams) {
-        net::co_spawn(w.ioc, w.upstreams.Check(route, server, w.watches), net::detached);
-      }
       timer.expires_after(route.upstream_health_interval);
+      co_await w.upstreams.Check(route, server, w.watches);
+      if (draining_.load()) co_return;
       auto [ec] = co_await timer.async_wait(kNoThrow);
       if (ec || draining_.load()) co_return;
     }

@@ -17,6 +17,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
+#include <boost/asio/deferred.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -201,7 +202,7 @@ class UpstreamPool {
           resting = true;
         }
         if (resting != (pass == 1)) continue;
-        if (t.resolution.known() && !t.looking_up && t.resolution.Due(now, route.dns_refresh)) {
+        if (LookUpDue(route, t, now)) {
           // Requests go on to the known addresses while the name is looked up again.
           t.looking_up = true;
           net::co_spawn(co_await net::this_coro::executor, LookUp(server, t), net::detached);
@@ -234,7 +235,7 @@ class UpstreamPool {
                              io::WatchList& watches) {
     Target& t = TargetOf(server);
     auto now = io::CoarseNow();
-    if (t.resolution.known() && !t.looking_up && t.resolution.Due(now, route.dns_refresh)) {
+    if (LookUpDue(route, t, now)) {
       t.looking_up = true;  // this worker may serve no requests that would look it up
       co_await LookUp(server, t);
       now = io::CoarseNow();
@@ -384,7 +385,8 @@ class UpstreamPool {
     co_return "";
   }
 
-  // Checks every address of the server's name, one after the other, and shares which failed.
+  // Checks every address of the server's name at once, and shares which failed: one after the
+  // other, a name with many silent addresses would take that many timeouts to be judged.
   // Returns why the last of them failed when all did (the server is then out as a whole), else
   // an empty string.
   net::awaitable<std::string> CheckEachAddress(const RouteConfig& route,
@@ -393,16 +395,25 @@ class UpstreamPool {
     std::vector<tcp::endpoint> addresses;
     addresses.reserve(t.addresses.size());
     for (const auto& a : t.addresses) addresses.push_back(a.endpoint);
+    const auto executor = co_await net::this_coro::executor;
+    using Check = decltype(net::co_spawn(
+        executor, CheckAddress(route, server, t, watches, addresses.front()), net::deferred));
+    std::vector<Check> checks;
+    checks.reserve(addresses.size());
+    for (const auto& endpoint : addresses) {
+      checks.push_back(net::co_spawn(executor, CheckAddress(route, server, t, watches, endpoint),
+                                     net::deferred));
+    }
+    auto [order, exceptions, results] =
+        co_await net::experimental::make_parallel_group(std::move(checks))
+            .async_wait(net::experimental::wait_for_all(), net::use_awaitable);
     std::vector<tcp::endpoint> out;
     std::vector<std::string> why;
-    for (const auto& endpoint : addresses) {
-      auto attempt = co_await ConnectTo(route, server, t, watches, endpoint);
-      // Not a conditional expression: g++ 12 mishandles co_await inside one.
-      std::string failed = std::move(attempt.error.message);
-      if (attempt.conn) failed = co_await AskHealth(route, server, *attempt.conn, watches);
-      if (failed.empty()) continue;
-      out.push_back(endpoint);
-      why.push_back(std::move(failed));
+    for (std::size_t i = 0; i < addresses.size(); ++i) {
+      if (exceptions[i]) std::rethrow_exception(exceptions[i]);
+      if (results[i].empty()) continue;
+      out.push_back(addresses[i]);
+      why.push_back(std::move(results[i]));
     }
     const std::vector<tcp::endpoint> before = t.shared->CheckedOut();
     const bool all_failed = out.size() == addresses.size();
@@ -423,6 +434,17 @@ class UpstreamPool {
     }
     SyncCheckedOut(t);
     co_return all_failed ? why.back() : std::string();
+  }
+
+  // One address's check: why it failed, or an empty string.
+  net::awaitable<std::string> CheckAddress(const RouteConfig& route, const UpstreamServer& server,
+                                           Target& t, io::WatchList& watches,
+                                           tcp::endpoint endpoint) {
+    auto attempt = co_await ConnectTo(route, server, t, watches, endpoint);
+    // Not a conditional expression: g++ 12 mishandles co_await inside one.
+    std::string failed = std::move(attempt.error.message);
+    if (attempt.conn) failed = co_await AskHealth(route, server, *attempt.conn, watches);
+    co_return failed;
   }
 
   // Copies the addresses that failed their health check, as the checking worker last shared
@@ -558,6 +580,12 @@ class UpstreamPool {
       }
     }
     co_return Attempt{std::move(conn), Error{}, false};
+  }
+
+  // The name was looked up, dns_refresh ago or more, and no lookup of it is under way.
+  static bool LookUpDue(const RouteConfig& route, const Target& t,
+                        io::SteadyClock::time_point now) {
+    return t.resolution.known() && !t.looking_up && t.resolution.Due(now, route.dns_refresh);
   }
 
   // Looks the server's name up; false when it has no known addresses after all. A failed lookup

@@ -467,6 +467,12 @@ TEST_F(UpstreamServersTest, WhenEveryServerRefusesTheClientGets502) {
   EXPECT_EQ(Call("GET", "/api/half/x", reader).status, 200);
 }
 
+// The answer of a test upstream's /health: 503 while it is sick.
+void AnswerHealthCheck(int fd, bool sick) {
+  TestUpstream::WriteAll(
+      fd, sick ? "HTTP/1.1 503 Unavailable\r\nContent-Length: 0\r\n\r\n" : TestUpstream::Ok("{}"));
+}
+
 // Active health checks: a second server on ::1 whose /health answers 503 while `sick_` is set.
 class UpstreamHealthCheckTest : public GatewayFixture {
  protected:
@@ -479,9 +485,7 @@ class UpstreamHealthCheckTest : public GatewayFixture {
               health_head_ = h;
             }
             ++checks_;
-            TestUpstream::WriteAll(fd, sick_
-                                           ? "HTTP/1.1 503 Unavailable\r\nContent-Length: 0\r\n\r\n"
-                                           : TestUpstream::Ok("{}"));
+            AnswerHealthCheck(fd, sick_);
             return false;
           }
           ++served_;
@@ -727,9 +731,7 @@ class UpstreamNameCheckTest : public UpstreamNameTest {
     second_ = std::make_unique<TestUpstream>(
         [this](int fd, const std::string& h, const std::string& b) {
           if (h.starts_with("GET /health ")) {
-            TestUpstream::WriteAll(fd, sick_
-                                           ? "HTTP/1.1 503 Unavailable\r\nContent-Length: 0\r\n\r\n"
-                                           : TestUpstream::Ok("{}"));
+            AnswerCheck(fd, sick_);
             return false;
           }
           ++served_;
@@ -754,9 +756,42 @@ class UpstreamNameCheckTest : public UpstreamNameTest {
                ? "missing"
                : metrics.substr(at + series.size(), metrics.find('\n', at) - at - series.size());
   }
-  std::atomic<bool> sick_{false};
-  std::atomic<int> served_{0};
+  bool Upstream(int fd, const std::string& h, const std::string& b) override {
+    if (!h.starts_with("GET /health ")) return UpstreamNameTest::Upstream(fd, h, b);
+    AnswerCheck(fd, false);  // 127.0.0.1 is never sick
+    return false;
+  }
+  // While `hold_checks_`, a check gets no answer until the checker gives up and closes; the
+  // most checks open at once is noted.
+  void AnswerCheck(int fd, bool sick) {
+    if (!hold_checks_) return AnswerHealthCheck(fd, sick);
+    const int open = ++open_checks_;
+    int most = most_open_checks_.load();
+    while (open > most && !most_open_checks_.compare_exchange_weak(most, open)) {
+    }
+    char byte;
+    while (::recv(fd, &byte, 1, 0) > 0) {
+    }
+    --open_checks_;
+  }
+  std::atomic<bool> sick_{false}, hold_checks_{false};
+  std::atomic<int> served_{0}, open_checks_{0}, most_open_checks_{0};
 };
+
+TEST_F(UpstreamNameCheckTest, EveryAddressIsCheckedAtOnce) {
+  // Checked one after the other, the second address's check would start only once the first
+  // had timed out (500 ms), and a name with many silent addresses would take that many timeouts
+  // to be judged.
+  hold_checks_ = true;
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  hold_checks_ = false;
+  EXPECT_EQ(most_open_checks_.load(), 2);
+  // Neither answered in time: the server as a whole is out.
+  EXPECT_NE(server_->Output().find("replicas.test:" + std::to_string(upstream_->port()) +
+                                   " failed its health check (no answer in time)"),
+            std::string::npos)
+      << server_->Output();
+}
 
 TEST_F(UpstreamNameCheckTest, AnAddressFailingItsCheckIsLeftOutWhileItsOtherAddressesServe) {
   std::string reader = NewKey(R"(["read:findings"])");
