@@ -14,6 +14,7 @@
 #include <limits>
 #include <map>
 #include <optional>
+#include <set>
 #include <tuple>
 #include <utility>
 
@@ -70,6 +71,21 @@ Result<void> WriteSynced(const std::filesystem::path& file, std::string_view byt
   return {};
 }
 
+// Replaces `file` with `bytes` by rename, both synced before it returns: a crash leaves the old
+// file or the new, never half of one.
+Result<void> ReplaceSynced(const std::filesystem::path& file, std::string_view bytes) {
+  const std::filesystem::path next = file.string() + ".next";
+  if (auto w = WriteSynced(next, bytes, O_TRUNC); !w) return w;
+  std::error_code ec;
+  std::filesystem::rename(next, file, ec);
+  if (ec)
+    return Fail(ErrorCode::kInternal, "cannot replace " + file.string() + ": " + ec.message());
+  if (!SyncDirectory(file.parent_path())) {
+    return Fail(ErrorCode::kInternal, "cannot sync " + file.parent_path().string());
+  }
+  return {};
+}
+
 // Appends `events` as JSON lines to the quarantine file, synced before it returns.
 Result<void> Quarantine(const std::filesystem::path& file, const std::vector<AuditEvent>& events) {
   std::string lines;
@@ -95,48 +111,137 @@ std::map<std::string, std::size_t> CountSetAside(const std::filesystem::path& jo
   return out;
 }
 
+namespace {
+
+// What names one event: a requeued event keeps its time, request and fields, while its seq and
+// hashes are new.
+std::string EventIdentity(const AuditEvent& e) {
+  return boost::json::serialize(
+      boost::json::array{e.at, e.request_id, e.actor, e.action, e.resource, e.result, e.status});
+}
+
+// A requeue's record that it is under way: each org's chain head before it stored anything,
+// kept beside the file until the file is replaced. Found at the start of the next, it says the
+// last one died midway, and which events of each chain it may have stored.
+std::filesystem::path RequeueMarker(const std::filesystem::path& file) {
+  return file.string() + ".requeuing";
+}
+
+Result<std::map<std::string, std::int64_t>> ReadRequeueMarker(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::map<std::string, std::int64_t>{};
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  boost::system::error_code ec;
+  auto v = boost::json::parse(text, ec);
+  const auto* heads = ec ? nullptr : v.if_object();
+  if (!heads) {
+    return Fail(
+        ErrorCode::kInternal,
+        path.string() + " cannot be read: a requeue died midway; look at it, then remove it");
+  }
+  std::map<std::string, std::int64_t> out;
+  for (const auto& [org, seq] : *heads) {
+    if (!seq.is_int64()) return Fail(ErrorCode::kInternal, path.string() + " cannot be read");
+    out[std::string(org)] = seq.as_int64();
+  }
+  return out;
+}
+
+// The identities of the org's events after `after_seq`: those a requeue that died may have stored.
+Result<std::set<std::string>> IdentitiesAfter(Store& store, const std::string& org,
+                                              std::int64_t after_seq) {
+  std::set<std::string> out;
+  for (;;) {
+    auto page = store.AuditChain(org, after_seq, 1000);
+    if (!page) return tl::unexpected(page.error());
+    if (page->empty()) return out;
+    for (const auto& e : *page) out.insert(EventIdentity(e));
+    after_seq = page->back().seq;
+  }
+}
+
+}  // namespace
+
 Result<RequeueReport> RequeueSetAside(Store& store, const std::filesystem::path& journal_root) {
   const std::filesystem::path file = QuarantineFile(journal_root);
   auto lock = QuarantineLock::Take(file);
   if (!lock) return tl::unexpected(lock.error());
   std::ifstream in(file, std::ios::binary);
   if (!in) return RequeueReport{};  // nothing was ever set aside
-  RequeueReport report;
-  std::string kept, line;
-  std::optional<Error> stopped;
-  while (std::getline(in, line)) {
-    if (line.empty()) continue;
-    auto event = stopped ? std::nullopt : AuditEventFromJson(line);
-    if (!event) {
-      // Unreadable lines stay for a person to read; after an outage, so does the rest.
-      kept += line + "\n";
-      ++report.kept;
-      continue;
-    }
-    std::vector<AuditEvent> one{std::move(*event)};
-    if (auto stored = store.AppendAudit(one, {}, true); stored) {
-      ++report.stored;
-      continue;
-    } else if (stored.error().code == ErrorCode::kUnavailable) {
-      stopped = stored.error();
-    } else {
-      report.refusals.push_back(stored.error().message);
-    }
-    kept += line + "\n";
-    ++report.kept;
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty()) lines.push_back(std::move(line));
   }
   in.close();
-  if (report.stored > 0) {
-    // Replaced, not rewritten in place: a crash leaves the old file or the new, never half.
-    const std::filesystem::path next = file.string() + ".next";
-    if (auto w = WriteSynced(next, kept, O_TRUNC); !w) return tl::unexpected(w.error());
-    std::error_code ec;
-    std::filesystem::rename(next, file, ec);
-    if (ec)
-      return Fail(ErrorCode::kInternal, "cannot replace " + file.string() + ": " + ec.message());
-    if (!SyncDirectory(journal_root)) {
-      return Fail(ErrorCode::kInternal, "cannot sync " + journal_root.string());
+  std::vector<std::optional<AuditEvent>> events;
+  events.reserve(lines.size());
+  for (const auto& line : lines) events.push_back(AuditEventFromJson(line));
+
+  // After a requeue that died between storing events and replacing the file, the events it
+  // stored are still listed: found in their chains past the heads it noted, they leave the file
+  // without being stored twice.
+  const std::filesystem::path marker = RequeueMarker(file);
+  auto died_at = ReadRequeueMarker(marker);
+  if (!died_at) return tl::unexpected(died_at.error());
+  std::map<std::string, std::set<std::string>> maybe_stored;
+  for (const auto& [org, seq] : *died_at) {
+    auto ids = IdentitiesAfter(store, org, seq);
+    if (!ids) return tl::unexpected(ids.error());
+    maybe_stored[org] = std::move(*ids);
+  }
+  // Noted before anything is stored; an org the marker names keeps the head noted first, so
+  // that the events of both runs are found should this one die too.
+  boost::json::object heads;
+  for (const auto& [org, seq] : *died_at) heads[org] = seq;
+  bool noted = false;
+  for (const auto& e : events) {
+    if (!e || heads.contains(e->org_id)) continue;
+    auto head = store.GetAuditHead(e->org_id);
+    if (!head) return tl::unexpected(head.error());
+    heads[e->org_id] = head->seq;
+    noted = true;
+  }
+  if (noted) {
+    if (auto w = ReplaceSynced(marker, boost::json::serialize(heads)); !w) {
+      return tl::unexpected(w.error());
     }
+  }
+
+  RequeueReport report;
+  std::string kept;
+  std::optional<Error> stopped;
+  for (std::size_t i = 0; i < lines.size(); ++i) {
+    auto& event = events[i];
+    if (event && !stopped) {
+      auto seen = maybe_stored.find(event->org_id);
+      if (seen != maybe_stored.end() && seen->second.contains(EventIdentity(*event))) {
+        ++report.already;
+        continue;
+      }
+      std::vector<AuditEvent> one{std::move(*event)};
+      auto stored = store.AppendAudit(one, {}, true);
+      if (stored) {
+        ++report.stored;
+        continue;
+      }
+      if (stored.error().code == ErrorCode::kUnavailable) {
+        stopped = stored.error();
+      } else {
+        report.refusals.push_back(stored.error().message);
+      }
+    }
+    // Unreadable lines stay for a person to read; after an outage, so does the rest.
+    kept += lines[i] + "\n";
+    ++report.kept;
+  }
+  if (report.stored + report.already > 0) {
+    if (auto w = ReplaceSynced(file, kept); !w) return tl::unexpected(w.error());
+  }
+  // The file no longer lists what was stored (or nothing was): the marker has done its work.
+  std::error_code removed;
+  std::filesystem::remove(marker, removed);
+  if (removed || !SyncDirectory(journal_root)) {
+    return Fail(ErrorCode::kInternal, "cannot remove " + marker.string());
   }
   if (stopped) {
     Error e = *stopped;

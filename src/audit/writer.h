@@ -172,6 +172,7 @@ inline std::filesystem::path QuarantineFile(const std::filesystem::path& journal
 
 struct RequeueReport {
   std::size_t stored = 0;             // now in their orgs' chains, and gone from the file
+  std::size_t already = 0;            // in their chains before (a requeue cut short), and gone
   std::size_t kept = 0;               // still in the file
   std::vector<std::string> refusals;  // why the store refused those it refused
 };
@@ -180,8 +181,9 @@ struct RequeueReport {
 // first: each is appended to its org's chain now, with its original time, request id and
 // fields. Those stored leave the file; those refused again, and lines it cannot read, stay.
 // The store being unavailable stops it, and what is left stays. Servers that set events aside
-// meanwhile wait for it. A crash between storing an event and replacing the file can store
-// that event twice; it never loses one.
+// meanwhile wait for it. A requeue that dies between storing events and replacing the file
+// leaves a marker beside it (each org's chain head before it began); the next finds the events
+// the first stored past those heads, and they leave the file without being stored twice.
 Result<RequeueReport> RequeueSetAside(Store& store, const std::filesystem::path& journal_root);
 
 // How many events the quarantine file under `journal_root` holds, by org.

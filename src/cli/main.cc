@@ -445,16 +445,22 @@ int RequeueAudit(gh::App& a) {
   const auto root = AuditJournalDir(*a.config);
   auto r = gh::RequeueSetAside(*a.store, root);
   if (!r) return Die(r.error().message);
-  if (r->stored + r->kept > 0) {
+  if (r->stored + r->already + r->kept > 0) {
     // The operator's act is on record too, in the operator's chain.
     std::vector<gh::AuditEvent> event{gh::AuditSource{}.Event(
         "system", "audit.requeue", "file:" + gh::QuarantineFile(root).string(), 0, a.clock->Now())};
-    event.front().details =
-        gh::DetailsOf({{"stored", std::to_string(r->stored)}, {"kept", std::to_string(r->kept)}});
+    event.front().details = gh::DetailsOf({{"stored", std::to_string(r->stored)},
+                                           {"already_stored", std::to_string(r->already)},
+                                           {"kept", std::to_string(r->kept)}});
     if (auto e = a.store->AppendAudit(event, {}, true); !e) return Die(e.error().message);
   }
   std::cout << "requeued " << r->stored << " events into their chains; " << r->kept << " remain in "
             << gh::QuarantineFile(root).string() << "\n";
+  if (r->already > 0) {
+    std::cout << "  " << r->already
+              << " were in their chains already (stored by a requeue that was cut short), and "
+                 "left the file\n";
+  }
   for (const auto& why : r->refusals) std::cout << "  refused: " << why << "\n";
   std::cout.flush();
   return r->kept == 0 ? 0 : 1;

@@ -124,6 +124,13 @@ class JournalTest : public ::testing::Test {
   }
 
   // request id -> how many times the org's chain holds an auth.proxy event of it
+  // Runs `statement` on the database behind the store's back, as an operator would.
+  void Sql(const char* statement) {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((dir_ / "gatehouse.db").c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db, statement, nullptr, nullptr, nullptr), SQLITE_OK);
+    sqlite3_close(db);
+  }
   std::map<std::string, int> Recorded(const std::string& org = "org_a") {
     std::map<std::string, int> out;
     auto chain = store_->AuditChain(org, 0, 100000);
@@ -306,13 +313,7 @@ TEST_F(JournalTest, AReplayedBatchTheStoreRefusesForGoodIsSetAsideAndTheServerSt
 }
 
 TEST_F(JournalTest, SetAsideEventsGoBackIntoTheirChainsOnceTheStoreTakesThem) {
-  auto sql = [&](const char* statement) {
-    sqlite3* db = nullptr;
-    ASSERT_EQ(sqlite3_open((dir_ / "gatehouse.db").c_str(), &db), SQLITE_OK);
-    ASSERT_EQ(sqlite3_exec(db, statement, nullptr, nullptr, nullptr), SQLITE_OK);
-    sqlite3_close(db);
-  };
-  sql("CREATE TRIGGER refuse_poison BEFORE INSERT ON audit_events WHEN NEW.request_id IN "
+  Sql("CREATE TRIGGER refuse_poison BEFORE INSERT ON audit_events WHEN NEW.request_id IN "
       "('req_poison_1', 'req_poison_2') BEGIN SELECT RAISE(ABORT, 'poisoned'); END");
   {
     auto j = OpenJournal();
@@ -339,7 +340,7 @@ TEST_F(JournalTest, SetAsideEventsGoBackIntoTheirChainsOnceTheStoreTakesThem) {
   ASSERT_EQ(refused->refusals.size(), 2u);
   EXPECT_FALSE(refused->refusals[0].empty());
 
-  sql("DROP TRIGGER refuse_poison");
+  Sql("DROP TRIGGER refuse_poison");
   auto moved = RequeueSetAside(*store_, dir_ / "journal");
   ASSERT_TRUE(moved) << moved.error().message;
   EXPECT_EQ(moved->stored, 2u);
@@ -360,6 +361,59 @@ TEST_F(JournalTest, SetAsideEventsGoBackIntoTheirChainsOnceTheStoreTakesThem) {
   ASSERT_TRUE(again);
   EXPECT_EQ(again->stored, 0u);
   EXPECT_EQ(Recorded().size(), 2u);
+}
+
+TEST_F(JournalTest, ARequeueCutShortIsFinishedWithoutStoringAnEventTwice) {
+  Sql("CREATE TRIGGER refuse_poison BEFORE INSERT ON audit_events WHEN NEW.request_id IN "
+      "('req_poison_1', 'req_poison_2', 'req_poison_3') BEGIN SELECT RAISE(ABORT, 'poisoned'); "
+      "END");
+  {
+    auto j = OpenJournal();
+    ASSERT_TRUE(j->Append(Event("req_poison_1")));
+    ASSERT_TRUE(j->Append(Event("req_poison_2", "org_b")));
+    ASSERT_TRUE(j->Append(Event("req_poison_3")));
+  }
+  auto writer = AuditWriter::Open(*store_, Options());
+  ASSERT_TRUE(writer) << writer.error().message;
+  (*writer)->Stop();
+  Sql("DROP TRIGGER refuse_poison");
+  Sql("CREATE TRIGGER refuse_poison BEFORE INSERT ON audit_events WHEN NEW.request_id = "
+      "'req_poison_3' BEGIN SELECT RAISE(ABORT, 'poisoned'); END");
+
+  // The file cannot be replaced (where its next version goes is a directory): the requeue
+  // stops after storing two events, as one killed at that moment would.
+  const auto file = QuarantineFile(dir_ / "journal");
+  std::filesystem::create_directory(file.string() + ".next");
+  auto cut = RequeueSetAside(*store_, dir_ / "journal");
+  ASSERT_FALSE(cut);
+  EXPECT_EQ(Recorded(), (std::map<std::string, int>{{"req_poison_1", 1}}));
+  EXPECT_EQ(Recorded("org_b"), (std::map<std::string, int>{{"req_poison_2", 1}}));
+  EXPECT_EQ(CountSetAside(dir_ / "journal"),
+            (std::map<std::string, std::size_t>{{"org_a", 2}, {"org_b", 1}}));
+  // Traffic goes on meanwhile.
+  std::vector<AuditEvent> live{Event("req_live")};
+  ASSERT_TRUE(store_->AppendAudit(live, {}, true));
+
+  std::filesystem::remove(file.string() + ".next");
+  auto finished = RequeueSetAside(*store_, dir_ / "journal");
+  ASSERT_TRUE(finished) << finished.error().message;
+  EXPECT_EQ(finished->already, 2u);
+  EXPECT_EQ(finished->stored, 0u);
+  EXPECT_EQ(finished->kept, 1u);  // still refused
+  EXPECT_EQ(Recorded(), (std::map<std::string, int>{{"req_poison_1", 1}, {"req_live", 1}}));
+  EXPECT_EQ(Recorded("org_b"), (std::map<std::string, int>{{"req_poison_2", 1}}));
+  EXPECT_EQ(CountSetAside(dir_ / "journal"), (std::map<std::string, std::size_t>{{"org_a", 1}}));
+  EXPECT_FALSE(std::filesystem::exists(file.string() + ".requeuing"));
+
+  // Once the cause is gone, the last one is stored, once.
+  Sql("DROP TRIGGER refuse_poison");
+  auto last = RequeueSetAside(*store_, dir_ / "journal");
+  ASSERT_TRUE(last) << last.error().message;
+  EXPECT_EQ(last->stored, 1u);
+  EXPECT_EQ(last->already, 0u);
+  EXPECT_EQ(Recorded(), (std::map<std::string, int>{
+                            {"req_poison_1", 1}, {"req_live", 1}, {"req_poison_3", 1}}));
+  EXPECT_TRUE(CountSetAside(dir_ / "journal").empty());
 }
 
 TEST_F(JournalTest, ASlotLeftByAProcessThatIsGoneIsReplayedByTheNextToStart) {
