@@ -429,7 +429,7 @@ class Server::Impl {
           Metrics::LabeledValues out;
           health->ForEach([&](const proxy::UpstreamHealth::Server& s) {
             out.emplace_back(Metrics::Label("server", s.url),
-                             static_cast<double>(s.CheckedOut().size()));
+                             static_cast<double>(s.CheckedOutCount()));
           });
           return out;
         });

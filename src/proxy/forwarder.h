@@ -78,26 +78,51 @@ class UpstreamHealth {
     std::atomic<std::uint32_t> failed_answers{0};  // 502, 503 or 504 in a row
     std::atomic<std::int64_t> in_flight{0};        // counted for least_requests routes only
 
-    // Addresses of the server's name that failed their last active health check: every worker
-    // leaves them out of its turn until one passes. Written by the checking worker; the others
-    // copy the list when `checked_out_version` moved, so a request costs one atomic load.
-    std::vector<tcp::endpoint> CheckedOut() const {
-      std::lock_guard lock(checked_out_mu_);
-      return checked_out_;
+    // The standing of the addresses of the server's name, which every worker follows: those
+    // that failed their last active health check are out until one passes, and one that failed
+    // a new connection rests until a steady-clock time (ns). Workers copy it when
+    // `addresses_version` moved, so a request costs one atomic load, and a dead address costs
+    // one failed connection, not one per worker.
+    struct AddressStanding {
+      std::vector<tcp::endpoint> checked_out;
+      std::vector<std::pair<tcp::endpoint, std::int64_t>> resting;
+    };
+    AddressStanding Addresses() const {
+      std::lock_guard lock(addresses_mu_);
+      return addresses_;
+    }
+    std::size_t CheckedOutCount() const {
+      std::lock_guard lock(addresses_mu_);
+      return addresses_.checked_out.size();
     }
     // True when the list changed.
     bool SetCheckedOut(std::vector<tcp::endpoint> out) {
-      std::lock_guard lock(checked_out_mu_);
-      if (out == checked_out_) return false;
-      checked_out_ = std::move(out);
-      checked_out_version.fetch_add(1, std::memory_order_release);
+      std::lock_guard lock(addresses_mu_);
+      if (out == addresses_.checked_out) return false;
+      addresses_.checked_out = std::move(out);
+      addresses_version.fetch_add(1, std::memory_order_release);
       return true;
     }
-    std::atomic<std::uint64_t> checked_out_version{0};
+    // Rests `endpoint` until `until`; rests over by `now` are dropped meanwhile.
+    void RestAddress(const tcp::endpoint& endpoint, std::int64_t until, std::int64_t now) {
+      std::lock_guard lock(addresses_mu_);
+      auto& resting = addresses_.resting;
+      std::erase_if(resting, [&](const auto& r) { return r.first == endpoint || r.second <= now; });
+      resting.emplace_back(endpoint, until);
+      addresses_version.fetch_add(1, std::memory_order_release);
+    }
+    // `endpoint` took a new connection: its rest, if any, is over.
+    void AddressAnswered(const tcp::endpoint& endpoint) {
+      std::lock_guard lock(addresses_mu_);
+      if (std::erase_if(addresses_.resting, [&](const auto& r) { return r.first == endpoint; })) {
+        addresses_version.fetch_add(1, std::memory_order_release);
+      }
+    }
+    std::atomic<std::uint64_t> addresses_version{0};
 
    private:
-    mutable std::mutex checked_out_mu_;
-    std::vector<tcp::endpoint> checked_out_;  // guarded by checked_out_mu_
+    mutable std::mutex addresses_mu_;
+    AddressStanding addresses_;  // guarded by addresses_mu_
   };
 
   explicit UpstreamHealth(const std::vector<RouteConfig>& routes) {
@@ -207,7 +232,7 @@ class UpstreamPool {
           t.looking_up = true;
           net::co_spawn(co_await net::this_coro::executor, LookUp(server, t), net::detached);
         }
-        SyncCheckedOut(t);
+        SyncAddresses(t);
         const std::size_t address = AddressInTurn(t, now.time_since_epoch().count());
         if (allow_reuse) {
           if (auto c = TakeIdle(t, address, now, must_be_alive)) {
@@ -415,7 +440,7 @@ class UpstreamPool {
       out.push_back(addresses[i]);
       why.push_back(std::move(results[i]));
     }
-    const std::vector<tcp::endpoint> before = t.shared->CheckedOut();
+    const std::vector<tcp::endpoint> before = t.shared->Addresses().checked_out;
     const bool all_failed = out.size() == addresses.size();
     if (t.shared->SetCheckedOut(out) && !all_failed) {
       for (std::size_t i = 0; i < out.size(); ++i) {
@@ -432,7 +457,7 @@ class UpstreamPool {
                      server.url, FormatEndpoint(endpoint));
       }
     }
-    SyncCheckedOut(t);
+    SyncAddresses(t);
     co_return all_failed ? why.back() : std::string();
   }
 
@@ -447,17 +472,21 @@ class UpstreamPool {
     co_return failed;
   }
 
-  // Copies the addresses that failed their health check, as the checking worker last shared
-  // them, into this worker's standing of the server's addresses (`force`: even when unchanged,
-  // after a lookup replaced the addresses).
-  static void SyncCheckedOut(Target& t, bool force = false) {
+  // Copies the standing of the server's addresses, as the workers last shared it, into this
+  // worker's (`force`: even when unchanged, after a lookup replaced the addresses).
+  static void SyncAddresses(Target& t, bool force = false) {
     if (!t.shared) return;
-    const std::uint64_t version = t.shared->checked_out_version.load(std::memory_order_acquire);
-    if (version == t.checked_out_seen && !force) return;
-    t.checked_out_seen = version;
-    const std::vector<tcp::endpoint> out = t.shared->CheckedOut();
+    const std::uint64_t version = t.shared->addresses_version.load(std::memory_order_acquire);
+    if (version == t.addresses_seen && !force) return;
+    t.addresses_seen = version;
+    const UpstreamHealth::Server::AddressStanding standing = t.shared->Addresses();
     for (auto& a : t.addresses) {
-      a.checked_out = std::find(out.begin(), out.end(), a.endpoint) != out.end();
+      a.checked_out = std::find(standing.checked_out.begin(), standing.checked_out.end(),
+                                a.endpoint) != standing.checked_out.end();
+      a.failed_until = 0;
+      for (const auto& [endpoint, until] : standing.resting) {
+        if (endpoint == a.endpoint) a.failed_until = until;
+      }
     }
   }
 
@@ -541,7 +570,7 @@ class UpstreamPool {
     bool refused = false;  // TCP did not connect: another address of the name may
   };
   // A new connection to one address of the server's name, with TLS for https. An address that
-  // does not take it is passed over by this worker for the route's upstream_fail_timeout.
+  // does not take it is passed over by every worker for the route's upstream_fail_timeout.
   net::awaitable<Attempt> ConnectTo(const RouteConfig& route, const UpstreamServer& server,
                                     Target& t, io::WatchList& watches,
                                     const tcp::endpoint& endpoint) {
@@ -568,10 +597,18 @@ class UpstreamPool {
                      server.url, FormatEndpoint(endpoint), error.message,
                      route.upstream_fail_timeout.count());
       }
-      if (a) a->failed_until = (after + route.upstream_fail_timeout).time_since_epoch().count();
+      if (a) {
+        a->failed_until = (after + route.upstream_fail_timeout).time_since_epoch().count();
+        if (t.shared) {
+          t.shared->RestAddress(endpoint, a->failed_until, after.time_since_epoch().count());
+        }
+      }
       co_return Attempt{nullptr, std::move(error), true};
     }
-    if (a) a->failed_until = 0;
+    if (a && a->failed_until != 0) {
+      a->failed_until = 0;
+      if (t.shared) t.shared->AddressAnswered(endpoint);
+    }
     boost::system::error_code opt_ec;
     conn->socket.set_option(tcp::no_delay(true), opt_ec);
     if (route.upstream_tls) {
@@ -607,7 +644,7 @@ class UpstreamPool {
     std::vector<tcp::endpoint> found;
     for (const auto& r : results) found.push_back(r.endpoint());
     KeepAddresses(t, found);
-    SyncCheckedOut(t, true);
+    SyncAddresses(t, true);
     t.resolution.Resolved(now);
     co_return true;
   }
@@ -667,8 +704,8 @@ class UpstreamPool {
   // One address the server's name resolved to, with its idle connections. New connections,
   // and so requests, take the addresses in turn: a name that lists several replicas (a headless
   // Kubernetes service, several A records) spreads its load over them. An address that failed
-  // a new connection is passed over by this worker until failed_until (steady-clock ns); one
-  // that failed its health check, by every worker until one passes.
+  // a new connection is passed over until failed_until (steady-clock ns); one that failed its
+  // health check, until one passes. Both are shared by every worker (UpstreamHealth::Server).
   struct Address {
     tcp::endpoint endpoint;
     std::vector<std::unique_ptr<UpstreamConnection>> idle;
@@ -688,7 +725,7 @@ class UpstreamPool {
     // connection to it failed. Shared by the workers when `shared` is set.
     std::int64_t failed_until = 0;
     UpstreamHealth::Server* shared = nullptr;
-    std::uint64_t checked_out_seen = 0;  // shared->checked_out_version last copied
+    std::uint64_t addresses_seen = 0;  // shared->addresses_version last copied
   };
   // Takes the probe of a server whose rest ended at `until`, holding it out of turn until
   // `hold`; false when another worker took it first.

@@ -721,6 +721,32 @@ TEST_F(UpstreamNameTest, ANewLookupMovesRequestsToTheAddressesNowListed) {
   EXPECT_GE(second_->requests.load(), 6);
 }
 
+// The same name served by two network threads, which follow one standing of its addresses.
+class UpstreamNameTwoThreadsTest : public UpstreamNameTest {
+ protected:
+  std::map<std::string, std::string> ServerEnv() override {
+    auto env = UpstreamNameTest::ServerEnv();
+    env["GATEHOUSE_THREADS"] = "2";
+    return env;
+  }
+};
+
+TEST_F(UpstreamNameTwoThreadsTest, AnAddressThatRefusesCostsOneFailedConnectionNotOnePerThread) {
+  std::string reader = NewKey(R"(["read:findings"])");
+  second_.reset();  // 127.0.0.2 refuses new connections
+  // Sixteen client connections, which the kernel spreads over both threads; each thread would
+  // try 127.0.0.2 within its first two requests if it did not know what the other learnt.
+  for (int i = 0; i < 16; ++i) EXPECT_EQ(Statuses(reader, 1), (std::vector<int>{200}));
+  const std::string failed = "at 127.0.0.2:" + std::to_string(upstream_->port()) + " failed";
+  const std::string output = server_->Output();
+  int failures = 0;
+  for (auto at = output.find(failed); at != std::string::npos; at = output.find(failed, at + 1)) {
+    ++failures;
+  }
+  EXPECT_EQ(failures, 1) << output;
+  EXPECT_EQ(upstream_->requests.load(), 16);
+}
+
 // The same name with active health checks: each of its addresses is checked on its own. Two
 // network threads, so that the standing the checking thread finds reaches the other too.
 class UpstreamNameCheckTest : public UpstreamNameTest {
