@@ -113,11 +113,11 @@ std::map<std::string, std::size_t> CountSetAside(const std::filesystem::path& jo
 
 namespace {
 
-// What names one event: a requeued event keeps its time, request and fields, while its seq and
-// hashes are new.
+// What names one event: all it says but its seq and hashes, which a requeue gives anew.
 std::string EventIdentity(const AuditEvent& e) {
-  return boost::json::serialize(
-      boost::json::array{e.at, e.request_id, e.actor, e.action, e.resource, e.result, e.status});
+  return boost::json::serialize(boost::json::array{e.at, e.request_id, e.actor, e.action,
+                                                   e.resource, e.result, e.status, e.client_ip,
+                                                   e.user_agent, e.details});
 }
 
 // A requeue's record that it is under way: each org's chain head before it stored anything,
@@ -147,17 +147,22 @@ Result<std::map<std::string, std::int64_t>> ReadRequeueMarker(const std::filesys
   return out;
 }
 
-// The identities of the org's events after `after_seq`: those a requeue that died may have stored.
-Result<std::set<std::string>> IdentitiesAfter(Store& store, const std::string& org,
-                                              std::int64_t after_seq) {
-  std::set<std::string> out;
-  for (;;) {
+// Which of `wanted` (event identities) the org's chain holds after `after_seq`: what a requeue
+// that died may have stored. Memory stays within the file's size however long the chain has
+// grown since, and the read ends once all are found.
+Result<std::set<std::string>> FoundAfter(Store& store, const std::string& org,
+                                         std::int64_t after_seq, std::set<std::string> wanted) {
+  std::set<std::string> found;
+  while (!wanted.empty()) {
     auto page = store.AuditChain(org, after_seq, 1000);
     if (!page) return tl::unexpected(page.error());
-    if (page->empty()) return out;
-    for (const auto& e : *page) out.insert(EventIdentity(e));
+    if (page->empty()) break;
+    for (const auto& e : *page) {
+      if (auto node = wanted.extract(EventIdentity(e))) found.insert(std::move(node));
+    }
     after_seq = page->back().seq;
   }
+  return found;
 }
 
 }  // namespace
@@ -184,10 +189,13 @@ Result<RequeueReport> RequeueSetAside(Store& store, const std::filesystem::path&
   auto died_at = ReadRequeueMarker(marker);
   if (!died_at) return tl::unexpected(died_at.error());
   std::map<std::string, std::set<std::string>> maybe_stored;
-  for (const auto& [org, seq] : *died_at) {
-    auto ids = IdentitiesAfter(store, org, seq);
-    if (!ids) return tl::unexpected(ids.error());
-    maybe_stored[org] = std::move(*ids);
+  for (const auto& e : events) {
+    if (e && died_at->contains(e->org_id)) maybe_stored[e->org_id].insert(EventIdentity(*e));
+  }
+  for (auto& [org, wanted] : maybe_stored) {
+    auto found = FoundAfter(store, org, died_at->at(org), std::move(wanted));
+    if (!found) return tl::unexpected(found.error());
+    wanted = std::move(*found);
   }
   // Noted before anything is stored; an org the marker names keeps the head noted first, so
   // that the events of both runs are found should this one die too.
@@ -213,14 +221,17 @@ Result<RequeueReport> RequeueSetAside(Store& store, const std::filesystem::path&
   for (std::size_t i = 0; i < lines.size(); ++i) {
     auto& event = events[i];
     if (event && !stopped) {
-      auto seen = maybe_stored.find(event->org_id);
-      if (seen != maybe_stored.end() && seen->second.contains(EventIdentity(*event))) {
+      // The file may also hold an event twice (set aside again after a crash): once is enough.
+      std::string identity = EventIdentity(*event);
+      auto& in_chain = maybe_stored[event->org_id];
+      if (in_chain.contains(identity)) {
         ++report.already;
         continue;
       }
       std::vector<AuditEvent> one{std::move(*event)};
       auto stored = store.AppendAudit(one, {}, true);
       if (stored) {
+        in_chain.insert(std::move(identity));
         ++report.stored;
         continue;
       }

@@ -171,9 +171,9 @@ inline std::filesystem::path QuarantineFile(const std::filesystem::path& journal
 }
 
 struct RequeueReport {
-  std::size_t stored = 0;             // now in their orgs' chains, and gone from the file
-  std::size_t already = 0;            // in their chains before (a requeue cut short), and gone
-  std::size_t kept = 0;               // still in the file
+  std::size_t stored = 0;   // now in their orgs' chains, and gone from the file
+  std::size_t already = 0;  // in their chains already (a requeue cut short, a line twice), gone
+  std::size_t kept = 0;     // still in the file
   std::vector<std::string> refusals;  // why the store refused those it refused
 };
 
