@@ -397,9 +397,10 @@ void RegisterControlPlane(Router& router, ControlPlaneDeps deps) {
   router.Add("GET", "/healthz", HandlerKind::kInline,
              [](HttpRequest&) { return JsonResponse(200, R"({"status":"ok"})"); });
   // The public key that signs audit checkpoints and verified heads, for auditors who hold no
-  // secret of the deployment. The same on every node: it derives from the shared pepper.
+  // secret of the deployment: the key that signs now first, then retired ones. The same on
+  // every node: it derives from the shared pepper, or from [secrets] audit_signing_key_*.
   router.Add("GET", "/.well-known/jwks.json", HandlerKind::kInline,
-             [jwks = d->audit.signer().JwksJson()](HttpRequest&) {
+             [jwks = d->audit.JwksJson()](HttpRequest&) {
                HttpResponse r = JsonResponse(200, jwks);
                r.SetHeader("Cache-Control", "public, max-age=3600");
                return r;

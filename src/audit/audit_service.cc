@@ -120,11 +120,25 @@ boost::json::object AuditVerifyReportJson(const AuditVerifyReport& r) {
 
 AuditService::AuditService(Store& store, const Clock& clock, std::string_view pepper,
                            int system_retention_days)
+    : AuditService(store, clock, pepper, system_retention_days, SigningKeys{}) {}
+
+AuditService::AuditService(Store& store, const Clock& clock, std::string_view pepper,
+                           int system_retention_days, const SigningKeys& keys)
     : store_(store),
       clock_(clock),
-      signer_(AuditSigningSeed(pepper)),
+      signer_(AuditSigningSeed(keys.signing_secret.empty() ? pepper : keys.signing_secret)),
       legacy_checkpoint_key_(DeriveSubkey(pepper, "gatehouse-audit-checkpoint-key-v1")),
-      system_retention_days_(system_retention_days) {}
+      system_retention_days_(system_retention_days) {
+  for (const auto& key : keys.retired) {
+    if (key != signer_.public_key()) retired_.emplace_back(Ed25519KeyId(key), key);
+  }
+}
+
+std::string AuditService::JwksJson() const {
+  std::vector<Ed25519PublicKey> keys{signer_.public_key()};
+  for (const auto& [kid, key] : retired_) keys.push_back(key);
+  return Ed25519Jwks(keys);
+}
 
 std::string AuditService::CheckpointStatement(std::string_view org_id,
                                               const AuditHead& checkpoint) {
@@ -144,11 +158,15 @@ std::string AuditService::SignCheckpoint(std::string_view org_id,
 }
 
 bool AuditService::SignatureValid(const SignedAuditStatement& s) const {
+  const Ed25519PublicKey* key = s.key_id == signer_.key_id() ? &signer_.public_key() : nullptr;
+  for (const auto& [kid, retired] : retired_) {
+    if (!key && s.key_id == kid) key = &retired;
+  }
   const auto raw = Base64UrlDecode(s.signature);
   Ed25519Signature signature{};
-  if (s.key_id != signer_.key_id() || !raw || raw->size() != signature.size()) return false;
+  if (!key || !raw || raw->size() != signature.size()) return false;
   std::copy(raw->begin(), raw->end(), signature.begin());
-  return VerifyEd25519(signer_.public_key(), s.statement, signature);
+  return VerifyEd25519(*key, s.statement, signature);
 }
 
 Result<void> AuditService::CheckAnchor(std::string_view org_id, const AuditHead& head,

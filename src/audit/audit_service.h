@@ -2,9 +2,10 @@
 // signed checkpoints, and key usage. Plain C++ over the Store; the HTTP handlers and the CLI
 // (`gatehouse audit verify`) both call it.
 //
-// Checkpoints are signed with Ed25519 under a key derived from the deployment's pepper, so that
-// someone who can write to the database but does not hold the pepper cannot move the start of a
-// chain to hide deleted events, and an auditor who holds only the public key
+// Checkpoints are signed with Ed25519 under a key derived from the deployment's pepper (or from
+// a signing secret of its own, which can be rotated apart from it), so that someone who can
+// write to the database but does not hold that secret cannot move the start of a chain to hide
+// deleted events, and an auditor who holds only the public key
 // (/.well-known/jwks.json) can check them. Verify also signs the head it found intact: an
 // auditor who keeps those statements can later prove that a chain was once longer, which the
 // chain alone cannot show when someone truncates the tail and the head together.
@@ -14,6 +15,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "audit/details.h"
 #include "core/clock.h"
@@ -66,6 +69,16 @@ class AuditService {
   // name no org) keeps events; 0 forever. An attacker writes to it at will, so it needs a bound.
   AuditService(Store& store, const Clock& clock, std::string_view pepper,
                int system_retention_days = 30);
+  // The key that signs, and the public keys of keys that signed before it. `signing_secret`
+  // (empty: the pepper) derives the signing key. Statements and checkpoints signed by a
+  // retired key still verify, and JWKS keeps publishing it, so that rotating the key does not
+  // orphan what auditors already hold.
+  struct SigningKeys {
+    std::string_view signing_secret;
+    std::vector<Ed25519PublicKey> retired;
+  };
+  AuditService(Store& store, const Clock& clock, std::string_view pepper, int system_retention_days,
+               const SigningKeys& keys);
 
   // Called before each read of the log (List, Verify, KeyUsage, an export's first page), so
   // that decisions still on their way to the store are in what the read sees.
@@ -97,8 +110,10 @@ class AuditService {
   std::string SignCheckpoint(std::string_view org_id, const AuditHead& checkpoint) const;
   static std::string CheckpointStatement(std::string_view org_id, const AuditHead& checkpoint);
   bool CheckpointSignatureValid(std::string_view org_id, const AuditHead& head) const;
-  // The public half of the audit key, for /.well-known/jwks.json.
+  // The key that signs now.
   const Ed25519Signer& signer() const { return signer_; }
+  // /.well-known/jwks.json: the signing key first, then the retired ones.
+  std::string JwksJson() const;
 
  private:
   void CatchUp() const {
@@ -115,6 +130,7 @@ class AuditService {
                            const SignedAuditStatement& anchor, AuditVerifyReport& report);
 
   Ed25519Signer signer_;
+  std::vector<std::pair<std::string, Ed25519PublicKey>> retired_;  // kid, key
   // Checks checkpoints signed before Ed25519 (hex HMAC-SHA-256); signs nothing new.
   HmacSha256Key legacy_checkpoint_key_;
   int system_retention_days_;

@@ -31,6 +31,22 @@ Result<void> CreatePepperFile(const std::string& path) {
   return {};
 }
 
+// The secret the audit signing key derives from, when one of its own is configured; empty
+// (the pepper then) when neither its variable nor its file is set.
+Result<std::string> ReadAuditSigningSecret(const Config& config, const EnvLookup& env) {
+  const SecretSource& source = config.audit_signing_key;
+  const bool in_env = !source.env.empty() && env(source.env.c_str()).value_or("") != "";
+  if (!in_env && source.file.empty()) return std::string();
+  auto secret = ReadSecret(source, env, "the audit signing key");
+  if (!secret) return tl::unexpected(secret.error());
+  if (secret->size() < 32) {
+    SecureZero(*secret);
+    return Fail(ErrorCode::kInvalidArgument,
+                "the audit signing key must be at least 32 characters");
+  }
+  return secret;
+}
+
 }  // namespace
 
 Result<std::unique_ptr<App>> App::Open(std::shared_ptr<const Config> config, bool create_pepper) {
@@ -80,8 +96,15 @@ Result<std::unique_ptr<App>> App::Open(std::shared_ptr<const Config> config, boo
   };
   app->verifier = std::make_unique<KeyVerifier>(
       KeyFormat(config->keys.prefix), HmacSha256Key(*pepper), *app->store, *app->clock, vo);
+  auto signing = ReadAuditSigningSecret(*config, env);
+  if (!signing) return tl::unexpected(signing.error());
+  AuditService::SigningKeys signing_keys{*signing, {}};
+  for (const auto& x : config->audit.retired_signing_keys) {
+    if (auto key = Ed25519KeyFromJwkX(x)) signing_keys.retired.push_back(*key);
+  }
   app->audit = std::make_unique<AuditService>(*app->store, *app->clock, *pepper,
-                                              config->audit.system_retention_days);
+                                              config->audit.system_retention_days, signing_keys);
+  SecureZero(*signing);
   auto policy = PasswordPolicy::Load(config->passwords);
   if (!policy) return tl::unexpected(policy.error());
   app->password_policy = std::make_unique<PasswordPolicy>(std::move(*policy));

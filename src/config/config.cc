@@ -14,6 +14,7 @@
 #include <boost/json/parse.hpp>
 #include <boost/url/parse.hpp>
 
+#include "core/signing.h"
 #include "core/text.h"
 #include "core/time_format.h"
 #include "schema/json_schema.h"
@@ -580,6 +581,8 @@ Result<Config> ParseConfig(std::string_view toml_text, std::string source) {
     GH_TRY(t.String("pepper_file", c.pepper.file));
     GH_TRY(t.String("master_key_env", c.master_key.env));
     GH_TRY(t.String("master_key_file", c.master_key.file));
+    GH_TRY(t.String("audit_signing_key_env", c.audit_signing_key.env));
+    GH_TRY(t.String("audit_signing_key_file", c.audit_signing_key.file));
     GH_TRY(t.String("metrics_token_env", c.metrics_token.env));
     return t.String("metrics_token_file", c.metrics_token.file);
   }));
@@ -618,6 +621,14 @@ Result<Config> ParseConfig(std::string_view toml_text, std::string source) {
       return Bad(t.At("overflow"), "must be \"reject\" or \"drop\"");
     }
     GH_TRY(t.Integer("system_retention_days", c.audit.system_retention_days, 0, 3650));
+    GH_TRY(t.StringArray("retired_signing_keys", c.audit.retired_signing_keys));
+    for (const auto& x : c.audit.retired_signing_keys) {
+      if (!Ed25519KeyFromJwkX(x)) {
+        return Bad(t.At("retired_signing_keys"),
+                   "each must be the \"x\" of an Ed25519 key in /.well-known/jwks.json "
+                   "(base64url, 43 characters)");
+      }
+    }
     return t.Duration("retention_interval", c.audit.retention_interval);
   }));
   GH_TRY(sub("passwords", [&](TableReader& t) -> Result<void> {

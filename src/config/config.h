@@ -147,6 +147,9 @@ struct AuditConfig {
                             // a relative path is under data_dir
   Millis retention_interval{3'600'000};  // how often retention runs
   int system_retention_days = 30;        // the org-less "system" chain; 0: forever
+  // Public keys (JWKS `x`) of signing keys rotated out: what they signed still verifies, and
+  // /.well-known/jwks.json keeps publishing them.
+  std::vector<std::string> retired_signing_keys;
 };
 
 // Passwords (issue 5), after NIST SP 800-63B rev. 4 and OWASP's Argon2id guidance.
@@ -266,6 +269,9 @@ struct Config {
   int storage_connections = 4;                  // per process; also the store calls at once
   SecretSource pepper{"GATEHOUSE_PEPPER", ""};  // file default: <data_dir>/secrets/pepper
   SecretSource master_key{"GATEHOUSE_MASTER_KEY", ""};
+  // The secret the audit signing key derives from (at least 32 characters); when neither is
+  // set, the pepper. Its own, it can be rotated without touching API keys.
+  SecretSource audit_signing_key{"GATEHOUSE_AUDIT_SIGNING_KEY", ""};
   // A bearer token for /metrics. Without one, /metrics answers loopback clients only.
   SecretSource metrics_token{"GATEHOUSE_METRICS_TOKEN", ""};
   std::vector<std::string> trusted_proxies;  // CIDRs whose X-Forwarded-For is believed

@@ -2,6 +2,7 @@
 
 #include <sodium.h>
 
+#include <algorithm>
 #include <cstdlib>
 
 namespace gatehouse {
@@ -32,10 +33,35 @@ Ed25519Signer::Ed25519Signer(Digest32&& seed) {
   if (sodium_init() < 0) std::abort();
   crypto_sign_seed_keypair(public_key_.data(), secret_key_.data(), seed.data());
   sodium_memzero(seed.data(), seed.size());
+  key_id_ = Ed25519KeyId(public_key_);
+}
+
+std::string Ed25519KeyId(const Ed25519PublicKey& key) {
   // RFC 7638: SHA-256 over the required members in lexicographic order, no whitespace.
-  const std::string x = Base64UrlEncode(public_key_.data(), public_key_.size());
+  const std::string x = Base64UrlEncode(key.data(), key.size());
   const Digest32 thumbprint = Sha256(R"({"crv":"Ed25519","kty":"OKP","x":")" + x + "\"}");
-  key_id_ = Base64UrlEncode(thumbprint.data(), thumbprint.size());
+  return Base64UrlEncode(thumbprint.data(), thumbprint.size());
+}
+
+std::string Ed25519Jwks(const std::vector<Ed25519PublicKey>& keys) {
+  std::string out = R"({"keys":[)";
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    if (i > 0) out += ',';
+    out += R"({"kty":"OKP","crv":"Ed25519","x":")" +
+           Base64UrlEncode(keys[i].data(), keys[i].size()) + R"(","kid":")" +
+           Ed25519KeyId(keys[i]) + R"(","use":"sig","alg":"EdDSA"})";
+  }
+  return out + "]}";
+}
+
+std::optional<Ed25519PublicKey> Ed25519KeyFromJwkX(std::string_view x) {
+  if (sodium_init() < 0) std::abort();
+  const auto raw = Base64UrlDecode(x);
+  Ed25519PublicKey key{};
+  if (!raw || raw->size() != key.size()) return std::nullopt;
+  std::copy(raw->begin(), raw->end(), key.begin());
+  if (crypto_core_ed25519_is_valid_point(key.data()) != 1) return std::nullopt;
+  return key;
 }
 
 Ed25519Signer::~Ed25519Signer() { sodium_memzero(secret_key_.data(), secret_key_.size()); }
@@ -46,12 +72,6 @@ Ed25519Signature Ed25519Signer::Sign(std::string_view message) const {
                        reinterpret_cast<const unsigned char*>(message.data()), message.size(),
                        secret_key_.data());
   return signature;
-}
-
-std::string Ed25519Signer::JwksJson() const {
-  return R"({"keys":[{"kty":"OKP","crv":"Ed25519","x":")" +
-         Base64UrlEncode(public_key_.data(), public_key_.size()) + R"(","kid":")" + key_id_ +
-         R"(","use":"sig","alg":"EdDSA"}]})";
 }
 
 bool VerifyEd25519(const Ed25519PublicKey& key, std::string_view message,

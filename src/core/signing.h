@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/crypto.h"
 
@@ -19,6 +20,13 @@ using Ed25519Signature = std::array<unsigned char, 64>;
 std::string Base64UrlEncode(const unsigned char* data, std::size_t size);
 // Refuses padding, characters outside the alphabet and non-canonical trailing bits.
 std::optional<std::string> Base64UrlDecode(std::string_view text);
+
+// The RFC 7638 JWK thumbprint of a public key, base64url: the `kid` a verifier looks up.
+std::string Ed25519KeyId(const Ed25519PublicKey& key);
+// {"keys":[…]}: each key as an OKP JWK with its kid, in the order given.
+std::string Ed25519Jwks(const std::vector<Ed25519PublicKey>& keys);
+// A JWK's `x` (the base64url public key) as a key; nullopt unless it is a point of the curve.
+std::optional<Ed25519PublicKey> Ed25519KeyFromJwkX(std::string_view x);
 
 class Ed25519Signer {
  public:
@@ -35,7 +43,7 @@ class Ed25519Signer {
   // The RFC 7638 JWK thumbprint of the public key, base64url: the `kid` a verifier looks up.
   const std::string& key_id() const { return key_id_; }
   // {"keys":[{"kty":"OKP","crv":"Ed25519","x":…,"kid":…,"use":"sig","alg":"EdDSA"}]}
-  std::string JwksJson() const;
+  std::string JwksJson() const { return Ed25519Jwks({public_key_}); }
 
  private:
   std::array<unsigned char, 64> secret_key_{};  // libsodium's seed ‖ public key form

@@ -271,6 +271,50 @@ TEST_F(AuditLogTest, CheckpointsAndIntactHeadsAreSignedForWhoeverHoldsThePublicK
   EXPECT_FALSE(audit_->Verify("org_a")->intact);
 }
 
+TEST_F(AuditLogTest, ARotatedSigningKeyKeepsWhatItSignedVerifiable) {
+  AppendMany("org_a", 20);
+  ASSERT_TRUE(store_->UpdateOrg("org_a", OrgUpdate{{}, 1}, Event("org_a", "org.update")));
+  clock_.Advance(std::chrono::hours(24) - std::chrono::seconds(10));
+  ASSERT_TRUE(audit_->ApplyRetention(*store_->GetOrg("org_a")));  // signed with the pepper's key
+  auto before = audit_->Verify("org_a");
+  ASSERT_TRUE(before && before->intact && before->signed_head);
+  const SignedAuditStatement kept = *before->signed_head;  // what an auditor holds
+  const std::string secret = "a-signing-secret-of-its-own-0123456789";
+
+  // Rotated with the old key forgotten: its checkpoint breaks the chain, its heads are refused.
+  AuditService forgetful(*store_, clock_, kPepper, 30, {secret, {}});
+  EXPECT_NE(forgetful.signer().key_id(), audit_->signer().key_id());
+  EXPECT_FALSE(forgetful.Verify("org_a")->intact);
+  auto refused = forgetful.Verify("org_a", &kept);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, ErrorCode::kInvalidArgument);
+
+  // Rotated with the old public key retired: both still verify, and JWKS publishes both keys,
+  // the one that signs now first.
+  AuditService rotated(*store_, clock_, kPepper, 30, {secret, {audit_->signer().public_key()}});
+  auto after = rotated.Verify("org_a", &kept);
+  ASSERT_TRUE(after) << after.error().message;
+  EXPECT_TRUE(after->intact) << after->reason;
+  EXPECT_EQ(after->anchor, "held");
+  ASSERT_TRUE(after->signed_head);
+  EXPECT_EQ(after->signed_head->key_id, rotated.signer().key_id());
+  EXPECT_TRUE(VerifiesWith(rotated.signer(), *after->signed_head));
+  EXPECT_EQ(rotated.JwksJson(),
+            Ed25519Jwks({rotated.signer().public_key(), audit_->signer().public_key()}));
+  EXPECT_NE(rotated.JwksJson().find("\"kid\":\"" + audit_->signer().key_id() + "\""),
+            std::string::npos);
+
+  // New checkpoints are signed with the new key, which the old service does not know.
+  AppendMany("org_a", 5);
+  clock_.Advance(std::chrono::hours(24));
+  AppendMany("org_a", 2);
+  ASSERT_TRUE(rotated.ApplyRetention(*store_->GetOrg("org_a")));
+  EXPECT_TRUE(store_->GetAuditHead("org_a")->checkpoint_signature.starts_with(
+      "ed25519:" + rotated.signer().key_id() + ":"));
+  EXPECT_TRUE(rotated.Verify("org_a")->intact);
+  EXPECT_FALSE(audit_->Verify("org_a")->intact);
+}
+
 TEST_F(AuditLogTest, AKeptSignedHeadShowsATailCutTogetherWithTheHead) {
   AppendMany("org_a", 10);
   auto first = audit_->Verify("org_a");

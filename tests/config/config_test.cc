@@ -1,4 +1,5 @@
 #include "config/config.h"
+#include "core/signing.h"
 #include "schema/json_schema.h"
 
 #include <gtest/gtest.h>
@@ -113,6 +114,11 @@ TEST(Config, ErrorsNameFileLineAndField) {
       {"[[routes]]\npath_prefix = \"/api\"\nupstream = [\"http://a\", 7]\n",
        "routes[0].upstream: must be an array of strings"},
       {"[[routes]]\npath_prefix = \"/api\"\n", "routes[0].upstream: is required"},
+      {"[audit]\nretired_signing_keys = [\"not-a-key\"]\n",
+       "gatehouse.toml:2: audit.retired_signing_keys: each must be the \"x\" of an Ed25519 key"},
+      {"[audit]\nretired_signing_keys = "
+       "[\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\"]\n",
+       "audit.retired_signing_keys: each must be"},  // 32 bytes, but not a point of the curve
       {"[[routes]]\npath_prefix = \"/api\"\nupstream = \"http://a\"\n"
        "upstream_balance = \"random\"\n",
        "routes[0].upstream_balance: must be \"round_robin\" or \"least_requests\""},
@@ -222,6 +228,21 @@ TEST(Config, DefaultsAreValidAndServeTheDemo) {
   EXPECT_EQ(c.listeners.at(0).port, 8080);
   EXPECT_EQ(c.demo.echo_listen, "127.0.0.1:8081");
   EXPECT_FALSE(c.routes.empty());
+}
+
+TEST(Config, RetiredAuditSigningKeysAreTheirJwksX) {
+  Ed25519Signer old_key(Sha256("an old signing secret"));
+  const std::string x = Base64UrlEncode(old_key.public_key().data(), old_key.public_key().size());
+  auto c = ParseConfig(
+      "[secrets]\naudit_signing_key_file = \"/etc/gatehouse/audit-signing\"\n"
+      "[audit]\nretired_signing_keys = [\"" +
+          x + "\"]\n",
+      "gatehouse.toml");
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->audit_signing_key.file, "/etc/gatehouse/audit-signing");
+  EXPECT_EQ(c->audit_signing_key.env, "GATEHOUSE_AUDIT_SIGNING_KEY");
+  ASSERT_EQ(c->audit.retired_signing_keys, std::vector<std::string>{x});
+  EXPECT_EQ(Ed25519KeyFromJwkX(x), old_key.public_key());
 }
 
 TEST(Config, SecretsComeFromEnvThenFile) {

@@ -417,6 +417,52 @@ TEST_F(AuditTest, VerifySignsTheHeadItFoundAndAnyoneWithTheJwksCanCheckIt) {
   EXPECT_NE(line.find("the anchor is held"), std::string::npos) << line;
 }
 
+// The signing key rotated apart from the pepper: API keys keep working, JWKS publishes the new
+// key and the retired one, and a head signed before still anchors a verify.
+TEST_F(AuditTest, ASigningKeyRotatedApartFromThePepperKeepsOldHeadsVerifiable) {
+  auto before = Call("POST", "/v1/orgs/" + org_ + "/audit/verify", key_);
+  ASSERT_EQ(before.status, 200) << before.body;
+  const json::object kept = json::parse(before.body).at("signed_head").as_object();
+  const json::object old_jwk =
+      json::parse(Request(server_->port(), "GET", "/.well-known/jwks.json", {}).body)
+          .at("keys")
+          .at(0)
+          .as_object();
+  ASSERT_EQ(kept.at("kid"), old_jwk.at("kid"));
+
+  server_.reset();
+  const std::string secret = "a-signing-secret-of-its-own-0123456789";
+  // Its error goes to stderr, which the shell joins to what RunCommand reads.
+  std::vector<std::string> cli = {
+      "/bin/sh", "-c", "exec \"$0\" \"$@\" 2>&1", Binary(), "audit", "verify", "--org", org_};
+  for (const auto& f : StorageFlags()) cli.push_back(f);
+  int status = -1;
+  std::string out = RunCommand(cli, &status, {{"GATEHOUSE_AUDIT_SIGNING_KEY", "too-short"}});
+  EXPECT_NE(status, 0);
+  EXPECT_NE(out.find("the audit signing key must be at least 32 characters"), std::string::npos)
+      << out;
+  EXPECT_EQ(out.find("too-short"), std::string::npos) << out;  // never echoed
+
+  std::ofstream(config_, std::ios::app)
+      << "[audit]\nretired_signing_keys = [\"" << old_jwk.at("x").as_string().c_str() << "\"]\n";
+  server_ = std::make_unique<ServerProcess>(
+      config_, std::map<std::string, std::string>{{"GATEHOUSE_AUDIT_SIGNING_KEY", secret}});
+  const json::array keys =
+      json::parse(Request(server_->port(), "GET", "/.well-known/jwks.json", {}).body)
+          .at("keys")
+          .as_array();
+  ASSERT_EQ(keys.size(), 2u);
+  EXPECT_NE(keys.at(0).at("kid"), old_jwk.at("kid"));  // the key that signs now comes first
+  EXPECT_EQ(keys.at(1).as_object(), old_jwk);
+
+  auto after = Call("POST", "/v1/orgs/" + org_ + "/audit/verify", key_,
+                    "{\"anchor\":" + json::serialize(kept) + "}");
+  ASSERT_EQ(after.status, 200) << after.body;  // the pepper, and so every API key, is unchanged
+  const json::object report = json::parse(after.body).as_object();
+  EXPECT_EQ(report.at("anchor"), "held") << after.body;
+  EXPECT_EQ(report.at("signed_head").at("kid"), keys.at(0).at("kid")) << after.body;
+}
+
 TEST_F(AuditTest, ExportStreamsEveryEventAndVerifyFindsADirectEdit) {
   std::string reader = NewKey(R"(["read:findings"])");
   for (int i = 0; i < 30; ++i)
