@@ -524,6 +524,13 @@ class ThreatTest : public GatewayFixture {
 TEST_F(ThreatTest, KeyEnumerationFromOneAddressBlocksThatAddressForAWhile) {
   std::string good = NewKey(R"(["read:findings"])");
   const std::string garbage = "sk_live_" + std::string(32, 'A') + "AAAAAA";
+  // Requests that send no key guess nothing: however many, they block no one.
+  for (int i = 0; i < 8; ++i) {
+    auto r = RequestFrom("127.0.0.3", server_->port(), "GET", "/api/v1/findings/1", {});
+    EXPECT_EQ(r.status, 401);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(Metric("gatehouse_security_blocks_total"), "0");
   for (int i = 0; i < 5; ++i) {
     auto r = RequestFrom("127.0.0.3", server_->port(), "GET", "/api/v1/findings/1",
                          {{"Authorization", "Bearer " + garbage}});
@@ -543,7 +550,8 @@ TEST_F(ThreatTest, KeyEnumerationFromOneAddressBlocksThatAddressForAWhile) {
   EXPECT_EQ(Call("GET", "/api/v1/findings/1", good).status, 200);
   EXPECT_EQ(Metric("gatehouse_security_blocks_total"), "1");
   EXPECT_EQ(Metric("gatehouse_security_blocked_requests_total"), "1");
-  // The shadow rule (3 failures from an address) would have blocked first: it only counted.
+  // The shadow rule (3 failures from an address, the keyless ones among them) would have
+  // blocked first: it only counted.
   EXPECT_EQ(Metric("gatehouse_security_shadow_actions_total"), "1");
   EXPECT_NE(server_->Output().find("security: invalid_keys from 127.0.0.3"), std::string::npos);
   // The block ends by itself.

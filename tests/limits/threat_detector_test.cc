@@ -112,6 +112,17 @@ TEST_F(ThreatDetectorTest, ACountPastTheThresholdFiresOnceAndStopsTheQuestions) 
   EXPECT_EQ(Seen("security.key_failures"), 2);
 }
 
+TEST_F(ThreatDetectorTest, OnlyA401ToAPresentedKeyCountsAsAnInvalidKey) {
+  config_.invalid_keys = ThreatRule{3, "block", false};
+  auto d = Make();
+  for (int i = 0; i < 10; ++i) d->Observe("198.51.100.7", 401, "", "", false);
+  EXPECT_EQ(d->BlockedFor("198.51.100.7"), 0);  // sent no key: guessed nothing
+  EXPECT_EQ(Seen("security.invalid_keys"), 0);
+  for (int i = 0; i < 3; ++i) d->Observe("198.51.100.7", 401, "", "", true);
+  EXPECT_GT(d->BlockedFor("198.51.100.7"), 0);
+  EXPECT_EQ(Seen("security.invalid_keys"), 1);
+}
+
 TEST_F(ThreatDetectorTest, WithRedisDownANodeDecidesAlone) {
   auto d = Make();
   d->ShareThrough(Unanswering());
