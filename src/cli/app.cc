@@ -98,12 +98,9 @@ Result<std::unique_ptr<App>> App::Open(std::shared_ptr<const Config> config, boo
       KeyFormat(config->keys.prefix), HmacSha256Key(*pepper), *app->store, *app->clock, vo);
   auto signing = ReadAuditSigningSecret(*config, env);
   if (!signing) return tl::unexpected(signing.error());
-  AuditService::SigningKeys signing_keys{*signing, {}};
-  for (const auto& x : config->audit.retired_signing_keys) {
-    if (auto key = Ed25519KeyFromJwkX(x)) signing_keys.retired.push_back(*key);
-  }
-  app->audit = std::make_unique<AuditService>(*app->store, *app->clock, *pepper,
-                                              config->audit.system_retention_days, signing_keys);
+  app->audit = std::make_unique<AuditService>(
+      *app->store, *app->clock, *pepper, config->audit.system_retention_days,
+      AuditService::SigningKeys{*signing, config->audit.retired_signing_public_keys});
   SecureZero(*signing);
   auto policy = PasswordPolicy::Load(config->passwords);
   if (!policy) return tl::unexpected(policy.error());

@@ -622,12 +622,15 @@ Result<Config> ParseConfig(std::string_view toml_text, std::string source) {
     }
     GH_TRY(t.Integer("system_retention_days", c.audit.system_retention_days, 0, 3650));
     GH_TRY(t.StringArray("retired_signing_keys", c.audit.retired_signing_keys));
+    c.audit.retired_signing_public_keys.clear();
     for (const auto& x : c.audit.retired_signing_keys) {
-      if (!Ed25519KeyFromJwkX(x)) {
+      auto key = Ed25519KeyFromJwkX(x);
+      if (!key) {
         return Bad(t.At("retired_signing_keys"),
                    "each must be the \"x\" of an Ed25519 key in /.well-known/jwks.json "
                    "(base64url, 43 characters)");
       }
+      c.audit.retired_signing_public_keys.push_back(*key);
     }
     return t.Duration("retention_interval", c.audit.retention_interval);
   }));

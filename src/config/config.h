@@ -18,6 +18,7 @@
 #include "core/cidr.h"
 #include "core/clock.h"
 #include "core/error.h"
+#include "core/signing.h"
 #include "limits/rate_policy.h"
 
 namespace gatehouse {
@@ -150,6 +151,7 @@ struct AuditConfig {
   // Public keys (JWKS `x`) of signing keys rotated out: what they signed still verifies, and
   // /.well-known/jwks.json keeps publishing them.
   std::vector<std::string> retired_signing_keys;
+  std::vector<Ed25519PublicKey> retired_signing_public_keys;  // derived
 };
 
 // Passwords (issue 5), after NIST SP 800-63B rev. 4 and OWASP's Argon2id guidance.

@@ -137,9 +137,9 @@ struct Exchange {
   std::string_view method;
   std::string_view path;
   std::string_view client_ip;
-  std::string_view principal;         // lives as long as the exchange
-  std::string_view org;               // the principal's (or the refused key's) org, when known
-  bool credential_presented = false;  // an Authorization or X-API-Key header came with it
+  std::string_view principal;             // lives as long as the exchange
+  std::string_view org;                   // the principal's (or the refused key's) org, when known
+  const h1::RequestHead* head = nullptr;  // once read; valid until Finish()
   const UpstreamServer* upstream = nullptr;  // the proxy's last attempt went to it
   std::size_t slot = 0;
   int status = 0;
@@ -704,8 +704,10 @@ class Server::Impl {
         std::chrono::duration<double>(std::chrono::steady_clock::now() - ex.start).count();
     parts_.metrics->ObserveRequest(ex.slot, ex.status, seconds);
     if (parts_.threats) {
-      parts_.threats->Observe(ex.client_ip, ex.status, ex.principal, ex.org,
-                              ex.credential_presented);
+      // Asked of 401s only, so that other requests pay nothing for it.
+      const bool presented = ex.status == 401 && ex.head &&
+                             (ex.head->Find("authorization") || ex.head->Find("x-api-key"));
+      parts_.threats->Observe(ex.client_ip, ex.status, ex.principal, ex.org, presented);
     }
     if (!access_) return;
     // Attacker-controlled fields are JSON-escaped by the serializer; the query string, which may
@@ -1150,7 +1152,7 @@ class Server::Impl {
     else
       ex.MakeRequestId();
     ex.client_ip = ClientAddress(cfg_, conn.peer, h);
-    ex.credential_presented = h.Find("authorization") || h.Find("x-api-key");
+    ex.head = &h;
     if (h.target.size() > cfg_.limits.max_url_bytes) {
       early = Error{ErrorCode::kUriTooLong, "request URL is too long", {}, {}};
     } else if (!h.target.starts_with('/')) {

@@ -242,7 +242,8 @@ TEST(Config, RetiredAuditSigningKeysAreTheirJwksX) {
   EXPECT_EQ(c->audit_signing_key.file, "/etc/gatehouse/audit-signing");
   EXPECT_EQ(c->audit_signing_key.env, "GATEHOUSE_AUDIT_SIGNING_KEY");
   ASSERT_EQ(c->audit.retired_signing_keys, std::vector<std::string>{x});
-  EXPECT_EQ(Ed25519KeyFromJwkX(x), old_key.public_key());
+  EXPECT_EQ(c->audit.retired_signing_public_keys,
+            std::vector<Ed25519PublicKey>{old_key.public_key()});
 }
 
 TEST(Config, SecretsComeFromEnvThenFile) {
