@@ -29,6 +29,10 @@ void RecordDecision(HttpRequest& req, std::string_view org, std::string_view act
   if (!email.empty()) details.emplace_back("email", email);
   req.audit = DecisionEvent(org, actor, action, std::move(resource),
                             details.empty() ? "{}" : DetailsOf(details));
+  if (RefusedAsStale(reason)) {
+    req.stale_credential = true;
+    req.principal_id = actor;  // the stale key's id (empty for a session): threats count it
+  }
 }
 
 std::string ApiResource(const HttpRequest& req, bool allowed) {

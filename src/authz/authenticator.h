@@ -24,6 +24,14 @@ struct AuthSubject {
   std::string_view reason;  // "missing", "malformed", "unknown", "expired", "revoked", …
 };
 
+// A refusal for a real credential's state (an API key expired or revoked, a session past its
+// limits), not for what was sent: the client holds a credential gone stale and guesses nothing.
+// Threat detection counts such 401s against the key, never as key enumeration by the address: a
+// page left open overnight that polls with its expired session must not block an office's NAT.
+inline bool RefusedAsStale(std::string_view reason) {
+  return reason == "expired" || reason == "revoked" || reason == "session_expired";
+}
+
 class Authenticator {
  public:
   // Turns a session token (ghs_…) into a principal; may block. See people/gateway_sessions.h.

@@ -30,6 +30,9 @@ struct HttpRequest {
   // resource and details. The server fills in the rest (time, status, result, address, agent,
   // request id) and answers only once the event is durable.
   std::optional<AuditEvent> audit;
+  // Set with `audit` when the credential was refused as stale (RefusedAsStale): threat detection
+  // then counts the 401 against that key (`principal_id`), not as a guess.
+  bool stale_credential = false;
 
   // First header with that name, compared case-insensitively.
   std::optional<std::string_view> Header(std::string_view name) const;

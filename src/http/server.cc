@@ -141,6 +141,8 @@ struct Exchange {
   std::string_view org;                   // the principal's (or the refused key's) org, when known
   const h1::RequestHead* head = nullptr;  // once read; valid until Finish()
   const UpstreamServer* upstream = nullptr;  // the proxy's last attempt went to it
+  // A 401 for a real key or session gone stale (RefusedAsStale): `principal` is then that key.
+  bool stale_credential = false;
   std::size_t slot = 0;
   int status = 0;
   std::chrono::steady_clock::time_point start;
@@ -704,10 +706,11 @@ class Server::Impl {
         std::chrono::duration<double>(std::chrono::steady_clock::now() - ex.start).count();
     parts_.metrics->ObserveRequest(ex.slot, ex.status, seconds);
     if (parts_.threats) {
-      // Asked of 401s only, so that other requests pay nothing for it.
-      const bool presented = ex.status == 401 && ex.head &&
-                             (ex.head->Find("authorization") || ex.head->Find("x-api-key"));
-      parts_.threats->Observe(ex.client_ip, ex.status, ex.principal, ex.org, presented);
+      // Asked of 401s only, so that other requests pay nothing for it. A stale credential
+      // guesses nothing: its 401 counts against its key (ex.principal) instead.
+      const bool guessed = ex.status == 401 && !ex.stale_credential && ex.head &&
+                           (ex.head->Find("authorization") || ex.head->Find("x-api-key"));
+      parts_.threats->Observe(ex.client_ip, ex.status, ex.principal, ex.org, guessed);
     }
     if (!access_) return;
     // Attacker-controlled fields are JSON-escaped by the serializer; the query string, which may
@@ -1126,6 +1129,7 @@ class Server::Impl {
     req.path_params.clear();
     req.principal_id.clear();
     req.audit.reset();
+    req.stale_credential = false;
   }
 
   // One request/response. Returns whether the connection may carry another.
@@ -1221,6 +1225,7 @@ class Server::Impl {
     // Views into the final response: set only once `res` can no longer be replaced.
     ex.principal = req.principal_id;
     ex.org = decision_org;
+    ex.stale_credential = req.stale_credential;
     for (const auto& [k, v] : res.headers) {
       if (k == "X-Gatehouse-Principal") ex.principal = v;  // forward-auth's verdict
     }
@@ -1270,6 +1275,10 @@ class Server::Impl {
           *principal ? std::string_view((*principal)->org_id) : std::string_view(subject.org_id);
       if (!*principal) {
         const Error& denied = principal->error();
+        if (RefusedAsStale(subject.reason)) {
+          ex.stale_credential = true;
+          ex.principal = subject.key_id;
+        }
         AuditEvent event = DecisionEvent(subject.org_id, subject.key_id, "auth.proxy", resource);
         event.details = DetailsOf(
             {{"reason", subject.reason.empty() ? ErrorCodeName(denied.code) : subject.reason}});

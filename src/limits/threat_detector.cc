@@ -136,7 +136,7 @@ bool ThreatDetector::CountHere(CounterMap Shard::*map, std::uint64_t subject,
 }
 
 void ThreatDetector::Observe(std::string_view ip, int status, std::string_view principal_id,
-                             std::string_view org_id, bool presented) {
+                             std::string_view org_id, bool guessed) {
   if (status != 401 && status != 403 && status != 429) return;
   // Counted by the cluster when there is one; only then is a subject's name needed as text.
   auto count = [&](const ThreatRule& rule, std::string_view name, CounterMap Shard::*map,
@@ -153,7 +153,7 @@ void ThreatDetector::Observe(std::string_view ip, int status, std::string_view p
     auto bucket = [&](std::string_view rule) {
       return [ip, rule] { return fmt::format("gh:th:{}:{}", rule, AddressBucket(ip, 32, 64)); };
     };
-    if (status == 401 && presented && config_.invalid_keys.threshold > 0) {
+    if (status == 401 && guessed && config_.invalid_keys.threshold > 0) {
       count(config_.invalid_keys, "invalid_keys", &Shard::invalid, *address, bucket("invalid_keys"),
             "", "");
     }

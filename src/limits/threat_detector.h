@@ -1,8 +1,9 @@
 // Threat detection (issue 6): counts what attackers who hold, steal or guess credentials leave
 // behind, and reacts as configured.
 //
-//   invalid_keys      refused keys or tokens (401 to a request that sent one) from one address:
-//                     key enumeration, guessing;
+//   invalid_keys      unknown keys or tokens (401 to a request that sent one) from one address:
+//                     key enumeration, guessing. A revoked or expired credential is no guess:
+//                     its 401 counts under key_failures (RefusedAsStale);
 //   address_failures  401/403/429 answers to one address;
 //   key_failures      401/403/429 answers to one key (a stolen key probing, a broken client);
 //   new_network       a key used from a network (IPv4 /24, IPv6 /48) it was not seen on before.
@@ -50,12 +51,13 @@ class ThreatDetector {
   long BlockedFor(std::string_view ip);
 
   // Every answered request: the client's address, the status, and the key or user that made it
-  // with its org (empty when none was established). `presented`: the request carried a key or
-  // token (an Authorization or X-API-Key header). Only a 401 to one counts as an invalid key: a
-  // client that sends none (a probe, a browser whose page polls) guesses nothing, and blocking
-  // it would block everyone behind its address; its 401s still count as address failures.
+  // with its org (empty when none was established; for a 401 to a stale credential, that key).
+  // `guessed`: the request carried a key or token (an Authorization or X-API-Key header) that
+  // is no known credential. Only a 401 to one counts as an invalid key: a client that sends
+  // none (a probe, a browser whose page polls) or a stale one guesses nothing, and blocking it
+  // would block everyone behind its address; its 401s still count as address failures.
   void Observe(std::string_view ip, int status, std::string_view principal_id,
-               std::string_view org_id, bool presented = true);
+               std::string_view org_id, bool guessed = true);
 
   // An admitted use of a key from `ip`.
   void KeyUsed(std::string_view key_id, std::string_view org_id, std::string_view ip);

@@ -48,6 +48,7 @@ TEST_F(SessionsTest, MeShowsTheUserTheirOrgsRolesAndTheSession) {
   // An API key is not a user.
   EXPECT_EQ(env_.Call("GET", "/v1/me", org_.owner_key.secret).status, 401);
   EXPECT_EQ(env_.Call("GET", "/v1/me", "ghs_notarealtoken").status, 401);
+  EXPECT_FALSE(env_.last_stale_credential);  // a made-up token is a guess
 }
 
 TEST_F(SessionsTest, InactivityEndsTheSessionExactlyAtTheLimit) {
@@ -60,6 +61,8 @@ TEST_F(SessionsTest, InactivityEndsTheSessionExactlyAtTheLimit) {
   auto r = env_.Call("GET", "/v1/me", token);
   EXPECT_EQ(r.status, 401);
   EXPECT_EQ(Code(r), "token_expired");
+  // A page left open, polling with its expired session, guesses nothing (threat detection).
+  EXPECT_TRUE(env_.last_stale_credential);
 }
 
 TEST_F(SessionsTest, AnOrgsOwnInactivityTimeoutApplies) {

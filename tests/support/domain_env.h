@@ -114,6 +114,7 @@ struct DomainEnv {
     auto m = router.Find(req);
     if (!m.route) return ErrorResponse(m.error, req.request_id);
     HttpResponse res = m.route->handler(req);
+    last_stale_credential = req.stale_credential;
     // What the server does with the decision a handler made: complete it and append it.
     if (req.audit) {
       AuditEvent e = std::move(*req.audit);
@@ -132,6 +133,8 @@ struct DomainEnv {
   }
 
   std::optional<AuditEvent> last_audit;
+  // Whether the last call's credential was refused as stale (threat detection reads it).
+  bool last_stale_credential = false;
 
   FakeClock clock;
   std::shared_ptr<Config> config;
