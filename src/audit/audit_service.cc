@@ -129,8 +129,14 @@ AuditService::AuditService(Store& store, const Clock& clock, std::string_view pe
       signer_(AuditSigningSeed(keys.signing_secret.empty() ? pepper : keys.signing_secret)),
       legacy_checkpoint_key_(DeriveSubkey(pepper, "gatehouse-audit-checkpoint-key-v1")),
       system_retention_days_(system_retention_days) {
-  for (const auto& key : keys.retired) {
-    if (key != signer_.public_key()) retired_.emplace_back(Ed25519KeyId(key), key);
+  std::vector<Ed25519PublicKey> retired = keys.retired;
+  if (keys.signing_secret.empty() && !keys.previous_pepper.empty()) {
+    retired.push_back(Ed25519Signer(AuditSigningSeed(keys.previous_pepper)).public_key());
+  }
+  for (const auto& key : retired) {
+    const bool listed = std::any_of(retired_.begin(), retired_.end(),
+                                    [&](const auto& kid_key) { return kid_key.second == key; });
+    if (key != signer_.public_key() && !listed) retired_.emplace_back(Ed25519KeyId(key), key);
   }
 }
 

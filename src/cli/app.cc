@@ -31,20 +31,32 @@ Result<void> CreatePepperFile(const std::string& path) {
   return {};
 }
 
-// The secret the audit signing key derives from, when one of its own is configured; empty
-// (the pepper then) when neither its variable nor its file is set.
-Result<std::string> ReadAuditSigningSecret(const Config& config, const EnvLookup& env) {
-  const SecretSource& source = config.audit_signing_key;
+// A secret that may be left unset: empty when neither its variable nor its file is set.
+// Otherwise at least 32 characters, like the pepper.
+Result<std::string> ReadOptionalSecret(const SecretSource& source, const EnvLookup& env,
+                                       const std::string& what) {
   const bool in_env = !source.env.empty() && env(source.env.c_str()).value_or("") != "";
   if (!in_env && source.file.empty()) return std::string();
-  auto secret = ReadSecret(source, env, "the audit signing key");
+  auto secret = ReadSecret(source, env, what);
   if (!secret) return tl::unexpected(secret.error());
   if (secret->size() < 32) {
     SecureZero(*secret);
-    return Fail(ErrorCode::kInvalidArgument,
-                "the audit signing key must be at least 32 characters");
+    return Fail(ErrorCode::kInvalidArgument, what + " must be at least 32 characters");
   }
   return secret;
+}
+
+// The pepper before the last rotation; empty when none is configured.
+Result<std::string> ReadPreviousPepper(const Config& config, const EnvLookup& env,
+                                       std::string_view pepper) {
+  auto previous = ReadOptionalSecret(config.previous_pepper, env, "the previous key pepper");
+  if (!previous) return previous;
+  // Nothing would ever move, and the operator would believe a rotation is under way.
+  if (!previous->empty() && ConstantTimeEquals(*previous, pepper)) {
+    SecureZero(*previous);
+    return Fail(ErrorCode::kInvalidArgument, "the previous key pepper is the pepper itself");
+  }
+  return previous;
 }
 
 }  // namespace
@@ -96,17 +108,24 @@ Result<std::unique_ptr<App>> App::Open(std::shared_ptr<const Config> config, boo
   };
   app->verifier = std::make_unique<KeyVerifier>(
       KeyFormat(config->keys.prefix), HmacSha256Key(*pepper), *app->store, *app->clock, vo);
-  auto signing = ReadAuditSigningSecret(*config, env);
+  auto previous_pepper = ReadPreviousPepper(*config, env, *pepper);
+  if (!previous_pepper) return tl::unexpected(previous_pepper.error());
+  if (!previous_pepper->empty()) {
+    app->verifier->AcceptPreviousPepper(HmacSha256Key(*previous_pepper));
+  }
+  // Its own secret, or empty: the pepper derives the signing key.
+  auto signing = ReadOptionalSecret(config->audit_signing_key, env, "the audit signing key");
   if (!signing) return tl::unexpected(signing.error());
   app->audit = std::make_unique<AuditService>(
       *app->store, *app->clock, *pepper, config->audit.system_retention_days,
-      AuditService::SigningKeys{*signing, config->audit.retired_signing_public_keys});
+      AuditService::SigningKeys{*signing, config->audit.retired_signing_public_keys,
+                                *previous_pepper});
   SecureZero(*signing);
   auto policy = PasswordPolicy::Load(config->passwords);
   if (!policy) return tl::unexpected(policy.error());
   app->password_policy = std::make_unique<PasswordPolicy>(std::move(*policy));
   app->people = std::make_unique<PeopleRepository>(*app->store);
-  app->hasher = std::make_unique<PasswordHasher>(config->passwords, *pepper);
+  app->hasher = std::make_unique<PasswordHasher>(config->passwords, *pepper, *previous_pepper);
   app->login_guard = std::make_unique<LoginGuard>(config->login, *app->clock);
   app->sessions = std::make_unique<SessionService>(*app->people, *app->clock, config, *pepper);
   app->accounts = std::make_unique<AccountService>(*app->people, *app->sessions, *app->hasher,
@@ -115,6 +134,7 @@ Result<std::unique_ptr<App>> App::Open(std::shared_ptr<const Config> config, boo
   app->members = std::make_unique<MemberService>(*app->store, *app->people, *app->accounts,
                                                  *app->clock, config, *pepper);
   SecureZero(*pepper);
+  SecureZero(*previous_pepper);
   app->keys = std::make_unique<KeyService>(*app->store, *app->verifier, *app->clock, config);
   app->orgs = std::make_unique<OrgService>(*app->store, *app->keys, *app->clock);
   return app;

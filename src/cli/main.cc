@@ -262,6 +262,11 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
   metrics.AddReading("gatehouse_password_hashes_rejected_total",
                      "Sign-ins refused (503) because the password hashing queue was full.",
                      "counter", [hasher] { return static_cast<double>(hasher->rejected()); });
+  gh::KeyVerifier* verifier = a.verifier.get();
+  metrics.AddReading("gatehouse_keys_rehashed_total",
+                     "API keys moved from the previous pepper to the current one by this process.",
+                     "counter",
+                     [verifier] { return static_cast<double>(verifier->keys_rehashed()); });
   std::unique_ptr<gh::AuditWriter> audit_writer;
   if (config->audit.enabled) {
     gh::AuditWriterOptions ao;
@@ -306,7 +311,6 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
                        "journal's quarantine.jsonl instead.",
                        "counter", [w] { return static_cast<double>(w->set_aside()); });
   }
-  gh::KeyVerifier* verifier = a.verifier.get();
   metrics.AddReading("gatehouse_key_cache_hits_total", "Key verifications answered from memory.",
                      "counter", [verifier] { return static_cast<double>(verifier->cache_hits()); });
   metrics.AddReading("gatehouse_key_cache_misses_total", "Key verifications that asked the store.",

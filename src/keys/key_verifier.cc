@@ -1,5 +1,7 @@
 #include "keys/key_verifier.h"
 
+#include <spdlog/spdlog.h>
+
 #include <cstring>
 
 namespace gatehouse {
@@ -112,6 +114,12 @@ Result<KeyVerdict> KeyVerifier::Verify(std::string_view key, std::string_view cl
   std::string hash = HexEncode(d);
   UnixMicros now = clock_.Now();
   auto record = store_.FindKeyByHash(hash);
+  // Cached only when the store holds the key under `hash`: revocation invalidates the hash it
+  // finds stored, so an entry under another would outlive it.
+  bool cacheable = true;
+  if (!record && record.error().code == ErrorCode::kNotFound && previous_pepper_) {
+    record = FindUnderPreviousPepper(key, hash, cacheable);
+  }
   if (!record) {
     if (record.error().code != ErrorCode::kNotFound) return tl::unexpected(record.error());
     Insert(d, Entry{nullptr, now + options_.negative_ttl, 0, {}});
@@ -138,8 +146,30 @@ Result<KeyVerdict> KeyVerifier::Verify(std::string_view key, std::string_view cl
     e.last_used_at = now;
     e.last_used_ip = std::string(client_ip);
   }
-  Insert(d, std::move(e));
+  if (cacheable) Insert(d, std::move(e));
   return v;
+}
+
+Result<ApiKeyRecord> KeyVerifier::FindUnderPreviousPepper(std::string_view key,
+                                                          const std::string& current_hash,
+                                                          bool& moved) {
+  moved = false;
+  const std::string old_hash = HexEncode(previous_pepper_->Mac(key));
+  auto record = store_.FindKeyByHash(old_hash);
+  if (!record) return record;
+  if (!ConstantTimeEquals(record->key_hash, old_hash)) {
+    return Fail(ErrorCode::kNotFound, "API key not found");
+  }
+  auto replaced = store_.ReplaceKeyHash(record->org_id, record->id, old_hash, current_hash);
+  if (!replaced) return tl::unexpected(replaced.error());
+  if (*replaced) {
+    moved = true;
+    rehashed_.fetch_add(1, std::memory_order_relaxed);
+    spdlog::info("keys: {} moved to the current pepper", record->id);
+  }
+  // Judged as found either way: the key is the same key, whichever pepper its row holds now.
+  record->key_hash = current_hash;
+  return record;
 }
 
 void KeyVerifier::Invalidate(std::string_view key_hash_hex) {

@@ -2,7 +2,10 @@
 //
 //   1. shape and checksum (KeyFormat::Check): garbage never reaches the cache or the store;
 //   2. HMAC-SHA-256(pepper, key), then a bounded in-memory cache keyed by that hash;
-//   3. on a miss, the store (blocking; callers on network threads use TryCached first).
+//   3. on a miss, the store (blocking; callers on network threads use TryCached first);
+//   4. after a pepper rotation, a key the store does not know under the current pepper is
+//      looked up under the previous one, and found there, stored again under the current one,
+//      so that the previous pepper can be retired once the keys still in use have moved.
 //
 // Cached entries keep expiry and revocation times, so an expired key is refused the moment it
 // expires; Invalidate() drops an entry at once when a key is revoked or rotated. Well-formed keys
@@ -93,6 +96,14 @@ class KeyVerifier {
   // verdict about the key itself is a value.
   Result<KeyVerdict> Verify(std::string_view key, std::string_view client_ip);
 
+  // Keys hashed with `previous` (the pepper before a rotation) are found too, and each moves
+  // to the current pepper when first verified. Call before verifying anything.
+  void AcceptPreviousPepper(HmacSha256Key previous) {
+    previous_pepper_.emplace(std::move(previous));
+  }
+  // Keys moved to the current pepper by this process.
+  std::uint64_t keys_rehashed() const { return rehashed_.load(std::memory_order_relaxed); }
+
   // The stored form of a key: hex HMAC-SHA-256 with the pepper.
   std::string HashKey(std::string_view key) const;
 
@@ -133,17 +144,23 @@ class KeyVerifier {
   };
 
   KeyVerdict Judge(const std::shared_ptr<const KeyFacts>& facts, UnixMicros now) const;
+  // The store's record under the previous pepper, moved to `current_hash`. kNotFound when there
+  // is no previous pepper or no such key; `moved` false when another process moved it first.
+  Result<ApiKeyRecord> FindUnderPreviousPepper(std::string_view key,
+                                               const std::string& current_hash, bool& moved);
   Shard& ShardFor(const Digest32& d) { return shards_[d[8] % kShards]; }
   void Insert(const Digest32& d, Entry entry);
 
   KeyFormat format_;
   HmacSha256Key pepper_;
+  std::optional<HmacSha256Key> previous_pepper_;
   Store& store_;
   const Clock& clock_;
   Options options_;
   std::array<Shard, kShards> shards_;
   std::atomic<std::uint64_t> hits_{0};
   std::atomic<std::uint64_t> misses_{0};
+  std::atomic<std::uint64_t> rehashed_{0};
   std::mutex sync_mu_;
   std::optional<std::int64_t> invalidation_seq_;  // guarded by sync_mu_
 };

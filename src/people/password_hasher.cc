@@ -8,18 +8,28 @@
 
 namespace gatehouse {
 
-PasswordHasher::PasswordHasher(const PasswordConfig& config, std::string_view pepper)
+namespace {
+constexpr std::string_view kPepperKeyPurpose = "gatehouse-password-pepper-v1";
+}  // namespace
+
+PasswordHasher::PasswordHasher(const PasswordConfig& config, std::string_view pepper,
+                               std::string_view previous_pepper)
     : ops_(config.argon2_iterations),
       mem_bytes_(static_cast<std::size_t>(config.argon2_memory_kib) * 1024),
       queue_capacity_(config.hash_queue),
-      pepper_(DeriveSubkey(pepper, "gatehouse-password-pepper-v1")) {
+      pepper_(DeriveSubkey(pepper, kPepperKeyPurpose)),
+      tag_(TagOf(pepper)) {
+  if (!previous_pepper.empty()) {
+    previous_pepper_.emplace(DeriveSubkey(previous_pepper, kPepperKeyPurpose));
+    previous_tag_ = TagOf(previous_pepper);
+  }
   if (sodium_init() < 0) std::abort();  // no CSPRNG: nothing here can be trusted
   int workers = config.hash_workers > 0
                     ? config.hash_workers
                     : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   for (int i = 0; i < workers; ++i) workers_.emplace_back([this] { Work(); });
   std::string random = RandomBase62(32);
-  std::string keyed = Keyed(random);
+  std::string keyed = Keyed(pepper_, random);
   char out[crypto_pwhash_STRBYTES];
   if (crypto_pwhash_str_alg(out, keyed.data(), keyed.size(), ops_, mem_bytes_,
                             crypto_pwhash_ALG_ARGON2ID13) != 0) {
@@ -37,9 +47,13 @@ PasswordHasher::~PasswordHasher() {
   for (auto& w : workers_) w.join();
 }
 
-std::string PasswordHasher::Keyed(std::string_view password) const {
-  auto mac = pepper_.Mac(password);
+std::string PasswordHasher::Keyed(const HmacSha256Key& pepper, std::string_view password) {
+  auto mac = pepper.Mac(password);
   return std::string(reinterpret_cast<const char*>(mac.data()), mac.size());
+}
+
+std::string PasswordHasher::TagOf(std::string_view pepper) {
+  return "#" + DeriveSubkey(pepper, "gatehouse-password-pepper-tag-v1").substr(0, 16);
 }
 
 void PasswordHasher::Work() {
@@ -77,7 +91,7 @@ Result<void> PasswordHasher::RunBounded(const std::function<void()>& job) {
 }
 
 Result<std::string> PasswordHasher::Hash(std::string_view password) {
-  std::string keyed = Keyed(password);
+  std::string keyed = Keyed(pepper_, password);
   char out[crypto_pwhash_STRBYTES];
   int rc = -1;
   auto ran = RunBounded([&] {
@@ -87,16 +101,31 @@ Result<std::string> PasswordHasher::Hash(std::string_view password) {
   sodium_memzero(keyed.data(), keyed.size());
   if (!ran) return tl::unexpected(ran.error());
   if (rc != 0) return Fail(ErrorCode::kUnavailable, "not enough memory to hash; try again");
-  return std::string(out);
+  return std::string(out) + tag_;
 }
 
-Result<bool> PasswordHasher::Verify(std::string_view password, std::string_view phc) {
-  std::string keyed = Keyed(password);
-  std::string hash(phc);
+Result<bool> PasswordHasher::Verify(std::string_view password, std::string_view stored) {
+  const std::size_t hash_mark = stored.find('#');
+  const std::string_view tag =
+      hash_mark == std::string_view::npos ? std::string_view() : stored.substr(hash_mark);
+  std::string hash(stored.substr(0, hash_mark));
+  // The peppers to try, in order. A tag of neither: keyed with a pepper retired since, which
+  // nothing here can verify (the user resets the password).
+  std::vector<const HmacSha256Key*> peppers;
+  if (tag.empty() || tag == tag_) peppers.push_back(&pepper_);
+  if (previous_pepper_ && (tag.empty() || tag == previous_tag_)) {
+    peppers.push_back(&*previous_pepper_);
+  }
+  if (peppers.empty()) return false;
   bool ok = false;
-  auto ran = RunBounded(
-      [&] { ok = crypto_pwhash_str_verify(hash.c_str(), keyed.data(), keyed.size()) == 0; });
-  sodium_memzero(keyed.data(), keyed.size());
+  auto ran = RunBounded([&] {
+    for (const HmacSha256Key* pepper : peppers) {
+      std::string keyed = Keyed(*pepper, password);
+      ok = crypto_pwhash_str_verify(hash.c_str(), keyed.data(), keyed.size()) == 0;
+      sodium_memzero(keyed.data(), keyed.size());
+      if (ok) break;
+    }
+  });
   if (!ran) return tl::unexpected(ran.error());
   return ok;
 }
@@ -107,8 +136,10 @@ Result<void> PasswordHasher::VerifyNobody(std::string_view password) {
   return {};
 }
 
-bool PasswordHasher::NeedsRehash(std::string_view phc) const {
-  std::string hash(phc);
+bool PasswordHasher::NeedsRehash(std::string_view stored) const {
+  const std::size_t hash_mark = stored.find('#');
+  if (hash_mark == std::string_view::npos || stored.substr(hash_mark) != tag_) return true;
+  std::string hash(stored.substr(0, hash_mark));
   return crypto_pwhash_str_needs_rehash(hash.c_str(), ops_, mem_bytes_) != 0;
 }
 

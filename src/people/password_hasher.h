@@ -7,7 +7,11 @@
 // parameters, so that raising them later still verifies old hashes, which NeedsRehash then
 // reports for an upgrade at the next sign-in. The password is first keyed with a sub-key of the
 // deployment pepper (HMAC-SHA-256), so that a stolen database alone cannot be attacked offline
-// (NIST SP 800-63B §3.1.1.2 recommends such a pepper).
+// (NIST SP 800-63B §3.1.1.2 recommends such a pepper). Each stored hash ends with a tag of the
+// pepper it was keyed with ("#" and 16 hex digits), so that after a rotation a password keyed
+// with the previous pepper is verified with that one, at the cost of one hash, and NeedsRehash
+// moves it to the current pepper at its next sign-in. Hashes from before tags existed are tried
+// with the current pepper, then with the previous one.
 //
 // Thread-safety: every method may be called from many threads; each blocks until its hash ran.
 #pragma once
@@ -17,6 +21,7 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -30,7 +35,9 @@ namespace gatehouse {
 
 class PasswordHasher {
  public:
-  PasswordHasher(const PasswordConfig& config, std::string_view pepper);
+  // `previous_pepper`: the pepper before the last rotation; empty when none.
+  PasswordHasher(const PasswordConfig& config, std::string_view pepper,
+                 std::string_view previous_pepper = {});
   ~PasswordHasher();
   PasswordHasher(const PasswordHasher&) = delete;
   PasswordHasher& operator=(const PasswordHasher&) = delete;
@@ -42,20 +49,25 @@ class PasswordHasher {
   // The same work as Verify against a hash of nobody's password, so that an unknown account
   // costs what a known one does.
   Result<void> VerifyNobody(std::string_view password);
-  // True when `phc` was made with other parameters than the configured ones.
+  // True when `phc` was made with other parameters than the configured ones, or keyed with
+  // another pepper than the current one.
   bool NeedsRehash(std::string_view phc) const;
 
   std::uint64_t rejected() const;
 
  private:
   Result<void> RunBounded(const std::function<void()>& job);
-  std::string Keyed(std::string_view password) const;
+  static std::string Keyed(const HmacSha256Key& pepper, std::string_view password);
+  static std::string TagOf(std::string_view pepper);
   void Work();
 
   std::uint64_t ops_;
   std::size_t mem_bytes_;
   std::size_t queue_capacity_;
   HmacSha256Key pepper_;
+  std::string tag_;  // "#" and 16 hex digits: which pepper keyed a stored hash
+  std::optional<HmacSha256Key> previous_pepper_;
+  std::string previous_tag_;
   std::string nobody_;  // a PHC hash of a random password
 
   mutable std::mutex mu_;

@@ -49,6 +49,10 @@ class Store {
   virtual Result<ApiKeyRecord> GetKey(std::string_view org_id, std::string_view key_id) = 0;
   // Crosses orgs by necessity: the org is not known until the key is found.
   virtual Result<ApiKeyRecord> FindKeyByHash(std::string_view key_hash) = 0;
+  // After a pepper rotation: the key's hash becomes `new_hash` if it still is `old_hash`. True
+  // when this call changed it.
+  virtual Result<bool> ReplaceKeyHash(std::string_view org_id, std::string_view key_id,
+                                      std::string_view old_hash, std::string_view new_hash) = 0;
   virtual Result<KeyPage> ListKeys(std::string_view org_id, const KeyListQuery& query) = 0;
   // Sets revoked_at if it is not set yet; returns the record as it is afterwards.
   virtual Result<ApiKeyRecord> RevokeKey(std::string_view org_id, std::string_view key_id,

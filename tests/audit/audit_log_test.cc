@@ -282,7 +282,7 @@ TEST_F(AuditLogTest, ARotatedSigningKeyKeepsWhatItSignedVerifiable) {
   const std::string secret = "a-signing-secret-of-its-own-0123456789";
 
   // Rotated with the old key forgotten: its checkpoint breaks the chain, its heads are refused.
-  AuditService forgetful(*store_, clock_, kPepper, 30, {secret, {}});
+  AuditService forgetful(*store_, clock_, kPepper, 30, {secret, {}, {}});
   EXPECT_NE(forgetful.signer().key_id(), audit_->signer().key_id());
   EXPECT_FALSE(forgetful.Verify("org_a")->intact);
   auto refused = forgetful.Verify("org_a", &kept);
@@ -291,7 +291,7 @@ TEST_F(AuditLogTest, ARotatedSigningKeyKeepsWhatItSignedVerifiable) {
 
   // Rotated with the old public key retired: both still verify, and JWKS publishes both keys,
   // the one that signs now first.
-  AuditService rotated(*store_, clock_, kPepper, 30, {secret, {audit_->signer().public_key()}});
+  AuditService rotated(*store_, clock_, kPepper, 30, {secret, {audit_->signer().public_key()}, {}});
   auto after = rotated.Verify("org_a", &kept);
   ASSERT_TRUE(after) << after.error().message;
   EXPECT_TRUE(after->intact) << after->reason;
@@ -313,6 +313,31 @@ TEST_F(AuditLogTest, ARotatedSigningKeyKeepsWhatItSignedVerifiable) {
       "ed25519:" + rotated.signer().key_id() + ":"));
   EXPECT_TRUE(rotated.Verify("org_a")->intact);
   EXPECT_FALSE(audit_->Verify("org_a")->intact);
+}
+
+TEST_F(AuditLogTest, APepperRotationRetiresTheSigningKeyThePreviousPepperDerived) {
+  AppendMany("org_a", 5);
+  auto before = audit_->Verify("org_a");
+  ASSERT_TRUE(before && before->signed_head);
+  const SignedAuditStatement kept = *before->signed_head;
+  const std::string new_pepper = "a-new-pepper-0123456789abcdef012345";
+  // The pepper derives the signing key (no secret of its own): the key the previous pepper
+  // derived is retired by itself, so what it signed still anchors a verify.
+  AuditService rotated(*store_, clock_, new_pepper, 30, {{}, {}, kPepper});
+  EXPECT_NE(rotated.signer().key_id(), audit_->signer().key_id());
+  auto after = rotated.Verify("org_a", &kept);
+  ASSERT_TRUE(after) << after.error().message;
+  EXPECT_EQ(after->anchor, "held");
+  EXPECT_EQ(rotated.JwksJson(),
+            Ed25519Jwks({rotated.signer().public_key(), audit_->signer().public_key()}));
+  // Listed as well, it is published once.
+  AuditService listed(*store_, clock_, new_pepper, 30,
+                      {{}, {audit_->signer().public_key()}, kPepper});
+  EXPECT_EQ(listed.JwksJson(), rotated.JwksJson());
+  // With a signing secret of its own, the pepper signed nothing: its rotation retires nothing.
+  AuditService own(*store_, clock_, new_pepper, 30,
+                   {"a-signing-secret-of-its-own-0123456789", {}, kPepper});
+  EXPECT_EQ(own.JwksJson(), Ed25519Jwks({own.signer().public_key()}));
 }
 
 TEST_F(AuditLogTest, AKeptSignedHeadShowsATailCutTogetherWithTheHead) {

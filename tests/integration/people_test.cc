@@ -149,6 +149,58 @@ TEST_F(PeopleHttpTest, PasswordsAndTokensNeverReachTheLogs) {
   EXPECT_EQ(logs.find("ghs_"), std::string::npos);
 }
 
+TEST_F(PeopleHttpTest, AfterAPepperRotationWhatIsUsedMovesAndWhatIsNotEndsWithThePreviousPepper) {
+  AddMember("dev@example.com", "developer");
+  ASSERT_FALSE(Token("dev@example.com").empty());
+  const std::string used = NewKey(R"(["read:findings"])");
+  const std::string idle = NewKey(R"(["read:findings"])");
+  auto jwks = [&] {
+    return boost::json::parse(Request(server_->port(), "GET", "/.well-known/jwks.json", {}).body)
+        .at("keys")
+        .as_array();
+  };
+  const boost::json::value old_jwk = jwks().at(0);
+  server_.reset();
+
+  // The operator rotates: a new pepper, and the old one as the previous pepper.
+  const std::string pepper_file = dir_.path() + "/data/secrets/pepper";
+  std::string old_pepper;
+  std::getline(std::ifstream(pepper_file), old_pepper);
+  ASSERT_GE(old_pepper.size(), 32u);
+  const std::string new_pepper(64, 'e');
+  std::ofstream(pepper_file, std::ios::trunc) << new_pepper << "\n";
+  // A previous pepper that is the pepper itself is a mistake, said without echoing either.
+  std::vector<std::string> cli = {
+      "/bin/sh", "-c", "exec \"$0\" \"$@\" 2>&1", Binary(), "keys", "list", "--org", org_};
+  for (const auto& f : StorageFlags()) cli.push_back(f);
+  int status = -1;
+  std::string out = RunCommand(cli, &status, {{"GATEHOUSE_PREVIOUS_PEPPER", new_pepper}});
+  EXPECT_NE(status, 0);
+  EXPECT_NE(out.find("the previous key pepper is the pepper itself"), std::string::npos) << out;
+  EXPECT_EQ(out.find(new_pepper), std::string::npos) << out;
+
+  server_ = std::make_unique<ServerProcess>(
+      config_, std::map<std::string, std::string>{{"GATEHOUSE_PREVIOUS_PEPPER", old_pepper}});
+  EXPECT_EQ(Call("GET", "/v1/orgs/" + org_, key_).status, 200);
+  EXPECT_EQ(Call("GET", "/api/v1/findings/1", used).status, 200);
+  EXPECT_FALSE(Token("dev@example.com").empty());
+  auto metrics = Call("GET", "/metrics", "").body;
+  EXPECT_NE(metrics.find("\ngatehouse_keys_rehashed_total 2\n"), std::string::npos);
+  // What the pepper's old audit signing key signed still verifies: it is retired, not gone.
+  auto rotated_jwks = jwks();
+  ASSERT_EQ(rotated_jwks.size(), 2u);
+  EXPECT_EQ(rotated_jwks.at(1), old_jwk);
+  server_.reset();
+
+  // The previous pepper retired: what was used during the rotation stays; what was not, ends.
+  server_ = std::make_unique<ServerProcess>(config_);
+  EXPECT_EQ(Call("GET", "/v1/orgs/" + org_, key_).status, 200);
+  EXPECT_EQ(Call("GET", "/api/v1/findings/1", used).status, 200);
+  EXPECT_EQ(Call("GET", "/api/v1/findings/1", idle).status, 401);
+  EXPECT_FALSE(Token("dev@example.com").empty());
+  EXPECT_EQ(jwks().size(), 1u);
+}
+
 TEST_F(PeopleHttpTest, TheOperatorManagesUsersFromTheCli) {
   AddMember("ops@example.com", "viewer");
   auto run = [&](std::vector<std::string> argv, std::map<std::string, std::string> env = {}) {

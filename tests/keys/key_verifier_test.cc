@@ -101,5 +101,47 @@ TEST(KeyVerifier, RevocationByAnotherProcessReachesThisCache) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(KeyVerifier, AfterAPepperRotationAKeyInUseMovesToTheNewPepper) {
+  DomainEnv env;
+  auto org = env.NewOrg("Acme");
+  const std::string& key = org.owner_key.secret;
+  const std::string old_hash = org.owner_key.record.key_hash;
+  const HmacSha256Key old_pepper(DomainEnv::kPepper);
+  const HmacSha256Key new_pepper("a-new-pepper-0123456789abcdef012345");
+  auto verifier = [&](std::optional<HmacSha256Key> previous) {
+    auto v = std::make_unique<KeyVerifier>(env.verifier->format(), new_pepper, *env.store,
+                                           env.clock, KeyVerifier::Options{});
+    if (previous) v->AcceptPreviousPepper(*previous);
+    return v;
+  };
+  // The new pepper alone knows no key made before it.
+  EXPECT_EQ(verifier(std::nullopt)->Verify(key, "")->status, KeyStatus::kNotFound);
+
+  auto rotating = verifier(old_pepper);
+  ASSERT_TRUE(rotating->SyncInvalidations());  // learns where the log ends
+  auto v = rotating->Verify(key, "");
+  ASSERT_TRUE(v);
+  EXPECT_EQ(v->status, KeyStatus::kValid);
+  EXPECT_EQ(v->facts->key_id, org.owner_key.record.id);
+  EXPECT_EQ(rotating->keys_rehashed(), 1u);
+  EXPECT_EQ(env.keys->Get(org.org.id, org.owner_key.record.id)->key_hash, rotating->HashKey(key));
+  EXPECT_EQ(rotating->TryCached(key, "")->status, KeyStatus::kValid);
+  // Moved once: the pepper before is no longer needed for it, nor does it find it any more.
+  EXPECT_EQ(verifier(std::nullopt)->Verify(key, "")->status, KeyStatus::kValid);
+  KeyVerifier before(env.verifier->format(), old_pepper, *env.store, env.clock, {});
+  EXPECT_EQ(before.Verify(key, "")->status, KeyStatus::kNotFound);
+  EXPECT_EQ(rotating->Verify(key, "")->status, KeyStatus::kValid);
+  EXPECT_EQ(rotating->keys_rehashed(), 1u);
+  // Its revocation reaches the cache that holds it under the new hash.
+  ASSERT_TRUE(env.keys->Revoke(org.org.id, org.owner_key.record.id));
+  ASSERT_TRUE(rotating->SyncInvalidations());
+  EXPECT_EQ(rotating->Verify(key, "")->status, KeyStatus::kRevoked);
+  // A key neither pepper made is unknown, and cached so.
+  std::string unknown = env.verifier->format().Generate(KeyEnvironment::kLive);
+  EXPECT_EQ(rotating->Verify(unknown, "")->status, KeyStatus::kNotFound);
+  EXPECT_EQ(rotating->TryCached(unknown, "")->status, KeyStatus::kNotFound);
+  EXPECT_NE(old_hash, rotating->HashKey(key));
+}
+
 }  // namespace
 }  // namespace gatehouse

@@ -110,6 +110,39 @@ TEST(PasswordHasher, ThePepperIsPartOfTheHash) {
   EXPECT_FALSE(*b.Verify("the owl flies at midnight over Zurich", *phc));
 }
 
+TEST(PasswordHasher, APasswordKeyedWithThePreviousPepperVerifiesAndMovesToTheCurrentOne) {
+  const std::string pw = "the owl flies at midnight over Zurich";
+  const char* old_pepper = "pepper-0123456789abcdef0123456789";
+  const char* new_pepper = "another-pepper-0123456789abcdef01";
+  PasswordHasher before(QuickHashing(), old_pepper);
+  auto old_phc = before.Hash(pw);
+  ASSERT_TRUE(old_phc);
+  // Tagged with the pepper that keyed it.
+  EXPECT_EQ(old_phc->size() - old_phc->find('#'), 17u) << *old_phc;
+
+  PasswordHasher rotating(QuickHashing(), new_pepper, old_pepper);
+  EXPECT_TRUE(*rotating.Verify(pw, *old_phc));
+  EXPECT_FALSE(*rotating.Verify(pw + "!", *old_phc));
+  EXPECT_TRUE(rotating.NeedsRehash(*old_phc));
+  auto moved = rotating.Hash(pw);
+  EXPECT_FALSE(rotating.NeedsRehash(*moved));
+  // The previous pepper's tag names it: the tag cannot be swapped to have it tried with the
+  // current pepper instead.
+  std::string retagged = old_phc->substr(0, old_phc->find('#')) + moved->substr(moved->find('#'));
+  EXPECT_FALSE(*rotating.Verify(pw, retagged));
+
+  // Once the previous pepper is retired, a hash it keyed verifies no more; a moved one does.
+  PasswordHasher after(QuickHashing(), new_pepper);
+  EXPECT_FALSE(*after.Verify(pw, *old_phc));
+  EXPECT_TRUE(*after.Verify(pw, *moved));
+  // A hash from before tags existed is tried with the current pepper, then the previous one.
+  const std::string untagged = old_phc->substr(0, old_phc->find('#'));
+  EXPECT_TRUE(*before.Verify(pw, untagged));
+  EXPECT_TRUE(*rotating.Verify(pw, untagged));
+  EXPECT_FALSE(*after.Verify(pw, untagged));
+  EXPECT_TRUE(before.NeedsRehash(untagged));  // tagged at its next sign-in
+}
+
 TEST(PasswordHasher, OlderParametersAreReportedForUpgrade) {
   PasswordConfig weak = QuickHashing();
   weak.argon2_memory_kib = 8192;

@@ -133,6 +133,14 @@ TEST_F(PgStoreTest, BehavesLikeTheSqliteStore) {
   EXPECT_FALSE(store_->GetKey("org_b", "key_b")->revoked_at);
   EXPECT_EQ(store_->FindKeyByHash("hb")->org_id, "org_b");
   EXPECT_EQ(store_->FindKeyByHash("hb")->scopes, std::vector<std::string>{"read:findings"});
+  // A pepper rotation moves a key's hash: only from the hash it has, only in the key's own org.
+  EXPECT_FALSE(*store_->ReplaceKeyHash("org_a", "key_b", "hb", "hb2"));
+  EXPECT_FALSE(*store_->ReplaceKeyHash("org_b", "key_b", "hzz", "hb2"));
+  EXPECT_TRUE(*store_->ReplaceKeyHash("org_b", "key_b", "hb", "hb2"));
+  EXPECT_FALSE(*store_->ReplaceKeyHash("org_b", "key_b", "hb", "hb3"));  // moved already
+  EXPECT_EQ(store_->FindKeyByHash("hb2")->id, "key_b");
+  EXPECT_EQ(store_->FindKeyByHash("hb").error().code, ErrorCode::kNotFound);
+  ASSERT_TRUE(store_->ReplaceKeyHash("org_b", "key_b", "hb2", "hb"));
 
   EXPECT_EQ(store_->InsertKey(Key("org_a", "key_dup", "ha"), Ev()).error().code,
             ErrorCode::kAlreadyExists);

@@ -102,6 +102,14 @@ TEST_F(SqliteStoreTest, OrgOwnedLookupsNeverCrossOrgs) {
   EXPECT_EQ(store->RevokeKey("org_a", "key_b", 5, Ev()).error().code, ErrorCode::kNotFound);
   EXPECT_FALSE(store->GetKey("org_b", "key_b")->revoked_at);
   EXPECT_EQ(store->ListKeys("org_a", {})->keys.size(), 1u);
+  // A pepper rotation moves a key's hash: only from the hash it has, only in the key's own org.
+  EXPECT_FALSE(*store->ReplaceKeyHash("org_a", "key_b", "hb", "hb2"));
+  EXPECT_FALSE(*store->ReplaceKeyHash("org_b", "key_b", "hzz", "hb2"));
+  EXPECT_TRUE(*store->ReplaceKeyHash("org_b", "key_b", "hb", "hb2"));
+  EXPECT_FALSE(*store->ReplaceKeyHash("org_b", "key_b", "hb", "hb3"));  // moved already
+  EXPECT_EQ(store->FindKeyByHash("hb2")->id, "key_b");
+  EXPECT_EQ(store->FindKeyByHash("hb").error().code, ErrorCode::kNotFound);
+  ASSERT_TRUE(store->ReplaceKeyHash("org_b", "key_b", "hb2", "hb"));
 }
 
 // People's org-owned rows (memberships, roles, invitations) behind the same tenant views.

@@ -1139,6 +1139,20 @@ Result<ApiKeyRecord> PgStore::FindKeyByHash(std::string_view key_hash) {
   });
 }
 
+Result<bool> PgStore::ReplaceKeyHash(std::string_view org_id, std::string_view key_id,
+                                     std::string_view old_hash, std::string_view new_hash) {
+  static const std::string sql =
+      "UPDATE api_keys SET key_hash = $1 WHERE id = $2 AND key_hash = $3" GH_ORG_FILTER(
+          " AND org_id = $4");
+  return InTransaction<bool>(org_id, [&](Tx& tx) -> Result<bool> {
+    std::vector<Param> params{P(new_hash), P(key_id), P(old_hash)};
+    AddOrg(params, org_id);
+    auto r = tx.Exec(sql.c_str(), params);
+    if (!r) return tl::unexpected(r.error());
+    return r->CommandTuples() == "1";
+  });
+}
+
 Result<KeyPage> PgStore::ListKeys(std::string_view org_id, const KeyListQuery& query) {
   static const std::string first_page =
       std::string("SELECT ") + kKeyColumns +

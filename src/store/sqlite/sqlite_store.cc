@@ -1022,6 +1022,22 @@ Result<ApiKeyRecord> SqliteStore::FindKeyByHash(std::string_view key_hash) {
   return ReadKey(*s);
 }
 
+Result<bool> SqliteStore::ReplaceKeyHash(std::string_view org_id, std::string_view key_id,
+                                         std::string_view old_hash, std::string_view new_hash) {
+  // On the system connection: the tenant view refuses any change of a key's hash, which no
+  // request may make. This one is the verifier's, for a key it has just proven is presented.
+  auto c = AcquireSystem();
+  return InWriteTransaction<bool>(*c, [&]() -> Result<bool> {
+    auto s =
+        c->Prepare("UPDATE api_keys SET key_hash = ? WHERE org_id = ? AND id = ? AND key_hash = ?");
+    if (!s) return tl::unexpected(s.error());
+    Binder(*s).Text(new_hash).Text(org_id).Text(key_id).Text(old_hash);
+    int rc = sqlite3_step(*s);
+    if (rc != SQLITE_DONE) return c->Failure(rc, "replace key hash");
+    return sqlite3_changes(c->db()) == 1;
+  });
+}
+
 Result<KeyPage> SqliteStore::ListKeys(std::string_view org_id, const KeyListQuery& query) {
   static const std::string first_page =
       std::string("SELECT ") + kKeyColumns +

@@ -41,6 +41,8 @@ class SqliteStore final : public Store {
   Result<void> InsertKey(const ApiKeyRecord& key, const AuditEvent& audit) override;
   Result<ApiKeyRecord> GetKey(std::string_view org_id, std::string_view key_id) override;
   Result<ApiKeyRecord> FindKeyByHash(std::string_view key_hash) override;
+  Result<bool> ReplaceKeyHash(std::string_view org_id, std::string_view key_id,
+                              std::string_view old_hash, std::string_view new_hash) override;
   Result<KeyPage> ListKeys(std::string_view org_id, const KeyListQuery& query) override;
   Result<ApiKeyRecord> RevokeKey(std::string_view org_id, std::string_view key_id, UnixMicros at,
                                  const AuditEvent& audit) override;
