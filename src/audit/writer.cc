@@ -135,9 +135,7 @@ Result<std::map<std::string, std::int64_t>> ReadRequeueMarker(const std::filesys
   auto v = boost::json::parse(text, ec);
   const auto* heads = ec ? nullptr : v.if_object();
   if (!heads) {
-    return Fail(
-        ErrorCode::kInternal,
-        path.string() + " cannot be read: a requeue died midway; look at it, then remove it");
+    return Fail(ErrorCode::kInternal, path.string() + " cannot be read");
   }
   std::map<std::string, std::int64_t> out;
   for (const auto& [org, seq] : *heads) {
@@ -187,7 +185,18 @@ Result<RequeueReport> RequeueSetAside(Store& store, const std::filesystem::path&
   // without being stored twice.
   const std::filesystem::path marker = RequeueMarker(file);
   auto died_at = ReadRequeueMarker(marker);
-  if (!died_at) return tl::unexpected(died_at.error());
+  const bool marker_damaged = !died_at;
+  if (marker_damaged) {
+    // The heads it noted are lost (the marker is written whole by rename, so only damage or a
+    // hand edit does this): any event of the file may be stored already, anywhere in its
+    // chain. Slower, as right.
+    spdlog::warn("audit requeue: {}; reading the chains of the orgs it lists from their start",
+                 died_at.error().message);
+    died_at = std::map<std::string, std::int64_t>{};
+    for (const auto& e : events) {
+      if (e) died_at->emplace(e->org_id, 0);
+    }
+  }
   std::map<std::string, std::set<std::string>> maybe_stored;
   for (const auto& e : events) {
     if (e && died_at->contains(e->org_id)) maybe_stored[e->org_id].insert(EventIdentity(*e));
@@ -201,7 +210,7 @@ Result<RequeueReport> RequeueSetAside(Store& store, const std::filesystem::path&
   // that the events of both runs are found should this one die too.
   boost::json::object heads;
   for (const auto& [org, seq] : *died_at) heads[org] = seq;
-  bool noted = false;
+  bool noted = marker_damaged;  // rewritten whole either way
   for (const auto& e : events) {
     if (!e || heads.contains(e->org_id)) continue;
     auto head = store.GetAuditHead(e->org_id);

@@ -89,7 +89,7 @@ TEST(JournalRecord, ATornOrDamagedTailEndsTheScanAtTheLastWholeRecord) {
 }
 
 class JournalTest : public ::testing::Test {
- protected:
+ public:  // the requeue helpers below drive it too
   void SetUp() override {
     dir_ = fs::temp_directory_path() /
            ("gh-journal-" + std::to_string(::getpid()) + "-" +
@@ -363,23 +363,28 @@ TEST_F(JournalTest, SetAsideEventsGoBackIntoTheirChainsOnceTheStoreTakesThem) {
   EXPECT_EQ(Recorded().size(), 2u);
 }
 
-TEST_F(JournalTest, ARequeueCutShortIsFinishedWithoutStoringAnEventTwice) {
-  Sql("CREATE TRIGGER refuse_poison BEFORE INSERT ON audit_events WHEN NEW.request_id IN "
+// Three events set aside (two of org_a, one of org_b, which the file then holds twice), and a
+// requeue cut short after storing two of them, as one killed at that moment would be: the file
+// cannot be replaced, since where its next version goes is a directory. Traffic goes on after.
+void CutARequeueShort(JournalTest& t) {
+  t.Sql(
+      "CREATE TRIGGER refuse_poison BEFORE INSERT ON audit_events WHEN NEW.request_id IN "
       "('req_poison_1', 'req_poison_2', 'req_poison_3') BEGIN SELECT RAISE(ABORT, 'poisoned'); "
       "END");
   {
-    auto j = OpenJournal();
+    auto j = t.OpenJournal();
     ASSERT_TRUE(j->Append(Event("req_poison_1")));
     ASSERT_TRUE(j->Append(Event("req_poison_2", "org_b")));
     ASSERT_TRUE(j->Append(Event("req_poison_3")));
   }
-  auto writer = AuditWriter::Open(*store_, Options());
+  auto writer = AuditWriter::Open(*t.store_, t.Options());
   ASSERT_TRUE(writer) << writer.error().message;
   (*writer)->Stop();
-  Sql("DROP TRIGGER refuse_poison");
-  Sql("CREATE TRIGGER refuse_poison BEFORE INSERT ON audit_events WHEN NEW.request_id = "
+  t.Sql("DROP TRIGGER refuse_poison");
+  t.Sql(
+      "CREATE TRIGGER refuse_poison BEFORE INSERT ON audit_events WHEN NEW.request_id = "
       "'req_poison_3' BEGIN SELECT RAISE(ABORT, 'poisoned'); END");
-  const auto file = QuarantineFile(dir_ / "journal");
+  const auto file = QuarantineFile(t.dir_ / "journal");
   {  // org_b's event is in the file twice, as after a crash that set it aside again
     std::ifstream in(file);
     std::string first, second;
@@ -388,30 +393,34 @@ TEST_F(JournalTest, ARequeueCutShortIsFinishedWithoutStoringAnEventTwice) {
     ASSERT_NE(second.find("req_poison_2"), std::string::npos) << second;
     std::ofstream(file, std::ios::app) << second << "\n";
   }
-
-  // The file cannot be replaced (where its next version goes is a directory): the requeue
-  // stops after storing two events, as one killed at that moment would.
   std::filesystem::create_directory(file.string() + ".next");
-  auto cut = RequeueSetAside(*store_, dir_ / "journal");
+  auto cut = RequeueSetAside(*t.store_, t.dir_ / "journal");
   ASSERT_FALSE(cut);
-  EXPECT_EQ(Recorded(), (std::map<std::string, int>{{"req_poison_1", 1}}));
-  EXPECT_EQ(Recorded("org_b"), (std::map<std::string, int>{{"req_poison_2", 1}}));
-  EXPECT_EQ(CountSetAside(dir_ / "journal"),
+  EXPECT_EQ(t.Recorded(), (std::map<std::string, int>{{"req_poison_1", 1}}));
+  EXPECT_EQ(t.Recorded("org_b"), (std::map<std::string, int>{{"req_poison_2", 1}}));
+  EXPECT_EQ(CountSetAside(t.dir_ / "journal"),
             (std::map<std::string, std::size_t>{{"org_a", 2}, {"org_b", 2}}));
-  // Traffic goes on meanwhile.
   std::vector<AuditEvent> live{Event("req_live")};
-  ASSERT_TRUE(store_->AppendAudit(live, {}, true));
-
+  ASSERT_TRUE(t.store_->AppendAudit(live, {}, true));
   std::filesystem::remove(file.string() + ".next");
-  auto finished = RequeueSetAside(*store_, dir_ / "journal");
+}
+
+// What the next requeue must leave, however it learned what the cut one stored.
+void ExpectTheCutRequeueFinished(JournalTest& t, const Result<RequeueReport>& finished) {
   ASSERT_TRUE(finished) << finished.error().message;
   EXPECT_EQ(finished->already, 3u);
   EXPECT_EQ(finished->stored, 0u);
   EXPECT_EQ(finished->kept, 1u);  // still refused
-  EXPECT_EQ(Recorded(), (std::map<std::string, int>{{"req_poison_1", 1}, {"req_live", 1}}));
-  EXPECT_EQ(Recorded("org_b"), (std::map<std::string, int>{{"req_poison_2", 1}}));
-  EXPECT_EQ(CountSetAside(dir_ / "journal"), (std::map<std::string, std::size_t>{{"org_a", 1}}));
-  EXPECT_FALSE(std::filesystem::exists(file.string() + ".requeuing"));
+  EXPECT_EQ(t.Recorded(), (std::map<std::string, int>{{"req_poison_1", 1}, {"req_live", 1}}));
+  EXPECT_EQ(t.Recorded("org_b"), (std::map<std::string, int>{{"req_poison_2", 1}}));
+  EXPECT_EQ(CountSetAside(t.dir_ / "journal"), (std::map<std::string, std::size_t>{{"org_a", 1}}));
+  EXPECT_FALSE(std::filesystem::exists(QuarantineFile(t.dir_ / "journal").string() + ".requeuing"));
+}
+
+TEST_F(JournalTest, ARequeueCutShortIsFinishedWithoutStoringAnEventTwice) {
+  CutARequeueShort(*this);
+  if (HasFatalFailure()) return;
+  ExpectTheCutRequeueFinished(*this, RequeueSetAside(*store_, dir_ / "journal"));
 
   // Once the cause is gone, the last one is stored, once.
   Sql("DROP TRIGGER refuse_poison");
@@ -422,6 +431,17 @@ TEST_F(JournalTest, ARequeueCutShortIsFinishedWithoutStoringAnEventTwice) {
   EXPECT_EQ(Recorded(), (std::map<std::string, int>{
                             {"req_poison_1", 1}, {"req_live", 1}, {"req_poison_3", 1}}));
   EXPECT_TRUE(CountSetAside(dir_ / "journal").empty());
+}
+
+TEST_F(JournalTest, AnUnreadableRequeueMarkerCostsAWholeChainReadNeverADoubleEvent) {
+  CutARequeueShort(*this);
+  if (HasFatalFailure()) return;
+  // The heads it noted are lost (a damaged disk, a hand edit): the chains of the orgs the file
+  // names are read from their start instead.
+  const auto marker = QuarantineFile(dir_ / "journal").string() + ".requeuing";
+  ASSERT_TRUE(std::filesystem::exists(marker));
+  std::ofstream(marker, std::ios::trunc) << "{\"org_a\": 3, \"org_b\"";
+  ExpectTheCutRequeueFinished(*this, RequeueSetAside(*store_, dir_ / "journal"));
 }
 
 TEST_F(JournalTest, ASlotLeftByAProcessThatIsGoneIsReplayedByTheNextToStart) {
