@@ -127,12 +127,13 @@ Result<std::unique_ptr<App>> App::Open(std::shared_ptr<const Config> config, boo
   app->people = std::make_unique<PeopleRepository>(*app->store);
   app->hasher = std::make_unique<PasswordHasher>(config->passwords, *pepper, *previous_pepper);
   app->login_guard = std::make_unique<LoginGuard>(config->login, *app->clock);
-  app->sessions = std::make_unique<SessionService>(*app->people, *app->clock, config, *pepper);
+  app->sessions = std::make_unique<SessionService>(*app->people, *app->clock, config, *pepper,
+                                                   *previous_pepper);
   app->accounts = std::make_unique<AccountService>(*app->people, *app->sessions, *app->hasher,
                                                    *app->password_policy, *app->login_guard,
                                                    *app->clock, config, *pepper);
   app->members = std::make_unique<MemberService>(*app->store, *app->people, *app->accounts,
-                                                 *app->clock, config, *pepper);
+                                                 *app->clock, config, *pepper, *previous_pepper);
   SecureZero(*pepper);
   SecureZero(*previous_pepper);
   app->keys = std::make_unique<KeyService>(*app->store, *app->verifier, *app->clock, config);

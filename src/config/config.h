@@ -272,7 +272,7 @@ struct Config {
   SecretSource pepper{"GATEHOUSE_PEPPER", ""};  // file default: <data_dir>/secrets/pepper
   // The pepper before the last rotation, while it lasts; unset (neither the variable nor a file):
   // none. API keys and passwords hashed with it still verify, and each moves to the current
-  // pepper on its first use; sessions, invitations and email codes made under it end.
+  // pepper on its first use; sessions and invitations made under it stay valid.
   SecretSource previous_pepper{"GATEHOUSE_PREVIOUS_PEPPER", ""};
   SecretSource master_key{"GATEHOUSE_MASTER_KEY", ""};
   // The secret the audit signing key derives from (at least 32 characters); when neither is

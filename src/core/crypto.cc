@@ -147,4 +147,25 @@ std::string DeriveSubkey(std::string_view secret, std::string_view purpose) {
   return HexEncode(HmacSha256Key(secret).Mac(purpose));
 }
 
+PepperedKey::PepperedKey(std::string_view pepper, std::string_view previous_pepper,
+                         std::string_view purpose)
+    : current_(DeriveSubkey(pepper, purpose)) {
+  if (!previous_pepper.empty()) previous_.emplace(DeriveSubkey(previous_pepper, purpose));
+}
+
+std::string PepperedKey::Hex(std::string_view message) const {
+  return HexEncode(current_.Mac(message));
+}
+
+std::optional<std::string> PepperedKey::PreviousHex(std::string_view message) const {
+  if (!previous_) return std::nullopt;
+  return HexEncode(previous_->Mac(message));
+}
+
+bool PepperedKey::Matches(std::string_view message, std::string_view presented) const {
+  bool match = ConstantTimeEquals(Hex(message), presented);
+  if (previous_) match |= ConstantTimeEquals(*PreviousHex(message), presented);
+  return match;
+}
+
 }  // namespace gatehouse

@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -34,6 +35,26 @@ class HmacSha256Key {
 // A key for one purpose, derived from a deployment secret (the pepper), so that one key never
 // serves two purposes: hex HMAC-SHA-256(secret, purpose).
 std::string DeriveSubkey(std::string_view secret, std::string_view purpose);
+
+// A purpose's subkey (DeriveSubkey) of the current pepper and, while a pepper rotation is under
+// way, of the previous one, for tokens stored or checked as an HMAC: what was made before the
+// rotation is still found until the previous pepper is retired.
+class PepperedKey {
+ public:
+  // `previous_pepper` empty: no rotation under way.
+  PepperedKey(std::string_view pepper, std::string_view previous_pepper, std::string_view purpose);
+
+  // Hex HMAC under the current pepper: what new records store.
+  std::string Hex(std::string_view message) const;
+  // The same under the previous pepper; nullopt when none.
+  std::optional<std::string> PreviousHex(std::string_view message) const;
+  // Whether `presented` is the hex HMAC of `message` under either pepper, in constant time.
+  bool Matches(std::string_view message, std::string_view presented) const;
+
+ private:
+  HmacSha256Key current_;
+  std::optional<HmacSha256Key> previous_;
+};
 
 // Compares in time that depends only on the lengths, never on where the inputs differ.
 bool ConstantTimeEquals(std::string_view a, std::string_view b);

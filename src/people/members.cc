@@ -16,13 +16,13 @@ constexpr std::size_t kMaxPermissions = 128;
 
 MemberService::MemberService(Store& store, PeopleRepository& people, AccountService& accounts,
                              const Clock& clock, std::shared_ptr<const Config> config,
-                             std::string_view pepper)
+                             std::string_view pepper, std::string_view previous_pepper)
     : store_(store),
       people_(people),
       accounts_(accounts),
       clock_(clock),
       config_(std::move(config)),
-      token_key_(DeriveSubkey(pepper, "gatehouse-invitation-token-v1")) {}
+      token_key_(pepper, previous_pepper, "gatehouse-invitation-token-v1") {}
 
 Result<RoleView> MemberService::ResolveRole(std::string_view org_id, std::string_view role) {
   if (auto b = BuiltinRole(*config_, role)) return *b;
@@ -165,7 +165,7 @@ Result<IssuedInvitation> MemberService::Invite(const Principal& actor, std::stri
   v.org_id = actor.org_id;
   v.email = *email;
   v.role = std::string(role);
-  v.token_hash = HexEncode(token_key_.Mac(out.token));
+  v.token_hash = token_key_.Hex(out.token);
   v.invited_by = actor.id;
   v.created_at = now;
   v.expires_at = now + ToMicros(config_->sessions.invitation_ttl);
@@ -205,7 +205,10 @@ Result<Membership> MemberService::Accept(std::string_view token,
       token.size() != kInvitationPrefix.size() + kTokenRandomChars) {
     return invalid();
   }
-  auto found = people_.FindInvitation(HexEncode(token_key_.Mac(token)));
+  auto found = people_.FindInvitation(token_key_.Hex(token));
+  if (found && !*found) {  // sent before a pepper rotation
+    if (auto previous = token_key_.PreviousHex(token)) found = people_.FindInvitation(*previous);
+  }
   if (!found) return tl::unexpected(found.error());
   if (!*found || InvitationState(**found) != "pending") return invalid();
   const Invitation& inv = **found;

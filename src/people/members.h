@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "authz/principal.h"
+#include "core/crypto.h"
 #include "people/accounts.h"
 #include "people/roles.h"
 
@@ -28,8 +29,10 @@ class MemberService {
  public:
   static constexpr std::string_view kInvitationPrefix = "ghi_";
 
+  // `previous_pepper` (empty: none): invitations sent before a pepper rotation stay valid.
   MemberService(Store& store, PeopleRepository& people, AccountService& accounts,
-                const Clock& clock, std::shared_ptr<const Config> config, std::string_view pepper);
+                const Clock& clock, std::shared_ptr<const Config> config, std::string_view pepper,
+                std::string_view previous_pepper = {});
 
   // A signed-in user acting in `org_id`: their role's permissions there. kOrgMismatch when
   // they are not a member (the same answer whether or not the org exists).
@@ -81,7 +84,7 @@ class MemberService {
   AccountService& accounts_;
   const Clock& clock_;
   std::shared_ptr<const Config> config_;
-  HmacSha256Key token_key_;
+  PepperedKey token_key_;
 };
 
 }  // namespace gatehouse

@@ -25,15 +25,16 @@ AuditEvent ReuseEvent(const SessionRecord& s, UnixMicros at, std::string_view cl
 }  // namespace
 
 SessionService::SessionService(PeopleRepository& people, const Clock& clock,
-                               std::shared_ptr<const Config> config, std::string_view pepper)
+                               std::shared_ptr<const Config> config, std::string_view pepper,
+                               std::string_view previous_pepper)
     : people_(people),
       clock_(clock),
       config_(std::move(config)),
-      token_key_(DeriveSubkey(pepper, "gatehouse-session-token-v1")),
-      csrf_key_(DeriveSubkey(pepper, "gatehouse-session-csrf-v1")) {}
+      token_key_(pepper, previous_pepper, "gatehouse-session-token-v1"),
+      csrf_key_(pepper, previous_pepper, "gatehouse-session-csrf-v1") {}
 
 std::string SessionService::HashToken(std::string_view token) const {
-  return HexEncode(token_key_.Mac(token));
+  return token_key_.Hex(token);
 }
 
 IssuedSession SessionService::NewToken(const SessionRecord& base) const {
@@ -73,6 +74,11 @@ Result<SessionRecord> SessionService::Authenticate(std::string_view token,
     return NotSignedIn();
   }
   auto found = people_.FindSession(HashToken(token));
+  if (found && !*found) {
+    // Issued before a pepper rotation: stored under the previous pepper, and kept there, since
+    // the session ends (or its refresh replaces it) long before the previous pepper is retired.
+    if (auto previous = token_key_.PreviousHex(token)) found = people_.FindSession(*previous);
+  }
   if (!found) return tl::unexpected(found.error());
   if (!*found) return NotSignedIn();
   SessionRecord s = std::move(**found);
@@ -146,11 +152,11 @@ Result<std::vector<SessionRecord>> SessionService::List(std::string_view user_id
 }
 
 std::string SessionService::CsrfToken(const SessionRecord& s) const {
-  return HexEncode(csrf_key_.Mac(s.family_id));
+  return csrf_key_.Hex(s.family_id);
 }
 
 bool SessionService::CheckCsrf(const SessionRecord& s, std::string_view presented) const {
-  return ConstantTimeEquals(CsrfToken(s), presented);
+  return csrf_key_.Matches(s.family_id, presented);  // a page loaded before a rotation too
 }
 
 }  // namespace gatehouse

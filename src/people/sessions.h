@@ -33,8 +33,9 @@ class SessionService {
   static constexpr std::string_view kTokenPrefix = "ghs_";
   static constexpr std::string_view kCookieName = kSessionCookieName;
 
+  // `previous_pepper` (empty: none): sessions issued before a pepper rotation keep working.
   SessionService(PeopleRepository& people, const Clock& clock, std::shared_ptr<const Config> config,
-                 std::string_view pepper);
+                 std::string_view pepper, std::string_view previous_pepper = {});
 
   static bool IsSessionToken(std::string_view credential) {
     return credential.starts_with(kTokenPrefix);
@@ -73,8 +74,8 @@ class SessionService {
   PeopleRepository& people_;
   const Clock& clock_;
   std::shared_ptr<const Config> config_;
-  HmacSha256Key token_key_;
-  HmacSha256Key csrf_key_;
+  PepperedKey token_key_;
+  PepperedKey csrf_key_;
 };
 
 }  // namespace gatehouse

@@ -88,5 +88,24 @@ TEST(Random, IdsHaveTheirPrefix) {
   EXPECT_EQ(id.size(), 24u);
 }
 
+TEST(PepperedKey, TheCurrentPepperMakesAndEitherPepperMatchesDuringARotation) {
+  PepperedKey before("old-pepper-0123456789abcdef0123456789", "", "purpose-v1");
+  PepperedKey rotating("new-pepper-0123456789abcdef0123456789",
+                       "old-pepper-0123456789abcdef0123456789", "purpose-v1");
+  PepperedKey after("new-pepper-0123456789abcdef0123456789", "", "purpose-v1");
+  const std::string old_mac = before.Hex("token");
+  EXPECT_FALSE(before.PreviousHex("token"));
+  EXPECT_EQ(rotating.PreviousHex("token"), old_mac);
+  EXPECT_EQ(rotating.Hex("token"), after.Hex("token"));
+  EXPECT_NE(rotating.Hex("token"), old_mac);
+  EXPECT_TRUE(rotating.Matches("token", old_mac));
+  EXPECT_TRUE(rotating.Matches("token", after.Hex("token")));
+  EXPECT_FALSE(rotating.Matches("other", old_mac));
+  EXPECT_FALSE(after.Matches("token", old_mac));
+  // Another purpose of the same pepper is another key.
+  EXPECT_NE(PepperedKey("old-pepper-0123456789abcdef0123456789", "", "purpose-v2").Hex("token"),
+            old_mac);
+}
+
 }  // namespace
 }  // namespace gatehouse

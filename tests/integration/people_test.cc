@@ -151,7 +151,12 @@ TEST_F(PeopleHttpTest, PasswordsAndTokensNeverReachTheLogs) {
 
 TEST_F(PeopleHttpTest, AfterAPepperRotationWhatIsUsedMovesAndWhatIsNotEndsWithThePreviousPepper) {
   AddMember("dev@example.com", "developer");
-  ASSERT_FALSE(Token("dev@example.com").empty());
+  const std::string session = Token("dev@example.com");
+  ASSERT_FALSE(session.empty());
+  auto invited = Call("POST", "/v1/orgs/" + org_ + "/invitations", key_,
+                      R"({"email":"new@example.com","role":"viewer"})");
+  ASSERT_EQ(invited.status, 201) << invited.body;
+  const std::string invitation(boost::json::parse(invited.body).at("token").as_string());
   const std::string used = NewKey(R"(["read:findings"])");
   const std::string idle = NewKey(R"(["read:findings"])");
   auto jwks = [&] {
@@ -184,6 +189,12 @@ TEST_F(PeopleHttpTest, AfterAPepperRotationWhatIsUsedMovesAndWhatIsNotEndsWithTh
   EXPECT_EQ(Call("GET", "/v1/orgs/" + org_, key_).status, 200);
   EXPECT_EQ(Call("GET", "/api/v1/findings/1", used).status, 200);
   EXPECT_FALSE(Token("dev@example.com").empty());
+  // Nobody is signed out, and an invitation sent before is still good.
+  EXPECT_EQ(Call("GET", "/v1/me", session).status, 200);
+  auto joined =
+      Call("POST", "/v1/invitations/accept", "",
+           std::string(R"({"token":")") + invitation + R"(","password":")" + kPassword + "\"}");
+  EXPECT_EQ(joined.status, 201) << joined.body;
   auto metrics = Call("GET", "/metrics", "").body;
   EXPECT_NE(metrics.find("\ngatehouse_keys_rehashed_total 2\n"), std::string::npos);
   // What the pepper's old audit signing key signed still verifies: it is retired, not gone.
@@ -198,6 +209,7 @@ TEST_F(PeopleHttpTest, AfterAPepperRotationWhatIsUsedMovesAndWhatIsNotEndsWithTh
   EXPECT_EQ(Call("GET", "/api/v1/findings/1", used).status, 200);
   EXPECT_EQ(Call("GET", "/api/v1/findings/1", idle).status, 401);
   EXPECT_FALSE(Token("dev@example.com").empty());
+  EXPECT_EQ(Call("GET", "/v1/me", session).status, 401);  // issued under the retired pepper
   EXPECT_EQ(jwks().size(), 1u);
 }
 

@@ -51,6 +51,26 @@ TEST_F(SessionsTest, MeShowsTheUserTheirOrgsRolesAndTheSession) {
   EXPECT_FALSE(env_.last_stale_credential);  // a made-up token is a guess
 }
 
+TEST_F(SessionsTest, ASessionIssuedBeforeAPepperRotationLastsThroughIt) {
+  auto token = Login("owner@example.com", kOwnerPassword);
+  auto me = env_.Call("GET", "/v1/me", token);
+  ASSERT_EQ(me.status, 200) << me.body;
+  const std::string csrf(Body(me).at("session").at("csrf_token").as_string());
+  const std::string new_pepper = "a-new-pepper-0123456789abcdef012345";
+  SessionService rotating(*env_.people, env_.clock, env_.config, new_pepper,
+                          testing::DomainEnv::kPepper);
+  auto session = rotating.Authenticate(token, "127.0.0.1");
+  ASSERT_TRUE(session) << session.error().message;
+  // The page loaded before the rotation still holds the CSRF token it was given then.
+  EXPECT_TRUE(rotating.CheckCsrf(*session, csrf));
+  EXPECT_NE(rotating.CsrfToken(*session), csrf);  // new pages get the new one
+  EXPECT_TRUE(rotating.CheckCsrf(*session, rotating.CsrfToken(*session)));
+  EXPECT_FALSE(rotating.CheckCsrf(*session, std::string(64, '0')));
+  // Once the previous pepper is retired, it ends.
+  SessionService retired(*env_.people, env_.clock, env_.config, new_pepper);
+  EXPECT_FALSE(retired.Authenticate(token, "127.0.0.1"));
+}
+
 TEST_F(SessionsTest, InactivityEndsTheSessionExactlyAtTheLimit) {
   auto token = Login("owner@example.com", kOwnerPassword);
   Advance(1h - 1us);
