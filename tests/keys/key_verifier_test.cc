@@ -117,6 +117,11 @@ TEST(KeyVerifier, AfterAPepperRotationAKeyInUseMovesToTheNewPepper) {
   // The new pepper alone knows no key made before it.
   EXPECT_EQ(verifier(std::nullopt)->Verify(key, "")->status, KeyStatus::kNotFound);
 
+  // A process still on the old pepper holds the key in its cache.
+  KeyVerifier before(env.verifier->format(), old_pepper, *env.store, env.clock, {});
+  ASSERT_TRUE(before.SyncInvalidations());
+  ASSERT_EQ(before.Verify(key, "")->status, KeyStatus::kValid);
+
   auto rotating = verifier(old_pepper);
   ASSERT_TRUE(rotating->SyncInvalidations());  // learns where the log ends
   auto v = rotating->Verify(key, "");
@@ -128,7 +133,11 @@ TEST(KeyVerifier, AfterAPepperRotationAKeyInUseMovesToTheNewPepper) {
   EXPECT_EQ(rotating->TryCached(key, "")->status, KeyStatus::kValid);
   // Moved once: the pepper before is no longer needed for it, nor does it find it any more.
   EXPECT_EQ(verifier(std::nullopt)->Verify(key, "")->status, KeyStatus::kValid);
-  KeyVerifier before(env.verifier->format(), old_pepper, *env.store, env.clock, {});
+  // The move is logged like a revocation: the old process drops the entry under the old hash,
+  // so that it can never outlive a revocation logged under the new one.
+  EXPECT_TRUE(before.TryCached(key, ""));
+  ASSERT_TRUE(before.SyncInvalidations());
+  EXPECT_FALSE(before.TryCached(key, ""));
   EXPECT_EQ(before.Verify(key, "")->status, KeyStatus::kNotFound);
   EXPECT_EQ(rotating->Verify(key, "")->status, KeyStatus::kValid);
   EXPECT_EQ(rotating->keys_rehashed(), 1u);

@@ -136,7 +136,11 @@ TEST_F(PgStoreTest, BehavesLikeTheSqliteStore) {
   // A pepper rotation moves a key's hash: only from the hash it has, only in the key's own org.
   EXPECT_FALSE(*store_->ReplaceKeyHash("org_a", "key_b", "hb", "hb2"));
   EXPECT_FALSE(*store_->ReplaceKeyHash("org_b", "key_b", "hzz", "hb2"));
+  const auto logged_before = *store_->LatestKeyInvalidation();
   EXPECT_TRUE(*store_->ReplaceKeyHash("org_b", "key_b", "hb", "hb2"));
+  auto moved_log = *store_->KeyInvalidationsSince(logged_before, 10);
+  ASSERT_EQ(moved_log.size(), 1u);  // caches keyed by the old hash drop it
+  EXPECT_EQ(moved_log[0].key_hash, "hb");
   EXPECT_FALSE(*store_->ReplaceKeyHash("org_b", "key_b", "hb", "hb3"));  // moved already
   EXPECT_EQ(store_->FindKeyByHash("hb2")->id, "key_b");
   EXPECT_EQ(store_->FindKeyByHash("hb").error().code, ErrorCode::kNotFound);

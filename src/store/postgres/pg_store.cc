@@ -1149,7 +1149,21 @@ Result<bool> PgStore::ReplaceKeyHash(std::string_view org_id, std::string_view k
     AddOrg(params, org_id);
     auto r = tx.Exec(sql.c_str(), params);
     if (!r) return tl::unexpected(r.error());
-    return r->CommandTuples() == "1";
+    if (r->CommandTuples() != "1") return false;
+    // Caches keyed by the old hash drop it, as gh_log_key_invalidation does for a revocation:
+    // a node that cached the key under the old hash would otherwise miss its revocation, which
+    // is logged under the hash stored then.
+    for (const char* step :
+         {"SELECT pg_advisory_xact_lock(7120001)",
+          "INSERT INTO key_invalidations (key_hash, created_at) "
+          "VALUES ($1, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint)",
+          "SELECT pg_notify('gatehouse_key_invalidations', $1)"}) {
+      const bool takes_hash = std::string_view(step).find("$1") != std::string_view::npos;
+      auto done =
+          tx.Exec(step, takes_hash ? std::vector<Param>{P(old_hash)} : std::vector<Param>{});
+      if (!done) return tl::unexpected(done.error());
+    }
+    return true;
   });
 }
 

@@ -1034,7 +1034,17 @@ Result<bool> SqliteStore::ReplaceKeyHash(std::string_view org_id, std::string_vi
     Binder(*s).Text(new_hash).Text(org_id).Text(key_id).Text(old_hash);
     int rc = sqlite3_step(*s);
     if (rc != SQLITE_DONE) return c->Failure(rc, "replace key hash");
-    return sqlite3_changes(c->db()) == 1;
+    if (sqlite3_changes(c->db()) != 1) return false;
+    // Caches keyed by the old hash drop it, as the trigger does for a revocation: a process that
+    // cached the key under the old hash would otherwise miss its revocation, which is logged
+    // under the hash stored then.
+    auto logged = c->Prepare(
+        "INSERT INTO key_invalidations (key_hash, created_at) VALUES (?, unixepoch() * 1000000)");
+    if (!logged) return tl::unexpected(logged.error());
+    Binder(*logged).Text(old_hash);
+    rc = sqlite3_step(*logged);
+    if (rc != SQLITE_DONE) return c->Failure(rc, "log the old key hash");
+    return true;
   });
 }
 
