@@ -127,7 +127,7 @@ AuditService::AuditService(Store& store, const Clock& clock, std::string_view pe
     : store_(store),
       clock_(clock),
       signer_(AuditSigningSeed(keys.signing_secret.empty() ? pepper : keys.signing_secret)),
-      legacy_checkpoint_key_(DeriveSubkey(pepper, "gatehouse-audit-checkpoint-key-v1")),
+      legacy_checkpoint_key_(pepper, keys.previous_pepper, "gatehouse-audit-checkpoint-key-v1"),
       system_retention_days_(system_retention_days) {
   std::vector<Ed25519PublicKey> retired = keys.retired;
   if (keys.signing_secret.empty() && !keys.previous_pepper.empty()) {
@@ -230,9 +230,8 @@ Result<void> AuditService::CheckAnchor(std::string_view org_id, const AuditHead&
 bool AuditService::CheckpointSignatureValid(std::string_view org_id, const AuditHead& head) const {
   const auto stored = ParseEd25519(head.checkpoint_signature);
   if (!stored) {
-    return ConstantTimeEquals(
-        HexEncode(legacy_checkpoint_key_.Mac(CheckpointMessage("v1", org_id, head))),
-        head.checkpoint_signature);
+    return legacy_checkpoint_key_.Matches(CheckpointMessage("v1", org_id, head),
+                                          head.checkpoint_signature);
   }
   return SignatureValid({CheckpointStatement(org_id, head), std::string(stored->signature),
                          std::string(stored->key_id)});

@@ -135,7 +135,7 @@ class AuditService {
   Ed25519Signer signer_;
   std::vector<std::pair<std::string, Ed25519PublicKey>> retired_;  // kid, key
   // Checks checkpoints signed before Ed25519 (hex HMAC-SHA-256); signs nothing new.
-  HmacSha256Key legacy_checkpoint_key_;
+  PepperedKey legacy_checkpoint_key_;
   int system_retention_days_;
 };
 

@@ -266,6 +266,11 @@ TEST_F(AuditLogTest, CheckpointsAndIntactHeadsAreSignedForWhoeverHoldsThePublicK
   auto old = audit_->Verify("org_a");
   EXPECT_TRUE(old->intact) << old->reason;
   EXPECT_FALSE(old->checkpoint);  // nothing an outsider could check
+  // Through a pepper rotation, and no further.
+  const std::string new_pepper = "a-new-pepper-0123456789abcdef012345";
+  EXPECT_TRUE(
+      AuditService(*store_, clock_, new_pepper, 30, {{}, {}, kPepper}).Verify("org_a")->intact);
+  EXPECT_FALSE(AuditService(*store_, clock_, new_pepper, 30, {{}, {}, {}}).Verify("org_a")->intact);
   Tamper("UPDATE audit_heads SET checkpoint_signature = 'ed25519:" + audit_->signer().key_id() +
          ":AAAA' WHERE org_id = 'org_a'");
   EXPECT_FALSE(audit_->Verify("org_a")->intact);
