@@ -127,11 +127,14 @@ AuditService::AuditService(Store& store, const Clock& clock, std::string_view pe
     : store_(store),
       clock_(clock),
       signer_(AuditSigningSeed(keys.signing_secret.empty() ? pepper : keys.signing_secret)),
-      legacy_checkpoint_key_(pepper, keys.previous_pepper, "gatehouse-audit-checkpoint-key-v1"),
+      legacy_checkpoint_key_(Peppers{pepper, keys.previous_pepper, keys.next_pepper},
+                             "gatehouse-audit-checkpoint-key-v1"),
       system_retention_days_(system_retention_days) {
   std::vector<Ed25519PublicKey> retired = keys.retired;
-  if (keys.signing_secret.empty() && !keys.previous_pepper.empty()) {
-    retired.push_back(Ed25519Signer(AuditSigningSeed(keys.previous_pepper)).public_key());
+  for (std::string_view other : {keys.previous_pepper, keys.next_pepper}) {
+    if (keys.signing_secret.empty() && !other.empty()) {
+      retired.push_back(Ed25519Signer(AuditSigningSeed(other)).public_key());
+    }
   }
   for (const auto& key : retired) {
     const bool listed = std::any_of(retired_.begin(), retired_.end(),

@@ -73,12 +73,15 @@ class AuditService {
   // (empty: the pepper) derives the signing key. Statements and checkpoints signed by a
   // retired key still verify, and JWKS keeps publishing it, so that rotating the key does not
   // orphan what auditors already hold.
-  // `previous_pepper` (empty: none): the pepper before a rotation. When the pepper derives the
-  // signing key, the key it derived before is retired with the others, without being listed.
+  // `previous_pepper` and `next_pepper` (empty: none): the peppers of a rotation under way.
+  // When the pepper derives the signing key, the keys they derive verify with the retired ones,
+  // without being listed: the previous pepper's signed before, and the next pepper's signs on
+  // the nodes already switched.
   struct SigningKeys {
     std::string_view signing_secret;
     std::vector<Ed25519PublicKey> retired;
     std::string_view previous_pepper;
+    std::string_view next_pepper;
   };
   AuditService(Store& store, const Clock& clock, std::string_view pepper, int system_retention_days,
                const SigningKeys& keys);

@@ -46,17 +46,21 @@ Result<std::string> ReadOptionalSecret(const SecretSource& source, const EnvLook
   return secret;
 }
 
-// The pepper before the last rotation; empty when none is configured.
-Result<std::string> ReadPreviousPepper(const Config& config, const EnvLookup& env,
-                                       std::string_view pepper) {
-  auto previous = ReadOptionalSecret(config.previous_pepper, env, "the previous key pepper");
-  if (!previous) return previous;
-  // Nothing would ever move, and the operator would believe a rotation is under way.
-  if (!previous->empty() && ConstantTimeEquals(*previous, pepper)) {
-    SecureZero(*previous);
-    return Fail(ErrorCode::kInvalidArgument, "the previous key pepper is the pepper itself");
+// The previous or next pepper of a rotation (`what` names which); empty when none is
+// configured. One equal to a pepper already read is a mistake: nothing would ever move, and the
+// operator would believe a rotation is under way.
+Result<std::string> ReadRotationPepper(
+    const SecretSource& source, const EnvLookup& env, const std::string& what,
+    std::initializer_list<std::pair<std::string_view, const char*>> read_already) {
+  auto pepper = ReadOptionalSecret(source, env, what);
+  if (!pepper || pepper->empty()) return pepper;
+  for (const auto& [other, its_name] : read_already) {
+    if (!other.empty() && ConstantTimeEquals(*pepper, other)) {
+      SecureZero(*pepper);
+      return Fail(ErrorCode::kInvalidArgument, what + " is " + its_name);
+    }
   }
-  return previous;
+  return pepper;
 }
 
 }  // namespace
@@ -108,34 +112,41 @@ Result<std::unique_ptr<App>> App::Open(std::shared_ptr<const Config> config, boo
   };
   app->verifier = std::make_unique<KeyVerifier>(
       KeyFormat(config->keys.prefix), HmacSha256Key(*pepper), *app->store, *app->clock, vo);
-  auto previous_pepper = ReadPreviousPepper(*config, env, *pepper);
+  auto previous_pepper = ReadRotationPepper(config->previous_pepper, env, "the previous key pepper",
+                                            {{*pepper, "the pepper itself"}});
   if (!previous_pepper) return tl::unexpected(previous_pepper.error());
+  auto next_pepper =
+      ReadRotationPepper(config->next_pepper, env, "the next key pepper",
+                         {{*pepper, "the pepper itself"}, {*previous_pepper, "the previous one"}});
+  if (!next_pepper) return tl::unexpected(next_pepper.error());
+  const Peppers peppers{*pepper, *previous_pepper, *next_pepper};
   if (!previous_pepper->empty()) {
     app->verifier->AcceptPreviousPepper(HmacSha256Key(*previous_pepper));
   }
+  if (!next_pepper->empty()) app->verifier->AcceptNextPepper(HmacSha256Key(*next_pepper));
   // Its own secret, or empty: the pepper derives the signing key.
   auto signing = ReadOptionalSecret(config->audit_signing_key, env, "the audit signing key");
   if (!signing) return tl::unexpected(signing.error());
   app->audit = std::make_unique<AuditService>(
       *app->store, *app->clock, *pepper, config->audit.system_retention_days,
       AuditService::SigningKeys{*signing, config->audit.retired_signing_public_keys,
-                                *previous_pepper});
+                                *previous_pepper, *next_pepper});
   SecureZero(*signing);
   auto policy = PasswordPolicy::Load(config->passwords);
   if (!policy) return tl::unexpected(policy.error());
   app->password_policy = std::make_unique<PasswordPolicy>(std::move(*policy));
   app->people = std::make_unique<PeopleRepository>(*app->store);
-  app->hasher = std::make_unique<PasswordHasher>(config->passwords, *pepper, *previous_pepper);
+  app->hasher = std::make_unique<PasswordHasher>(config->passwords, peppers);
   app->login_guard = std::make_unique<LoginGuard>(config->login, *app->clock);
-  app->sessions = std::make_unique<SessionService>(*app->people, *app->clock, config, *pepper,
-                                                   *previous_pepper);
+  app->sessions = std::make_unique<SessionService>(*app->people, *app->clock, config, peppers);
   app->accounts = std::make_unique<AccountService>(*app->people, *app->sessions, *app->hasher,
                                                    *app->password_policy, *app->login_guard,
                                                    *app->clock, config, *pepper);
   app->members = std::make_unique<MemberService>(*app->store, *app->people, *app->accounts,
-                                                 *app->clock, config, *pepper, *previous_pepper);
+                                                 *app->clock, config, peppers);
   SecureZero(*pepper);
   SecureZero(*previous_pepper);
+  SecureZero(*next_pepper);
   app->keys = std::make_unique<KeyService>(*app->store, *app->verifier, *app->clock, config);
   app->orgs = std::make_unique<OrgService>(*app->store, *app->keys, *app->clock);
   return app;

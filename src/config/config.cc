@@ -581,6 +581,8 @@ Result<Config> ParseConfig(std::string_view toml_text, std::string source) {
     GH_TRY(t.String("pepper_file", c.pepper.file));
     GH_TRY(t.String("previous_pepper_env", c.previous_pepper.env));
     GH_TRY(t.String("previous_pepper_file", c.previous_pepper.file));
+    GH_TRY(t.String("next_pepper_env", c.next_pepper.env));
+    GH_TRY(t.String("next_pepper_file", c.next_pepper.file));
     GH_TRY(t.String("master_key_env", c.master_key.env));
     GH_TRY(t.String("master_key_file", c.master_key.file));
     GH_TRY(t.String("audit_signing_key_env", c.audit_signing_key.env));

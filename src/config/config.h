@@ -274,6 +274,9 @@ struct Config {
   // none. API keys and passwords hashed with it still verify, and each moves to the current
   // pepper on its first use; sessions and invitations made under it stay valid.
   SecretSource previous_pepper{"GATEHOUSE_PREVIOUS_PEPPER", ""};
+  // The pepper that becomes current once every node has it, announced first so that nodes can
+  // switch one at a time; unset: none. What other nodes hashed with it verifies here, and stays.
+  SecretSource next_pepper{"GATEHOUSE_NEXT_PEPPER", ""};
   SecretSource master_key{"GATEHOUSE_MASTER_KEY", ""};
   // The secret the audit signing key derives from (at least 32 characters); when neither is
   // set, the pepper. Its own, it can be rotated without touching API keys.

@@ -147,24 +147,27 @@ std::string DeriveSubkey(std::string_view secret, std::string_view purpose) {
   return HexEncode(HmacSha256Key(secret).Mac(purpose));
 }
 
-PepperedKey::PepperedKey(std::string_view pepper, std::string_view previous_pepper,
-                         std::string_view purpose)
-    : current_(DeriveSubkey(pepper, purpose)) {
-  if (!previous_pepper.empty()) previous_.emplace(DeriveSubkey(previous_pepper, purpose));
+PepperedKey::PepperedKey(const Peppers& peppers, std::string_view purpose)
+    : current_(DeriveSubkey(peppers.current, purpose)) {
+  for (std::string_view other : {peppers.previous, peppers.next}) {
+    if (!other.empty()) others_.emplace_back(DeriveSubkey(other, purpose));
+  }
 }
 
 std::string PepperedKey::Hex(std::string_view message) const {
   return HexEncode(current_.Mac(message));
 }
 
-std::optional<std::string> PepperedKey::PreviousHex(std::string_view message) const {
-  if (!previous_) return std::nullopt;
-  return HexEncode(previous_->Mac(message));
+std::vector<std::string> PepperedKey::OtherHexes(std::string_view message) const {
+  std::vector<std::string> out;
+  out.reserve(others_.size());
+  for (const auto& key : others_) out.push_back(HexEncode(key.Mac(message)));
+  return out;
 }
 
 bool PepperedKey::Matches(std::string_view message, std::string_view presented) const {
   bool match = ConstantTimeEquals(Hex(message), presented);
-  if (previous_) match |= ConstantTimeEquals(*PreviousHex(message), presented);
+  for (const auto& other : OtherHexes(message)) match |= ConstantTimeEquals(other, presented);
   return match;
 }
 

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <openssl/sha.h>
 
@@ -36,24 +37,39 @@ class HmacSha256Key {
 // serves two purposes: hex HMAC-SHA-256(secret, purpose).
 std::string DeriveSubkey(std::string_view secret, std::string_view purpose);
 
+// The deployment's peppers while one is being rotated. `current` keys everything stored from
+// now on. `previous` (empty: none) is the one before it: what it keyed is still found, and API
+// keys and password hashes move away from it as they are used. `next` (empty: none) is the one
+// that becomes current once every node has it: what it keyed is found, and nothing moves to it
+// or from it. Announcing the next pepper on every node before any node makes it current is what
+// lets nodes switch one at a time: a node already switched moves records to its new pepper, and
+// a node not yet switched still finds them.
+struct Peppers {
+  explicit Peppers(std::string_view current_pepper, std::string_view previous_pepper = {},
+                   std::string_view next_pepper = {})
+      : current(current_pepper), previous(previous_pepper), next(next_pepper) {}
+  std::string_view current;
+  std::string_view previous;
+  std::string_view next;
+};
+
 // A purpose's subkey (DeriveSubkey) of the current pepper and, while a pepper rotation is under
-// way, of the previous one, for tokens stored or checked as an HMAC: what was made before the
-// rotation is still found until the previous pepper is retired.
+// way, of the previous and next ones, for tokens stored or checked as an HMAC: what was made
+// under any of them is found until that pepper is retired.
 class PepperedKey {
  public:
-  // `previous_pepper` empty: no rotation under way.
-  PepperedKey(std::string_view pepper, std::string_view previous_pepper, std::string_view purpose);
+  PepperedKey(const Peppers& peppers, std::string_view purpose);
 
   // Hex HMAC under the current pepper: what new records store.
   std::string Hex(std::string_view message) const;
-  // The same under the previous pepper; nullopt when none.
-  std::optional<std::string> PreviousHex(std::string_view message) const;
-  // Whether `presented` is the hex HMAC of `message` under either pepper, in constant time.
+  // The same under the previous and the next pepper, those configured: where else to look.
+  std::vector<std::string> OtherHexes(std::string_view message) const;
+  // Whether `presented` is the hex HMAC of `message` under any of the peppers, in constant time.
   bool Matches(std::string_view message, std::string_view presented) const;
 
  private:
   HmacSha256Key current_;
-  std::optional<HmacSha256Key> previous_;
+  std::vector<HmacSha256Key> others_;
 };
 
 // Compares in time that depends only on the lengths, never on where the inputs differ.

@@ -101,11 +101,23 @@ void KeyVerifier::Insert(const Digest32& d, Entry entry) {
       shard.evicted_usage.push_back(
           {victim->second.facts->key_id, victim->second.last_used_at, victim->second.last_used_ip});
     }
+    DropAlias(victim->first, victim->second);
     shard.map.erase(victim);
   }
+  const std::optional<Digest32> stored_as = entry.stored_as;
   auto [it, inserted] = shard.map.try_emplace(d, std::move(entry));
   (void)it;
-  (void)inserted;
+  if (inserted && stored_as) {
+    std::lock_guard alias_lock(aliases_mu_);
+    aliases_[*stored_as] = d;
+  }
+}
+
+void KeyVerifier::DropAlias(const Digest32& cached, const Entry& entry) {
+  if (!entry.stored_as) return;
+  std::lock_guard alias_lock(aliases_mu_);
+  auto it = aliases_.find(*entry.stored_as);
+  if (it != aliases_.end() && it->second == cached) aliases_.erase(it);
 }
 
 Result<KeyVerdict> KeyVerifier::Verify(std::string_view key, std::string_view client_ip) {
@@ -117,12 +129,16 @@ Result<KeyVerdict> KeyVerifier::Verify(std::string_view key, std::string_view cl
   // Cached only when the store holds the key under `hash`: revocation invalidates the hash it
   // finds stored, so an entry under another would outlive it.
   bool cacheable = true;
+  std::optional<Digest32> stored_as;
+  if (!record && record.error().code == ErrorCode::kNotFound && next_pepper_) {
+    record = FindUnderNextPepper(key, hash, stored_as);
+  }
   if (!record && record.error().code == ErrorCode::kNotFound && previous_pepper_) {
     record = FindUnderPreviousPepper(key, hash, cacheable);
   }
   if (!record) {
     if (record.error().code != ErrorCode::kNotFound) return tl::unexpected(record.error());
-    Insert(d, Entry{nullptr, now + options_.negative_ttl, 0, {}});
+    Insert(d, Entry{nullptr, now + options_.negative_ttl, 0, {}, {}});
     return KeyVerdict{KeyStatus::kNotFound, nullptr};
   }
   // The store matched on the hash; compare again in constant time so that a lookup that matched
@@ -141,7 +157,7 @@ Result<KeyVerdict> KeyVerifier::Verify(std::string_view key, std::string_view cl
   }
   std::shared_ptr<const KeyFacts> facts = std::move(built);
   KeyVerdict v = Judge(facts, now);
-  Entry e{facts, 0, 0, {}};
+  Entry e{facts, 0, 0, {}, stored_as};
   if (v.status == KeyStatus::kValid) {
     e.last_used_at = now;
     e.last_used_ip = std::string(client_ip);
@@ -172,6 +188,22 @@ Result<ApiKeyRecord> KeyVerifier::FindUnderPreviousPepper(std::string_view key,
   return record;
 }
 
+Result<ApiKeyRecord> KeyVerifier::FindUnderNextPepper(std::string_view key,
+                                                      const std::string& current_hash,
+                                                      std::optional<Digest32>& stored_as) {
+  const Digest32 next = next_pepper_->Mac(key);
+  const std::string next_hash = HexEncode(next);
+  auto record = store_.FindKeyByHash(next_hash);
+  if (!record) return record;
+  if (!ConstantTimeEquals(record->key_hash, next_hash)) {
+    return Fail(ErrorCode::kNotFound, "API key not found");
+  }
+  // Left where it is: this node moving it back would undo what the switched nodes did.
+  stored_as = next;
+  record->key_hash = current_hash;
+  return record;
+}
+
 void KeyVerifier::Invalidate(std::string_view key_hash_hex) {
   if (key_hash_hex.size() != 64) {
     if (options_.on_other_invalidation) options_.on_other_invalidation(key_hash_hex);
@@ -186,14 +218,32 @@ void KeyVerifier::Invalidate(std::string_view key_hash_hex) {
     };
     d[i] = static_cast<unsigned char>(nib(key_hash_hex[2 * i]) << 4 | nib(key_hash_hex[2 * i + 1]));
   }
-  Shard& shard = ShardFor(d);
+  Forget(d, std::nullopt);
+  // An entry cached under another hash than the one its row holds (found under the next
+  // pepper) is known by the stored one.
+  std::optional<Digest32> cached;
+  {
+    std::lock_guard alias_lock(aliases_mu_);
+    if (auto alias = aliases_.find(d); alias != aliases_.end()) {
+      cached = alias->second;
+      aliases_.erase(alias);
+    }
+  }
+  if (cached) Forget(*cached, d);
+}
+
+void KeyVerifier::Forget(const Digest32& cached, const std::optional<Digest32>& stored_as) {
+  Shard& shard = ShardFor(cached);
   std::lock_guard lock(shard.mu);
-  auto it = shard.map.find(d);
+  auto it = shard.map.find(cached);
   if (it == shard.map.end()) return;
+  // Cached again since under the same hash, for another stored row: not this invalidation's.
+  if (stored_as && it->second.stored_as != stored_as) return;
   if (it->second.facts && it->second.last_used_at != 0) {
     shard.evicted_usage.push_back(
         {it->second.facts->key_id, it->second.last_used_at, it->second.last_used_ip});
   }
+  DropAlias(cached, it->second);
   shard.map.erase(it);
 }
 

@@ -3,9 +3,10 @@
 //   1. shape and checksum (KeyFormat::Check): garbage never reaches the cache or the store;
 //   2. HMAC-SHA-256(pepper, key), then a bounded in-memory cache keyed by that hash;
 //   3. on a miss, the store (blocking; callers on network threads use TryCached first);
-//   4. after a pepper rotation, a key the store does not know under the current pepper is
-//      looked up under the previous one, and found there, stored again under the current one,
-//      so that the previous pepper can be retired once the keys still in use have moved.
+//   4. during a pepper rotation, a key the store does not know under the current pepper is
+//      looked up under the next one (moved there by a node already switched; it stays) and
+//      under the previous one (found there, it is stored again under the current one, so that
+//      the previous pepper can be retired once the keys still in use have moved).
 //
 // Cached entries keep expiry and revocation times, so an expired key is refused the moment it
 // expires; Invalidate() drops an entry at once when a key is revoked or rotated. Well-formed keys
@@ -101,6 +102,9 @@ class KeyVerifier {
   void AcceptPreviousPepper(HmacSha256Key previous) {
     previous_pepper_.emplace(std::move(previous));
   }
+  // Keys hashed with `next` (the pepper other nodes have switched to already) are found too,
+  // and stay as they are. Call before verifying anything.
+  void AcceptNextPepper(HmacSha256Key next) { next_pepper_.emplace(std::move(next)); }
   // Keys moved to the current pepper by this process.
   std::uint64_t keys_rehashed() const { return rehashed_.load(std::memory_order_relaxed); }
 
@@ -128,6 +132,9 @@ class KeyVerifier {
     UnixMicros negative_until = 0;
     UnixMicros last_used_at = 0;  // 0: not used since the last flush
     std::string last_used_ip;
+    // The hash the store holds, when it is not the one the entry is cached under (a key moved
+    // to the next pepper): revocation invalidates that one, and must still find this entry.
+    std::optional<Digest32> stored_as;
   };
   struct DigestHash {
     std::size_t operator()(const Digest32& d) const {
@@ -148,12 +155,26 @@ class KeyVerifier {
   // is no previous pepper or no such key; `moved` false when another process moved it first.
   Result<ApiKeyRecord> FindUnderPreviousPepper(std::string_view key,
                                                const std::string& current_hash, bool& moved);
+  // The store's record under the next pepper, judged as if under `current_hash`; `stored_as`
+  // gets the hash the row holds. kNotFound when there is no next pepper or no such key.
+  Result<ApiKeyRecord> FindUnderNextPepper(std::string_view key, const std::string& current_hash,
+                                           std::optional<Digest32>& stored_as);
+  // Drops the entry cached under `cached`; with `stored_as`, only if its row holds that hash.
+  void Forget(const Digest32& cached, const std::optional<Digest32>& stored_as);
+  // Under the entry's shard lock: forgets that `entry`, cached under `cached`, is stored as
+  // another hash.
+  void DropAlias(const Digest32& cached, const Entry& entry);
   Shard& ShardFor(const Digest32& d) { return shards_[d[8] % kShards]; }
   void Insert(const Digest32& d, Entry entry);
 
   KeyFormat format_;
   HmacSha256Key pepper_;
   std::optional<HmacSha256Key> previous_pepper_;
+  std::optional<HmacSha256Key> next_pepper_;
+  // The hash the store holds → the hash the entry is cached under, for entries whose differ.
+  // Taken inside a shard's lock, never around one.
+  std::mutex aliases_mu_;
+  std::unordered_map<Digest32, Digest32, DigestHash> aliases_;
   Store& store_;
   const Clock& clock_;
   Options options_;

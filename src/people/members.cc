@@ -16,13 +16,13 @@ constexpr std::size_t kMaxPermissions = 128;
 
 MemberService::MemberService(Store& store, PeopleRepository& people, AccountService& accounts,
                              const Clock& clock, std::shared_ptr<const Config> config,
-                             std::string_view pepper, std::string_view previous_pepper)
+                             const Peppers& peppers)
     : store_(store),
       people_(people),
       accounts_(accounts),
       clock_(clock),
       config_(std::move(config)),
-      token_key_(pepper, previous_pepper, "gatehouse-invitation-token-v1") {}
+      token_key_(peppers, "gatehouse-invitation-token-v1") {}
 
 Result<RoleView> MemberService::ResolveRole(std::string_view org_id, std::string_view role) {
   if (auto b = BuiltinRole(*config_, role)) return *b;
@@ -206,8 +206,9 @@ Result<Membership> MemberService::Accept(std::string_view token,
     return invalid();
   }
   auto found = people_.FindInvitation(token_key_.Hex(token));
-  if (found && !*found) {  // sent before a pepper rotation
-    if (auto previous = token_key_.PreviousHex(token)) found = people_.FindInvitation(*previous);
+  for (const auto& other : token_key_.OtherHexes(token)) {  // sent under another pepper
+    if (!found || *found) break;
+    found = people_.FindInvitation(other);
   }
   if (!found) return tl::unexpected(found.error());
   if (!*found || InvitationState(**found) != "pending") return invalid();

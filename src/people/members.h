@@ -29,10 +29,9 @@ class MemberService {
  public:
   static constexpr std::string_view kInvitationPrefix = "ghi_";
 
-  // `previous_pepper` (empty: none): invitations sent before a pepper rotation stay valid.
+  // Invitations sent under the previous or the next pepper (a rotation under way) stay valid.
   MemberService(Store& store, PeopleRepository& people, AccountService& accounts,
-                const Clock& clock, std::shared_ptr<const Config> config, std::string_view pepper,
-                std::string_view previous_pepper = {});
+                const Clock& clock, std::shared_ptr<const Config> config, const Peppers& peppers);
 
   // A signed-in user acting in `org_id`: their role's permissions there. kOrgMismatch when
   // they are not a member (the same answer whether or not the org exists).

@@ -12,16 +12,19 @@ namespace {
 constexpr std::string_view kPepperKeyPurpose = "gatehouse-password-pepper-v1";
 }  // namespace
 
-PasswordHasher::PasswordHasher(const PasswordConfig& config, std::string_view pepper,
-                               std::string_view previous_pepper)
+PasswordHasher::PasswordHasher(const PasswordConfig& config, const Peppers& peppers)
     : ops_(config.argon2_iterations),
       mem_bytes_(static_cast<std::size_t>(config.argon2_memory_kib) * 1024),
       queue_capacity_(config.hash_queue),
-      pepper_(DeriveSubkey(pepper, kPepperKeyPurpose)),
-      tag_(TagOf(pepper)) {
-  if (!previous_pepper.empty()) {
-    previous_pepper_.emplace(DeriveSubkey(previous_pepper, kPepperKeyPurpose));
-    previous_tag_ = TagOf(previous_pepper);
+      pepper_(DeriveSubkey(peppers.current, kPepperKeyPurpose)),
+      tag_(TagOf(peppers.current)) {
+  if (!peppers.previous.empty()) {
+    previous_pepper_.emplace(DeriveSubkey(peppers.previous, kPepperKeyPurpose));
+    previous_tag_ = TagOf(peppers.previous);
+  }
+  if (!peppers.next.empty()) {
+    next_pepper_.emplace(DeriveSubkey(peppers.next, kPepperKeyPurpose));
+    next_tag_ = TagOf(peppers.next);
   }
   if (sodium_init() < 0) std::abort();  // no CSPRNG: nothing here can be trusted
   int workers = config.hash_workers > 0
@@ -109,13 +112,14 @@ Result<bool> PasswordHasher::Verify(std::string_view password, std::string_view 
   const std::string_view tag =
       hash_mark == std::string_view::npos ? std::string_view() : stored.substr(hash_mark);
   std::string hash(stored.substr(0, hash_mark));
-  // The peppers to try, in order. A tag of neither: keyed with a pepper retired since, which
+  // The peppers to try, in order. A tag of none: keyed with a pepper retired since, which
   // nothing here can verify (the user resets the password).
   std::vector<const HmacSha256Key*> peppers;
   if (tag.empty() || tag == tag_) peppers.push_back(&pepper_);
   if (previous_pepper_ && (tag.empty() || tag == previous_tag_)) {
     peppers.push_back(&*previous_pepper_);
   }
+  if (next_pepper_ && tag == next_tag_) peppers.push_back(&*next_pepper_);
   if (peppers.empty()) return false;
   bool ok = false;
   auto ran = RunBounded([&] {
@@ -138,7 +142,10 @@ Result<void> PasswordHasher::VerifyNobody(std::string_view password) {
 
 bool PasswordHasher::NeedsRehash(std::string_view stored) const {
   const std::size_t hash_mark = stored.find('#');
-  if (hash_mark == std::string_view::npos || stored.substr(hash_mark) != tag_) return true;
+  if (hash_mark == std::string_view::npos) return true;
+  const std::string_view tag = stored.substr(hash_mark);
+  if (next_pepper_ && tag == next_tag_) return false;
+  if (tag != tag_) return true;
   std::string hash(stored.substr(0, hash_mark));
   return crypto_pwhash_str_needs_rehash(hash.c_str(), ops_, mem_bytes_) != 0;
 }

@@ -8,10 +8,12 @@
 // reports for an upgrade at the next sign-in. The password is first keyed with a sub-key of the
 // deployment pepper (HMAC-SHA-256), so that a stolen database alone cannot be attacked offline
 // (NIST SP 800-63B §3.1.1.2 recommends such a pepper). Each stored hash ends with a tag of the
-// pepper it was keyed with ("#" and 16 hex digits), so that after a rotation a password keyed
+// pepper it was keyed with ("#" and 16 hex digits), so that during a rotation a password keyed
 // with the previous pepper is verified with that one, at the cost of one hash, and NeedsRehash
-// moves it to the current pepper at its next sign-in. Hashes from before tags existed are tried
-// with the current pepper, then with the previous one.
+// moves it to the current pepper at its next sign-in. One keyed with the next pepper (by a node
+// already switched) is verified with that one and stays as it is: moving it back would undo the
+// rotation. Hashes from before tags existed are tried with the current pepper, then with the
+// previous one.
 //
 // Thread-safety: every method may be called from many threads; each blocks until its hash ran.
 #pragma once
@@ -35,9 +37,7 @@ namespace gatehouse {
 
 class PasswordHasher {
  public:
-  // `previous_pepper`: the pepper before the last rotation; empty when none.
-  PasswordHasher(const PasswordConfig& config, std::string_view pepper,
-                 std::string_view previous_pepper = {});
+  PasswordHasher(const PasswordConfig& config, const Peppers& peppers);
   ~PasswordHasher();
   PasswordHasher(const PasswordHasher&) = delete;
   PasswordHasher& operator=(const PasswordHasher&) = delete;
@@ -50,7 +50,7 @@ class PasswordHasher {
   // costs what a known one does.
   Result<void> VerifyNobody(std::string_view password);
   // True when `phc` was made with other parameters than the configured ones, or keyed with
-  // another pepper than the current one.
+  // the previous pepper (or before hashes named theirs). Never for the next pepper's.
   bool NeedsRehash(std::string_view phc) const;
 
   std::uint64_t rejected() const;
@@ -68,6 +68,8 @@ class PasswordHasher {
   std::string tag_;  // "#" and 16 hex digits: which pepper keyed a stored hash
   std::optional<HmacSha256Key> previous_pepper_;
   std::string previous_tag_;
+  std::optional<HmacSha256Key> next_pepper_;
+  std::string next_tag_;
   std::string nobody_;  // a PHC hash of a random password
 
   mutable std::mutex mu_;

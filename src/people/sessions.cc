@@ -25,13 +25,12 @@ AuditEvent ReuseEvent(const SessionRecord& s, UnixMicros at, std::string_view cl
 }  // namespace
 
 SessionService::SessionService(PeopleRepository& people, const Clock& clock,
-                               std::shared_ptr<const Config> config, std::string_view pepper,
-                               std::string_view previous_pepper)
+                               std::shared_ptr<const Config> config, const Peppers& peppers)
     : people_(people),
       clock_(clock),
       config_(std::move(config)),
-      token_key_(pepper, previous_pepper, "gatehouse-session-token-v1"),
-      csrf_key_(pepper, previous_pepper, "gatehouse-session-csrf-v1") {}
+      token_key_(peppers, "gatehouse-session-token-v1"),
+      csrf_key_(peppers, "gatehouse-session-csrf-v1") {}
 
 std::string SessionService::HashToken(std::string_view token) const {
   return token_key_.Hex(token);
@@ -74,10 +73,12 @@ Result<SessionRecord> SessionService::Authenticate(std::string_view token,
     return NotSignedIn();
   }
   auto found = people_.FindSession(HashToken(token));
-  if (found && !*found) {
-    // Issued before a pepper rotation: stored under the previous pepper, and kept there, since
-    // the session ends (or its refresh replaces it) long before the previous pepper is retired.
-    if (auto previous = token_key_.PreviousHex(token)) found = people_.FindSession(*previous);
+  // Issued under another pepper during a rotation (before it, or by a node already switched):
+  // kept where it is, since the session ends (or its refresh replaces it) long before the
+  // rotation does.
+  for (const auto& other : token_key_.OtherHexes(token)) {
+    if (!found || *found) break;
+    found = people_.FindSession(other);
   }
   if (!found) return tl::unexpected(found.error());
   if (!*found) return NotSignedIn();
@@ -156,7 +157,7 @@ std::string SessionService::CsrfToken(const SessionRecord& s) const {
 }
 
 bool SessionService::CheckCsrf(const SessionRecord& s, std::string_view presented) const {
-  return csrf_key_.Matches(s.family_id, presented);  // a page loaded before a rotation too
+  return csrf_key_.Matches(s.family_id, presented);  // a page loaded under another pepper too
 }
 
 }  // namespace gatehouse

@@ -33,9 +33,9 @@ class SessionService {
   static constexpr std::string_view kTokenPrefix = "ghs_";
   static constexpr std::string_view kCookieName = kSessionCookieName;
 
-  // `previous_pepper` (empty: none): sessions issued before a pepper rotation keep working.
+  // Sessions issued under the previous or the next pepper (a rotation under way) keep working.
   SessionService(PeopleRepository& people, const Clock& clock, std::shared_ptr<const Config> config,
-                 std::string_view pepper, std::string_view previous_pepper = {});
+                 const Peppers& peppers);
 
   static bool IsSessionToken(std::string_view credential) {
     return credential.starts_with(kTokenPrefix);

@@ -269,8 +269,9 @@ TEST_F(AuditLogTest, CheckpointsAndIntactHeadsAreSignedForWhoeverHoldsThePublicK
   // Through a pepper rotation, and no further.
   const std::string new_pepper = "a-new-pepper-0123456789abcdef012345";
   EXPECT_TRUE(
-      AuditService(*store_, clock_, new_pepper, 30, {{}, {}, kPepper}).Verify("org_a")->intact);
-  EXPECT_FALSE(AuditService(*store_, clock_, new_pepper, 30, {{}, {}, {}}).Verify("org_a")->intact);
+      AuditService(*store_, clock_, new_pepper, 30, {{}, {}, kPepper, {}}).Verify("org_a")->intact);
+  EXPECT_FALSE(
+      AuditService(*store_, clock_, new_pepper, 30, {{}, {}, {}, {}}).Verify("org_a")->intact);
   Tamper("UPDATE audit_heads SET checkpoint_signature = 'ed25519:" + audit_->signer().key_id() +
          ":AAAA' WHERE org_id = 'org_a'");
   EXPECT_FALSE(audit_->Verify("org_a")->intact);
@@ -287,7 +288,7 @@ TEST_F(AuditLogTest, ARotatedSigningKeyKeepsWhatItSignedVerifiable) {
   const std::string secret = "a-signing-secret-of-its-own-0123456789";
 
   // Rotated with the old key forgotten: its checkpoint breaks the chain, its heads are refused.
-  AuditService forgetful(*store_, clock_, kPepper, 30, {secret, {}, {}});
+  AuditService forgetful(*store_, clock_, kPepper, 30, {secret, {}, {}, {}});
   EXPECT_NE(forgetful.signer().key_id(), audit_->signer().key_id());
   EXPECT_FALSE(forgetful.Verify("org_a")->intact);
   auto refused = forgetful.Verify("org_a", &kept);
@@ -296,7 +297,8 @@ TEST_F(AuditLogTest, ARotatedSigningKeyKeepsWhatItSignedVerifiable) {
 
   // Rotated with the old public key retired: both still verify, and JWKS publishes both keys,
   // the one that signs now first.
-  AuditService rotated(*store_, clock_, kPepper, 30, {secret, {audit_->signer().public_key()}, {}});
+  AuditService rotated(*store_, clock_, kPepper, 30,
+                       {secret, {audit_->signer().public_key()}, {}, {}});
   auto after = rotated.Verify("org_a", &kept);
   ASSERT_TRUE(after) << after.error().message;
   EXPECT_TRUE(after->intact) << after->reason;
@@ -328,7 +330,7 @@ TEST_F(AuditLogTest, APepperRotationRetiresTheSigningKeyThePreviousPepperDerived
   const std::string new_pepper = "a-new-pepper-0123456789abcdef012345";
   // The pepper derives the signing key (no secret of its own): the key the previous pepper
   // derived is retired by itself, so what it signed still anchors a verify.
-  AuditService rotated(*store_, clock_, new_pepper, 30, {{}, {}, kPepper});
+  AuditService rotated(*store_, clock_, new_pepper, 30, {{}, {}, kPepper, {}});
   EXPECT_NE(rotated.signer().key_id(), audit_->signer().key_id());
   auto after = rotated.Verify("org_a", &kept);
   ASSERT_TRUE(after) << after.error().message;
@@ -337,12 +339,33 @@ TEST_F(AuditLogTest, APepperRotationRetiresTheSigningKeyThePreviousPepperDerived
             Ed25519Jwks({rotated.signer().public_key(), audit_->signer().public_key()}));
   // Listed as well, it is published once.
   AuditService listed(*store_, clock_, new_pepper, 30,
-                      {{}, {audit_->signer().public_key()}, kPepper});
+                      {{}, {audit_->signer().public_key()}, kPepper, {}});
   EXPECT_EQ(listed.JwksJson(), rotated.JwksJson());
   // With a signing secret of its own, the pepper signed nothing: its rotation retires nothing.
   AuditService own(*store_, clock_, new_pepper, 30,
-                   {"a-signing-secret-of-its-own-0123456789", {}, kPepper});
+                   {"a-signing-secret-of-its-own-0123456789", {}, kPepper, {}});
   EXPECT_EQ(own.JwksJson(), Ed25519Jwks({own.signer().public_key()}));
+}
+
+TEST_F(AuditLogTest, ANodeNotYetSwitchedVerifiesWhatTheNextPeppersKeySigned) {
+  const std::string new_pepper = "a-new-pepper-0123456789abcdef012345";
+  // A rolling rotation: one node has switched to the new pepper and signs with its key.
+  AuditService switched(*store_, clock_, new_pepper, 30, {{}, {}, kPepper, {}});
+  AppendMany("org_a", 5);
+  auto signed_there = switched.Verify("org_a");
+  ASSERT_TRUE(signed_there && signed_there->signed_head);
+  const SignedAuditStatement kept = *signed_there->signed_head;
+  // A node with the new pepper announced still signs with its current key, and verifies what
+  // the switched node signed; JWKS publishes both.
+  AuditService announced(*store_, clock_, kPepper, 30, {{}, {}, {}, new_pepper});
+  EXPECT_EQ(announced.signer().key_id(), audit_->signer().key_id());
+  auto here = announced.Verify("org_a", &kept);
+  ASSERT_TRUE(here) << here.error().message;
+  EXPECT_EQ(here->anchor, "held");
+  EXPECT_EQ(announced.JwksJson(),
+            Ed25519Jwks({audit_->signer().public_key(), switched.signer().public_key()}));
+  // Without the announcement, it is a key this deployment never used.
+  EXPECT_FALSE(audit_->Verify("org_a", &kept));
 }
 
 TEST_F(AuditLogTest, AKeptSignedHeadShowsATailCutTogetherWithTheHead) {

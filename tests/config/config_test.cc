@@ -241,6 +241,8 @@ TEST(Config, RetiredAuditSigningKeysAreTheirJwksX) {
   ASSERT_TRUE(c) << c.error().message;
   EXPECT_EQ(c->previous_pepper.env, "GATEHOUSE_PREVIOUS_PEPPER");
   EXPECT_TRUE(c->previous_pepper.file.empty());  // unset: no pepper rotation under way
+  EXPECT_EQ(c->next_pepper.env, "GATEHOUSE_NEXT_PEPPER");
+  EXPECT_TRUE(c->next_pepper.file.empty());
   EXPECT_EQ(c->audit_signing_key.file, "/etc/gatehouse/audit-signing");
   EXPECT_EQ(c->audit_signing_key.env, "GATEHOUSE_AUDIT_SIGNING_KEY");
   ASSERT_EQ(c->audit.retired_signing_keys, std::vector<std::string>{x});

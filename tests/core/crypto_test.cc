@@ -89,13 +89,14 @@ TEST(Random, IdsHaveTheirPrefix) {
 }
 
 TEST(PepperedKey, TheCurrentPepperMakesAndEitherPepperMatchesDuringARotation) {
-  PepperedKey before("old-pepper-0123456789abcdef0123456789", "", "purpose-v1");
-  PepperedKey rotating("new-pepper-0123456789abcdef0123456789",
-                       "old-pepper-0123456789abcdef0123456789", "purpose-v1");
-  PepperedKey after("new-pepper-0123456789abcdef0123456789", "", "purpose-v1");
+  constexpr std::string_view kOld = "old-pepper-0123456789abcdef0123456789";
+  constexpr std::string_view kNew = "new-pepper-0123456789abcdef0123456789";
+  PepperedKey before(Peppers{kOld}, "purpose-v1");
+  PepperedKey rotating(Peppers{kNew, kOld}, "purpose-v1");
+  PepperedKey after(Peppers{kNew}, "purpose-v1");
   const std::string old_mac = before.Hex("token");
-  EXPECT_FALSE(before.PreviousHex("token"));
-  EXPECT_EQ(rotating.PreviousHex("token"), old_mac);
+  EXPECT_TRUE(before.OtherHexes("token").empty());
+  EXPECT_EQ(rotating.OtherHexes("token"), std::vector<std::string>{old_mac});
   EXPECT_EQ(rotating.Hex("token"), after.Hex("token"));
   EXPECT_NE(rotating.Hex("token"), old_mac);
   EXPECT_TRUE(rotating.Matches("token", old_mac));
@@ -103,8 +104,26 @@ TEST(PepperedKey, TheCurrentPepperMakesAndEitherPepperMatchesDuringARotation) {
   EXPECT_FALSE(rotating.Matches("other", old_mac));
   EXPECT_FALSE(after.Matches("token", old_mac));
   // Another purpose of the same pepper is another key.
-  EXPECT_NE(PepperedKey("old-pepper-0123456789abcdef0123456789", "", "purpose-v2").Hex("token"),
-            old_mac);
+  EXPECT_NE(PepperedKey(Peppers{kOld}, "purpose-v2").Hex("token"), old_mac);
+}
+
+TEST(PepperedKey, ANodeNotYetSwitchedMatchesWhatTheNextPepperMadeButMakesUnderItsOwn) {
+  constexpr std::string_view kOld = "old-pepper-0123456789abcdef0123456789";
+  constexpr std::string_view kNew = "new-pepper-0123456789abcdef0123456789";
+  PepperedKey announced(Peppers{kOld, {}, kNew}, "purpose-v1");
+  PepperedKey switched(Peppers{kNew, kOld}, "purpose-v1");
+  // Each finds what the other made, and each makes under its own current pepper.
+  EXPECT_TRUE(announced.Matches("token", switched.Hex("token")));
+  EXPECT_TRUE(switched.Matches("token", announced.Hex("token")));
+  EXPECT_EQ(announced.Hex("token"), PepperedKey(Peppers{kOld}, "purpose-v1").Hex("token"));
+  EXPECT_EQ(announced.OtherHexes("token"), std::vector<std::string>{switched.Hex("token")});
+  // Previous and next together (a rotation announced before the last one finished): all three.
+  constexpr std::string_view kNewer = "newer-pepper-0123456789abcdef0123456789";
+  PepperedKey both(Peppers{kNew, kOld, kNewer}, "purpose-v1");
+  EXPECT_EQ(both.OtherHexes("token").size(), 2u);
+  EXPECT_TRUE(both.Matches("token", announced.Hex("token")));
+  EXPECT_TRUE(both.Matches("token", PepperedKey(Peppers{kNewer}, "purpose-v1").Hex("token")));
+  EXPECT_FALSE(PepperedKey(Peppers{kNewer}, "purpose-v1").Matches("token", announced.Hex("token")));
 }
 
 }  // namespace

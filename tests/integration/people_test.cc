@@ -213,6 +213,123 @@ TEST_F(PeopleHttpTest, AfterAPepperRotationWhatIsUsedMovesAndWhatIsNotEndsWithTh
   EXPECT_EQ(jwks().size(), 1u);
 }
 
+TEST_F(PeopleHttpTest, ARollingPepperRotationNeverLocksAnyoneOutOfANodeNotYetSwitched) {
+  AddMember("dev@example.com", "developer");
+  auto created = Call("POST", "/v1/orgs/" + org_ + "/keys", key_,
+                      R"({"label":"in use","scopes":["read:findings"]})");
+  ASSERT_EQ(created.status, 201) << created.body;
+  const std::string used(boost::json::parse(created.body).at("key").as_string());
+  const std::string used_id(boost::json::parse(created.body).at("id").as_string());
+  const std::string pepper_file = dir_.path() + "/data/secrets/pepper";
+  std::string old_pepper;
+  std::getline(std::ifstream(pepper_file), old_pepper);
+  ASSERT_GE(old_pepper.size(), 32u);
+  const std::string new_pepper(64, 'f');
+  server_.reset();
+
+  // A next pepper that is the pepper itself, or the previous one, is a mistake, said without
+  // echoing either.
+  std::vector<std::string> cli = {
+      "/bin/sh", "-c", "exec \"$0\" \"$@\" 2>&1", Binary(), "keys", "list", "--org", org_};
+  for (const auto& f : StorageFlags()) cli.push_back(f);
+  int status = -1;
+  std::string out = RunCommand(cli, &status, {{"GATEHOUSE_NEXT_PEPPER", old_pepper}});
+  EXPECT_NE(status, 0);
+  EXPECT_NE(out.find("the next key pepper is the pepper itself"), std::string::npos) << out;
+  out = RunCommand(cli, &status,
+                   {{"GATEHOUSE_PEPPER", new_pepper},
+                    {"GATEHOUSE_PREVIOUS_PEPPER", old_pepper},
+                    {"GATEHOUSE_NEXT_PEPPER", old_pepper}});
+  EXPECT_NE(status, 0);
+  EXPECT_NE(out.find("the next key pepper is the previous one"), std::string::npos) << out;
+  EXPECT_EQ(out.find(old_pepper), std::string::npos) << out;
+
+  // Step one, on every node: the new pepper is announced. Step two has begun on one node,
+  // which has switched to it; the other has not yet.
+  auto waiting = std::make_unique<ServerProcess>(
+      config_, std::map<std::string, std::string>{{"GATEHOUSE_NEXT_PEPPER", new_pepper}});
+  auto switched = std::make_unique<ServerProcess>(
+      config_, std::map<std::string, std::string>{{"GATEHOUSE_PEPPER", new_pepper},
+                                                  {"GATEHOUSE_PREVIOUS_PEPPER", old_pepper}});
+  auto on = [](const ServerProcess& node, const std::string& method, const std::string& target,
+               const std::string& credential, const std::string& body = "") {
+    std::vector<std::pair<std::string, std::string>> headers;
+    if (!credential.empty()) headers.emplace_back("Authorization", "Bearer " + credential);
+    return Request(node.port(), method, target, headers, body);
+  };
+  auto sign_in = [&](const ServerProcess& node) {
+    auto r = on(node, "POST", "/v1/auth/login", "",
+                R"({"email":"dev@example.com","password":")" + std::string(kPassword) + "\"}");
+    EXPECT_EQ(r.status, 200) << r.body;
+    return r.status == 200 ? std::string(boost::json::parse(r.body).at("token").as_string())
+                           : std::string();
+  };
+  auto rehashed = [&](const ServerProcess& node) {
+    const std::string m = on(node, "GET", "/metrics", "").body;
+    const std::string name = "\ngatehouse_keys_rehashed_total ";
+    const auto at = m.find(name);
+    if (at == std::string::npos) return std::string("?");
+    const auto from = at + name.size();
+    return m.substr(from, m.find('\n', from) - from);
+  };
+  // The waiting node serves the key as it is; the switched node moves it; the waiting node
+  // still finds it, and leaves it where it is.
+  EXPECT_EQ(on(*waiting, "GET", "/api/v1/findings/1", used).status, 200);
+  EXPECT_EQ(on(*switched, "GET", "/api/v1/findings/1", used).status, 200);
+  EXPECT_EQ(rehashed(*switched), "1");
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(on(*waiting, "GET", "/api/v1/findings/1", used).status, 200);
+    std::this_thread::sleep_for(400ms);  // past the waiting node's next invalidation sync
+  }
+  EXPECT_EQ(rehashed(*waiting), "0");
+  // Keys made on either node work on both.
+  auto made_on = [&](const ServerProcess& node) {
+    auto r = on(node, "POST", "/v1/orgs/" + org_ + "/keys", key_,
+                R"({"label":"rolling","scopes":["read:findings"]})");
+    EXPECT_EQ(r.status, 201) << r.body;
+    return std::string(boost::json::parse(r.body).at("key").as_string());
+  };
+  for (const std::string& key : {made_on(*waiting), made_on(*switched)}) {
+    EXPECT_EQ(on(*waiting, "GET", "/api/v1/findings/1", key).status, 200);
+    EXPECT_EQ(on(*switched, "GET", "/api/v1/findings/1", key).status, 200);
+  }
+  // A sign-in on the switched node moves the password to the new pepper, and its session is
+  // good on both; a sign-in on the waiting node verifies the moved password there.
+  const std::string session_switched = sign_in(*switched);
+  EXPECT_EQ(on(*waiting, "GET", "/v1/me", session_switched).status, 200);
+  const std::string session_waiting = sign_in(*waiting);
+  EXPECT_EQ(on(*switched, "GET", "/v1/me", session_waiting).status, 200);
+  // The waiting node verifies what the switched node's audit key signs: both keys published.
+  auto jwks = boost::json::parse(on(*waiting, "GET", "/.well-known/jwks.json", "").body);
+  EXPECT_EQ(jwks.at("keys").as_array().size(), 2u);
+  auto verified = on(*switched, "POST", "/v1/orgs/" + org_ + "/audit/verify", key_);
+  ASSERT_EQ(verified.status, 200) << verified.body;
+  auto anchor = boost::json::parse(verified.body).at("signed_head");
+  auto held = on(*waiting, "POST", "/v1/orgs/" + org_ + "/audit/verify", key_,
+                 boost::json::serialize(boost::json::object{{"anchor", anchor}}));
+  EXPECT_EQ(held.status, 200) << held.body;
+  // A revocation on the waiting node, of a key whose row holds the new pepper's hash, takes
+  // effect on both.
+  EXPECT_EQ(on(*waiting, "DELETE", "/v1/orgs/" + org_ + "/keys/" + used_id, key_).status, 200);
+  EXPECT_EQ(on(*waiting, "GET", "/api/v1/findings/1", used).status, 401);
+  int revoked = 0;
+  for (int i = 0; i < 50 && revoked != 401; ++i) {
+    revoked = on(*switched, "GET", "/api/v1/findings/1", used).status;
+    if (revoked != 401) std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_EQ(revoked, 401);
+  waiting.reset();
+  switched.reset();
+
+  // Every node switched, and the previous pepper retired: the password the waiting node
+  // verified was never moved back, and the session the switched node issued goes on.
+  server_ = std::make_unique<ServerProcess>(
+      config_, std::map<std::string, std::string>{{"GATEHOUSE_PEPPER", new_pepper}});
+  EXPECT_FALSE(Token("dev@example.com").empty());
+  EXPECT_EQ(Call("GET", "/v1/me", session_switched).status, 200);
+  EXPECT_EQ(Call("GET", "/v1/me", session_waiting).status, 401);  // issued under the old one
+}
+
 TEST_F(PeopleHttpTest, TheOperatorManagesUsersFromTheCli) {
   AddMember("ops@example.com", "viewer");
   auto run = [&](std::vector<std::string> argv, std::map<std::string, std::string> env = {}) {

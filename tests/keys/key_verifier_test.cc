@@ -152,5 +152,45 @@ TEST(KeyVerifier, AfterAPepperRotationAKeyInUseMovesToTheNewPepper) {
   EXPECT_NE(old_hash, rotating->HashKey(key));
 }
 
+TEST(KeyVerifier, DuringARollingRotationANodeNotYetSwitchedFindsMovedKeysAndLeavesThemMoved) {
+  DomainEnv env;
+  auto org = env.NewOrg("Acme");
+  const std::string& key = org.owner_key.secret;
+  const HmacSha256Key old_pepper(DomainEnv::kPepper);
+  const HmacSha256Key new_pepper("a-new-pepper-0123456789abcdef012345");
+  // The new pepper is announced to this node; another node has switched to it.
+  KeyVerifier announced(env.verifier->format(), old_pepper, *env.store, env.clock, {});
+  announced.AcceptNextPepper(new_pepper);
+  KeyVerifier switched(env.verifier->format(), new_pepper, *env.store, env.clock, {});
+  switched.AcceptPreviousPepper(old_pepper);
+  ASSERT_TRUE(announced.SyncInvalidations());  // learns where the log ends
+  ASSERT_TRUE(switched.SyncInvalidations());
+  ASSERT_EQ(announced.Verify(key, "")->status, KeyStatus::kValid);  // cached as it is stored
+
+  ASSERT_EQ(switched.Verify(key, "")->status, KeyStatus::kValid);
+  ASSERT_EQ(switched.keys_rehashed(), 1u);
+  ASSERT_TRUE(announced.SyncInvalidations());  // the move, logged under the old hash
+  EXPECT_FALSE(announced.TryCached(key, ""));
+  // Found under the next pepper, cached, and not moved back.
+  auto v = announced.Verify(key, "");
+  ASSERT_TRUE(v);
+  EXPECT_EQ(v->status, KeyStatus::kValid);
+  EXPECT_EQ(v->facts->key_id, org.owner_key.record.id);
+  EXPECT_EQ(announced.keys_rehashed(), 0u);
+  EXPECT_EQ(env.keys->Get(org.org.id, org.owner_key.record.id)->key_hash, switched.HashKey(key));
+  EXPECT_EQ(announced.TryCached(key, "")->status, KeyStatus::kValid);
+  EXPECT_EQ(switched.Verify(key, "")->status, KeyStatus::kValid);
+  EXPECT_EQ(switched.keys_rehashed(), 1u);  // nothing to move again
+  // The cache entry sits under this node's hash, the row holds the new one: a revocation,
+  // logged under the stored hash, must still reach it.
+  ASSERT_TRUE(env.keys->Revoke(org.org.id, org.owner_key.record.id));
+  EXPECT_EQ(announced.TryCached(key, "")->status, KeyStatus::kValid);  // not synced yet
+  ASSERT_TRUE(announced.SyncInvalidations());
+  EXPECT_FALSE(announced.TryCached(key, ""));
+  EXPECT_EQ(announced.Verify(key, "")->status, KeyStatus::kRevoked);
+  ASSERT_TRUE(switched.SyncInvalidations());
+  EXPECT_EQ(switched.Verify(key, "")->status, KeyStatus::kRevoked);
+}
+
 }  // namespace
 }  // namespace gatehouse

@@ -80,7 +80,7 @@ TEST(PasswordPolicy, NormalisesToNfcAndRefusesControlsAndBadUtf8) {
 }
 
 TEST(PasswordHasher, StoresArgon2idPhcStringsAndVerifiesExactly) {
-  PasswordHasher h(QuickHashing(), "pepper-0123456789abcdef0123456789");
+  PasswordHasher h(QuickHashing(), Peppers{"pepper-0123456789abcdef0123456789"});
   std::string pw = "the owl flies at midnight over Zurich";
   auto phc = h.Hash(pw);
   ASSERT_TRUE(phc);
@@ -104,8 +104,8 @@ TEST(PasswordHasher, StoresArgon2idPhcStringsAndVerifiesExactly) {
 }
 
 TEST(PasswordHasher, ThePepperIsPartOfTheHash) {
-  PasswordHasher a(QuickHashing(), "pepper-0123456789abcdef0123456789");
-  PasswordHasher b(QuickHashing(), "another-pepper-0123456789abcdef01");
+  PasswordHasher a(QuickHashing(), Peppers{"pepper-0123456789abcdef0123456789"});
+  PasswordHasher b(QuickHashing(), Peppers{"another-pepper-0123456789abcdef01"});
   auto phc = a.Hash("the owl flies at midnight over Zurich");
   EXPECT_FALSE(*b.Verify("the owl flies at midnight over Zurich", *phc));
 }
@@ -114,13 +114,13 @@ TEST(PasswordHasher, APasswordKeyedWithThePreviousPepperVerifiesAndMovesToTheCur
   const std::string pw = "the owl flies at midnight over Zurich";
   const char* old_pepper = "pepper-0123456789abcdef0123456789";
   const char* new_pepper = "another-pepper-0123456789abcdef01";
-  PasswordHasher before(QuickHashing(), old_pepper);
+  PasswordHasher before(QuickHashing(), Peppers{old_pepper});
   auto old_phc = before.Hash(pw);
   ASSERT_TRUE(old_phc);
   // Tagged with the pepper that keyed it.
   EXPECT_EQ(old_phc->size() - old_phc->find('#'), 17u) << *old_phc;
 
-  PasswordHasher rotating(QuickHashing(), new_pepper, old_pepper);
+  PasswordHasher rotating(QuickHashing(), Peppers{new_pepper, old_pepper});
   EXPECT_TRUE(*rotating.Verify(pw, *old_phc));
   EXPECT_FALSE(*rotating.Verify(pw + "!", *old_phc));
   EXPECT_TRUE(rotating.NeedsRehash(*old_phc));
@@ -132,7 +132,7 @@ TEST(PasswordHasher, APasswordKeyedWithThePreviousPepperVerifiesAndMovesToTheCur
   EXPECT_FALSE(*rotating.Verify(pw, retagged));
 
   // Once the previous pepper is retired, a hash it keyed verifies no more; a moved one does.
-  PasswordHasher after(QuickHashing(), new_pepper);
+  PasswordHasher after(QuickHashing(), Peppers{new_pepper});
   EXPECT_FALSE(*after.Verify(pw, *old_phc));
   EXPECT_TRUE(*after.Verify(pw, *moved));
   // A hash from before tags existed is tried with the current pepper, then the previous one.
@@ -143,12 +143,37 @@ TEST(PasswordHasher, APasswordKeyedWithThePreviousPepperVerifiesAndMovesToTheCur
   EXPECT_TRUE(before.NeedsRehash(untagged));  // tagged at its next sign-in
 }
 
+TEST(PasswordHasher, ANodeNotYetSwitchedVerifiesWhatTheNextPepperKeyedAndNeverMovesItBack) {
+  const std::string pw = "the owl flies at midnight over Zurich";
+  const char* old_pepper = "pepper-0123456789abcdef0123456789";
+  const char* new_pepper = "another-pepper-0123456789abcdef01";
+  // A rolling rotation: this node has the new pepper announced; another has switched to it.
+  PasswordHasher announced(QuickHashing(), Peppers{old_pepper, {}, new_pepper});
+  PasswordHasher switched(QuickHashing(), Peppers{new_pepper, old_pepper});
+  auto moved = switched.Hash(pw);
+  ASSERT_TRUE(moved);
+  EXPECT_TRUE(*announced.Verify(pw, *moved));
+  EXPECT_FALSE(*announced.Verify(pw + "!", *moved));
+  // Keyed with the current pepper again here, the switched node would move it forth at once,
+  // and the two would pass it back and forth until the last node switched.
+  EXPECT_FALSE(announced.NeedsRehash(*moved));
+  // What this node hashes is keyed with its own current pepper, and the switched node moves it.
+  auto made_here = announced.Hash(pw);
+  ASSERT_TRUE(made_here);
+  EXPECT_TRUE(*switched.Verify(pw, *made_here));
+  EXPECT_TRUE(switched.NeedsRehash(*made_here));
+  EXPECT_FALSE(announced.NeedsRehash(*made_here));
+  // Without the announcement, the switched node's hashes verify nowhere but there.
+  PasswordHasher unaware(QuickHashing(), Peppers{old_pepper});
+  EXPECT_FALSE(*unaware.Verify(pw, *moved));
+}
+
 TEST(PasswordHasher, OlderParametersAreReportedForUpgrade) {
   PasswordConfig weak = QuickHashing();
   weak.argon2_memory_kib = 8192;
   weak.argon2_iterations = 1;
-  PasswordHasher old(weak, "pepper-0123456789abcdef0123456789");
-  PasswordHasher current(QuickHashing(), "pepper-0123456789abcdef0123456789");
+  PasswordHasher old(weak, Peppers{"pepper-0123456789abcdef0123456789"});
+  PasswordHasher current(QuickHashing(), Peppers{"pepper-0123456789abcdef0123456789"});
   auto phc = old.Hash("the owl flies at midnight over Zurich");
   EXPECT_TRUE(current.NeedsRehash(*phc));
   EXPECT_TRUE(*current.Verify("the owl flies at midnight over Zurich", *phc));
@@ -158,7 +183,7 @@ TEST(PasswordHasher, ASaturatedPoolRefusesAtOnceInsteadOfQueueingWithoutBound) {
   PasswordConfig c = QuickHashing();
   c.hash_workers = 1;
   c.hash_queue = 1;
-  PasswordHasher h(c, "pepper-0123456789abcdef0123456789");
+  PasswordHasher h(c, Peppers{"pepper-0123456789abcdef0123456789"});
   std::atomic<int> refused{0}, done{0};
   std::vector<std::thread> callers;
   for (int i = 0; i < 8; ++i) {

@@ -57,8 +57,8 @@ TEST_F(SessionsTest, ASessionIssuedBeforeAPepperRotationLastsThroughIt) {
   ASSERT_EQ(me.status, 200) << me.body;
   const std::string csrf(Body(me).at("session").at("csrf_token").as_string());
   const std::string new_pepper = "a-new-pepper-0123456789abcdef012345";
-  SessionService rotating(*env_.people, env_.clock, env_.config, new_pepper,
-                          testing::DomainEnv::kPepper);
+  SessionService rotating(*env_.people, env_.clock, env_.config,
+                          Peppers{new_pepper, testing::DomainEnv::kPepper});
   auto session = rotating.Authenticate(token, "127.0.0.1");
   ASSERT_TRUE(session) << session.error().message;
   // The page loaded before the rotation still holds the CSRF token it was given then.
@@ -67,7 +67,7 @@ TEST_F(SessionsTest, ASessionIssuedBeforeAPepperRotationLastsThroughIt) {
   EXPECT_TRUE(rotating.CheckCsrf(*session, rotating.CsrfToken(*session)));
   EXPECT_FALSE(rotating.CheckCsrf(*session, std::string(64, '0')));
   // Once the previous pepper is retired, it ends.
-  SessionService retired(*env_.people, env_.clock, env_.config, new_pepper);
+  SessionService retired(*env_.people, env_.clock, env_.config, Peppers{new_pepper});
   EXPECT_FALSE(retired.Authenticate(token, "127.0.0.1"));
 }
 
@@ -375,7 +375,7 @@ TEST_F(SessionsTest, OldHashesAreUpgradedAtTheNextSignIn) {
   PasswordConfig weak;
   weak.argon2_memory_kib = 8192;
   weak.argon2_iterations = 1;
-  PasswordHasher old(weak, testing::DomainEnv::kPepper);
+  PasswordHasher old(weak, Peppers{testing::DomainEnv::kPepper});
   UserRecord u;
   u.id = "usr_legacy";
   u.email = "legacy@example.com";

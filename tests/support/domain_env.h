@@ -48,12 +48,13 @@ struct DomainEnv {
     policy = std::make_unique<PasswordPolicy>(
         config->passwords, std::unordered_set<std::string>{"password", "letmein", "qwerty",
                                                            "correcthorsebatterystaple"});
-    hasher = std::make_unique<PasswordHasher>(config->passwords, kPepper);
+    hasher = std::make_unique<PasswordHasher>(config->passwords, Peppers{kPepper});
     login_guard = std::make_unique<LoginGuard>(config->login, clock);
-    sessions = std::make_unique<SessionService>(*people, clock, config, kPepper);
+    sessions = std::make_unique<SessionService>(*people, clock, config, Peppers{kPepper});
     accounts = std::make_unique<AccountService>(*people, *sessions, *hasher, *policy, *login_guard,
                                                 clock, config, kPepper);
-    members = std::make_unique<MemberService>(*store, *people, *accounts, clock, config, kPepper);
+    members = std::make_unique<MemberService>(*store, *people, *accounts, clock, config,
+                                              Peppers{kPepper});
     auth->SetSessionResolver(GatewaySessionResolver(*sessions, *members, *accounts));
     policies = std::make_unique<PolicyRepository>(*store);
     org_policies = std::make_unique<OrgPolicyCache>(
