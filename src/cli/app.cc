@@ -141,7 +141,7 @@ Result<std::unique_ptr<App>> App::Open(std::shared_ptr<const Config> config, boo
   app->sessions = std::make_unique<SessionService>(*app->people, *app->clock, config, peppers);
   app->accounts = std::make_unique<AccountService>(*app->people, *app->sessions, *app->hasher,
                                                    *app->password_policy, *app->login_guard,
-                                                   *app->clock, config, *pepper);
+                                                   *app->clock, config, peppers);
   app->members = std::make_unique<MemberService>(*app->store, *app->people, *app->accounts,
                                                  *app->clock, config, peppers);
   SecureZero(*pepper);

@@ -23,7 +23,7 @@ tl::unexpected<Error> WrongCredentials() {
 AccountService::AccountService(PeopleRepository& people, SessionService& sessions,
                                PasswordHasher& hasher, const PasswordPolicy& policy,
                                LoginGuard& guard, const Clock& clock,
-                               std::shared_ptr<const Config> config, std::string_view pepper)
+                               std::shared_ptr<const Config> config, const Peppers& peppers)
     : people_(people),
       sessions_(sessions),
       hasher_(hasher),
@@ -31,7 +31,11 @@ AccountService::AccountService(PeopleRepository& people, SessionService& session
       guard_(guard),
       clock_(clock),
       config_(std::move(config)),
-      subject_key_(DeriveSubkey(pepper, "gatehouse-login-subject-v1")) {}
+      // Keyed with the pepper every node holds throughout a rotation (the previous one on the
+      // nodes switched, the current one on those not yet), so that a sign-in's failures are
+      // one count across the cluster until the previous pepper is retired.
+      subject_key_(DeriveSubkey(peppers.previous.empty() ? peppers.current : peppers.previous,
+                                "gatehouse-login-subject-v1")) {}
 
 std::string AccountService::Subject(std::string_view email) const {
   return HexEncode(subject_key_.Mac(email));

@@ -47,7 +47,7 @@ class AccountService {
  public:
   AccountService(PeopleRepository& people, SessionService& sessions, PasswordHasher& hasher,
                  const PasswordPolicy& policy, LoginGuard& guard, const Clock& clock,
-                 std::shared_ptr<const Config> config, std::string_view pepper);
+                 std::shared_ptr<const Config> config, const Peppers& peppers);
 
   // A new user. `context` adds words the password must not be made of (the org's name).
   Result<UserRecord> CreateUser(std::string_view email, std::string_view password,

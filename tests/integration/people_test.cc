@@ -299,6 +299,22 @@ TEST_F(PeopleHttpTest, ARollingPepperRotationNeverLocksAnyoneOutOfANodeNotYetSwi
   EXPECT_EQ(on(*waiting, "GET", "/v1/me", session_switched).status, 200);
   const std::string session_waiting = sign_in(*waiting);
   EXPECT_EQ(on(*switched, "GET", "/v1/me", session_waiting).status, 200);
+  // Failed sign-ins are one count across both: three on each lock the account on both.
+  AddMember("guessed@example.com", "viewer");
+  for (const ServerProcess* node : {waiting.get(), switched.get()}) {
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_EQ(on(*node, "POST", "/v1/auth/login", "",
+                   R"({"email":"guessed@example.com","password":"not the password at all"})")
+                    .status,
+                401);
+    }
+  }
+  for (const ServerProcess* node : {waiting.get(), switched.get()}) {
+    auto locked =
+        on(*node, "POST", "/v1/auth/login", "",
+           R"({"email":"guessed@example.com","password":")" + std::string(kPassword) + "\"}");
+    EXPECT_EQ(locked.status, 429) << locked.body;
+  }
   // The waiting node verifies what the switched node's audit key signs: both keys published.
   auto jwks = boost::json::parse(on(*waiting, "GET", "/.well-known/jwks.json", "").body);
   EXPECT_EQ(jwks.at("keys").as_array().size(), 2u);

@@ -52,7 +52,7 @@ struct DomainEnv {
     login_guard = std::make_unique<LoginGuard>(config->login, clock);
     sessions = std::make_unique<SessionService>(*people, clock, config, Peppers{kPepper});
     accounts = std::make_unique<AccountService>(*people, *sessions, *hasher, *policy, *login_guard,
-                                                clock, config, kPepper);
+                                                clock, config, Peppers{kPepper});
     members = std::make_unique<MemberService>(*store, *people, *accounts, clock, config,
                                               Peppers{kPepper});
     auth->SetSessionResolver(GatewaySessionResolver(*sessions, *members, *accounts));
