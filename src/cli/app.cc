@@ -120,6 +120,11 @@ Result<std::unique_ptr<App>> App::Open(std::shared_ptr<const Config> config, boo
                          {{*pepper, "the pepper itself"}, {*previous_pepper, "the previous one"}});
   if (!next_pepper) return tl::unexpected(next_pepper.error());
   const Peppers peppers{*pepper, *previous_pepper, *next_pepper};
+  for (auto [held, fingerprint] : {std::pair{peppers.current, &app->pepper_fingerprints.current},
+                                   std::pair{peppers.previous, &app->pepper_fingerprints.previous},
+                                   std::pair{peppers.next, &app->pepper_fingerprints.next}}) {
+    if (!held.empty()) *fingerprint = PepperFingerprint(held);
+  }
   if (!previous_pepper->empty()) {
     app->verifier->AcceptPreviousPepper(HmacSha256Key(*previous_pepper));
   }

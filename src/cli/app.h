@@ -33,6 +33,10 @@ struct App {
   std::unique_ptr<MemberService> members;
   std::unique_ptr<PolicyRepository> policies;
   std::unique_ptr<OrgPolicyCache> org_policies;
+  // PepperFingerprint of each pepper held, by role; empty for a role not configured.
+  struct {
+    std::string current, previous, next;
+  } pepper_fingerprints;
 
   // With `create_pepper`, a missing pepper file is created (0600, 32 random bytes, hex): that is
   // what `gatehouse init` does. Otherwise a missing pepper is an error that says to run init.

@@ -267,6 +267,22 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
                      "API keys moved from the previous pepper to the current one by this process.",
                      "counter",
                      [verifier] { return static_cast<double>(verifier->keys_rehashed()); });
+  metrics.AddFamily(
+      "gatehouse_pepper",
+      "1 for each pepper this node holds, by role (current, previous, next) and fingerprint: "
+      "before any node switches to a new pepper, every node shows it as next.",
+      "gauge", [fingerprints = a.pepper_fingerprints] {
+        gh::Metrics::LabeledValues out;
+        for (const auto& [role, fingerprint] :
+             {std::pair{"current", fingerprints.current},
+              std::pair{"previous", fingerprints.previous}, std::pair{"next", fingerprints.next}}) {
+          if (fingerprint.empty()) continue;
+          out.emplace_back(gh::Metrics::Label("role", role) + "," +
+                               gh::Metrics::Label("fingerprint", fingerprint),
+                           1.0);
+        }
+        return out;
+      });
   std::unique_ptr<gh::AuditWriter> audit_writer;
   if (config->audit.enabled) {
     gh::AuditWriterOptions ao;

@@ -147,6 +147,10 @@ std::string DeriveSubkey(std::string_view secret, std::string_view purpose) {
   return HexEncode(HmacSha256Key(secret).Mac(purpose));
 }
 
+std::string PepperFingerprint(std::string_view pepper) {
+  return DeriveSubkey(pepper, "gatehouse-password-pepper-tag-v1").substr(0, 16);
+}
+
 PepperedKey::PepperedKey(const Peppers& peppers, std::string_view purpose)
     : current_(DeriveSubkey(peppers.current, purpose)) {
   for (std::string_view other : {peppers.previous, peppers.next}) {

@@ -53,6 +53,11 @@ struct Peppers {
   std::string_view next;
 };
 
+// 16 hex digits that name a pepper without revealing it: what /metrics shows of each pepper a
+// node holds, so that an operator sees a rotation's step done on every node, and the tag a
+// password hash carries of the pepper that keyed it.
+std::string PepperFingerprint(std::string_view pepper);
+
 // A purpose's subkey (DeriveSubkey) of the current pepper and, while a pepper rotation is under
 // way, of the previous and next ones, for tokens stored or checked as an HMAC: what was made
 // under any of them is found until that pepper is retired.

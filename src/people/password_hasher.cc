@@ -56,7 +56,7 @@ std::string PasswordHasher::Keyed(const HmacSha256Key& pepper, std::string_view 
 }
 
 std::string PasswordHasher::TagOf(std::string_view pepper) {
-  return "#" + DeriveSubkey(pepper, "gatehouse-password-pepper-tag-v1").substr(0, 16);
+  return "#" + PepperFingerprint(pepper);
 }
 
 void PasswordHasher::Work() {

@@ -272,6 +272,22 @@ TEST_F(PeopleHttpTest, ARollingPepperRotationNeverLocksAnyoneOutOfANodeNotYetSwi
     const auto from = at + name.size();
     return m.substr(from, m.find('\n', from) - from);
   };
+  // Each node shows which peppers it holds, by fingerprint and never by value: the pepper the
+  // switched node made current is the one the waiting node announced.
+  auto fingerprint = [&](const ServerProcess& node, const std::string& role) {
+    const std::string m = on(node, "GET", "/metrics", "").body;
+    EXPECT_EQ(m.find(new_pepper), std::string::npos);
+    EXPECT_EQ(m.find(old_pepper), std::string::npos);
+    const std::string label = "gatehouse_pepper{role=\"" + role + "\",fingerprint=\"";
+    const auto at = m.find(label);
+    if (at == std::string::npos) return std::string("none");
+    return m.substr(at + label.size(), 16);
+  };
+  EXPECT_EQ(fingerprint(*waiting, "next"), fingerprint(*switched, "current"));
+  EXPECT_EQ(fingerprint(*waiting, "current"), fingerprint(*switched, "previous"));
+  EXPECT_NE(fingerprint(*waiting, "current"), fingerprint(*waiting, "next"));
+  EXPECT_EQ(fingerprint(*waiting, "previous"), "none");
+  EXPECT_EQ(fingerprint(*switched, "next"), "none");
   // The waiting node serves the key as it is; the switched node moves it; the waiting node
   // still finds it, and leaves it where it is.
   EXPECT_EQ(on(*waiting, "GET", "/api/v1/findings/1", used).status, 200);
