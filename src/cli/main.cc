@@ -807,10 +807,13 @@ int main(int argc, char** argv) {
   if (ul->parsed()) {
     auto list = a.accounts->List();
     if (!list) return Die(list.error().message);
+    // The last column names the pepper the password is keyed with (gatehouse_pepper on
+    // /metrics names a node's): during a rotation, who has not signed in on a switched node.
     for (const auto& u : *list) {
+      const std::string_view pepper = gh::PasswordHasher::PepperOf(u.password_hash);
       std::cout << u.id << "\t" << u.email << "\t" << (u.disabled_at ? "disabled" : "active")
                 << "\t" << (u.last_login_at ? gh::FormatRfc3339(*u.last_login_at) : "never")
-                << "\n";
+                << "\tpepper:" << (pepper.empty() ? "unnamed" : pepper) << "\n";
     }
     return 0;
   }

@@ -150,6 +150,11 @@ bool PasswordHasher::NeedsRehash(std::string_view stored) const {
   return crypto_pwhash_str_needs_rehash(hash.c_str(), ops_, mem_bytes_) != 0;
 }
 
+std::string_view PasswordHasher::PepperOf(std::string_view phc) {
+  const std::size_t hash_mark = phc.find('#');
+  return hash_mark == std::string_view::npos ? std::string_view() : phc.substr(hash_mark + 1);
+}
+
 std::uint64_t PasswordHasher::rejected() const {
   std::lock_guard lock(mu_);
   return rejected_;

@@ -55,6 +55,10 @@ class PasswordHasher {
 
   std::uint64_t rejected() const;
 
+  // The fingerprint (PepperFingerprint) of the pepper that keyed a stored hash; empty for a
+  // hash from before hashes named their pepper.
+  static std::string_view PepperOf(std::string_view phc);
+
  private:
   Result<void> RunBounded(const std::function<void()>& job);
   static std::string Keyed(const HmacSha256Key& pepper, std::string_view password);

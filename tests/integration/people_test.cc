@@ -315,6 +315,15 @@ TEST_F(PeopleHttpTest, ARollingPepperRotationNeverLocksAnyoneOutOfANodeNotYetSwi
   EXPECT_EQ(on(*waiting, "GET", "/v1/me", session_switched).status, 200);
   const std::string session_waiting = sign_in(*waiting);
   EXPECT_EQ(on(*switched, "GET", "/v1/me", session_waiting).status, 200);
+  // The operator sees which pepper each password is keyed with: the moved one, under the new.
+  std::vector<std::string> list = {Binary(), "users", "list"};
+  for (const auto& f : StorageFlags()) list.push_back(f);
+  const std::string users = RunCommand(list, &status);
+  EXPECT_EQ(status, 0) << users;
+  const auto dev_line = users.find("dev@example.com");
+  ASSERT_NE(dev_line, std::string::npos) << users;
+  const std::string dev = users.substr(dev_line, users.find('\n', dev_line) - dev_line);
+  EXPECT_TRUE(dev.ends_with("pepper:" + fingerprint(*switched, "current"))) << users;
   // Failed sign-ins are one count across both: three on each lock the account on both.
   AddMember("guessed@example.com", "viewer");
   for (const ServerProcess* node : {waiting.get(), switched.get()}) {

@@ -118,7 +118,7 @@ TEST(PasswordHasher, APasswordKeyedWithThePreviousPepperVerifiesAndMovesToTheCur
   auto old_phc = before.Hash(pw);
   ASSERT_TRUE(old_phc);
   // Tagged with the pepper that keyed it.
-  EXPECT_EQ(old_phc->size() - old_phc->find('#'), 17u) << *old_phc;
+  EXPECT_EQ(PasswordHasher::PepperOf(*old_phc), PepperFingerprint(old_pepper)) << *old_phc;
 
   PasswordHasher rotating(QuickHashing(), Peppers{new_pepper, old_pepper});
   EXPECT_TRUE(*rotating.Verify(pw, *old_phc));
@@ -141,6 +141,7 @@ TEST(PasswordHasher, APasswordKeyedWithThePreviousPepperVerifiesAndMovesToTheCur
   EXPECT_TRUE(*rotating.Verify(pw, untagged));
   EXPECT_FALSE(*after.Verify(pw, untagged));
   EXPECT_TRUE(before.NeedsRehash(untagged));  // tagged at its next sign-in
+  EXPECT_EQ(PasswordHasher::PepperOf(untagged), "");
 }
 
 TEST(PasswordHasher, ANodeNotYetSwitchedVerifiesWhatTheNextPepperKeyedAndNeverMovesItBack) {
