@@ -88,6 +88,7 @@ void PrintIssued(const gh::NewOrgResult& r, bool json) {
 boost::json::object KeyLine(const gh::KeyService& keys, const gh::ApiKeyRecord& k) {
   boost::json::object o;
   o["id"] = k.id;
+  o["org_id"] = k.org_id;
   o["label"] = k.label;
   o["masked_key"] = keys.Masked(k);
   o["state"] = keys.State(k);
@@ -96,6 +97,8 @@ boost::json::object KeyLine(const gh::KeyService& keys, const gh::ApiKeyRecord& 
   o["scopes"] = std::move(scopes);
   o["environment"] = k.environment;
   o["expires_at"] = k.expires_at ? boost::json::value(gh::FormatRfc3339(*k.expires_at)) : nullptr;
+  o["last_used_at"] =
+      k.last_used_at ? boost::json::value(gh::FormatRfc3339(*k.last_used_at)) : nullptr;
   return o;
 }
 
@@ -612,9 +615,16 @@ int main(int argc, char** argv) {
   kc->add_option("--expires-in", expires_in, "lifetime such as 30d, 90d, 1y");
   kc->add_option("--ip", allow, "allowed CIDR (repeatable)");
   kc->add_flag("--json", json, "print JSON");
-  auto* kl = keys->add_subcommand("list", "list keys (masked)");
+  auto* kl = keys->add_subcommand("list", "list keys (masked), one JSON object a line");
   AddCommon(kl, common);
-  kl->add_option("--org", org, "organization id")->required();
+  bool all_orgs = false;
+  std::string unused_since;
+  auto* kl_org = kl->add_option("--org", org, "organization id");
+  auto* kl_all = kl->add_flag("--all-orgs", all_orgs, "the keys of every organization");
+  kl_org->excludes(kl_all);
+  kl->add_option("--unused-since", unused_since,
+                 "only active keys not used since this RFC 3339 time (during a pepper rotation, "
+                 "since the last node switched: the keys that have not moved)");
   auto* kr = keys->add_subcommand("revoke", "revoke a key now");
   AddCommon(kr, common);
   kr->add_option("--org", org, "organization id")->required();
@@ -873,15 +883,37 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (kl->parsed()) {
-    gh::KeyListQuery q;
-    q.limit = 200;
-    for (;;) {
-      auto page = a.keys->List(org, q);
-      if (!page) return Die(page.error().message);
-      for (const auto& k : page->keys)
-        std::cout << boost::json::serialize(KeyLine(*a.keys, k)) << "\n";
-      if (page->next_cursor.empty()) break;
-      q.cursor = page->next_cursor;
+    if (org.empty() && !all_orgs) return Die("keys list: give --org ID or --all-orgs");
+    std::optional<gh::UnixMicros> since;
+    if (!unused_since.empty()) {
+      auto t = gh::ParseRfc3339(unused_since);
+      if (!t) return Die("--unused-since: " + t.error().message);
+      since = *t;
+    }
+    std::vector<std::string> orgs{org};
+    if (all_orgs) {
+      auto listed = a.store->ListOrgs();
+      if (!listed) return Die(listed.error().message);
+      orgs.clear();
+      for (const auto& o : *listed) orgs.push_back(o.id);
+    }
+    for (const auto& org_id : orgs) {
+      gh::KeyListQuery q;
+      q.limit = 200;
+      for (;;) {
+        auto page = a.keys->List(org_id, q);
+        if (!page) return Die(page.error().message);
+        for (const auto& k : page->keys) {
+          // With --unused-since, only the active keys not used since then.
+          if (since &&
+              (a.keys->State(k) != "active" || (k.last_used_at && *k.last_used_at >= *since))) {
+            continue;
+          }
+          std::cout << boost::json::serialize(KeyLine(*a.keys, k)) << "\n";
+        }
+        if (page->next_cursor.empty()) break;
+        q.cursor = page->next_cursor;
+      }
     }
     return 0;
   }

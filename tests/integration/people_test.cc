@@ -5,8 +5,11 @@
 
 #include <atomic>
 #include <mutex>
+#include <set>
+#include <sstream>
 #include <thread>
 
+#include "core/time_format.h"
 #include "integration/fixture.h"
 
 namespace gatehouse::testing {
@@ -184,6 +187,12 @@ TEST_F(PeopleHttpTest, AfterAPepperRotationWhatIsUsedMovesAndWhatIsNotEndsWithTh
   EXPECT_NE(out.find("the previous key pepper is the pepper itself"), std::string::npos) << out;
   EXPECT_EQ(out.find(new_pepper), std::string::npos) << out;
 
+  // Whole seconds, so that the time the list is given is not after a use this second.
+  const std::string switched_at =
+      FormatRfc3339(std::chrono::duration_cast<std::chrono::seconds>(
+                        std::chrono::system_clock::now().time_since_epoch())
+                        .count() *
+                    kMicrosPerSecond);
   server_ = std::make_unique<ServerProcess>(
       config_, std::map<std::string, std::string>{{"GATEHOUSE_PREVIOUS_PEPPER", old_pepper}});
   EXPECT_EQ(Call("GET", "/v1/orgs/" + org_, key_).status, 200);
@@ -201,7 +210,26 @@ TEST_F(PeopleHttpTest, AfterAPepperRotationWhatIsUsedMovesAndWhatIsNotEndsWithTh
   auto rotated_jwks = jwks();
   ASSERT_EQ(rotated_jwks.size(), 2u);
   EXPECT_EQ(rotated_jwks.at(1), old_jwk);
+  server_->Signal(SIGTERM);  // a graceful stop writes the last uses
+  EXPECT_EQ(server_->Wait(), 0);
   server_.reset();
+
+  // The operator lists the keys that have not moved: the active ones not used since the switch.
+  std::vector<std::string> unmoved = {Binary(),     "keys",           "list",
+                                      "--all-orgs", "--unused-since", switched_at};
+  for (const auto& f : StorageFlags()) unmoved.push_back(f);
+  out = RunCommand(unmoved, &status, {{"GATEHOUSE_PREVIOUS_PEPPER", old_pepper}});
+  EXPECT_EQ(status, 0) << out;
+  auto listed_last4 = [&] {
+    std::set<std::string> last4;
+    std::istringstream lines(out);
+    for (std::string line; std::getline(lines, line);) {
+      const std::string masked(boost::json::parse(line).at("masked_key").as_string());
+      last4.insert(masked.substr(masked.size() - 4));
+    }
+    return last4;
+  };
+  EXPECT_EQ(listed_last4(), std::set<std::string>{idle.substr(idle.size() - 4)}) << out;
 
   // The previous pepper retired: what was used during the rotation stays; what was not, ends.
   server_ = std::make_unique<ServerProcess>(config_);
