@@ -98,6 +98,19 @@ class CliTest(unittest.TestCase):
         listing = run(BINARY, "keys", "list", "--org", org["org_id"], "--data-dir", self.data).stdout
         self.assertIn(created["id"], listing)
         self.assertNotIn(created["key"], listing)
+        # Every org's keys at once, each line naming its org; never used, so all are unused.
+        every = [json.loads(line) for line in run(
+            BINARY, "keys", "list", "--all-orgs", "--unused-since", "2000-01-01T00:00:00Z",
+            "--data-dir", self.data).stdout.splitlines()]
+        self.assertEqual(len({k["org_id"] for k in every}), 2)
+        self.assertIn(created["id"], [k["id"] for k in every])
+        self.assertTrue(all(k["last_used_at"] is None for k in every))
+        for args, says in ((["--org", org["org_id"], "--all-orgs"], "excludes"),
+                           ([], "--all-orgs"),
+                           (["--all-orgs", "--unused-since", "yesterday"], "--unused-since")):
+            refused = run(BINARY, "keys", "list", *args, "--data-dir", self.data, check=False)
+            self.assertNotEqual(refused.returncode, 0)
+            self.assertIn(says, refused.stderr)
         rotated = json.loads(run(BINARY, "keys", "rotate", "--org", org["org_id"], created["id"],
                                  "--grace", "1h", "--json", "--data-dir", self.data).stdout)
         self.assertNotEqual(rotated["key"], created["key"])
