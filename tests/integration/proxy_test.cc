@@ -7,11 +7,13 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <set>
 #include <stdexcept>
 #include <thread>
 
@@ -751,6 +753,13 @@ TEST_F(UpstreamNameTwoThreadsTest, AnAddressThatRefusesCostsOneFailedConnectionN
 // network threads, so that the standing the checking thread finds reaches the other too.
 class UpstreamNameCheckTest : public UpstreamNameTest {
  protected:
+  // The upstreams' threads answer checks with this fixture's members: they end first, once the
+  // server is gone and the checks it held open are closed.
+  ~UpstreamNameCheckTest() override {
+    server_.reset();
+    second_.reset();
+    upstream_.reset();
+  }
   std::string ExtraConfig() override {
     std::string route = UpstreamNameTest::ExtraConfig();
     second_.reset();  // the same port on 127.0.0.2, with a health path that can fail
@@ -788,20 +797,32 @@ class UpstreamNameCheckTest : public UpstreamNameTest {
     return false;
   }
   // While `hold_checks_`, a check gets no answer until the checker gives up and closes; the
-  // most checks open at once is noted.
+  // most checks open at once is noted. A check is open until the checker closes it, not until
+  // the thread holding it here notices: on a loaded machine that thread may still be asleep
+  // when the checker's next check arrives, so the close is read from the kernel.
   void AnswerCheck(int fd, bool sick) {
     if (!hold_checks_) return AnswerHealthCheck(fd, sick);
-    const int open = ++open_checks_;
-    int most = most_open_checks_.load();
-    while (open > most && !most_open_checks_.compare_exchange_weak(most, open)) {
+    {
+      std::lock_guard lock(open_mu_);
+      int open = 1;
+      for (int other : open_fds_) {
+        char byte;
+        const ssize_t r = ::recv(other, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (r > 0 || (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))) ++open;
+      }
+      open_fds_.insert(fd);
+      most_open_checks_ = std::max(most_open_checks_.load(), open);
     }
     char byte;
     while (::recv(fd, &byte, 1, 0) > 0) {
     }
-    --open_checks_;
+    std::lock_guard lock(open_mu_);
+    open_fds_.erase(fd);
   }
   std::atomic<bool> sick_{false}, hold_checks_{false};
-  std::atomic<int> served_{0}, open_checks_{0}, most_open_checks_{0};
+  std::atomic<int> served_{0}, most_open_checks_{0};
+  std::mutex open_mu_;
+  std::set<int> open_fds_;  // guarded by open_mu_: checks held unanswered
 };
 
 TEST_F(UpstreamNameCheckTest, EveryAddressIsCheckedAtOnce) {
