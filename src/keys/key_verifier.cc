@@ -171,11 +171,8 @@ Result<ApiKeyRecord> KeyVerifier::FindUnderPreviousPepper(std::string_view key,
                                                           bool& moved) {
   moved = false;
   const std::string old_hash = HexEncode(previous_pepper_->Mac(key));
-  auto record = store_.FindKeyByHash(old_hash);
+  auto record = FindStoredAs(old_hash);
   if (!record) return record;
-  if (!ConstantTimeEquals(record->key_hash, old_hash)) {
-    return Fail(ErrorCode::kNotFound, "API key not found");
-  }
   auto replaced = store_.ReplaceKeyHash(record->org_id, record->id, old_hash, current_hash);
   if (!replaced) return tl::unexpected(replaced.error());
   if (*replaced) {
@@ -188,16 +185,21 @@ Result<ApiKeyRecord> KeyVerifier::FindUnderPreviousPepper(std::string_view key,
   return record;
 }
 
+Result<ApiKeyRecord> KeyVerifier::FindStoredAs(const std::string& hash) {
+  auto record = store_.FindKeyByHash(hash);
+  // Compared again in constant time, as Verify does for the current pepper's hash.
+  if (record && !ConstantTimeEquals(record->key_hash, hash)) {
+    return Fail(ErrorCode::kNotFound, "API key not found");
+  }
+  return record;
+}
+
 Result<ApiKeyRecord> KeyVerifier::FindUnderNextPepper(std::string_view key,
                                                       const std::string& current_hash,
                                                       std::optional<Digest32>& stored_as) {
   const Digest32 next = next_pepper_->Mac(key);
-  const std::string next_hash = HexEncode(next);
-  auto record = store_.FindKeyByHash(next_hash);
+  auto record = FindStoredAs(HexEncode(next));
   if (!record) return record;
-  if (!ConstantTimeEquals(record->key_hash, next_hash)) {
-    return Fail(ErrorCode::kNotFound, "API key not found");
-  }
   // Left where it is: this node moving it back would undo what the switched nodes did.
   stored_as = next;
   record->key_hash = current_hash;

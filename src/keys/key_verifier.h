@@ -155,6 +155,8 @@ class KeyVerifier {
   // is no previous pepper or no such key; `moved` false when another process moved it first.
   Result<ApiKeyRecord> FindUnderPreviousPepper(std::string_view key,
                                                const std::string& current_hash, bool& moved);
+  // The store's record whose row holds exactly `hash` (under another pepper than the current).
+  Result<ApiKeyRecord> FindStoredAs(const std::string& hash);
   // The store's record under the next pepper, judged as if under `current_hash`; `stored_as`
   // gets the hash the row holds. kNotFound when there is no next pepper or no such key.
   Result<ApiKeyRecord> FindUnderNextPepper(std::string_view key, const std::string& current_hash,

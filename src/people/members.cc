@@ -206,9 +206,11 @@ Result<Membership> MemberService::Accept(std::string_view token,
     return invalid();
   }
   auto found = people_.FindInvitation(token_key_.Hex(token));
-  for (const auto& other : token_key_.OtherHexes(token)) {  // sent under another pepper
-    if (!found || *found) break;
-    found = people_.FindInvitation(other);
+  if (found && !*found) {  // sent under another pepper
+    for (const auto& other : token_key_.OtherHexes(token)) {
+      found = people_.FindInvitation(other);
+      if (!found || *found) break;
+    }
   }
   if (!found) return tl::unexpected(found.error());
   if (!*found || InvitationState(**found) != "pending") return invalid();

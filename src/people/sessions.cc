@@ -76,9 +76,11 @@ Result<SessionRecord> SessionService::Authenticate(std::string_view token,
   // Issued under another pepper during a rotation (before it, or by a node already switched):
   // kept where it is, since the session ends (or its refresh replaces it) long before the
   // rotation does.
-  for (const auto& other : token_key_.OtherHexes(token)) {
-    if (!found || *found) break;
-    found = people_.FindSession(other);
+  if (found && !*found) {
+    for (const auto& other : token_key_.OtherHexes(token)) {
+      found = people_.FindSession(other);
+      if (!found || *found) break;
+    }
   }
   if (!found) return tl::unexpected(found.error());
   if (!*found) return NotSignedIn();
