@@ -486,6 +486,20 @@ TEST_F(UpstreamServersTest, WhenEveryServerRefusesTheClientGets502) {
   EXPECT_EQ(Call("GET", "/api/half/x", reader).status, 200);
 }
 
+// Waits until an upstream has answered `rounds` more health checks than it has now, and says
+// whether that happened within 10 s. Called after a change of answer, two rounds mean the
+// checker has acted on it: the first check after the change saw it, and the next round starts
+// only once the last one's outcome is applied. A fixed sleep would guess the machine's speed.
+bool WaitForCheckRounds(const std::atomic<int>& checks, int rounds = 2) {
+  const int target = checks.load() + rounds;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (checks.load() < target) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return true;
+}
+
 // The answer of a test upstream's /health: 503 while it is sick.
 void AnswerHealthCheck(int fd, bool sick) {
   TestUpstream::WriteAll(
@@ -534,8 +548,7 @@ class UpstreamHealthCheckTest : public GatewayFixture {
 
 TEST_F(UpstreamHealthCheckTest, AServerFailingItsCheckIsLeftOutUntilOnePasses) {
   std::string reader = NewKey(R"(["read:findings"])");
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  ASSERT_GE(checks_.load(), 1);
+  ASSERT_TRUE(WaitForCheckRounds(checks_, 1));
   const std::string check = HealthHead();
   EXPECT_NE(check.find("GET /health HTTP/1.1\r\nHost: [::1]:" + std::to_string(second_->port())),
             std::string::npos)
@@ -544,7 +557,7 @@ TEST_F(UpstreamHealthCheckTest, AServerFailingItsCheckIsLeftOutUntilOnePasses) {
   EXPECT_EQ(served_.load(), 2);  // in turn while healthy
 
   sick_ = true;
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  ASSERT_TRUE(WaitForCheckRounds(checks_));
   served_ = 0;
   for (int status : Statuses(reader, 6)) EXPECT_EQ(status, 200);
   EXPECT_EQ(served_.load(), 0);  // its traffic goes to the other server
@@ -555,7 +568,7 @@ TEST_F(UpstreamHealthCheckTest, AServerFailingItsCheckIsLeftOutUntilOnePasses) {
       << metrics;
 
   sick_ = false;
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  ASSERT_TRUE(WaitForCheckRounds(checks_));
   for (int status : Statuses(reader, 6)) EXPECT_EQ(status, 200);
   EXPECT_EQ(served_.load(), 3);  // back in turn once a check passed
 }
@@ -783,6 +796,7 @@ class UpstreamNameCheckTest : public UpstreamNameTest {
     second_ = std::make_unique<TestUpstream>(
         [this](int fd, const std::string& h, const std::string& b) {
           if (h.starts_with("GET /health ")) {
+            ++second_checks_;
             AnswerCheck(fd, sick_);
             return false;
           }
@@ -838,6 +852,7 @@ class UpstreamNameCheckTest : public UpstreamNameTest {
   }
   std::atomic<bool> sick_{false}, hold_checks_{false};
   std::atomic<int> served_{0}, most_open_checks_{0};
+  std::atomic<int> second_checks_{0};  // checks 127.0.0.2 was asked
   std::mutex open_mu_;
   std::set<int> open_fds_;  // guarded by open_mu_: checks held unanswered
 };
@@ -859,12 +874,12 @@ TEST_F(UpstreamNameCheckTest, EveryAddressIsCheckedAtOnce) {
 
 TEST_F(UpstreamNameCheckTest, AnAddressFailingItsCheckIsLeftOutWhileItsOtherAddressesServe) {
   std::string reader = NewKey(R"(["read:findings"])");
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // both addresses checked
+  ASSERT_TRUE(WaitForCheckRounds(second_checks_, 1));
   for (int status : Statuses(reader, 6)) EXPECT_EQ(status, 200);
   EXPECT_EQ(served_.load(), 3);  // in turn while both pass
 
   sick_ = true;
-  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  ASSERT_TRUE(WaitForCheckRounds(second_checks_));
   served_ = 0;
   for (int status : Statuses(reader, 6)) EXPECT_EQ(status, 200);
   EXPECT_EQ(served_.load(), 0);  // 127.0.0.1 takes its turns
@@ -877,7 +892,7 @@ TEST_F(UpstreamNameCheckTest, AnAddressFailingItsCheckIsLeftOutWhileItsOtherAddr
       << server_->Output();
 
   sick_ = false;
-  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  ASSERT_TRUE(WaitForCheckRounds(second_checks_));
   for (int status : Statuses(reader, 6)) EXPECT_EQ(status, 200);
   EXPECT_EQ(served_.load(), 3);  // back in turn once its check passed
   EXPECT_EQ(Gauge("gatehouse_upstream_addresses_out"), "0");
