@@ -16,6 +16,7 @@
 
 #include "api/control_plane.h"
 #include "cli/app.h"
+#include "cluster/node_registry.h"
 #include "config/tls_check.h"
 #include "core/crypto.h"
 #include "core/heap_stats.h"
@@ -286,6 +287,16 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
         }
         return out;
       });
+  gh::NodeRepository node_rows(*a.store);
+  gh::NodeRegistry nodes(node_rows, *a.clock,
+                         gh::NodeRecord{"node_" + gh::RandomBase62(16), gh::HostName(), ::getpid(),
+                                        gh::PidNamespace(), 0, 0, a.pepper_fingerprints.current,
+                                        a.pepper_fingerprints.previous, a.pepper_fingerprints.next},
+                         {});
+  metrics.AddReading("gatehouse_pepper_conflicts",
+                     "Live nodes sharing this store whose peppers cannot verify what this node "
+                     "makes, or whose keys and sessions this node cannot verify.",
+                     "gauge", [&nodes] { return static_cast<double>(nodes.conflicts()); });
   std::unique_ptr<gh::AuditWriter> audit_writer;
   if (config->audit.enabled) {
     gh::AuditWriterOptions ao;
@@ -378,7 +389,13 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
   parts.max_costly_jobs = config->passwords.hash_queue + static_cast<std::size_t>(hash_workers);
   gh::Server server(parts);
   if (auto r = verifier->SyncInvalidations(); !r) return Die(r.error().message);
-  if (auto r = server.Start(); !r) return Die(r.error().message);
+  // Before listening: a node whose peppers cannot verify what the others make would fail
+  // their callers without saying why.
+  if (auto r = nodes.Join(); !r) return Die(r.error().message);
+  if (auto r = server.Start(); !r) {
+    nodes.Leave();
+    return Die(r.error().message);
+  }
   auto ports = server.ports();
   for (std::size_t i = 0; i < ports.size(); ++i) {
     const auto& l = config->listeners[i];
@@ -406,6 +423,7 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
   server.RunUntilSignalled(
       [&] {
         if (ticks % 10 == 0) {  // once a second
+          nodes.Tick();
           limits.Housekeep();
           threats.Sweep();
           ShareBlocks(threats, limits.redis(), a.clock->Now());
@@ -435,6 +453,7 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
         }
       },
       tick);
+  nodes.Leave();
   stop_watching.store(true);
   watcher.join();
   // Redis answers run the quota service's and threat detector's callbacks, which may submit
@@ -696,6 +715,14 @@ int main(int argc, char** argv) {
   AddCommon(uu, common);
   uu->add_option("email", email, "email address")->required();
 
+  auto* nodes = cli.add_subcommand("nodes", "the serving nodes that share this store");
+  nodes->require_subcommand(1);
+  auto* nodes_list = nodes->add_subcommand(
+      "list",
+      "list the live nodes and the fingerprints of the peppers each holds (a pepper rotation's "
+      "next step is safe once they agree)");
+  AddCommon(nodes_list, common);
+
   CLI11_PARSE(cli, argc, argv);
 
   if (check->parsed()) {
@@ -812,6 +839,23 @@ int main(int argc, char** argv) {
       if (generated) std::cout << "password (shown once): " << password << "\n";
     }
     gh::SecureZero(password);
+    return 0;
+  }
+  if (nodes_list->parsed()) {
+    const auto lapse = std::chrono::duration_cast<std::chrono::microseconds>(
+                           gh::NodeRegistry::Options{}.lapse_after)
+                           .count();
+    auto live = gh::NodeRepository(*a.store).SeenSince(a.clock->Now() - lapse);
+    if (!live) return Die(live.error().message);
+    auto role = [](std::string_view fingerprint) {
+      return fingerprint.empty() ? std::string("none") : std::string(fingerprint);
+    };
+    for (const auto& n : *live) {
+      std::cout << n.id << "\t" << n.host << "\t" << n.pid << "\tstarted "
+                << gh::FormatRfc3339(n.started_at) << "\tseen " << gh::FormatRfc3339(n.seen_at)
+                << "\tpepper:" << role(n.pepper) << "\tprevious:" << role(n.previous_pepper)
+                << "\tnext:" << role(n.next_pepper) << "\n";
+    }
     return 0;
   }
   if (ul->parsed()) {

@@ -316,6 +316,39 @@ TEST_F(PeopleHttpTest, ARollingPepperRotationNeverLocksAnyoneOutOfANodeNotYetSwi
   EXPECT_NE(fingerprint(*waiting, "current"), fingerprint(*waiting, "next"));
   EXPECT_EQ(fingerprint(*waiting, "previous"), "none");
   EXPECT_EQ(fingerprint(*switched, "next"), "none");
+  // Each node knows the other agrees; a node that would not is refused before it listens: one
+  // that retired the old pepper while the waiting node still makes with it, or one with a
+  // pepper nobody announced.
+  for (const ServerProcess* node : {waiting.get(), switched.get()}) {
+    EXPECT_NE(on(*node, "GET", "/metrics", "").body.find("\ngatehouse_pepper_conflicts 0\n"),
+              std::string::npos);
+  }
+  std::vector<std::string> serve = {
+      "/bin/sh", "-c", "exec \"$0\" \"$@\" 2>&1", Binary(), "serve", "--config", config_};
+  for (const std::string& pepper : {new_pepper, std::string(64, 'a')}) {
+    out = RunCommand(serve, &status, {{"GATEHOUSE_PEPPER", pepper}});
+    EXPECT_NE(status, 0) << out;
+    EXPECT_NE(out.find("this node's peppers do not agree with the other nodes'"), std::string::npos)
+        << out;
+    EXPECT_NE(out.find("Rotating the pepper"), std::string::npos) << out;
+    EXPECT_EQ(out.find("listening"), std::string::npos) << out;
+    EXPECT_EQ(out.find(pepper), std::string::npos) << out;
+    EXPECT_EQ(out.find(old_pepper), std::string::npos) << out;
+  }
+  // The operator sees the whole cluster at once: both nodes, and what each holds.
+  std::vector<std::string> list_nodes = {Binary(), "nodes", "list"};
+  for (const auto& f : StorageFlags()) list_nodes.push_back(f);
+  out = RunCommand(list_nodes, &status);
+  EXPECT_EQ(status, 0) << out;
+  EXPECT_NE(out.find("\tpepper:" + fingerprint(*waiting, "current") +
+                     "\tprevious:none\tnext:" + fingerprint(*switched, "current") + "\n"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("\tpepper:" + fingerprint(*switched, "current") +
+                     "\tprevious:" + fingerprint(*waiting, "current") + "\tnext:none\n"),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 2) << out;
   // The waiting node serves the key as it is; the switched node moves it; the waiting node
   // still finds it, and leaves it where it is.
   EXPECT_EQ(on(*waiting, "GET", "/api/v1/findings/1", used).status, 200);

@@ -349,6 +349,22 @@ END $$;
 CREATE TRIGGER access_policies_invalidate AFTER INSERT OR UPDATE ON access_policies
   FOR EACH ROW EXECUTE FUNCTION gh_log_policy_invalidation();
 )sql",
+    // The serving nodes that share this database (cluster/node_registry.h), each seen every few
+    // seconds, with the fingerprints of the peppers it holds: a node whose peppers cannot verify
+    // what another makes is refused at start. Belongs to no org.
+    R"sql(
+CREATE TABLE nodes (
+  id              text PRIMARY KEY,
+  host            text NOT NULL,
+  pid             bigint NOT NULL,
+  pid_namespace   text NOT NULL,
+  started_at      bigint NOT NULL,
+  seen_at         bigint NOT NULL,
+  pepper          text NOT NULL,
+  previous_pepper text NOT NULL,
+  next_pepper     text NOT NULL
+);
+)sql",
 };
 
 // The test build that proves the database alone keeps orgs apart compiles the store without
@@ -865,7 +881,7 @@ Result<std::string> PgStore::Migrate(const std::string& owner_url, const std::st
       role +
       ";"
       "GRANT SELECT, INSERT, UPDATE, DELETE ON sessions, login_failures, memberships, roles, "
-      "org_session_policy, access_policies, key_credits TO " +
+      "org_session_policy, access_policies, key_credits, nodes TO " +
       role +
       ";"
       "GRANT USAGE ON SEQUENCE key_invalidations_seq_seq TO " +

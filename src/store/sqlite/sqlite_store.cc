@@ -385,6 +385,22 @@ BEGIN
     quota = excluded.quota, updated_at = excluded.updated_at;
 END;
 )sql",
+    // The serving nodes that share this store (cluster/node_registry.h), each seen every few
+    // seconds, with the fingerprints of the peppers it holds: a node whose peppers cannot verify
+    // what another makes is refused at start. Belongs to no org.
+    R"sql(
+CREATE TABLE nodes (
+  id              TEXT PRIMARY KEY,
+  host            TEXT NOT NULL,
+  pid             INTEGER NOT NULL,
+  pid_namespace   TEXT NOT NULL,
+  started_at      INTEGER NOT NULL,
+  seen_at         INTEGER NOT NULL,
+  pepper          TEXT NOT NULL,
+  previous_pepper TEXT NOT NULL,
+  next_pepper     TEXT NOT NULL
+) STRICT;
+)sql",
 };
 
 // The test build that proves the database alone keeps orgs apart compiles the store without

@@ -1,0 +1,169 @@
+#include "cluster/node_registry.h"
+
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <set>
+
+#include "store/sqlite/sqlite_store.h"
+
+namespace gatehouse {
+namespace {
+
+// Fingerprints of three peppers: the one in use, the one announced, and one never agreed on.
+constexpr char kOld[] = "0a0a0a0a0a0a0a0a";
+constexpr char kNew[] = "0b0b0b0b0b0b0b0b";
+constexpr char kStray[] = "0c0c0c0c0c0c0c0c";
+
+NodeRecord Node(std::string id, std::string pepper, std::string previous = "",
+                std::string next = "") {
+  NodeRecord n;
+  n.id = std::move(id);
+  n.host = "elsewhere.example";
+  n.pid = 1;
+  n.pepper = std::move(pepper);
+  n.previous_pepper = std::move(previous);
+  n.next_pepper = std::move(next);
+  return n;
+}
+
+TEST(PepperConflict, EachNodeMustVerifyWhatTheOtherMakesNow) {
+  // Every step of a rolling rotation agrees with the step before and after it.
+  const NodeRecord before = Node("a", kOld);
+  const NodeRecord announced = Node("b", kOld, "", kNew);
+  const NodeRecord switched = Node("c", kNew, kOld);
+  const NodeRecord retired = Node("d", kNew);
+  EXPECT_FALSE(PepperConflict(before, announced));
+  EXPECT_FALSE(PepperConflict(announced, switched));
+  EXPECT_FALSE(PepperConflict(switched, retired));
+  EXPECT_FALSE(PepperConflict(switched, announced));
+  // Switching before a node has the new pepper announced, retiring the old one while a node
+  // still makes with it, or a pepper nobody else holds, is refused, from either side.
+  EXPECT_TRUE(PepperConflict(switched, before));
+  EXPECT_TRUE(PepperConflict(before, switched));
+  EXPECT_TRUE(PepperConflict(retired, announced));
+  EXPECT_TRUE(PepperConflict(announced, retired));
+  EXPECT_TRUE(PepperConflict(Node("e", kStray), before));
+  // The reason names fingerprints, which the operator can compare with /metrics.
+  auto why = PepperConflict(before, switched);
+  ASSERT_TRUE(why);
+  EXPECT_NE(why->find(kNew), std::string::npos) << *why;
+}
+
+class NodeRegistryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("gh-nodes-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    store_ = std::move(*SqliteStore::Open((dir_ / "gatehouse.db").string()));
+    nodes_ = std::make_unique<NodeRepository>(*store_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  NodeRegistry Registry(NodeRecord self) {
+    return NodeRegistry(*nodes_, clock_, std::move(self), NodeRegistry::Options{});
+  }
+  std::set<std::string> Ids() {
+    std::set<std::string> ids;
+    auto seen = nodes_->SeenSince(0);
+    EXPECT_TRUE(seen);
+    if (seen) {
+      for (const auto& n : *seen) ids.insert(n.id);
+    }
+    return ids;
+  }
+  // Another node, entered as it would enter itself, seen now.
+  void Enter(NodeRecord n) {
+    n.started_at = n.seen_at = clock_.Now();
+    ASSERT_TRUE(nodes_->Save(n));
+  }
+
+  std::filesystem::path dir_;
+  FakeClock clock_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<NodeRepository> nodes_;
+};
+
+TEST_F(NodeRegistryTest, ANodeWhosePeppersDisagreeIsRefusedUntilTheOtherIsGone) {
+  Enter(Node("waiting", kOld, "", kNew));
+  auto early = Registry(Node("early", kNew));  // retired the old pepper too soon
+  auto refused = early.Join();
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message.find("node waiting (host elsewhere.example"), std::string::npos)
+      << refused.error().message;
+  EXPECT_NE(refused.error().message.find("Rotating the pepper"), std::string::npos);
+  EXPECT_EQ(Ids(), std::set<std::string>{"waiting"});  // it did not stay entered
+
+  auto switched = Registry(Node("switched", kNew, kOld));
+  ASSERT_TRUE(switched.Join());
+  EXPECT_EQ(Ids(), (std::set<std::string>{"waiting", "switched"}));
+
+  // The waiting node stops beating (killed, or its host lost): once its entry lapses, the
+  // node that retired the old pepper may start.
+  clock_.Advance(std::chrono::seconds(16));
+  switched.Tick();
+  EXPECT_TRUE(early.Join());
+  // A graceful stop leaves at once.
+  early.Leave();
+  switched.Leave();
+  EXPECT_EQ(Ids(), std::set<std::string>{"waiting"});
+}
+
+TEST_F(NodeRegistryTest, AnEntryOfAProcessNoLongerRunningOnThisHostIsNotWaitedOut) {
+  // A child that has exited and been reaped: its pid names no process.
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  NodeRecord dead = Node("killed", kOld);
+  dead.host = HostName();
+  dead.pid_namespace = PidNamespace();
+  dead.pid = child;
+  Enter(dead);
+  // The same pid on another host, or in another pid namespace (a container with this host's
+  // name), may well run there: those entries stay (they have the new pepper announced, so they
+  // agree).
+  NodeRecord remote = Node("remote", kOld, "", kNew);
+  remote.pid = child;
+  Enter(remote);
+  NodeRecord contained = Node("contained", kOld, "", kNew);
+  contained.host = HostName();
+  contained.pid_namespace = "pid:[1]";
+  contained.pid = child;
+  Enter(contained);
+
+  auto restarted = Registry([] {
+    NodeRecord n = Node("restarted", kNew, kOld);
+    n.host = HostName();
+    n.pid_namespace = PidNamespace();
+    n.pid = ::getpid();
+    return n;
+  }());
+  ASSERT_TRUE(restarted.Join());
+  EXPECT_EQ(Ids(), (std::set<std::string>{"contained", "remote", "restarted"}));
+}
+
+TEST_F(NodeRegistryTest, ANodeInConflictThatStartedAtTheSameTimeIsCountedAndBeatsGoOn) {
+  auto self = Registry(Node("self", kOld));
+  ASSERT_TRUE(self.Join());
+  // Another node checked before this one was entered, and entered itself after.
+  Enter(Node("racer", kStray));
+  self.Tick();  // not yet due: one beat per five seconds
+  EXPECT_EQ(self.conflicts(), 0);
+  clock_.Advance(std::chrono::seconds(5));
+  self.Tick();
+  EXPECT_EQ(self.conflicts(), 1);
+  EXPECT_EQ(nodes_->SeenSince(clock_.Now()).value().size(), 1u);  // its own beat
+  // The racer goes; the count follows.
+  ASSERT_TRUE(nodes_->Remove("racer"));
+  clock_.Advance(std::chrono::seconds(5));
+  self.Tick();
+  EXPECT_EQ(self.conflicts(), 0);
+}
+
+}  // namespace
+}  // namespace gatehouse
