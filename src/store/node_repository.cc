@@ -7,21 +7,17 @@ namespace gatehouse {
 using namespace repository;
 
 Result<void> NodeRepository::Save(const NodeRecord& node) {
-  return RunVoid(store_, "", [&](SqlTx& tx) -> Result<void> {
-    auto r = tx.Query(
-        "INSERT INTO nodes (id, host, pid, pid_namespace, started_at, seen_at, pepper, "
-        "previous_pepper, next_pepper) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
-        "ON CONFLICT (id) DO UPDATE SET host = excluded.host, pid = excluded.pid, "
-        "pid_namespace = excluded.pid_namespace, "
-        "started_at = excluded.started_at, seen_at = excluded.seen_at, "
-        "pepper = excluded.pepper, previous_pepper = excluded.previous_pepper, "
-        "next_pepper = excluded.next_pepper",
-        {SqlText(node.id), SqlText(node.host), SqlInt(node.pid), SqlText(node.pid_namespace),
-         SqlInt(node.started_at), SqlInt(node.seen_at), SqlText(node.pepper),
-         SqlText(node.previous_pepper), SqlText(node.next_pepper)});
-    if (!r) return tl::unexpected(r.error());
-    return {};
-  });
+  return RunStatement(
+      store_, "",
+      "INSERT INTO nodes (id, host, pid, pid_namespace, started_at, seen_at, pepper, "
+      "previous_pepper, next_pepper) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+      "ON CONFLICT (id) DO UPDATE SET host = excluded.host, pid = excluded.pid, "
+      "pid_namespace = excluded.pid_namespace, started_at = excluded.started_at, "
+      "seen_at = excluded.seen_at, pepper = excluded.pepper, "
+      "previous_pepper = excluded.previous_pepper, next_pepper = excluded.next_pepper",
+      {SqlText(node.id), SqlText(node.host), SqlInt(node.pid), SqlText(node.pid_namespace),
+       SqlInt(node.started_at), SqlInt(node.seen_at), SqlText(node.pepper),
+       SqlText(node.previous_pepper), SqlText(node.next_pepper)});
 }
 
 Result<std::vector<NodeRecord>> NodeRepository::SeenSince(UnixMicros since) {
@@ -43,11 +39,7 @@ Result<std::vector<NodeRecord>> NodeRepository::SeenSince(UnixMicros since) {
 }
 
 Result<void> NodeRepository::Remove(std::string_view id) {
-  return RunVoid(store_, "", [&](SqlTx& tx) -> Result<void> {
-    auto r = tx.Query("DELETE FROM nodes WHERE id = $1", {SqlText(id)});
-    if (!r) return tl::unexpected(r.error());
-    return {};
-  });
+  return RunStatement(store_, "", "DELETE FROM nodes WHERE id = $1", {SqlText(id)});
 }
 
 }  // namespace gatehouse

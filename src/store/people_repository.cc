@@ -251,11 +251,8 @@ Result<LoginThrottle> PeopleRepository::AddLoginFailure(
 }
 
 Result<void> PeopleRepository::ClearLoginFailures(std::string_view subject) {
-  return RunVoid(store_, "", [&](SqlTx& tx) -> Result<void> {
-    auto r = tx.Query("DELETE FROM login_failures WHERE subject = $1", {SqlText(subject)});
-    if (!r) return tl::unexpected(r.error());
-    return {};
-  });
+  return RunStatement(store_, "", "DELETE FROM login_failures WHERE subject = $1",
+                      {SqlText(subject)});
 }
 
 // ---- sessions ----
@@ -295,13 +292,10 @@ Result<std::optional<SessionRecord>> PeopleRepository::FindSession(std::string_v
 
 Result<void> PeopleRepository::TouchSession(std::string_view session_id, UnixMicros at,
                                             std::string_view ip) {
-  return RunVoid(store_, "", [&](SqlTx& tx) -> Result<void> {
-    auto r = tx.Query(
-        "UPDATE sessions SET last_seen_at = $2, client_ip = $3 WHERE id = $1 AND last_seen_at < $2",
-        {SqlText(session_id), SqlInt(at), SqlText(ip)});
-    if (!r) return tl::unexpected(r.error());
-    return {};
-  });
+  return RunStatement(
+      store_, "",
+      "UPDATE sessions SET last_seen_at = $2, client_ip = $3 WHERE id = $1 AND last_seen_at < $2",
+      {SqlText(session_id), SqlInt(at), SqlText(ip)});
 }
 
 Result<void> PeopleRepository::RotateSession(std::string_view old_id, const SessionRecord& next,

@@ -54,4 +54,14 @@ inline Result<void> RunVoid(Store& store, std::string_view org_id, const SqlBody
   return store.RunSql(org_id, true, body);
 }
 
+// One statement whose rows nobody reads, in a write transaction of its own.
+inline Result<void> RunStatement(Store& store, std::string_view org_id, const char* sql,
+                                 const std::vector<SqlParam>& params) {
+  return RunVoid(store, org_id, [&](SqlTx& tx) -> Result<void> {
+    auto r = tx.Query(sql, params);
+    if (!r) return tl::unexpected(r.error());
+    return {};
+  });
+}
+
 }  // namespace gatehouse::repository

@@ -4,7 +4,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <filesystem>
 #include <set>
 
 #include "store/sqlite/sqlite_store.h"
@@ -55,15 +54,9 @@ TEST(PepperConflict, EachNodeMustVerifyWhatTheOtherMakesNow) {
 class NodeRegistryTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("gh-nodes-" + std::to_string(::getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::remove_all(dir_);
-    std::filesystem::create_directories(dir_);
-    store_ = std::move(*SqliteStore::Open((dir_ / "gatehouse.db").string()));
+    store_ = std::move(*SqliteStore::Open(":memory:"));
     nodes_ = std::make_unique<NodeRepository>(*store_);
   }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
   NodeRegistry Registry(NodeRecord self) {
     return NodeRegistry(*nodes_, clock_, std::move(self), NodeRegistry::Options{});
   }
@@ -82,7 +75,6 @@ class NodeRegistryTest : public ::testing::Test {
     ASSERT_TRUE(nodes_->Save(n));
   }
 
-  std::filesystem::path dir_;
   FakeClock clock_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<NodeRepository> nodes_;
