@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -56,9 +57,11 @@ std::string PidNamespace() {
 }
 
 std::string HostName() {
-  char name[256] = {};
-  if (::gethostname(name, sizeof name - 1) != 0) return "unknown";
-  return name;
+  // uname(2) rather than gethostname(3): preloaded name-service shims (nss_wrapper in the tests)
+  // wrap the latter, and what they load with it cannot run under a sanitizer.
+  utsname u{};
+  if (::uname(&u) != 0) return "unknown";
+  return u.nodename;
 }
 
 NodeRegistry::NodeRegistry(NodeRepository& nodes, const Clock& clock, NodeRecord self,
