@@ -425,6 +425,18 @@ class Server::Impl {
           return out;
         });
     parts_.metrics->AddFamily(
+        "gatehouse_upstream_requests_in_flight",
+        "Requests this node has sent to an upstream server and not yet finished, as the "
+        "least_requests balance sees them; counted on least_requests routes only.",
+        "gauge", [health] {
+          Metrics::LabeledValues out;
+          health->ForEach([&](const proxy::UpstreamHealth::Server& s) {
+            out.emplace_back(Metrics::Label("server", s.url),
+                             static_cast<double>(s.in_flight.load(std::memory_order_relaxed)));
+          });
+          return out;
+        });
+    parts_.metrics->AddFamily(
         "gatehouse_upstream_addresses_out",
         "Addresses of an upstream server's name that failed their last active health check "
         "(upstream_health_path): every worker leaves them out while another address passes.",

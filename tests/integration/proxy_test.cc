@@ -470,7 +470,22 @@ TEST_F(UpstreamServersTest, LeastRequestsSendsRequestsAwayFromAServerStillBusy) 
   EXPECT_EQ(busy_first + busy_second, 7);
   EXPECT_TRUE((busy_first == 1 && busy_second == 6) || (busy_first == 6 && busy_second == 1))
       << busy_first << " " << busy_second;
-  // Idle again, ties go in turn.
+  // Idle again, ties go in turn. The slow request's client has its answer, but the server may
+  // not yet have finished with it: its count drops once the answer is written.
+  auto in_flight = [&](const TestUpstream& u, const std::string& host) {
+    const std::string metrics = Request(server_->port(), "GET", "/metrics").body;
+    const std::string series = "gatehouse_upstream_requests_in_flight{server=\"http://" + host +
+                               ":" + std::to_string(u.port()) + "\"} ";
+    const auto at = metrics.find(series);
+    return at == std::string::npos ? std::string("missing") : metrics.substr(at + series.size(), 1);
+  };
+  for (int i = 0; i < 500 && (in_flight(*upstream_, "127.0.0.1") != "0" ||
+                              in_flight(*second_, "[::1]") != "0");
+       ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(in_flight(*upstream_, "127.0.0.1"), "0");
+  ASSERT_EQ(in_flight(*second_, "[::1]"), "0");
   for (int status : Statuses("/api/least/x", reader, 4)) EXPECT_EQ(status, 200);
   EXPECT_EQ(upstream_->requests.load() - busy_first, 2);
   EXPECT_EQ(second_->requests.load() - busy_second, 2);
