@@ -19,6 +19,7 @@
 #include <utility>
 
 #include "audit/details.h"
+#include "core/thread_name.h"
 #include "core/time_format.h"
 
 namespace gatehouse {
@@ -419,8 +420,16 @@ AuditWriter::AuditWriter(Store& store, AuditWriterOptions options,
     queued_events_.reserve(options_.max_batch);
     queued_done_.reserve(options_.max_batch);
   }
-  thread_ = std::thread([this] { Run(); });
-  if (journal_ && options_.fsync) sync_thread_ = std::thread([this] { RunSyncer(); });
+  thread_ = std::thread([this] {
+    NameThisThread("gh-audit");
+    Run();
+  });
+  if (journal_ && options_.fsync) {
+    sync_thread_ = std::thread([this] {
+      NameThisThread("gh-audit-sync");
+      RunSyncer();
+    });
+  }
 }
 
 AuditWriter::~AuditWriter() { Stop(); }

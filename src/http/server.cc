@@ -26,6 +26,7 @@
 #include "core/cidr.h"
 #include "core/random.h"
 #include "core/text.h"
+#include "core/thread_name.h"
 #include "http/connection.h"
 #include "http/h1.h"
 #include "proxy/forwarder.h"
@@ -366,7 +367,8 @@ class Server::Impl {
           "traffic of the request paths.",
           "counter", [this] { return static_cast<double>(NetworkThreadAllocatedBytes()); });
     }
-    for (auto& w : workers_) {
+    for (std::size_t wi = 0; wi < workers_.size(); ++wi) {
+      auto& w = workers_[wi];
       for (std::size_t li = 0; li < w->acceptors.size(); ++li) {
         net::co_spawn(w->ioc, AcceptLoop(*w, *w->acceptors[li], li), net::detached);
       }
@@ -380,7 +382,8 @@ class Server::Impl {
         }
       }
       Worker* wp = w.get();
-      w->thread = std::thread([this, wp] {
+      w->thread = std::thread([this, wp, wi] {
+        NameThisThread(fmt::format("gh-net-{}", wi));
         current_worker_ = wp;
         {
           std::lock_guard lock(allocated_mu_);
@@ -977,7 +980,14 @@ class Server::Impl {
     Result<R> out = Fail(ErrorCode::kInternal, "internal error");
     try {
       out = co_await net::co_spawn(
-          blocking_, [&]() -> net::awaitable<R> { co_return f(); }, net::use_awaitable);
+          blocking_,
+          [&]() -> net::awaitable<R> {
+            // asio's pool starts its threads itself; each names itself on its first job.
+            static thread_local const bool named = (NameThisThread("gh-blocking"), true);
+            (void)named;
+            co_return f();
+          },
+          net::use_awaitable);
     } catch (const std::exception& e) {
       spdlog::error("request {} failed: {}", request_id, e.what());
     }

@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <future>
 
+#include "core/thread_name.h"
+
 namespace gatehouse {
 
 namespace {
@@ -375,7 +377,10 @@ std::optional<std::uint32_t> RedisLimiter::Heartbeat(std::string_view node_id) {
 
 RedisLimiter::RedisLimiter(RedisAddress address, Millis timeout)
     : address_(std::move(address)), timeout_(timeout) {
-  thread_ = std::thread([this] { Run(); });
+  thread_ = std::thread([this] {
+    NameThisThread("gh-redis");
+    Run();
+  });
 }
 
 RedisLimiter::~RedisLimiter() { Stop(); }

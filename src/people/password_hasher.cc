@@ -5,6 +5,7 @@
 #include <future>
 
 #include "core/random.h"
+#include "core/thread_name.h"
 
 namespace gatehouse {
 
@@ -30,7 +31,12 @@ PasswordHasher::PasswordHasher(const PasswordConfig& config, const Peppers& pepp
   int workers = config.hash_workers > 0
                     ? config.hash_workers
                     : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-  for (int i = 0; i < workers; ++i) workers_.emplace_back([this] { Work(); });
+  for (int i = 0; i < workers; ++i) {
+    workers_.emplace_back([this] {
+      NameThisThread("gh-password");
+      Work();
+    });
+  }
   std::string random = RandomBase62(32);
   std::string keyed = Keyed(pepper_, random);
   char out[crypto_pwhash_STRBYTES];

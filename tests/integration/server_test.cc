@@ -4,7 +4,10 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <optional>
+#include <set>
+#include <string>
 #include <thread>
 
 #include "integration/fixture.h"
@@ -233,6 +236,27 @@ TEST_F(ServerTest, ASigtermTheMomentTheServerSaysItListensStillStopsItCleanly) {
     server_ = std::make_unique<ServerProcess>(config_);
     server_->Signal(SIGTERM);
     ASSERT_EQ(server_->Wait(), 0) << "start " << i << ":\n" << server_->Output();
+  }
+}
+
+TEST_F(ServerTest, ThreadsAreNamedForWhatTheyDo) {
+  // `top -H` and perf tell the request path from the audit writer and the blocking pool only
+  // by these names; a control-plane request has the blocking pool name its thread.
+  Connection c(server_->port());
+  c.Send(
+      BuildRequest("GET", "/v1/orgs/" + org_ + "/keys", {{"Authorization", "Bearer " + key_}}, ""));
+  ASSERT_EQ(c.Read().status, 200);
+  std::set<std::string> names;
+  const std::filesystem::path tasks =
+      std::filesystem::path("/proc") / std::to_string(server_->pid()) / "task";
+  for (const auto& task : std::filesystem::directory_iterator(tasks)) {
+    std::ifstream comm(task.path() / "comm");
+    std::string name;
+    std::getline(comm, name);
+    names.insert(name);
+  }
+  for (const char* expected : {"gh-net-0", "gh-audit", "gh-blocking", "gh-password"}) {
+    EXPECT_TRUE(names.count(expected)) << expected;
   }
 }
 
