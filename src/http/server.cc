@@ -400,57 +400,50 @@ class Server::Impl {
   }
 
   void RegisterUpstreamMetrics() {
-    auto* health = upstream_health_.get();
-    parts_.metrics->AddFamily(
+    const auto now = [] { return io::CoarseNow().time_since_epoch().count(); };
+    AddUpstreamServerFamily(
         "gatehouse_upstream_failures_total",
         "Times an upstream server was found failing: a new connection refused, timed out or "
         "failed TLS, a request dropped unanswered on a new connection, or upstream_max_failures "
         "502/503/504 answers in a row.",
-        "counter", [health] {
-          Metrics::LabeledValues out;
-          health->ForEach([&](const proxy::UpstreamHealth::Server& s) {
-            out.emplace_back(Metrics::Label("server", s.url),
-                             static_cast<double>(s.failures.load(std::memory_order_relaxed)));
-          });
-          return out;
+        "counter", [](const proxy::UpstreamHealth::Server& s) {
+          return static_cast<double>(s.failures.load(std::memory_order_relaxed));
         });
-    parts_.metrics->AddFamily(
+    AddUpstreamServerFamily(
         "gatehouse_upstream_passed_over",
         "1 while an upstream server rests after a failed connection (upstream_fail_timeout): "
         "routes with other servers send its requests to them.",
-        "gauge", [health] {
-          Metrics::LabeledValues out;
-          const auto now = io::CoarseNow().time_since_epoch().count();
-          health->ForEach([&](const proxy::UpstreamHealth::Server& s) {
-            out.emplace_back(Metrics::Label("server", s.url),
-                             s.failed_until.load(std::memory_order_relaxed) > now ? 1.0 : 0.0);
-          });
-          return out;
+        "gauge", [now](const proxy::UpstreamHealth::Server& s) {
+          return s.failed_until.load(std::memory_order_relaxed) > now() ? 1.0 : 0.0;
         });
-    parts_.metrics->AddFamily(
+    AddUpstreamServerFamily(
         "gatehouse_upstream_requests_in_flight",
         "Requests this node has sent to an upstream server and not yet finished, as the "
         "least_requests balance sees them; counted on least_requests routes only.",
-        "gauge", [health] {
-          Metrics::LabeledValues out;
-          health->ForEach([&](const proxy::UpstreamHealth::Server& s) {
-            out.emplace_back(Metrics::Label("server", s.url),
-                             static_cast<double>(s.in_flight.load(std::memory_order_relaxed)));
-          });
-          return out;
+        "gauge", [](const proxy::UpstreamHealth::Server& s) {
+          return static_cast<double>(s.in_flight.load(std::memory_order_relaxed));
         });
-    parts_.metrics->AddFamily(
+    AddUpstreamServerFamily(
         "gatehouse_upstream_addresses_out",
         "Addresses of an upstream server's name that failed their last active health check "
         "(upstream_health_path): every worker leaves them out while another address passes.",
-        "gauge", [health] {
-          Metrics::LabeledValues out;
-          health->ForEach([&](const proxy::UpstreamHealth::Server& s) {
-            out.emplace_back(Metrics::Label("server", s.url),
-                             static_cast<double>(s.CheckedOutCount()));
-          });
-          return out;
+        "gauge", [](const proxy::UpstreamHealth::Server& s) {
+          return static_cast<double>(s.CheckedOutCount());
         });
+  }
+
+  // One family with a value per upstream server, labelled by its URL.
+  template <class ValueOf>
+  void AddUpstreamServerFamily(const char* name, const char* help, const char* type,
+                               ValueOf value_of) {
+    auto* health = upstream_health_.get();
+    parts_.metrics->AddFamily(name, help, type, [health, value_of] {
+      Metrics::LabeledValues out;
+      health->ForEach([&](const proxy::UpstreamHealth::Server& s) {
+        out.emplace_back(Metrics::Label("server", s.url), value_of(s));
+      });
+      return out;
+    });
   }
 
   std::uint64_t NetworkThreadAllocatedBytes() {
