@@ -120,6 +120,31 @@ TEST_F(ServerTest, IdleConnectionsAreClosed) {
   EXPECT_TRUE(c.ClosedByPeer(std::chrono::seconds(6)));
 }
 
+TEST_F(ServerTest, AClientThatClosesBehindItsLastRequestIsAnsweredAndLetGo) {
+  // A client may close its sending side right behind its last request, in the same packet or
+  // while the connection waits for the next one. It is answered, and then let go at once, well
+  // before the idle timeout (3 s here), not held as if it might still send. A reader that waits
+  // for the socket's next readiness edge without trying it first sees no edge for such a close.
+  const auto let_go_within = std::chrono::milliseconds(1500);
+  {
+    Connection c(server_->port());
+    c.Send(BuildRequest("GET", "/healthz", {}, ""));
+    c.CloseSending();
+    EXPECT_EQ(c.Read().status, 200);
+    EXPECT_TRUE(c.ClosedByPeer(let_go_within));
+  }
+  {
+    Connection c(server_->port());
+    c.Send(BuildRequest("GET", "/healthz", {}, ""));
+    EXPECT_EQ(c.Read().status, 200);
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // parked, waiting
+    c.Send(BuildRequest("GET", "/healthz", {}, ""));
+    c.CloseSending();
+    EXPECT_EQ(c.Read().status, 200);
+    EXPECT_TRUE(c.ClosedByPeer(let_go_within));
+  }
+}
+
 TEST_F(ServerTest, ReadyzAndMetricsReport) {
   EXPECT_EQ(Call("GET", "/readyz", "").status, 200);
   Call("GET", "/v1/orgs/" + org_ + "/keys", "sk_live_bogus");

@@ -55,6 +55,8 @@ void Connection::Send(const std::string& bytes) {
   }
 }
 
+void Connection::CloseSending() { ::shutdown(fd_, SHUT_WR); }
+
 bool Connection::Fill(std::chrono::steady_clock::time_point deadline) {
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
       deadline - std::chrono::steady_clock::now());

@@ -25,6 +25,8 @@ class Connection {
   Connection(const Connection&) = delete;
 
   void Send(const std::string& bytes);
+  // Half-closes: the server reads EOF after what was sent, and may still answer.
+  void CloseSending();
   // Reads one response (Content-Length, chunked, or to EOF). `on_chunk` sees body bytes as
   // they arrive (for streaming tests).
   Response Read(std::chrono::milliseconds timeout = std::chrono::seconds(10),
