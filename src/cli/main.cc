@@ -288,14 +288,16 @@ int Serve(const std::shared_ptr<gh::Config>& config) {
         return out;
       });
   gh::NodeRepository node_rows(*a.store);
-  gh::NodeRegistry nodes(node_rows, *a.clock,
-                         gh::NodeRecord{"node_" + gh::RandomBase62(16), gh::HostName(), ::getpid(),
-                                        gh::PidNamespace(), 0, 0, a.pepper_fingerprints.current,
-                                        a.pepper_fingerprints.previous, a.pepper_fingerprints.next},
-                         {});
-  metrics.AddReading("gatehouse_pepper_conflicts",
-                     "Live nodes sharing this store whose peppers cannot verify what this node "
-                     "makes, or whose keys and sessions this node cannot verify.",
+  gh::NodeRegistry nodes(
+      node_rows, *a.clock,
+      gh::NodeRecord{"node_" + gh::RandomBase62(16), gh::HostName(), ::getpid(), gh::PidNamespace(),
+                     0, 0, a.pepper_fingerprints.current, a.pepper_fingerprints.previous,
+                     a.pepper_fingerprints.next, config->keys.prefix},
+      {});
+  metrics.AddReading("gatehouse_node_conflicts",
+                     "Live nodes sharing this store that refuse what this node makes, or whose "
+                     "keys and sessions this node refuses: another key prefix, or peppers that "
+                     "do not agree.",
                      "gauge", [&nodes] { return static_cast<double>(nodes.conflicts()); });
   std::unique_ptr<gh::AuditWriter> audit_writer;
   if (config->audit.enabled) {
@@ -719,8 +721,8 @@ int main(int argc, char** argv) {
   nodes->require_subcommand(1);
   auto* nodes_list = nodes->add_subcommand(
       "list",
-      "list the live nodes and the fingerprints of the peppers each holds (a pepper rotation's "
-      "next step is safe once they agree)");
+      "list the live nodes, the fingerprints of the peppers each holds (a pepper rotation's "
+      "next step is safe once they agree) and the key prefix each makes");
   AddCommon(nodes_list, common);
 
   CLI11_PARSE(cli, argc, argv);
@@ -847,14 +849,15 @@ int main(int argc, char** argv) {
                            .count();
     auto live = gh::NodeRepository(*a.store).SeenSince(a.clock->Now() - lapse);
     if (!live) return Die(live.error().message);
-    auto role = [](std::string_view fingerprint) {
-      return fingerprint.empty() ? std::string("none") : std::string(fingerprint);
+    auto or_none = [](std::string_view value) {
+      return value.empty() ? std::string("none") : std::string(value);
     };
     for (const auto& n : *live) {
       std::cout << n.id << "\t" << n.host << "\t" << n.pid << "\tstarted "
                 << gh::FormatRfc3339(n.started_at) << "\tseen " << gh::FormatRfc3339(n.seen_at)
-                << "\tpepper:" << role(n.pepper) << "\tprevious:" << role(n.previous_pepper)
-                << "\tnext:" << role(n.next_pepper) << "\n";
+                << "\tpepper:" << or_none(n.pepper) << "\tprevious:" << or_none(n.previous_pepper)
+                << "\tnext:" << or_none(n.next_pepper) << "\tkey_prefix:" << or_none(n.key_prefix)
+                << "\n";
     }
     return 0;
   }

@@ -50,6 +50,24 @@ std::optional<std::string> PepperConflict(const NodeRecord& a, const NodeRecord&
   return std::nullopt;
 }
 
+std::optional<NodeConflict> ConflictBetween(const NodeRecord& a, const NodeRecord& b) {
+  if (!a.key_prefix.empty() && !b.key_prefix.empty() && a.key_prefix != b.key_prefix) {
+    return NodeConflict{
+        fmt::format("makes keys with prefix \"{}\" where this node makes and accepts \"{}\"",
+                    b.key_prefix, a.key_prefix),
+        "Give every node the same [keys] prefix (or GATEHOUSE_KEY_PREFIX): a node refuses keys "
+        "with another prefix as malformed, so each would refuse the keys the other makes"};
+  }
+  if (auto why = PepperConflict(a, b)) {
+    return NodeConflict{
+        std::move(*why),
+        "Announce a new pepper (next_pepper) on every node before any node switches to it, and "
+        "retire the previous pepper only once every node has switched (README, \"Rotating the "
+        "pepper\")"};
+  }
+  return std::nullopt;
+}
+
 std::string PidNamespace() {
   char link[128] = {};
   const ssize_t n = ::readlink("/proc/self/ns/pid", link, sizeof link - 1);
@@ -91,17 +109,14 @@ Result<void> NodeRegistry::Join() {
   auto others = Others();
   if (!others) return tl::unexpected(others.error());
   for (const auto& other : *others) {
-    if (auto why = PepperConflict(self_, other)) {
+    if (auto conflict = ConflictBetween(self_, other)) {
       (void)nodes_.Remove(self_.id);
-      return Fail(
-          ErrorCode::kInvalidArgument,
-          fmt::format(
-              "this node's peppers do not agree with the other nodes': {} {}. Announce a new "
-              "pepper (next_pepper) on every node before any node switches to it, and retire the "
-              "previous pepper only once every node has switched (README, \"Rotating the "
-              "pepper\"). A node that is gone drops out {} s after it was last seen, or at once "
-              "when it was stopped with SIGTERM",
-              Describe(other, clock_.Now()), *why, options_.lapse_after.count()));
+      return Fail(ErrorCode::kInvalidArgument,
+                  fmt::format("this node does not agree with the other nodes: {} {}. {}. A node "
+                              "that is gone drops out {} s after it was last seen, or at once "
+                              "when it was stopped with SIGTERM",
+                              Describe(other, clock_.Now()), conflict->why, conflict->fix,
+                              options_.lapse_after.count()));
     }
   }
   return {};
@@ -127,15 +142,15 @@ void NodeRegistry::Tick() {
   int conflicts = 0;
   std::set<std::string> still;
   for (const auto& other : *others) {
-    auto why = PepperConflict(self_, other);
-    if (!why) continue;
+    auto conflict = ConflictBetween(self_, other);
+    if (!conflict) continue;
     ++conflicts;
     still.insert(other.id);
     if (reported_.insert(other.id).second) {
       spdlog::error(
           "cluster: {} {}: keys and sign-ins made on one of the two nodes fail on the "
-          "other",
-          Describe(other, now), *why);
+          "other. {}",
+          Describe(other, now), conflict->why, conflict->fix);
     }
   }
   std::erase_if(reported_, [&](const std::string& id) { return !still.contains(id); });

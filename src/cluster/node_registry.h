@@ -1,11 +1,13 @@
-// Which nodes serve from one store, and whether their peppers agree.
+// Which nodes serve from one store, and whether their peppers and key prefixes agree.
 //
 // A pepper rotation goes node by node (README, "Rotating the pepper"). A node that switches to
 // the new pepper before every other node holds it as next, one that retires the old pepper while
 // another still makes with it, or one started with a mistyped pepper, would answer 401 to keys,
 // sessions and sign-ins the others made, and nothing would say why. So each serving node keeps
 // an entry in the store with the fingerprints of its peppers (never the peppers), refreshed
-// every few seconds, and a node starts only when its peppers and every live node's agree.
+// every few seconds, and a node starts only when its peppers and every live node's agree. The
+// entry also holds the node's key prefix: a node configured with another one refuses every key
+// the others make, as wrongly formed, so prefixes must agree too.
 #pragma once
 
 #include <atomic>
@@ -23,6 +25,15 @@ namespace gatehouse {
 // Why nodes holding `a`'s and `b`'s peppers cannot serve side by side, seen from `a`, or nullopt
 // when they can: each must verify what the other makes now, which its current pepper keys.
 std::optional<std::string> PepperConflict(const NodeRecord& a, const NodeRecord& b);
+
+// Why `a` and `b` cannot serve side by side, and how to fix it, or nullopt when they can: their
+// key prefixes differ (an empty one, from an entry older than the prefix column, agrees with
+// any), or their peppers do not agree (PepperConflict).
+struct NodeConflict {
+  std::string why;
+  std::string fix;
+};
+std::optional<NodeConflict> ConflictBetween(const NodeRecord& a, const NodeRecord& b);
 
 class NodeRegistry {
  public:

@@ -22,6 +22,8 @@ struct NodeRecord {
   UnixMicros seen_at = 0;
   // PepperFingerprint of each pepper the node holds; empty for a role it does not hold.
   std::string pepper, previous_pepper, next_pepper;
+  // The prefix of the keys the node makes and accepts ([keys] prefix); empty when unknown.
+  std::string key_prefix;
 };
 
 class NodeRepository {

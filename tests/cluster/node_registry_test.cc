@@ -51,6 +51,34 @@ TEST(PepperConflict, EachNodeMustVerifyWhatTheOtherMakesNow) {
   EXPECT_NE(why->find(kNew), std::string::npos) << *why;
 }
 
+TEST(ConflictBetween, KeyPrefixesMustAgreeAndPeppersToo) {
+  NodeRecord sk = Node("a", kOld);
+  sk.key_prefix = "sk";
+  NodeRecord also_sk = Node("b", kOld, "", kNew);
+  also_sk.key_prefix = "sk";
+  NodeRecord other = Node("c", kOld);
+  other.key_prefix = "aiia_key";
+  EXPECT_FALSE(ConflictBetween(sk, also_sk));
+  // Each refuses the other's keys as malformed, whichever side looks.
+  auto seen_from_sk = ConflictBetween(sk, other);
+  ASSERT_TRUE(seen_from_sk);
+  EXPECT_NE(seen_from_sk->why.find("\"aiia_key\" where this node makes and accepts \"sk\""),
+            std::string::npos)
+      << seen_from_sk->why;
+  EXPECT_NE(seen_from_sk->fix.find("[keys] prefix"), std::string::npos);
+  EXPECT_TRUE(ConflictBetween(other, sk));
+  // An entry written before nodes recorded their prefix says nothing about it.
+  NodeRecord unknown = Node("d", kOld);
+  EXPECT_FALSE(ConflictBetween(sk, unknown));
+  EXPECT_FALSE(ConflictBetween(unknown, other));
+  // With the prefixes agreeing, the peppers still decide.
+  NodeRecord stray = Node("e", kStray);
+  stray.key_prefix = "sk";
+  auto pepper = ConflictBetween(sk, stray);
+  ASSERT_TRUE(pepper);
+  EXPECT_NE(pepper->fix.find("Rotating the pepper"), std::string::npos);
+}
+
 class NodeRegistryTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -103,6 +131,26 @@ TEST_F(NodeRegistryTest, ANodeWhosePeppersDisagreeIsRefusedUntilTheOtherIsGone) 
   early.Leave();
   switched.Leave();
   EXPECT_EQ(Ids(), std::set<std::string>{"waiting"});
+}
+
+TEST_F(NodeRegistryTest, ANodeWithAnotherKeyPrefixIsRefusedAndTheEntryKeepsThePrefix) {
+  NodeRecord first = Node("first", kOld);
+  first.key_prefix = "sk";
+  auto serving = Registry(first);
+  ASSERT_TRUE(serving.Join());
+  auto seen = nodes_->SeenSince(0);
+  ASSERT_TRUE(seen);
+  ASSERT_EQ(seen->size(), 1u);
+  EXPECT_EQ(seen->front().key_prefix, "sk");
+
+  NodeRecord mistyped = Node("mistyped", kOld);
+  mistyped.key_prefix = "ks";
+  auto refused = Registry(mistyped).Join();
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message.find("node first (host elsewhere.example"), std::string::npos)
+      << refused.error().message;
+  EXPECT_NE(refused.error().message.find("[keys] prefix"), std::string::npos);
+  EXPECT_EQ(Ids(), std::set<std::string>{"first"});
 }
 
 TEST_F(NodeRegistryTest, AnEntryOfAProcessNoLongerRunningOnThisHostIsNotWaitedOut) {

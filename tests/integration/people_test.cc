@@ -320,7 +320,7 @@ TEST_F(PeopleHttpTest, ARollingPepperRotationNeverLocksAnyoneOutOfANodeNotYetSwi
   // that retired the old pepper while the waiting node still makes with it, or one with a
   // pepper nobody announced.
   for (const ServerProcess* node : {waiting.get(), switched.get()}) {
-    EXPECT_NE(on(*node, "GET", "/metrics", "").body.find("\ngatehouse_pepper_conflicts 0\n"),
+    EXPECT_NE(on(*node, "GET", "/metrics", "").body.find("\ngatehouse_node_conflicts 0\n"),
               std::string::npos);
   }
   std::vector<std::string> serve = {
@@ -328,24 +328,32 @@ TEST_F(PeopleHttpTest, ARollingPepperRotationNeverLocksAnyoneOutOfANodeNotYetSwi
   for (const std::string& pepper : {new_pepper, std::string(64, 'a')}) {
     out = RunCommand(serve, &status, {{"GATEHOUSE_PEPPER", pepper}});
     EXPECT_NE(status, 0) << out;
-    EXPECT_NE(out.find("this node's peppers do not agree with the other nodes'"), std::string::npos)
-        << out;
+    EXPECT_NE(out.find("this node does not agree with the other nodes"), std::string::npos) << out;
     EXPECT_NE(out.find("Rotating the pepper"), std::string::npos) << out;
     EXPECT_EQ(out.find("listening"), std::string::npos) << out;
     EXPECT_EQ(out.find(pepper), std::string::npos) << out;
     EXPECT_EQ(out.find(old_pepper), std::string::npos) << out;
   }
+  // A node whose peppers agree but which makes keys with another prefix would refuse every key
+  // the others make, and they its keys: refused too.
+  out = RunCommand(serve, &status,
+                   {{"GATEHOUSE_NEXT_PEPPER", new_pepper}, {"GATEHOUSE_KEY_PREFIX", "ks"}});
+  EXPECT_NE(status, 0) << out;
+  EXPECT_NE(out.find("makes keys with prefix \"sk\" where this node makes and accepts \"ks\""),
+            std::string::npos)
+      << out;
+  EXPECT_EQ(out.find("listening"), std::string::npos) << out;
   // The operator sees the whole cluster at once: both nodes, and what each holds.
   std::vector<std::string> list_nodes = {Binary(), "nodes", "list"};
   for (const auto& f : StorageFlags()) list_nodes.push_back(f);
   out = RunCommand(list_nodes, &status);
   EXPECT_EQ(status, 0) << out;
-  EXPECT_NE(out.find("\tpepper:" + fingerprint(*waiting, "current") +
-                     "\tprevious:none\tnext:" + fingerprint(*switched, "current") + "\n"),
+  EXPECT_NE(out.find("\tpepper:" + fingerprint(*waiting, "current") + "\tprevious:none\tnext:" +
+                     fingerprint(*switched, "current") + "\tkey_prefix:sk\n"),
             std::string::npos)
       << out;
-  EXPECT_NE(out.find("\tpepper:" + fingerprint(*switched, "current") +
-                     "\tprevious:" + fingerprint(*waiting, "current") + "\tnext:none\n"),
+  EXPECT_NE(out.find("\tpepper:" + fingerprint(*switched, "current") + "\tprevious:" +
+                     fingerprint(*waiting, "current") + "\tnext:none\tkey_prefix:sk\n"),
             std::string::npos)
       << out;
   EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 2) << out;

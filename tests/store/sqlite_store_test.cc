@@ -65,7 +65,7 @@ TEST_F(SqliteStoreTest, MigratesOnceAndUsesWal) {
   sqlite3_finalize(s);
   sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, nullptr);
   ASSERT_EQ(sqlite3_step(s), SQLITE_ROW);
-  EXPECT_EQ(sqlite3_column_int(s, 0), 6);
+  EXPECT_EQ(sqlite3_column_int(s, 0), 7);
   sqlite3_finalize(s);
   sqlite3_close(db);
 }

@@ -365,6 +365,11 @@ CREATE TABLE nodes (
   next_pepper     text NOT NULL
 );
 )sql",
+    // The key prefix each node makes and accepts: a node with another prefix refuses the keys
+    // the others make. '' for an entry of a node from before this column.
+    R"sql(
+ALTER TABLE nodes ADD COLUMN key_prefix text NOT NULL DEFAULT '';
+)sql",
 };
 
 // The test build that proves the database alone keeps orgs apart compiles the store without

@@ -401,6 +401,11 @@ CREATE TABLE nodes (
   next_pepper     TEXT NOT NULL
 ) STRICT;
 )sql",
+    // The key prefix each node makes and accepts: a node with another prefix refuses the keys
+    // the others make. '' for an entry of a node from before this column.
+    R"sql(
+ALTER TABLE nodes ADD COLUMN key_prefix TEXT NOT NULL DEFAULT '';
+)sql",
 };
 
 // The test build that proves the database alone keeps orgs apart compiles the store without
