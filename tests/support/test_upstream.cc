@@ -156,6 +156,7 @@ void TestUpstream::Serve(int fd) {
     requests++;
     if (!handler_(fd, head, body)) {
       close(fd);
+      closed_by_handler++;
       return;
     }
   }

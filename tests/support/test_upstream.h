@@ -29,6 +29,8 @@ class TestUpstream {
   std::string last_body() const;
   std::atomic<int> connections{0};
   std::atomic<int> requests{0};
+  // Connections closed because the handler said so, counted once closed.
+  std::atomic<int> closed_by_handler{0};
 
   static void WriteAll(int fd, const std::string& bytes);
   // A complete 200 response with a JSON body.
