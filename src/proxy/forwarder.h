@@ -849,6 +849,9 @@ class BodyChecker {
 };
 // Bodies up to this size are validated on the network thread: a few tens of microseconds.
 inline constexpr std::size_t kCheckInPlaceBelow = 64 * 1024;
+// A request body of at most this many bytes that came in with its head is held whole, so that
+// the request can be sent again (see Forward).
+inline constexpr std::uint64_t kHoldArrivedBodyBelow = 64 * 1024;
 
 struct ForwardContext {
   ResponseGate* gate = nullptr;
@@ -1273,22 +1276,37 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
       co_return r;
     }
   }
+  // A small body that came in with its head, as most API calls' do, is held whole too, so that
+  // a request sent on a pooled connection its upstream closed at that moment can be sent again
+  // on a fresh one, as nginx, which buffers request bodies, does. A larger body, or one still
+  // arriving, is relayed as it comes, and cannot be.
+  const bool arrived_whole = !whole && head.framing == h1::Framing::kLength &&
+                             head.content_length <= kHoldArrivedBodyBelow &&
+                             client.in.data().size() >= head.content_length;
+  if (arrived_whole) {
+    auto failed = co_await ReadWholeBody(client, ctx, whole_body);
+    if (failed) co_return std::move(*failed);
+  }
+  const bool held = whole || arrived_whole;
   std::string& out = client.scratch;
   const bool websocket = WantsWebSocket(head, route);
 
   // A pooled connection may have been closed by the upstream while idle; that shows only when
   // we use it. Without a body (or with one held whole) the request is replayed on a fresh
-  // connection. On a route with several servers, a request whose method allows repeating it
-  // (RFC 9110 9.2.2) and whose server dropped it unanswered on a new connection goes to the next
-  // server, as with nginx's proxy_next_upstream: at most once to each. A timeout is not retried:
-  // the server may still be working on it (a model's completion, billed).
-  const bool replayable = !has_body || whole;
-  const bool repeatable = IsIdempotent(head.method);
+  // connection: always when the write failed, else only when it may be repeated. On a route with
+  // several servers, a request whose method allows repeating it (RFC 9110 9.2.2) and whose server
+  // dropped it unanswered on a new connection goes to the next server, as with nginx's
+  // proxy_next_upstream: at most once to each. A timeout is not retried: the server may still be
+  // working on it (a model's completion, billed).
+  const bool replayable = !has_body || held;
+  // RFC 9112 9.3.1: once its upstream may have read it, a request is sent again only when its
+  // method is idempotent, or its client made it safe to repeat with an Idempotency-Key.
+  const bool repeatable = IsIdempotent(head.method) || head.Find("idempotency-key").has_value();
   const std::size_t servers = route.upstreams.size();
   std::size_t failovers = 0;
   bool allow_reuse = true;
   for (std::size_t attempt = 0; attempt < 2 + servers; ++attempt) {
-    auto [lease, err] = co_await pool.Acquire(route, allow_reuse, watches, has_body && !whole);
+    auto [lease, err] = co_await pool.Acquire(route, allow_reuse, watches, has_body && !held);
     if (!lease.conn) {
       ForwardResult r;
       r.error = err;
@@ -1300,14 +1318,18 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
     InFlight in_flight(route.upstream_balance == RouteConfig::Balance::kLeastRequests ? up.health
                                                                                       : nullptr);
     // Built per attempt: a replay may go to another of the route's servers (Host, base path).
-    if (whole) {
+    if (held) {
       BuildUpstreamHead(head, ctx, *up.server, out, whole_body.size());
     } else {
       BuildUpstreamHead(head, ctx, *up.server, out, std::nullopt, websocket ? "websocket" : "");
     }
     io::Deadline up_deadline(watches, &up.socket);
     // A body held whole can be sent again; one relayed as it arrives cannot.
-    const bool retryable = replayable && (lease.reused || (repeatable && failovers + 1 < servers));
+    // Sent again when the upstream surely never read it (the write failed), or when it may have
+    // and repeating it is safe.
+    const bool retry_unsent =
+        replayable && (lease.reused || (repeatable && failovers + 1 < servers));
+    const bool retry_unanswered = retry_unsent && repeatable;
     // The request was lost before any answer. A pooled connection was stale: the next one is
     // fresh. A new one was dropped by its server, which rests; the next server's pooled
     // connections are as good as any.
@@ -1323,7 +1345,7 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
     };
 
     // The head, with whatever body bytes have already arrived, in one write.
-    BodyTracker request_body{whole ? h1::Framing::kNone : head.framing, head.content_length, {}};
+    BodyTracker request_body{held ? h1::Framing::kNone : head.framing, head.content_length, {}};
     std::size_t first = request_body.Take(client.in.data());
     if (request_body.failed())
       co_return Failure(ErrorCode::kInvalidArgument, "malformed chunked body");
@@ -1333,7 +1355,7 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
     up_deadline.Arm(route.response_timeout);
     std::array<net::const_buffer, 2> head_and_body{
         net::buffer(out),
-        whole ? net::buffer(whole_body) : net::buffer(client.in.data().data(), first)};
+        held ? net::buffer(whole_body) : net::buffer(client.in.data().data(), first)};
     // Sent once this loop turn's other completions have run, so that the requests of every
     // client that turn woke reach their upstreams together: an upstream then wakes once for
     // them all instead of once each (on a loaded 2-core machine it slept a third as often,
@@ -1343,10 +1365,10 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
     client.in.Consume(first);
     if (hec) {
       lost();
-      if (retryable) continue;
+      if (retry_unsent) continue;
       co_return Failure(ErrorCode::kUpstreamUnavailable, "upstream connection failed");
     }
-    if (has_body && !whole) {
+    if (has_body && !held) {
       auto failed = co_await RelayRequestBody(client, request_body, up, up_deadline, ctx);
       if (failed) co_return std::move(*failed);
     }
@@ -1380,7 +1402,7 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
           co_return Failure(ErrorCode::kUpstreamTimeout, "upstream did not answer in time");
         }
         if (!received_any) lost();
-        if (retryable && !received_any) break;
+        if (retry_unanswered && !received_any) break;
         co_return Failure(ErrorCode::kUpstreamUnavailable, "upstream sent no valid response");
       }
       received_any = true;

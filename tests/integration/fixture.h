@@ -9,6 +9,8 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <thread>
 
 #include "support/http_client.h"
@@ -28,7 +30,9 @@ class GatewayFixture : public ::testing::Test {
   // streams three server-sent events 300 ms apart for paths containing /events, or never
   // answers for /hang. /big is 200 000 bytes with a length, /hints sends a 103 first, and
   // /until-close ends its body by closing; /extra sends a second, unasked-for response;
-  // /then-close answers as if it kept the connection, then closes it.
+  // /then-close answers as if it kept the connection, then closes it. /then-drop answers and
+  // keeps it, but reads the next request on it and closes without answering, as a server whose
+  // keep-alive timeout ends just as a request arrives.
   virtual bool Upstream(int fd, const std::string& head, const std::string& body) {
     if (head.find("/big") != std::string::npos) {
       TestUpstream::WriteAll(
@@ -49,6 +53,16 @@ class GatewayFixture : public ::testing::Test {
     if (head.find("/until-close") != std::string::npos) {
       TestUpstream::WriteAll(fd, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it");
       return false;
+    }
+    {
+      std::lock_guard lock(drop_next_mu_);
+      if (drop_next_on_.erase(fd) > 0) return false;
+    }
+    if (head.find("/then-drop") != std::string::npos) {
+      TestUpstream::WriteAll(fd, TestUpstream::Ok(R"({"then":"drop"})"));
+      std::lock_guard lock(drop_next_mu_);
+      drop_next_on_.insert(fd);
+      return true;
     }
     if (head.find("/then-close") != std::string::npos) {
       TestUpstream::WriteAll(fd, TestUpstream::Ok(R"({"closing":true})"));
@@ -151,6 +165,8 @@ class GatewayFixture : public ::testing::Test {
   std::unique_ptr<PostgresCluster> postgres_;  // with GATEHOUSE_TEST_STORAGE=postgres
   std::string storage_;                        // empty: SQLite in the data directory
   std::unique_ptr<TestUpstream> upstream_;
+  std::mutex drop_next_mu_;
+  std::set<int> drop_next_on_;  // guarded by drop_next_mu_: connections /then-drop marked
   std::unique_ptr<ServerProcess> server_;
   std::string config_, org_, key_;
 };

@@ -266,6 +266,47 @@ TEST_F(ProxyTest, AnUpstreamThatClosesRightAfterAnsweringCostsNoRequest) {
   }
 }
 
+TEST_F(ProxyTest, ARequestDroppedUnansweredOnAPooledConnectionIsSentAgainOnlyWhenSafe) {
+  // The upstream takes the next request on the connection it kept, then closes without an
+  // answer, as one whose keep-alive timeout ends just as the request arrives. It may have
+  // acted on it, so (RFC 9112 9.3.1) only an idempotent request, or one with an
+  // Idempotency-Key, goes again on a fresh connection, and only with a body gatehouse still
+  // holds: one that came in with its head. A body relayed as it arrives has left.
+  std::string writer = NewKey(R"(["write:evidence"])");
+  const std::string auth = "Authorization: Bearer " + writer + "\r\n";
+  const auto after_a_drop = [&](const std::string& request) {
+    Connection c(server_->port());  // a 502 ends the client's connection
+    c.Send("POST /api/v1/evidence/then-drop HTTP/1.1\r\nHost: x\r\n" + auth +
+           "Content-Length: 0\r\n\r\n");
+    EXPECT_EQ(c.Read().body, R"({"then":"drop"})");
+    const int before = upstream_->requests.load();
+    c.Send(request);
+    auto r = c.Read();
+    return std::pair{r, upstream_->requests.load() - before};
+  };
+  const std::string upload = "/api/v1/evidence/upload HTTP/1.1\r\nHost: x\r\n" + auth;
+  auto [put, put_requests] = after_a_drop("PUT " + upload + "Content-Length: 5\r\n\r\nhello");
+  EXPECT_EQ(put.status, 200) << put.body;
+  EXPECT_EQ(put.body, R"({"ok":true,"bytes":5})");
+  EXPECT_EQ(put_requests, 2);  // dropped once, then answered
+  EXPECT_EQ(upstream_->last_body(), "hello");
+
+  auto [keyed, keyed_requests] = after_a_drop("POST " + upload +
+                                              "Idempotency-Key: 8e03978e\r\n"
+                                              "Content-Length: 5\r\n\r\nhello");
+  EXPECT_EQ(keyed.status, 200) << keyed.body;
+  EXPECT_EQ(keyed_requests, 2);
+
+  auto [post, post_requests] = after_a_drop("POST " + upload + "Content-Length: 5\r\n\r\nhello");
+  EXPECT_EQ(post.status, 502);
+  EXPECT_EQ(post_requests, 1);  // never twice
+
+  auto [streamed, streamed_requests] =
+      after_a_drop("PUT " + upload + "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+  EXPECT_EQ(streamed.status, 502);
+  EXPECT_EQ(streamed_requests, 1);
+}
+
 TEST_F(ProxyTest, ReusesUpstreamConnections) {
   std::string reader = NewKey(R"(["read:findings"])");
   Connection c(server_->port());
