@@ -958,6 +958,15 @@ class Server::Impl {
     co_return std::move(*r);
   }
 
+  // asio's pool starts its threads itself, so each names itself on its first job: one flag per
+  // thread here, not one per Offload instantiation.
+  static void NameBlockingThread() {
+    static thread_local bool named = false;
+    if (named) return;
+    named = true;
+    NameThisThread("gh-blocking");
+  }
+
   // Runs a blocking function on the blocking pool and returns what it returned. Errors:
   // kUnavailable when the pool's queue is full (never an unbounded wait), kInternal when the
   // function threw (logged here; the caller answers with a generic 500).
@@ -975,9 +984,7 @@ class Server::Impl {
       out = co_await net::co_spawn(
           blocking_,
           [&]() -> net::awaitable<R> {
-            // asio's pool starts its threads itself; each names itself on its first job.
-            static thread_local const bool named = (NameThisThread("gh-blocking"), true);
-            (void)named;
+            NameBlockingThread();
             co_return f();
           },
           net::use_awaitable);

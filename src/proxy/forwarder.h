@@ -1278,7 +1278,7 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
   }
   // A small body that came in with its head, as most API calls' do, is held whole too, so that
   // a request sent on a pooled connection its upstream closed at that moment can be sent again
-  // on a fresh one, as nginx, which buffers request bodies, does. A larger body, or one still
+  // on a fresh one (nginx buffers request bodies for the same reason). A larger body, or one still
   // arriving, is relayed as it comes, and cannot be.
   const bool arrived_whole = !whole && head.framing == h1::Framing::kLength &&
                              head.content_length <= kHoldArrivedBodyBelow &&
@@ -1324,9 +1324,8 @@ net::awaitable<ForwardResult> Forward(ClientSide<Stream>& client, const ForwardC
       BuildUpstreamHead(head, ctx, *up.server, out, std::nullopt, websocket ? "websocket" : "");
     }
     io::Deadline up_deadline(watches, &up.socket);
-    // A body held whole can be sent again; one relayed as it arrives cannot.
-    // Sent again when the upstream surely never read it (the write failed), or when it may have
-    // and repeating it is safe.
+    // Sent again, with a body only if held whole, when the upstream surely never read it (the
+    // write failed), or when it may have and repeating it is safe.
     const bool retry_unsent =
         replayable && (lease.reused || (repeatable && failovers + 1 < servers));
     const bool retry_unanswered = retry_unsent && repeatable;
